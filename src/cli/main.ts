@@ -1,0 +1,90 @@
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { ConfigError, loadConfig } from '../config.ts';
+import { startServer } from '../server/start.ts';
+
+const USAGE = `Usage: tether <command> [options]
+
+Commands:
+  serve     Run the registry (embedded filesystem + SQLite storage by default)
+
+serve options:
+  --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
+  --data DIR           data directory (default ./data, env TETHER_DATA)
+  --config FILE        YAML or JSON config file (env TETHER_CONFIG)
+  --log-level LEVEL    fatal|error|warn|info|debug|trace|silent (env TETHER_LOG_LEVEL)
+
+Precedence: flags > TETHER_* environment > config file > defaults. See docs/configuration.md.`;
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: 'string' },
+      data: { type: 'string' },
+      config: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const file = values.config ?? process.env.TETHER_CONFIG;
+  const config = loadConfig({
+    ...(file ? { file } : {}),
+    env: process.env,
+    flags: { listen: values.listen, data: values.data, 'log-level': values['log-level'] },
+  });
+  const log = pino({ level: config.log.level, base: { service: 'tether' } });
+  const running = await startServer(config, log);
+  log.info({ url: running.url, data: config.data }, `tether listening on ${running.url}`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: finishing in-flight requests');
+    running.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return;
+    default:
+      console.error(`tether: unknown command "${command}"\n\n${USAGE}`);
+      process.exitCode = 2;
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    console.error(`tether: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -1,0 +1,233 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+
+/**
+ * One typed configuration. Sources, weakest first: defaults < file (YAML or JSON) < `TETHER_*`
+ * environment variables < command-line flags. Every setting is declared once in SETTINGS; the loader,
+ * the error messages and docs/configuration.md all follow from that table.
+ */
+export interface TetherConfig {
+  listen: string;
+  data: string;
+  storage: {
+    blobs: 'fs' | 'memory';
+    meta: 'sqlite' | 'memory';
+    sqliteSynchronous: 'FULL' | 'NORMAL';
+  };
+  delete: { enabled: boolean };
+  uploads: { ttlSeconds: number; automaticMount: boolean };
+  limits: { manifestMaxBytes: number; blobMaxBytes: number; pageSizeMax: number };
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+}
+
+type Kind =
+  | { type: 'string' }
+  | { type: 'int'; min: number }
+  | { type: 'bool' }
+  | { type: 'enum'; values: string[] };
+
+export interface Setting {
+  /** Dotted path in the config file and in TetherConfig. */
+  key: string;
+  env: string;
+  flag?: string;
+  kind: Kind;
+  default: string | number | boolean;
+  description: string;
+}
+
+export const SETTINGS: Setting[] = [
+  {
+    key: 'listen',
+    env: 'TETHER_LISTEN',
+    flag: 'listen',
+    kind: { type: 'string' },
+    default: '127.0.0.1:5000',
+    description: 'HOST:PORT to listen on (port 0 picks a free port).',
+  },
+  {
+    key: 'data',
+    env: 'TETHER_DATA',
+    flag: 'data',
+    kind: { type: 'string' },
+    default: './data',
+    description: 'Directory for blobs (`blobs/`, `uploads/`) and the SQLite database (`meta.db`).',
+  },
+  {
+    key: 'storage.blobs',
+    env: 'TETHER_STORAGE_BLOBS',
+    kind: { type: 'enum', values: ['fs', 'memory'] },
+    default: 'fs',
+    description: 'Blob store driver: `fs` (durable, under `data`) or `memory` (tests only).',
+  },
+  {
+    key: 'storage.meta',
+    env: 'TETHER_STORAGE_META',
+    kind: { type: 'enum', values: ['sqlite', 'memory'] },
+    default: 'sqlite',
+    description:
+      'Metadata driver: `sqlite` (`data/meta.db`, WAL) or `memory` (in-memory SQLite, tests only).',
+  },
+  {
+    key: 'storage.sqliteSynchronous',
+    env: 'TETHER_SQLITE_SYNCHRONOUS',
+    kind: { type: 'enum', values: ['FULL', 'NORMAL'] },
+    default: 'FULL',
+    description:
+      '`FULL`: every acknowledged write survives power loss. `NORMAL`: survives process crashes only, faster commits.',
+  },
+  {
+    key: 'delete.enabled',
+    env: 'TETHER_DELETE_ENABLED',
+    kind: { type: 'bool' },
+    default: true,
+    description: 'Allow DELETE of manifests, tags and blobs; when false they answer 405 `UNSUPPORTED`.',
+  },
+  {
+    key: 'uploads.ttlSeconds',
+    env: 'TETHER_UPLOADS_TTL_SECONDS',
+    kind: { type: 'int', min: 1 },
+    default: 86400,
+    description: 'Idle upload sessions are removed after this many seconds.',
+  },
+  {
+    key: 'uploads.automaticMount',
+    env: 'TETHER_UPLOADS_AUTOMATIC_MOUNT',
+    kind: { type: 'bool' },
+    default: true,
+    description: 'Mount without `from`: link a blob from any repository that holds it.',
+  },
+  {
+    key: 'limits.manifestMaxBytes',
+    env: 'TETHER_LIMITS_MANIFEST_MAX_BYTES',
+    kind: { type: 'int', min: 1024 },
+    default: 4 * 1024 * 1024,
+    description: 'Largest manifest accepted (413 above it).',
+  },
+  {
+    key: 'limits.blobMaxBytes',
+    env: 'TETHER_LIMITS_BLOB_MAX_BYTES',
+    kind: { type: 'int', min: 0 },
+    default: 0,
+    description: 'Largest blob accepted (413 above it); 0 means no limit.',
+  },
+  {
+    key: 'limits.pageSizeMax',
+    env: 'TETHER_LIMITS_PAGE_SIZE_MAX',
+    kind: { type: 'int', min: 1 },
+    default: 1000,
+    description: 'Default and largest page for `_catalog` and referrers (`n` above it is clamped).',
+  },
+  {
+    key: 'log.level',
+    env: 'TETHER_LOG_LEVEL',
+    flag: 'log-level',
+    kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    default: 'info',
+    description: 'Log level of the JSON (pino) log on stdout.',
+  },
+];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function coerce(setting: Setting, raw: unknown, source: string): string | number | boolean {
+  const where = `${setting.key} (from ${source})`;
+  const { kind } = setting;
+  switch (kind.type) {
+    case 'string':
+      if (typeof raw !== 'string' || raw === '') throw new ConfigError(`${where} must be a non-empty string`);
+      return raw;
+    case 'int': {
+      const n =
+        typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n) || n < kind.min)
+        throw new ConfigError(`${where} must be an integer ≥ ${kind.min}`);
+      return n;
+    }
+    case 'bool':
+      if (typeof raw === 'boolean') return raw;
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      throw new ConfigError(`${where} must be true or false`);
+    case 'enum':
+      if (typeof raw !== 'string' || !kind.values.includes(raw)) {
+        throw new ConfigError(`${where} must be one of: ${kind.values.join(', ')}`);
+      }
+      return raw;
+  }
+}
+
+function flatten(value: unknown, prefix: string, out: Map<string, unknown>): void {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else {
+    out.set(prefix, value);
+  }
+}
+
+export interface ConfigSources {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Flag values by flag name (without dashes). */
+  flags?: Record<string, string | undefined>;
+  /** Programmatic overrides by dotted key (library use); strongest of all. */
+  overrides?: Record<string, string | number | boolean>;
+}
+
+export function loadConfig(sources: ConfigSources = {}): TetherConfig {
+  const values = new Map<string, string | number | boolean>();
+  for (const s of SETTINGS) values.set(s.key, s.default);
+
+  if (sources.file) {
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(readFileSync(sources.file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${sources.file}: ${(err as Error).message}`);
+    }
+    const flat = new Map<string, unknown>();
+    flatten(parsed ?? {}, '', flat);
+    for (const [key, raw] of flat) {
+      const setting = SETTINGS.find((s) => s.key === key);
+      if (!setting) throw new ConfigError(`unknown setting "${key}" in ${sources.file}`);
+      values.set(key, coerce(setting, raw, sources.file));
+    }
+  }
+  const env = sources.env ?? {};
+  for (const s of SETTINGS) {
+    const raw = env[s.env];
+    if (raw !== undefined && raw !== '') values.set(s.key, coerce(s, raw, s.env));
+  }
+  for (const s of SETTINGS) {
+    const raw = s.flag ? sources.flags?.[s.flag] : undefined;
+    if (raw !== undefined) values.set(s.key, coerce(s, raw, `--${s.flag}`));
+  }
+  for (const [key, raw] of Object.entries(sources.overrides ?? {})) {
+    const setting = SETTINGS.find((s) => s.key === key);
+    if (!setting) throw new ConfigError(`unknown setting "${key}"`);
+    values.set(key, coerce(setting, raw, 'options'));
+  }
+  parseListen(values.get('listen') as string);
+
+  const config: Record<string, unknown> = {};
+  for (const [key, value] of values) {
+    const parts = key.split('.');
+    let node = config;
+    for (const part of parts.slice(0, -1)) {
+      node[part] ??= {};
+      node = node[part] as Record<string, unknown>;
+    }
+    node[parts.at(-1)!] = value;
+  }
+  return config as unknown as TetherConfig;
+}
+
+/** Splits `HOST:PORT` (IPv6 as `[::1]:5000`). */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`listen must be HOST:PORT, got "${listen}"`);
+  return { host: (m[1] ?? m[2])!, port };
+}

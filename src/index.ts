@@ -1,0 +1,15 @@
+/** Public library surface of Tether. */
+export { ConfigError, loadConfig, SETTINGS, type TetherConfig } from './config.ts';
+export { type Digest, parseDigest, tryParseDigest } from './oci/digest.ts';
+export { OciError, type OciErrorCode } from './oci/errors.ts';
+export { type Descriptor, type ParsedManifest, parseManifest } from './oci/manifest.ts';
+export { MediaType } from './oci/mediatypes.ts';
+export { isValidRepositoryName, isValidTag } from './oci/reference.ts';
+export { referrersTagFor } from './oci/referrers-tag.ts';
+export { Registry } from './registry/registry.ts';
+export {
+  type RunningRegistry,
+  type StartRegistryOptions,
+  startRegistry,
+  startServer,
+} from './server/start.ts';

@@ -1,0 +1,34 @@
+import type { Logger } from 'pino';
+import type { BlobStore } from '../storage/blob/types.ts';
+import type { MetaStore } from '../storage/meta/types.ts';
+
+export interface RegistryOptions {
+  /** When false, DELETE of manifests, tags and blobs answers 405 UNSUPPORTED. */
+  deleteEnabled: boolean;
+  manifestMaxBytes: number;
+  /** Largest blob accepted, in bytes; 0 means no limit. */
+  blobMaxBytes: number;
+  /** Mount without `from`: link a blob from any repository that has it. */
+  automaticMount: boolean;
+  /** Abandoned upload sessions are removed after this long without activity. */
+  uploadTtlMs: number;
+  /** Default and largest page of tags, repositories and referrers. */
+  pageSizeMax: number;
+}
+
+export const defaultRegistryOptions: RegistryOptions = {
+  deleteEnabled: true,
+  manifestMaxBytes: 4 * 1024 * 1024,
+  blobMaxBytes: 0,
+  automaticMount: true,
+  uploadTtlMs: 24 * 60 * 60 * 1000,
+  pageSizeMax: 1000,
+};
+
+/** What every registry operation needs; passed explicitly so modules stay small and testable. */
+export interface RegistryContext {
+  blobs: BlobStore;
+  meta: MetaStore;
+  options: RegistryOptions;
+  log: Logger;
+}

@@ -1,0 +1,108 @@
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { errors } from '../oci/errors.ts';
+import type { BlobStore } from '../storage/blob/types.ts';
+import type { MetaStore, Page } from '../storage/meta/types.ts';
+import { defaultRegistryOptions, type RegistryContext, type RegistryOptions } from './context.ts';
+import * as manifests from './manifests.ts';
+import { listReferrers, type ReferrersPage, type ReferrersRequest } from './referrers.ts';
+import { Uploads } from './uploads.ts';
+
+/**
+ * The registry service: OCI rules over a BlobStore and a MetaStore. The HTTP layer calls it; it knows
+ * nothing about HTTP beyond the OciError statuses it throws.
+ */
+export class Registry {
+  readonly ctx: RegistryContext;
+  readonly uploads: Uploads;
+  #sweeper: NodeJS.Timeout | undefined;
+
+  constructor(blobs: BlobStore, meta: MetaStore, log: Logger, options: Partial<RegistryOptions> = {}) {
+    this.ctx = { blobs, meta, log, options: { ...defaultRegistryOptions, ...options } };
+    this.uploads = new Uploads(this.ctx);
+  }
+
+  get options(): RegistryOptions {
+    return this.ctx.options;
+  }
+
+  /** Starts the periodic sweep of abandoned uploads (every tenth of the TTL, at most hourly). */
+  startMaintenance(): void {
+    const every = Math.min(Math.max(this.options.uploadTtlMs / 10, 1000), 60 * 60 * 1000);
+    this.#sweeper = setInterval(() => {
+      this.uploads.sweep().catch((err) => this.ctx.log.error({ err }, 'upload sweep failed'));
+    }, every);
+    this.#sweeper.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.#sweeper) clearInterval(this.#sweeper);
+    await this.ctx.meta.close();
+    await this.ctx.blobs.close();
+  }
+
+  // Blobs -------------------------------------------------------------------------------------------
+
+  /** Size of a blob this repository serves, or 404 BLOB_UNKNOWN. */
+  async blobSize(repo: string, digest: string): Promise<number> {
+    const size = await this.ctx.meta.blobSize(repo, digest);
+    if (size === undefined) throw errors.blobUnknown(digest);
+    return size;
+  }
+
+  async readBlob(digest: string, range?: { start: number; end: number }): Promise<Readable> {
+    return this.ctx.blobs.read(digest, range);
+  }
+
+  async deleteBlob(repo: string, digest: string): Promise<void> {
+    if (!this.options.deleteEnabled) throw errors.unsupported('deletion is disabled on this registry');
+    if (!(await this.ctx.meta.unlinkBlob(repo, digest))) throw errors.blobUnknown(digest);
+  }
+
+  /**
+   * Cross-repository mount. Links the blob when `from` holds it (or, without `from` and with automatic
+   * mount on, when any repository does) and answers true; false means "start an upload instead".
+   */
+  async mount(repo: string, digest: string, from: string | undefined): Promise<boolean> {
+    const size =
+      from !== undefined
+        ? await this.ctx.meta.blobSize(from, digest)
+        : this.options.automaticMount
+          ? await this.ctx.meta.findBlob(digest)
+          : undefined;
+    if (size === undefined) return false;
+    // The bytes must really be there: a link to nothing would be served as a broken blob.
+    if ((await this.ctx.blobs.stat(digest)) === undefined) return false;
+    await this.ctx.meta.linkBlob(repo, digest, size);
+    return true;
+  }
+
+  // Manifests ---------------------------------------------------------------------------------------
+
+  putManifest(input: manifests.PutManifestInput) {
+    return manifests.putManifest(this.ctx, input);
+  }
+
+  getManifest(repo: string, reference: manifests.ManifestReference) {
+    return manifests.getManifest(this.ctx, repo, reference);
+  }
+
+  deleteManifest(repo: string, reference: manifests.ManifestReference, ifMatch?: string[]) {
+    return manifests.deleteManifest(this.ctx, repo, reference, ifMatch);
+  }
+
+  // Discovery ---------------------------------------------------------------------------------------
+
+  async listTags(repo: string, page: Page): Promise<string[]> {
+    if (!(await this.ctx.meta.repositoryExists(repo))) throw errors.nameUnknown(repo);
+    return page.limit === 0 ? [] : this.ctx.meta.listTags(repo, page);
+  }
+
+  listRepositories(page: Page): Promise<string[]> {
+    return page.limit === 0 ? Promise.resolve([]) : this.ctx.meta.listRepositories(page);
+  }
+
+  listReferrers(request: ReferrersRequest): Promise<ReferrersPage> {
+    return listReferrers(this.ctx, request);
+  }
+}

@@ -1,0 +1,186 @@
+import type { Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { createHasher, type Digest, type DigestAlgorithm, isSupportedAlgorithm } from '../oci/digest.ts';
+import { errors, OciError } from '../oci/errors.ts';
+import type { UploadRecord } from '../storage/meta/types.ts';
+import type { RegistryContext } from './context.ts';
+import { KeyedLock } from './keyed-lock.ts';
+
+interface HashState {
+  hash: Hash;
+  algorithm: string;
+  offset: number;
+}
+
+/**
+ * Blob upload sessions. Bytes are hashed as they stream to the BlobStore, so finishing an upload costs no
+ * second read. The running hash lives in memory; after a restart (or on another replica) it is rebuilt
+ * from the staged bytes, so the acknowledged offset in the MetaStore stays the only durable state.
+ */
+export class Uploads {
+  readonly #ctx: RegistryContext;
+  readonly #hashes = new Map<string, HashState>();
+  readonly #locks = new KeyedLock();
+
+  constructor(ctx: RegistryContext) {
+    this.#ctx = ctx;
+  }
+
+  async start(repo: string, algorithm: DigestAlgorithm = 'sha256'): Promise<UploadRecord> {
+    const now = Date.now();
+    const upload: UploadRecord = {
+      id: randomUUID(),
+      repo,
+      offset: 0,
+      algorithm,
+      startedAt: now,
+      updatedAt: now,
+    };
+    await this.#ctx.meta.createUpload(upload);
+    await this.#ctx.blobs.createUpload(upload.id);
+    this.#hashes.set(upload.id, { hash: createHasher(algorithm), algorithm, offset: 0 });
+    return upload;
+  }
+
+  /** Finds a live session of this repository, or throws 404 BLOB_UPLOAD_UNKNOWN. */
+  async get(repo: string, id: string): Promise<UploadRecord> {
+    const upload = /^[a-f0-9-]{36}$/.test(id) ? await this.#ctx.meta.getUpload(id) : undefined;
+    if (!upload || upload.repo !== repo) throw errors.uploadUnknown(id);
+    return upload;
+  }
+
+  /**
+   * Appends a request body at the session's offset. With `range` (from Content-Range) the chunk must start
+   * exactly at the current offset and have the declared length; otherwise 416 and nothing changes.
+   */
+  async append(
+    repo: string,
+    id: string,
+    body: AsyncIterable<Buffer>,
+    range?: { start: number; end: number },
+  ): Promise<UploadRecord> {
+    return this.#locks.run(id, async () => {
+      const upload = await this.get(repo, id);
+      if (range && range.start !== upload.offset) {
+        throw errors.rangeNotSatisfiable('chunk does not start at the end of the uploaded data', {
+          Location: uploadLocation(repo, id),
+          Range: rangeHeader(upload.offset),
+          'Docker-Upload-UUID': id,
+        });
+      }
+      const state = await this.#hashState(upload, upload.algorithm);
+      const limit = this.#ctx.options.blobMaxBytes;
+      let written: number;
+      try {
+        written = await this.#ctx.blobs.appendUpload(
+          id,
+          upload.offset,
+          limitBody(body, upload.offset, limit),
+          (c) => state.hash.update(c),
+        );
+      } catch (err) {
+        // The hash has seen bytes the offset does not acknowledge: rebuild it from storage next time.
+        this.#hashes.delete(id);
+        throw err;
+      }
+      if (range && written !== range.end - range.start + 1) {
+        this.#hashes.delete(id);
+        throw errors.sizeInvalid('chunk length does not match Content-Range', {
+          expected: range.end - range.start + 1,
+          received: written,
+        });
+      }
+      upload.offset += written;
+      upload.updatedAt = Date.now();
+      state.offset = upload.offset;
+      await this.#ctx.meta.setUploadOffset(id, upload.offset, upload.updatedAt);
+      return upload;
+    });
+  }
+
+  /** Verifies the whole blob against `digest` and publishes it into the session's repository. */
+  async finish(repo: string, id: string, digest: Digest, expectedSize?: number): Promise<{ size: number }> {
+    return this.#locks.run(id, async () => {
+      const upload = await this.get(repo, id);
+      const state = await this.#hashState(upload, digest.algorithm);
+      this.#hashes.delete(id);
+      const actual = `${digest.algorithm}:${state.hash.digest('hex')}`;
+      if (actual !== digest.value || (expectedSize !== undefined && expectedSize !== upload.offset)) {
+        await this.#discard(id);
+        throw errors.digestInvalid('uploaded content does not match the digest', {
+          expected: digest.value,
+          actual,
+          size: upload.offset,
+        });
+      }
+      await this.#ctx.blobs.commitUpload(id, digest.value, upload.offset);
+      await this.#ctx.meta.completeUpload(id, digest.value, upload.offset);
+      return { size: upload.offset };
+    });
+  }
+
+  async cancel(repo: string, id: string): Promise<void> {
+    await this.#locks.run(id, async () => {
+      await this.get(repo, id);
+      await this.#discard(id);
+    });
+  }
+
+  /** Removes sessions idle for longer than the TTL, and staged files no session owns. */
+  async sweep(now = Date.now()): Promise<number> {
+    const cutoff = now - this.#ctx.options.uploadTtlMs;
+    let removed = 0;
+    for (;;) {
+      const stale = await this.#ctx.meta.listStaleUploads(cutoff, 100);
+      for (const upload of stale) {
+        await this.#locks.run(upload.id, () => this.#discard(upload.id));
+        removed++;
+      }
+      if (stale.length < 100) break;
+    }
+    for await (const staged of this.#ctx.blobs.listUploads()) {
+      if (staged.modifiedAt.getTime() < cutoff && !(await this.#ctx.meta.hasUpload(staged.id))) {
+        await this.#ctx.blobs.deleteUpload(staged.id);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  async #discard(id: string): Promise<void> {
+    this.#hashes.delete(id);
+    await this.#ctx.meta.deleteUpload(id);
+    await this.#ctx.blobs.deleteUpload(id);
+  }
+
+  /** The running hash for `algorithm` at the acknowledged offset, rebuilt from staged bytes if needed. */
+  async #hashState(upload: UploadRecord, algorithm: string): Promise<HashState> {
+    const cached = this.#hashes.get(upload.id);
+    if (cached && cached.algorithm === algorithm && cached.offset === upload.offset) return cached;
+    if (!isSupportedAlgorithm(algorithm)) throw errors.digestInvalid('unsupported digest algorithm');
+    const hash = createHasher(algorithm);
+    for await (const chunk of await this.#ctx.blobs.readUpload(upload.id, upload.offset)) hash.update(chunk);
+    const state = { hash, algorithm, offset: upload.offset };
+    this.#hashes.set(upload.id, state);
+    return state;
+  }
+}
+
+export function uploadLocation(repo: string, id: string): string {
+  return `/v2/${repo}/blobs/uploads/${id}`;
+}
+
+/** The upload `Range` header: inclusive end of the data so far, `0-0` when empty (as Distribution does). */
+export function rangeHeader(offset: number): string {
+  return `0-${Math.max(0, offset - 1)}`;
+}
+
+async function* limitBody(body: AsyncIterable<Buffer>, offset: number, limit: number): AsyncIterable<Buffer> {
+  let total = offset;
+  for await (const chunk of body) {
+    total += chunk.length;
+    if (limit > 0 && total > limit)
+      throw new OciError(413, 'SIZE_INVALID', 'blob exceeds the size limit', { limit });
+    yield chunk;
+  }
+}

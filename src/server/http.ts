@@ -1,0 +1,87 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { errors, OciError } from '../oci/errors.ts';
+
+/**
+ * Response and request helpers. Every response carries an exact Content-Length (never chunked encoding)
+ * and no charset parameters: the conformance suites and many clients compare these byte for byte.
+ */
+export const API_VERSION_HEADER = { 'Docker-Distribution-Api-Version': 'registry/2.0' } as const;
+
+export type Headers = Record<string, string | number | string[]>;
+
+export function send(res: ServerResponse, status: number, headers: Headers, body?: Buffer): void {
+  res.writeHead(status, { ...API_VERSION_HEADER, ...headers, 'Content-Length': body ? body.length : 0 });
+  res.end(body);
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Headers = {}): void {
+  send(res, status, { 'Content-Type': 'application/json', ...headers }, Buffer.from(JSON.stringify(value)));
+}
+
+/** Renders any thrown value: OciErrors as spec JSON, anything else as a logged 500. */
+export function sendError(res: ServerResponse, err: unknown, bodyUnread: boolean): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Headers = bodyUnread ? { Connection: 'close' } : {};
+  if (err instanceof OciError) {
+    sendJson(res, err.status, err.toJSON(), { ...err.headers, ...headers });
+    return;
+  }
+  sendJson(res, 500, { errors: [{ code: 'UNKNOWN', message: 'internal server error' }] }, headers);
+}
+
+/** Reads a whole request body up to `limit` bytes (manifests); larger bodies answer 413 before reading. */
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) {
+    throw errors.tooLarge('request body exceeds the size limit', limit);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw errors.tooLarge('request body exceeds the size limit', limit);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+}
+
+/** True when the request carries a body (a non-zero Content-Length or chunked transfer encoding). */
+export function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  if (length !== undefined) return Number(length) > 0;
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+/** Parses `If-Match` / `If-None-Match` entity tags (`"sha256:…"`, weak or strong) into digests. */
+export function parseEntityTags(header: string | undefined): string[] | undefined {
+  if (header === undefined) return undefined;
+  return header
+    .split(',')
+    .map((t) => t.trim().replace(/^W\//, ''))
+    .filter((t) => t.length > 0)
+    .map((t) => (t.startsWith('"') && t.endsWith('"') && t.length >= 2 ? t.slice(1, -1) : t));
+}
+
+/** `Link` header for the next page, relative to this registry, as RFC 8288 writes it. */
+export function nextLink(path: string, params: Record<string, string | string[] | undefined>): string {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) query.append(key, v);
+  }
+  return `<${path}?${query.toString()}>; rel="next"`;
+}
+
+/**
+ * Parses the `n` page-size parameter: absent → `fallback`; a non-negative integer is clamped to `max`
+ * (oversized values are clamped, never rejected: clients like Renovate ask for n=10000).
+ */
+export function parsePageSize(value: string | null, fallback: number, max: number): number {
+  if (value === null || value === '') return fallback;
+  if (!/^\d{1,12}$/.test(value))
+    throw errors.badRequest('n must be a non-negative integer', { n: value.slice(0, 50) });
+  return Math.min(Number(value), max);
+}

@@ -1,0 +1,69 @@
+import { pipeline } from 'node:stream/promises';
+import { parseDigest } from '../../oci/digest.ts';
+import { API_VERSION_HEADER, send } from '../http.ts';
+import type { RouteContext } from './types.ts';
+
+export type ByteRange = { start: number; end: number };
+
+/**
+ * Interprets an RFC 9110 `Range` header for a blob of `size` bytes: undefined means "send it all"
+ * (no header, other units, several ranges or bad syntax), 'unsatisfiable' means 416.
+ */
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): ByteRange | 'unsatisfiable' | undefined {
+  if (!header) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Number(m[2]);
+  if (end < start || start >= size) return 'unsatisfiable';
+  return { start, end: Math.min(end, size - 1) };
+}
+
+export async function getBlob(ctx: RouteContext): Promise<void> {
+  const { req, res, registry, name } = ctx;
+  const digest = parseDigest(ctx.ref).value;
+  const size = await registry.blobSize(name, digest);
+  const headers = {
+    ...API_VERSION_HEADER,
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': digest,
+    ETag: `"${digest}"`,
+    'Accept-Ranges': 'bytes',
+    'Cache-Control': 'max-age=31536000, immutable',
+  };
+  const range = parseRange(req.headers.range, size);
+  if (range === 'unsatisfiable') {
+    send(res, 416, { ...headers, 'Content-Range': `bytes */${size}` });
+    return;
+  }
+  const status = range ? 206 : 200;
+  const length = range ? range.end - range.start + 1 : size;
+  const rangeHeaders = range ? { 'Content-Range': `bytes ${range.start}-${range.end}/${size}` } : {};
+  if (req.method === 'HEAD' || length === 0) {
+    res.writeHead(status, { ...headers, ...rangeHeaders, 'Content-Length': length });
+    res.end();
+    return;
+  }
+  const stream = await registry.readBlob(digest, range);
+  res.writeHead(status, { ...headers, ...rangeHeaders, 'Content-Length': length });
+  try {
+    await pipeline(stream, res);
+  } catch {
+    // The client went away mid-transfer; nothing to answer.
+    res.destroy();
+  }
+}
+
+export async function deleteBlob(ctx: RouteContext): Promise<void> {
+  const digest = parseDigest(ctx.ref).value;
+  await ctx.registry.deleteBlob(ctx.name, digest);
+  send(ctx.res, 202, {});
+}

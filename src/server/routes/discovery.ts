@@ -1,0 +1,89 @@
+import { parseDigest } from '../../oci/digest.ts';
+import { errors } from '../../oci/errors.ts';
+import { isValidMediaType, MediaType } from '../../oci/mediatypes.ts';
+import { nextLink, parsePageSize, send, sendJson } from '../http.ts';
+import type { RouteContext } from './types.ts';
+
+/** Tags, repositories and referrers ask the store for pages of at most this many rows at a time. */
+const STORE_BATCH = 10_000;
+
+export async function base(ctx: RouteContext): Promise<void> {
+  sendJson(ctx.res, 200, {});
+}
+
+function cursor(value: string | null): string | undefined {
+  if (value === null || value === '') return undefined;
+  if (value.length > 512) throw errors.badRequest('last is too long');
+  return value;
+}
+
+/**
+ * GET tags/list. Without `n` the whole list comes back in one response (what the conformance suites
+ * and most clients expect); with `n` it is clamped and a `Link` header points at the next page.
+ */
+export async function listTags(ctx: RouteContext): Promise<void> {
+  const { registry, name, query } = ctx;
+  const requested = parsePageSize(query.get('n'), -1, STORE_BATCH);
+  let after = cursor(query.get('last'));
+  const tags: string[] = [];
+  const headers: Record<string, string> = {};
+  if (requested === -1) {
+    for (;;) {
+      const page = await registry.listTags(name, { limit: STORE_BATCH, ...(after ? { after } : {}) });
+      tags.push(...page);
+      if (page.length < STORE_BATCH) break;
+      after = page.at(-1);
+    }
+  } else {
+    const page = await registry.listTags(name, { limit: requested + 1, ...(after ? { after } : {}) });
+    tags.push(...page.slice(0, requested));
+    if (requested > 0 && page.length > requested) {
+      headers.Link = nextLink(`/v2/${name}/tags/list`, { n: String(requested), last: tags.at(-1) });
+    }
+  }
+  sendJson(ctx.res, 200, { name, tags }, headers);
+}
+
+export async function catalog(ctx: RouteContext): Promise<void> {
+  const { registry, query } = ctx;
+  const max = registry.options.pageSizeMax;
+  const requested = parsePageSize(query.get('n'), max, max);
+  const after = cursor(query.get('last'));
+  const page = await registry.listRepositories({ limit: requested + 1, ...(after ? { after } : {}) });
+  const repositories = page.slice(0, requested);
+  const headers: Record<string, string> = {};
+  if (requested > 0 && page.length > requested) {
+    headers.Link = nextLink('/v2/_catalog', { n: String(requested), last: repositories.at(-1) });
+  }
+  sendJson(ctx.res, 200, { repositories }, headers);
+}
+
+export async function listReferrers(ctx: RouteContext): Promise<void> {
+  const { registry, name, query } = ctx;
+  const subject = parseDigest(ctx.ref).value;
+  const artifactTypes = query.getAll('artifactType');
+  for (const type of artifactTypes) {
+    if (!isValidMediaType(type))
+      throw errors.badRequest('invalid artifactType filter', { artifactType: type });
+  }
+  const max = registry.options.pageSizeMax;
+  const limit = Math.max(1, parsePageSize(query.get('n'), max, max));
+  const after = cursor(query.get('last'));
+  const page = await registry.listReferrers({
+    repo: name,
+    subject,
+    artifactTypes,
+    limit,
+    ...(after ? { after } : {}),
+  });
+  const headers: Record<string, string> = { 'Content-Type': MediaType.ociIndex };
+  if (artifactTypes.length > 0) headers['OCI-Filters-Applied'] = 'artifactType';
+  if (page.next) {
+    headers.Link = nextLink(`/v2/${name}/referrers/${subject}`, {
+      n: query.get('n') ?? undefined,
+      artifactType: artifactTypes,
+      last: page.next,
+    });
+  }
+  send(ctx.res, 200, headers, page.body);
+}

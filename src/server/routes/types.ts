@@ -1,0 +1,17 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Registry } from '../../registry/registry.ts';
+
+export interface RouteContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  registry: Registry;
+  /** Validated repository name ('' for base and catalog). */
+  name: string;
+  /** Decoded last path segment. */
+  ref: string;
+  query: URLSearchParams;
+  /** Set once the handler has consumed the request body, so errors know whether to close the connection. */
+  bodyRead: { value: boolean };
+}
+
+export type Handler = (ctx: RouteContext) => Promise<void>;

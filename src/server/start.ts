@@ -1,0 +1,91 @@
+import { join, resolve } from 'node:path';
+import { type Logger, pino } from 'pino';
+import { loadConfig, parseListen, type TetherConfig } from '../config.ts';
+import { Registry } from '../registry/registry.ts';
+import { FsBlobStore } from '../storage/blob/fs.ts';
+import { MemoryBlobStore } from '../storage/blob/memory.ts';
+import type { BlobStore } from '../storage/blob/types.ts';
+import { SqliteMetaStore } from '../storage/meta/sqlite.ts';
+import type { MetaStore } from '../storage/meta/types.ts';
+import { listen } from './app.ts';
+
+export interface RunningRegistry {
+  /** Base URL, e.g. `http://127.0.0.1:41234`. */
+  url: string;
+  /** `host:port`, the form registry clients take (`${host}/repo:tag`). */
+  host: string;
+  config: TetherConfig;
+  registry: Registry;
+  /** Graceful stop: no new connections, in-flight requests finish, stores close. */
+  close(): Promise<void>;
+}
+
+async function openStores(config: TetherConfig): Promise<{ blobs: BlobStore; meta: MetaStore }> {
+  const data = resolve(config.data);
+  const blobs = config.storage.blobs === 'memory' ? new MemoryBlobStore() : await FsBlobStore.open(data);
+  const meta = new SqliteMetaStore({
+    path: config.storage.meta === 'memory' ? ':memory:' : join(data, 'meta.db'),
+    synchronous: config.storage.sqliteSynchronous,
+  });
+  return { blobs, meta };
+}
+
+/** Opens the stores named by `config`, starts the HTTP server and the upload sweeper. */
+export async function startServer(config: TetherConfig, log: Logger): Promise<RunningRegistry> {
+  const { blobs, meta } = await openStores(config);
+  const registry = new Registry(blobs, meta, log, {
+    deleteEnabled: config.delete.enabled,
+    manifestMaxBytes: config.limits.manifestMaxBytes,
+    blobMaxBytes: config.limits.blobMaxBytes,
+    automaticMount: config.uploads.automaticMount,
+    uploadTtlMs: config.uploads.ttlSeconds * 1000,
+    pageSizeMax: config.limits.pageSizeMax,
+  });
+  const { host, port } = parseListen(config.listen);
+  let http: Awaited<ReturnType<typeof listen>>;
+  try {
+    http = await listen(registry, log, host, port);
+  } catch (err) {
+    await registry.close();
+    throw err;
+  }
+  registry.startMaintenance();
+  return {
+    url: `http://${http.address}`,
+    host: http.address,
+    config,
+    registry,
+    close: async () => {
+      await http.close();
+      await registry.close();
+    },
+  };
+}
+
+export interface StartRegistryOptions {
+  /** `'memory'` (the default) keeps everything in memory; `{ data }` uses the embedded fs + SQLite store. */
+  storage?: 'memory' | { data: string };
+  /** `HOST:PORT`; defaults to `127.0.0.1:0`, a free loopback port. */
+  listen?: string;
+  /** Any other setting by dotted key, e.g. `{ 'delete.enabled': false }`. */
+  settings?: Record<string, string | number | boolean>;
+  /** A pino logger; by default the embedded registry logs nothing. */
+  logger?: Logger;
+}
+
+/**
+ * Starts an in-process Tether for tests and tools, in one call:
+ * `const reg = await startRegistry(); … await reg.close();`
+ */
+export async function startRegistry(options: StartRegistryOptions = {}): Promise<RunningRegistry> {
+  const storage = options.storage ?? 'memory';
+  const overrides: Record<string, string | number | boolean> = {
+    listen: options.listen ?? '127.0.0.1:0',
+    ...(storage === 'memory'
+      ? { 'storage.blobs': 'memory', 'storage.meta': 'memory' }
+      : { data: storage.data, 'storage.blobs': 'fs', 'storage.meta': 'sqlite' }),
+    ...options.settings,
+  };
+  const config = loadConfig({ overrides });
+  return startServer(config, options.logger ?? pino({ level: 'silent' }));
+}

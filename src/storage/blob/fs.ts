@@ -1,0 +1,170 @@
+import { constants, createReadStream } from 'node:fs';
+import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { tryParseDigest } from '../../oci/digest.ts';
+import type { BlobStore } from './types.ts';
+
+const UPLOAD_ID = /^[a-f0-9-]{36}$/;
+const WRITE_BUFFER = 1 << 20;
+
+/**
+ * Filesystem BlobStore. Layout: `blobs/<alg>/<first two hex>/<hex>` for published blobs and
+ * `uploads/<id>` for staged ones. A blob becomes visible only by an atomic rename of a fully written and
+ * fsynced file, followed by an fsync of the directory, so a crash never exposes half a blob.
+ * Paths are built only from parsed digests and ids checked against a strict pattern.
+ */
+export class FsBlobStore implements BlobStore {
+  readonly #blobs: string;
+  readonly #uploads: string;
+
+  private constructor(root: string) {
+    this.#blobs = join(root, 'blobs');
+    this.#uploads = join(root, 'uploads');
+  }
+
+  static async open(root: string): Promise<FsBlobStore> {
+    const store = new FsBlobStore(root);
+    await mkdir(store.#blobs, { recursive: true });
+    await mkdir(store.#uploads, { recursive: true });
+    return store;
+  }
+
+  #blobPath(digest: string): { dir: string; file: string } {
+    const parsed = tryParseDigest(digest);
+    if (!parsed) throw new Error(`refusing to build a path from an invalid digest`);
+    const dir = join(this.#blobs, parsed.algorithm, parsed.hex.slice(0, 2));
+    return { dir, file: join(dir, parsed.hex) };
+  }
+
+  #uploadPath(id: string): string {
+    if (!UPLOAD_ID.test(id)) throw new Error('refusing to build a path from an invalid upload id');
+    return join(this.#uploads, id);
+  }
+
+  async stat(digest: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.#blobPath(digest).file)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async read(digest: string, range?: { start: number; end: number }): Promise<Readable> {
+    const file = this.#blobPath(digest).file;
+    // Open first so a missing file is an error here, not a late stream error after headers went out.
+    const handle = await open(file, constants.O_RDONLY);
+    return handle.createReadStream({
+      highWaterMark: WRITE_BUFFER,
+      ...(range ? { start: range.start, end: range.end } : {}),
+    });
+  }
+
+  async delete(digest: string): Promise<void> {
+    await rm(this.#blobPath(digest).file, { force: true });
+  }
+
+  async createUpload(id: string): Promise<void> {
+    const handle = await open(this.#uploadPath(id), 'wx');
+    await handle.close();
+  }
+
+  async appendUpload(
+    id: string,
+    offset: number,
+    source: AsyncIterable<Buffer>,
+    onData: (chunk: Buffer) => void,
+  ): Promise<number> {
+    const handle = await open(this.#uploadPath(id), 'r+');
+    let written = 0;
+    try {
+      await handle.truncate(offset);
+      let position = offset;
+      // Small network chunks are coalesced so a multi-GiB upload costs few write syscalls.
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      const flush = async () => {
+        if (pendingBytes === 0) return;
+        const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+        let done = 0;
+        while (done < buf.length) {
+          const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
+          done += bytesWritten;
+        }
+        position += buf.length;
+      };
+      for await (const chunk of source) {
+        onData(chunk);
+        written += chunk.length;
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes >= WRITE_BUFFER) await flush();
+      }
+      await flush();
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    return written;
+  }
+
+  async readUpload(id: string, length: number): Promise<Readable> {
+    if (length === 0) {
+      const { Readable } = await import('node:stream');
+      return Readable.from([]);
+    }
+    return createReadStream(this.#uploadPath(id), { start: 0, end: length - 1, highWaterMark: WRITE_BUFFER });
+  }
+
+  async commitUpload(id: string, digest: string, length: number): Promise<void> {
+    const source = this.#uploadPath(id);
+    const { dir, file } = this.#blobPath(digest);
+    const existing = await this.stat(digest);
+    if (existing !== undefined) {
+      await unlink(source).catch(() => {});
+      return;
+    }
+    const handle = await open(source, 'r+');
+    try {
+      // Drop anything past the verified length (an aborted append may have left extra bytes).
+      await handle.truncate(length);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    await mkdir(dir, { recursive: true });
+    await rename(source, file);
+    await fsyncDir(dir);
+  }
+
+  async deleteUpload(id: string): Promise<void> {
+    await rm(this.#uploadPath(id), { force: true });
+  }
+
+  async *listUploads(): AsyncIterable<{ id: string; modifiedAt: Date }> {
+    const dir = await opendir(this.#uploads);
+    for await (const entry of dir) {
+      if (!entry.isFile() || !UPLOAD_ID.test(entry.name)) continue;
+      try {
+        const info = await stat(join(this.#uploads, entry.name));
+        yield { id: entry.name, modifiedAt: info.mtime };
+      } catch {
+        // Removed while listing.
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

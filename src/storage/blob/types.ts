@@ -1,0 +1,38 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Content-addressed bytes. The BlobStore knows nothing about repositories, tags or hashing policy: the
+ * registry hashes while it streams data in, and the MetaStore decides who may see a blob.
+ *
+ * Uploads are staged objects named by an opaque, validated id. Appends are positional: `append` first
+ * truncates the staged object to `offset`, so bytes from a request that crashed or failed halfway are
+ * dropped and the acknowledged offset (kept by the MetaStore) stays the single truth.
+ */
+export interface BlobStore {
+  /** Size in bytes of a published blob, or undefined when absent. */
+  stat(digest: string): Promise<number | undefined>;
+  /** Streams a published blob, optionally a byte range (inclusive `end`). */
+  read(digest: string, range?: { start: number; end: number }): Promise<Readable>;
+  /** Removes a published blob (garbage collection only; repositories drop links, not bytes). */
+  delete(digest: string): Promise<void>;
+
+  createUpload(id: string): Promise<void>;
+  /**
+   * Writes `source` at `offset` (after truncating to it) and makes it durable before resolving with the
+   * number of bytes written. `onData` sees every chunk in order (the registry hashes there).
+   */
+  appendUpload(
+    id: string,
+    offset: number,
+    source: AsyncIterable<Buffer>,
+    onData: (chunk: Buffer) => void,
+  ): Promise<number>;
+  /** Streams the staged bytes of an upload (used to re-hash after a restart). */
+  readUpload(id: string, length: number): Promise<Readable>;
+  /** Publishes staged bytes as `digest` atomically; if the blob exists already the staged copy is dropped. */
+  commitUpload(id: string, digest: string, length: number): Promise<void>;
+  deleteUpload(id: string): Promise<void>;
+  /** Staged uploads with their last modification time, for sweeping orphans. */
+  listUploads(): AsyncIterable<{ id: string; modifiedAt: Date }>;
+  close(): Promise<void>;
+}

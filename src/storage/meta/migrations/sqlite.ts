@@ -1,0 +1,69 @@
+/**
+ * SQLite schema, one entry per version; applied in order inside a transaction and recorded in
+ * `schema_migrations`. Never edit a shipped entry: add a new one.
+ */
+export const sqliteMigrations: string[] = [
+  `
+  CREATE TABLE repositories (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE repository_blobs (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest);
+
+  CREATE TABLE manifests (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    artifact_type TEXT,
+    size INTEGER NOT NULL,
+    subject_digest TEXT,
+    annotations TEXT,
+    bytes BLOB NOT NULL,
+    pushed_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, digest)
+  );
+  -- The referrers index: one range scan per page, ordered by referrer digest (the keyset cursor).
+  CREATE INDEX manifests_by_subject ON manifests (repo, subject_digest, digest)
+    WHERE subject_digest IS NOT NULL;
+
+  CREATE TABLE manifest_refs (
+    repo TEXT NOT NULL,
+    parent_digest TEXT NOT NULL,
+    child_digest TEXT NOT NULL,
+    PRIMARY KEY (repo, parent_digest, child_digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX manifest_refs_by_child ON manifest_refs (repo, child_digest);
+
+  CREATE TABLE tags (
+    repo TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, name)
+  ) WITHOUT ROWID;
+  CREATE INDEX tags_by_digest ON tags (repo, digest);
+
+  CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    repo TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    algorithm TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX uploads_by_updated ON uploads (updated_at);
+  `,
+];
