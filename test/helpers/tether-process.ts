@@ -1,0 +1,80 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+export interface TetherProcess {
+  url: string;
+  host: string;
+  data: string;
+  proc: ChildProcess;
+  /** Output collected so far (stdout + stderr). */
+  output(): string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for exit (crash simulation). */
+  kill9(): Promise<void>;
+}
+
+/** A fresh temporary data directory, removed by the returned cleanup function. */
+export async function tempDataDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'tether-test-'));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Starts `tether serve` as a real child process on a free loopback port (port 0) and waits for its
+ * "listening" log line. Use for crash, restart and signal tests; use startRegistry() for the rest.
+ */
+export async function spawnTether(
+  data: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<TetherProcess> {
+  const proc = spawn(
+    process.execPath,
+    [join(ROOT, 'src/cli/main.ts'), 'serve', '--listen', '127.0.0.1:0', '--data', data, ...extraArgs],
+    { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  proc.stdout!.on('data', (d) => {
+    out += d;
+  });
+  proc.stderr!.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tether did not start:\n${out}`)), 15_000);
+    const onData = () => {
+      const m = /tether listening on (http:\/\/[^"\s]+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        proc.stdout!.off('data', onData);
+        resolve(m[1]!);
+      }
+    };
+    proc.stdout!.on('data', onData);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`tether exited with ${code} before listening:\n${out}`));
+    });
+  });
+  return {
+    url,
+    host: url.replace('http://', ''),
+    data,
+    proc,
+    output: () => out,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      return exited;
+    },
+    kill9: async () => {
+      proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
