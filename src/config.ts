@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { type PolicyRule, parsePolicyRules } from './registry/policy.ts';
 
 /**
  * One typed configuration. Sources, weakest first: defaults < file (YAML or JSON) < `TETHER_*`
@@ -17,6 +18,13 @@ export interface TetherConfig {
   delete: { enabled: boolean };
   uploads: { ttlSeconds: number; automaticMount: boolean };
   limits: { manifestMaxBytes: number; blobMaxBytes: number; pageSizeMax: number };
+  referrers: {
+    subjectPolicy: 'accept' | 'require';
+    onSubjectDelete: 'keep' | 'cascade';
+    mergeFallbackTags: boolean;
+    serveFallbackTags: boolean;
+    policies: PolicyRule[];
+  };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
@@ -24,7 +32,10 @@ type Kind =
   | { type: 'string' }
   | { type: 'int'; min: number }
   | { type: 'bool' }
-  | { type: 'enum'; values: string[] };
+  | { type: 'enum'; values: string[] }
+  | { type: 'policies' };
+
+type Value = string | number | boolean | PolicyRule[];
 
 export interface Setting {
   /** Dotted path in the config file and in TetherConfig. */
@@ -32,7 +43,7 @@ export interface Setting {
   env: string;
   flag?: string;
   kind: Kind;
-  default: string | number | boolean;
+  default: Value;
   description: string;
 }
 
@@ -119,6 +130,46 @@ export const SETTINGS: Setting[] = [
     description: 'Default and largest page for `_catalog` and referrers (`n` above it is clamped).',
   },
   {
+    key: 'referrers.subjectPolicy',
+    env: 'TETHER_REFERRERS_SUBJECT_POLICY',
+    kind: { type: 'enum', values: ['accept', 'require'] },
+    default: 'accept',
+    description:
+      '`accept` (spec): a manifest whose subject does not exist is stored. `require`: such a push is refused with 400 `MANIFEST_BLOB_UNKNOWN` (strict referential integrity; not OCI 1.1 conformant).',
+  },
+  {
+    key: 'referrers.onSubjectDelete',
+    env: 'TETHER_REFERRERS_ON_SUBJECT_DELETE',
+    kind: { type: 'enum', values: ['keep', 'cascade'] },
+    default: 'keep',
+    description:
+      '`keep` (weak links): deleting a subject leaves its referrers. `cascade`: deleting a subject by digest deletes its referrer tree and its fallback tag.',
+  },
+  {
+    key: 'referrers.policies',
+    env: 'TETHER_REFERRERS_POLICIES',
+    kind: { type: 'policies' },
+    default: [],
+    description:
+      'Per-repository overrides, first match wins: a list of `{repositories: GLOB, subjectPolicy?, onSubjectDelete?}` (`*` = one path segment, `**` = any). In the environment, as JSON.',
+  },
+  {
+    key: 'referrers.mergeFallbackTags',
+    env: 'TETHER_REFERRERS_MERGE_FALLBACK_TAGS',
+    kind: { type: 'bool' },
+    default: true,
+    description:
+      'Merge manifests listed in an index under a referrers-schema tag (`sha256-<hex>`) into the referrers API answer.',
+  },
+  {
+    key: 'referrers.serveFallbackTags',
+    env: 'TETHER_REFERRERS_SERVE_FALLBACK_TAGS',
+    kind: { type: 'bool' },
+    default: true,
+    description:
+      'Answer GET of a referrers-schema tag nobody pushed with an index of the API referrers (404 when there are none).',
+  },
+  {
     key: 'log.level',
     env: 'TETHER_LOG_LEVEL',
     flag: 'log-level',
@@ -132,7 +183,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-function coerce(setting: Setting, raw: unknown, source: string): string | number | boolean {
+function coerce(setting: Setting, raw: unknown, source: string): Value {
   const where = `${setting.key} (from ${source})`;
   const { kind } = setting;
   switch (kind.type) {
@@ -156,6 +207,12 @@ function coerce(setting: Setting, raw: unknown, source: string): string | number
         throw new ConfigError(`${where} must be one of: ${kind.values.join(', ')}`);
       }
       return raw;
+    case 'policies':
+      try {
+        return parsePolicyRules(typeof raw === 'string' ? JSON.parse(raw) : raw);
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`);
+      }
   }
 }
 
@@ -173,11 +230,11 @@ export interface ConfigSources {
   /** Flag values by flag name (without dashes). */
   flags?: Record<string, string | undefined>;
   /** Programmatic overrides by dotted key (library use); strongest of all. */
-  overrides?: Record<string, string | number | boolean>;
+  overrides?: Record<string, Value>;
 }
 
 export function loadConfig(sources: ConfigSources = {}): TetherConfig {
-  const values = new Map<string, string | number | boolean>();
+  const values = new Map<string, Value>();
   for (const s of SETTINGS) values.set(s.key, s.default);
 
   if (sources.file) {

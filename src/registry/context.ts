@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { BlobStore } from '../storage/blob/types.ts';
 import type { MetaStore } from '../storage/meta/types.ts';
+import { defaultPolicy, type PolicyResolver, type PolicyRule, type RepositoryPolicy } from './policy.ts';
 
 export interface RegistryOptions {
   /** When false, DELETE of manifests, tags and blobs answers 405 UNSUPPORTED. */
@@ -14,6 +15,14 @@ export interface RegistryOptions {
   uploadTtlMs: number;
   /** Default and largest page of tags, repositories and referrers. */
   pageSizeMax: number;
+  /** Merge manifests listed under referrers-schema tags into the referrers API answer. */
+  mergeFallbackTags: boolean;
+  /** Answer GET of an unpushed referrers-schema tag with an index built from the API's referrers. */
+  serveFallbackTags: boolean;
+  /** Referrer policy for repositories no rule matches. */
+  defaultPolicy: RepositoryPolicy;
+  /** Per-repository referrer policies, first match wins. */
+  policyRules: PolicyRule[];
 }
 
 export const defaultRegistryOptions: RegistryOptions = {
@@ -23,6 +32,10 @@ export const defaultRegistryOptions: RegistryOptions = {
   automaticMount: true,
   uploadTtlMs: 24 * 60 * 60 * 1000,
   pageSizeMax: 1000,
+  mergeFallbackTags: true,
+  serveFallbackTags: true,
+  defaultPolicy,
+  policyRules: [],
 };
 
 /** What every registry operation needs; passed explicitly so modules stay small and testable. */
@@ -30,5 +43,6 @@ export interface RegistryContext {
   blobs: BlobStore;
   meta: MetaStore;
   options: RegistryOptions;
+  policies: PolicyResolver;
   log: Logger;
 }

@@ -1,9 +1,12 @@
 import { type Digest, digestOf, tryParseDigest } from '../oci/digest.ts';
 import { errors, OciError } from '../oci/errors.ts';
 import { parseManifest } from '../oci/manifest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
 import { isValidTag } from '../oci/reference.ts';
+import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
 import type { StoredManifest, TagPrecondition } from '../storage/meta/types.ts';
 import type { RegistryContext } from './context.ts';
+import { listReferrers } from './referrers.ts';
 
 /** A manifest reference from the URL: exactly a digest or a tag, nothing else. */
 export type ManifestReference = { kind: 'digest'; digest: Digest } | { kind: 'tag'; tag: string };
@@ -74,7 +77,22 @@ export async function putManifest(
     ...(parsed.subject ? { subjectDigest: parsed.subject.digest } : {}),
     ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
   };
-  const result = await ctx.meta.putManifest(record, tags, input.precondition);
+  const policy = ctx.policies.for(repo);
+  const result = await ctx.meta.putManifest(record, tags, {
+    ...(input.precondition
+      ? { precondition: await effectivePrecondition(ctx, repo, tags[0], input.precondition) }
+      : {}),
+    ...(ctx.options.mergeFallbackTags ? { fallbackTags: tags.filter((t) => parseReferrersTag(t)) } : {}),
+    requireSubject: policy.subjectPolicy === 'require',
+  });
+  if (result.status === 'subject-missing') {
+    throw new OciError(
+      400,
+      'MANIFEST_BLOB_UNKNOWN',
+      'subject does not exist in this repository (subjectPolicy: require); push the subject first',
+      { digest: result.subject },
+    );
+  }
   if (result.status === 'missing') {
     throw OciError.many(
       400,
@@ -104,6 +122,10 @@ export async function getManifest(
       ? await ctx.meta.getManifest(repo, reference.digest.value)
       : await ctx.meta.getManifestByTag(repo, reference.tag);
   if (manifest) return manifest;
+  if (reference.kind === 'tag') {
+    const synthesized = await synthesizeFallbackIndex(ctx, repo, reference.tag);
+    if (synthesized) return synthesized;
+  }
   if (!(await ctx.meta.repositoryExists(repo))) throw errors.nameUnknown(repo);
   throw errors.manifestUnknown(reference.kind === 'digest' ? reference.digest.value : reference.tag);
 }
@@ -128,7 +150,55 @@ export async function deleteManifest(
   if (ifMatch && !ifMatch.includes(reference.digest.value)) {
     throw new OciError(412, 'DENIED', 'precondition failed: If-Match does not name this manifest');
   }
-  if (!(await ctx.meta.deleteManifest(repo, reference.digest.value))) {
-    throw errors.manifestUnknown(reference.digest.value);
+  const cascade = ctx.policies.for(repo).onSubjectDelete === 'cascade';
+  const deleted = await ctx.meta.deleteManifest(repo, reference.digest.value, { cascade });
+  if (deleted.length === 0) throw errors.manifestUnknown(reference.digest.value);
+  if (cascade) {
+    // The subject's fallback index would now list deleted manifests: it goes with them.
+    await ctx.meta.deleteTag(repo, referrersTagFor(reference.digest));
   }
+}
+
+/**
+ * The index a referrers-schema tag would hold, built from the referrers API, for a tag nobody pushed
+ * (so tag-only clients see what API clients pushed). Undefined when disabled, not such a tag, or empty.
+ */
+async function synthesizeFallbackIndex(
+  ctx: RegistryContext,
+  repo: string,
+  tag: string,
+): Promise<StoredManifest | undefined> {
+  const schema = ctx.options.serveFallbackTags ? parseReferrersTag(tag) : undefined;
+  if (!schema) return undefined;
+  const subjectValue = schema.complete
+    ? schema.digestPrefix
+    : (await ctx.meta.findSubjects(repo, schema.digestPrefix, 1))[0];
+  const subject = subjectValue === undefined ? undefined : tryParseDigest(subjectValue);
+  if (!subject) return undefined;
+  const page = await listReferrers(ctx, { repo, subject, artifactTypes: [], annotations: [], limit: 10_000 });
+  if (!page.body.includes('"digest"')) return undefined;
+  return {
+    digest: digestOf('sha256', page.body),
+    mediaType: MediaType.ociIndex,
+    size: page.body.length,
+    bytes: page.body,
+  };
+}
+
+/**
+ * `If-Match` on a referrers-schema tag that only exists as a synthesized index: the client read our
+ * synthesized answer and wants to replace it. Its ETag matches when the synthesized digest does; the
+ * write then proceeds as "create the tag if still absent".
+ */
+async function effectivePrecondition(
+  ctx: RegistryContext,
+  repo: string,
+  tag: string | undefined,
+  precondition: TagPrecondition,
+): Promise<TagPrecondition> {
+  if (!precondition.ifMatch || tag === undefined || (await ctx.meta.getManifestByTag(repo, tag)))
+    return precondition;
+  const synthesized = await synthesizeFallbackIndex(ctx, repo, tag);
+  if (synthesized && precondition.ifMatch.includes(synthesized.digest)) return { ifNoneMatchAny: true };
+  return precondition;
 }

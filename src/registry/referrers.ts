@@ -1,4 +1,7 @@
+import { createHash } from 'node:crypto';
+import type { Digest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
+import { referrersTagFor } from '../oci/referrers-tag.ts';
 import type { ReferrerRow } from '../storage/meta/types.ts';
 import type { RegistryContext } from './context.ts';
 
@@ -14,10 +17,39 @@ export interface ReferrersPage {
 
 export interface ReferrersRequest {
   repo: string;
-  subject: string;
+  subject: Digest;
+  /** OR-ed artifact types. */
   artifactTypes: string[];
+  /** AND-ed annotation key/value pairs (Tether extension: `?annotation=KEY=VALUE`). */
+  annotations: [string, string][];
   after?: string;
   limit: number;
+}
+
+function fallbackTag(ctx: RegistryContext, subject: Digest): string | undefined {
+  return ctx.options.mergeFallbackTags ? referrersTagFor(subject) : undefined;
+}
+
+/**
+ * A strong ETag for the whole filtered referrer set as paged by this request. It comes from a version
+ * token replaced in the same transaction as any change to the set (a referrer pushed or deleted, the
+ * fallback tag moved, a listed manifest appearing or going), so checking it costs one primary-key read.
+ */
+export async function referrersETag(ctx: RegistryContext, request: ReferrersRequest): Promise<string> {
+  const tag = fallbackTag(ctx, request.subject);
+  const version = await ctx.meta.referrersVersion(
+    request.repo,
+    tag ? [request.subject.value, tag] : [request.subject.value],
+  );
+  const shape = JSON.stringify([
+    version,
+    tag ?? null,
+    request.artifactTypes,
+    request.annotations,
+    request.after ?? '',
+    request.limit,
+  ]);
+  return `"${createHash('sha256').update(shape).digest('hex').slice(0, 40)}"`;
 }
 
 function descriptorJson(row: ReferrerRow): string {
@@ -36,10 +68,13 @@ function descriptorJson(row: ReferrerRow): string {
  * full whenever more matching referrers exist; the cursor is the last digest sent (keyset pagination).
  */
 export async function listReferrers(ctx: RegistryContext, request: ReferrersRequest): Promise<ReferrersPage> {
-  const rows = await ctx.meta.listReferrers(request.repo, request.subject, {
+  const tag = fallbackTag(ctx, request.subject);
+  const rows = await ctx.meta.listReferrers(request.repo, request.subject.value, {
     artifactTypes: request.artifactTypes,
+    annotations: request.annotations,
     limit: request.limit + 1,
     ...(request.after ? { after: request.after } : {}),
+    ...(tag ? { fallbackTag: tag } : {}),
   });
   const head = `{"schemaVersion":2,"mediaType":"${MediaType.ociIndex}","manifests":[`;
   const tail = ']}';

@@ -5,7 +5,8 @@ import type { BlobStore } from '../storage/blob/types.ts';
 import type { MetaStore, Page } from '../storage/meta/types.ts';
 import { defaultRegistryOptions, type RegistryContext, type RegistryOptions } from './context.ts';
 import * as manifests from './manifests.ts';
-import { listReferrers, type ReferrersPage, type ReferrersRequest } from './referrers.ts';
+import { PolicyResolver } from './policy.ts';
+import { listReferrers, type ReferrersPage, type ReferrersRequest, referrersETag } from './referrers.ts';
 import { Uploads } from './uploads.ts';
 
 /**
@@ -18,7 +19,14 @@ export class Registry {
   #sweeper: NodeJS.Timeout | undefined;
 
   constructor(blobs: BlobStore, meta: MetaStore, log: Logger, options: Partial<RegistryOptions> = {}) {
-    this.ctx = { blobs, meta, log, options: { ...defaultRegistryOptions, ...options } };
+    const merged = { ...defaultRegistryOptions, ...options };
+    this.ctx = {
+      blobs,
+      meta,
+      log,
+      options: merged,
+      policies: new PolicyResolver(merged.policyRules, merged.defaultPolicy),
+    };
     this.uploads = new Uploads(this.ctx);
   }
 
@@ -104,5 +112,9 @@ export class Registry {
 
   listReferrers(request: ReferrersRequest): Promise<ReferrersPage> {
     return listReferrers(this.ctx, request);
+  }
+
+  referrersETag(request: ReferrersRequest): Promise<string> {
+    return referrersETag(this.ctx, request);
   }
 }

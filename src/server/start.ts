@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { type Logger, pino } from 'pino';
 import { loadConfig, parseListen, type TetherConfig } from '../config.ts';
+import type { PolicyRule } from '../registry/policy.ts';
 import { Registry } from '../registry/registry.ts';
 import { FsBlobStore } from '../storage/blob/fs.ts';
 import { MemoryBlobStore } from '../storage/blob/memory.ts';
@@ -40,6 +41,13 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
     automaticMount: config.uploads.automaticMount,
     uploadTtlMs: config.uploads.ttlSeconds * 1000,
     pageSizeMax: config.limits.pageSizeMax,
+    mergeFallbackTags: config.referrers.mergeFallbackTags,
+    serveFallbackTags: config.referrers.serveFallbackTags,
+    defaultPolicy: {
+      subjectPolicy: config.referrers.subjectPolicy,
+      onSubjectDelete: config.referrers.onSubjectDelete,
+    },
+    policyRules: config.referrers.policies,
   });
   const { host, port } = parseListen(config.listen);
   let http: Awaited<ReturnType<typeof listen>>;
@@ -68,7 +76,7 @@ export interface StartRegistryOptions {
   /** `HOST:PORT`; defaults to `127.0.0.1:0`, a free loopback port. */
   listen?: string;
   /** Any other setting by dotted key, e.g. `{ 'delete.enabled': false }`. */
-  settings?: Record<string, string | number | boolean>;
+  settings?: Record<string, string | number | boolean | PolicyRule[]>;
   /** A pino logger; by default the embedded registry logs nothing. */
   logger?: Logger;
 }
@@ -79,7 +87,7 @@ export interface StartRegistryOptions {
  */
 export async function startRegistry(options: StartRegistryOptions = {}): Promise<RunningRegistry> {
   const storage = options.storage ?? 'memory';
-  const overrides: Record<string, string | number | boolean> = {
+  const overrides: Record<string, string | number | boolean | PolicyRule[]> = {
     listen: options.listen ?? '127.0.0.1:0',
     ...(storage === 'memory'
       ? { 'storage.blobs': 'memory', 'storage.meta': 'memory' }

@@ -1,7 +1,7 @@
 import { parseDigest } from '../../oci/digest.ts';
 import { errors } from '../../oci/errors.ts';
 import { isValidMediaType, MediaType } from '../../oci/mediatypes.ts';
-import { nextLink, parsePageSize, send, sendJson } from '../http.ts';
+import { nextLink, parseEntityTags, parsePageSize, send, sendJson } from '../http.ts';
 import type { RouteContext } from './types.ts';
 
 /** Tags, repositories and referrers ask the store for pages of at most this many rows at a time. */
@@ -58,32 +58,57 @@ export async function catalog(ctx: RouteContext): Promise<void> {
   sendJson(ctx.res, 200, { repositories }, headers);
 }
 
+/** Parses `annotation=KEY=VALUE` filters (Tether extension; AND-ed). */
+function parseAnnotationFilters(values: string[]): [string, string][] {
+  return values.map((value) => {
+    const eq = value.indexOf('=');
+    if (eq <= 0 || value.length > 4096) {
+      throw errors.badRequest('annotation filters take the form annotation=KEY=VALUE', {
+        annotation: value.slice(0, 200),
+      });
+    }
+    return [value.slice(0, eq), value.slice(eq + 1)];
+  });
+}
+
 export async function listReferrers(ctx: RouteContext): Promise<void> {
-  const { registry, name, query } = ctx;
-  const subject = parseDigest(ctx.ref).value;
+  const { registry, name, query, req, res } = ctx;
+  const subject = parseDigest(ctx.ref);
   const artifactTypes = query.getAll('artifactType');
-  for (const type of artifactTypes) {
-    if (!isValidMediaType(type))
-      throw errors.badRequest('invalid artifactType filter', { artifactType: type });
+  const invalidType = artifactTypes.find((type): boolean => !isValidMediaType(type));
+  if (invalidType !== undefined) {
+    throw errors.badRequest('invalid artifactType filter', { artifactType: invalidType.slice(0, 200) });
   }
+  const annotations = parseAnnotationFilters(query.getAll('annotation'));
   const max = registry.options.pageSizeMax;
   const limit = Math.max(1, parsePageSize(query.get('n'), max, max));
   const after = cursor(query.get('last'));
-  const page = await registry.listReferrers({
-    repo: name,
-    subject,
-    artifactTypes,
-    limit,
-    ...(after ? { after } : {}),
-  });
-  const headers: Record<string, string> = { 'Content-Type': MediaType.ociIndex };
-  if (artifactTypes.length > 0) headers['OCI-Filters-Applied'] = 'artifactType';
+  const request = { repo: name, subject, artifactTypes, annotations, limit, ...(after ? { after } : {}) };
+
+  const applied = [
+    ...(artifactTypes.length > 0 ? ['artifactType'] : []),
+    ...(annotations.length > 0 ? ['annotation'] : []),
+  ];
+  const etag = await registry.referrersETag(request);
+  const headers: Record<string, string> = {
+    'Content-Type': MediaType.ociIndex,
+    ETag: etag,
+    ...(applied.length > 0 ? { 'OCI-Filters-Applied': applied.join(',') } : {}),
+  };
+  const etags = parseEntityTags(req.headers['if-none-match']);
+  // parseEntityTags drops the quotes, so compare against the bare validator.
+  if (etags && (etags.includes('*') || etags.includes(etag.slice(1, -1)))) {
+    send(res, 304, headers);
+    return;
+  }
+  const page = await registry.listReferrers(request);
   if (page.next) {
-    headers.Link = nextLink(`/v2/${name}/referrers/${subject}`, {
+    headers.Link = nextLink(`/v2/${name}/referrers/${subject.value}`, {
       n: query.get('n') ?? undefined,
       artifactType: artifactTypes,
+      annotation: query.getAll('annotation'),
       last: page.next,
     });
   }
-  send(ctx.res, 200, headers, page.body);
+  send(res, 200, headers, page.body);
 }

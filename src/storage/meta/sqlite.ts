@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
@@ -6,11 +7,11 @@ import type {
   ManifestRecord,
   MetaStore,
   Page,
+  PutManifestOptions,
   PutManifestResult,
   ReferrerRow,
   ReferrersQuery,
   StoredManifest,
-  TagPrecondition,
   UploadRecord,
 } from './types.ts';
 
@@ -98,41 +99,47 @@ export class SqliteMetaStore implements MetaStore {
   async putManifest(
     record: ManifestRecord,
     tags: string[],
-    precondition?: TagPrecondition,
+    options: PutManifestOptions = {},
   ): Promise<PutManifestResult> {
     const now = Date.now();
+    const { repo, digest } = record;
     return this.#tx((): PutManifestResult => {
+      const { precondition } = options;
       if (precondition) {
-        const current = tags[0] === undefined ? undefined : this.#tagTarget(record.repo, tags[0]);
-        if (precondition.ifNoneMatchAny && current !== undefined)
-          return { status: 'precondition-failed', current };
-        if (precondition.ifMatch && (current === undefined || !precondition.ifMatch.includes(current))) {
+        const current = tags[0] === undefined ? undefined : this.#tagTarget(repo, tags[0]);
+        const failed =
+          (precondition.ifNoneMatchAny && current !== undefined) ||
+          (precondition.ifMatch && (current === undefined || !precondition.ifMatch.includes(current)));
+        if (failed)
           return current === undefined
             ? { status: 'precondition-failed' }
             : { status: 'precondition-failed', current };
-        }
       }
       const missing: string[] = [];
-      const blobLinked = this.#stmt('SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?');
-      const manifestExists = this.#stmt('SELECT 1 FROM manifests WHERE repo = ? AND digest = ?');
-      for (const digest of new Set(record.blobs)) {
-        if (!blobLinked.get(record.repo, digest)) missing.push(digest);
+      for (const blob of new Set(record.blobs)) {
+        if (!this.#blobLinked(repo, blob)) missing.push(blob);
       }
-      for (const digest of new Set(record.children)) {
-        if (!manifestExists.get(record.repo, digest) && !blobLinked.get(record.repo, digest))
-          missing.push(digest);
+      for (const child of new Set(record.children)) {
+        if (!this.#manifestExists(repo, child) && !this.#blobLinked(repo, child)) missing.push(child);
       }
       if (missing.length > 0) return { status: 'missing', missing };
+      if (
+        options.requireSubject &&
+        record.subjectDigest &&
+        !this.#manifestExists(repo, record.subjectDigest)
+      ) {
+        return { status: 'subject-missing', subject: record.subjectDigest };
+      }
 
-      this.#ensureRepository(record.repo, now);
-      this.#stmt(
+      this.#ensureRepository(repo, now);
+      const inserted = this.#stmt(
         `INSERT INTO manifests
            (repo, digest, media_type, artifact_type, size, subject_digest, annotations, bytes, pushed_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (repo, digest) DO NOTHING`,
       ).run(
-        record.repo,
-        record.digest,
+        repo,
+        digest,
         record.mediaType,
         record.artifactType ?? null,
         record.size,
@@ -141,18 +148,68 @@ export class SqliteMetaStore implements MetaStore {
         record.bytes,
         now,
       );
-      const addRef = this.#stmt(
-        'INSERT INTO manifest_refs (repo, parent_digest, child_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
-      );
-      for (const child of new Set([...record.blobs, ...record.children]))
-        addRef.run(record.repo, record.digest, child);
+      if (inserted.changes > 0) {
+        if (record.subjectDigest) this.#bump(repo, record.subjectDigest);
+        // Fallback indexes that listed this manifest before it existed now show it.
+        for (const tag of this.#fallbackTagsListing(repo, digest)) this.#bump(repo, tag);
+        const addRef = this.#stmt(
+          'INSERT INTO manifest_refs (repo, parent_digest, child_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+        );
+        for (const child of new Set([...record.blobs, ...record.children])) addRef.run(repo, digest, child);
+      }
       const setTag = this.#stmt(
         `INSERT INTO tags (repo, name, digest, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
       );
-      for (const tag of tags) setTag.run(record.repo, tag, record.digest, now);
+      const addEntry = this.#stmt(
+        'INSERT INTO fallback_entries (repo, tag, referrer_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+      );
+      for (const tag of tags) {
+        if (this.#tagTarget(repo, tag) === digest) continue;
+        setTag.run(repo, tag, digest, now);
+        this.#clearFallbackEntries(repo, tag);
+        if (options.fallbackTags?.includes(tag)) {
+          for (const child of new Set(record.children)) addEntry.run(repo, tag, child);
+          this.#bump(repo, tag);
+        }
+      }
       return { status: 'ok' };
     });
+  }
+
+  #blobLinked(repo: string, digest: string): boolean {
+    return (
+      this.#stmt('SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?').get(repo, digest) !==
+      undefined
+    );
+  }
+
+  #manifestExists(repo: string, digest: string): boolean {
+    return (
+      this.#stmt('SELECT 1 FROM manifests WHERE repo = ? AND digest = ?').get(repo, digest) !== undefined
+    );
+  }
+
+  #fallbackTagsListing(repo: string, digest: string): string[] {
+    const rows = this.#stmt('SELECT tag FROM fallback_entries WHERE repo = ? AND referrer_digest = ?').all(
+      repo,
+      digest,
+    ) as { tag: string }[];
+    return rows.map((r) => r.tag);
+  }
+
+  /** Drops a tag's fallback entries (the tag moved or went away) and marks its set as changed. */
+  #clearFallbackEntries(repo: string, tag: string): void {
+    if (this.#stmt('DELETE FROM fallback_entries WHERE repo = ? AND tag = ?').run(repo, tag).changes > 0) {
+      this.#bump(repo, tag);
+    }
+  }
+
+  #bump(repo: string, key: string): void {
+    this.#stmt(
+      `INSERT INTO referrer_versions (repo, key, version) VALUES (?, ?, ?)
+       ON CONFLICT (repo, key) DO UPDATE SET version = excluded.version`,
+    ).run(repo, key, randomUUID());
   }
 
   #manifestRow(row: Row | undefined): StoredManifest | undefined {
@@ -185,13 +242,38 @@ export class SqliteMetaStore implements MetaStore {
     );
   }
 
-  async deleteManifest(repo: string, digest: string): Promise<boolean> {
+  async deleteManifest(repo: string, digest: string, options: { cascade?: boolean } = {}): Promise<string[]> {
     return this.#tx(() => {
-      const deleted = this.#stmt('DELETE FROM manifests WHERE repo = ? AND digest = ?').run(repo, digest);
-      if (deleted.changes === 0) return false;
-      this.#stmt('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, digest);
-      this.#stmt('DELETE FROM manifest_refs WHERE repo = ? AND parent_digest = ?').run(repo, digest);
-      return true;
+      if (!this.#manifestExists(repo, digest)) return [];
+      const doomed = [digest];
+      if (options.cascade) {
+        // Breadth-first over the referrer tree; the visited set makes subject cycles harmless.
+        const seen = new Set(doomed);
+        const referrersOf = this.#stmt('SELECT digest FROM manifests WHERE repo = ? AND subject_digest = ?');
+        for (let i = 0; i < doomed.length; i++) {
+          for (const row of referrersOf.all(repo, doomed[i]!) as { digest: string }[]) {
+            if (!seen.has(row.digest)) {
+              seen.add(row.digest);
+              doomed.push(row.digest);
+            }
+          }
+        }
+      }
+      const tagsOf = this.#stmt('SELECT name FROM tags WHERE repo = ? AND digest = ?');
+      for (const target of doomed) {
+        const row = this.#stmt('SELECT subject_digest FROM manifests WHERE repo = ? AND digest = ?').get(
+          repo,
+          target,
+        ) as { subject_digest: string | null };
+        this.#stmt('DELETE FROM manifests WHERE repo = ? AND digest = ?').run(repo, target);
+        if (row.subject_digest) this.#bump(repo, row.subject_digest);
+        for (const tag of this.#fallbackTagsListing(repo, target)) this.#bump(repo, tag);
+        for (const { name } of tagsOf.all(repo, target) as { name: string }[])
+          this.#clearFallbackEntries(repo, name);
+        this.#stmt('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, target);
+        this.#stmt('DELETE FROM manifest_refs WHERE repo = ? AND parent_digest = ?').run(repo, target);
+      }
+      return doomed;
     });
   }
 
@@ -205,6 +287,7 @@ export class SqliteMetaStore implements MetaStore {
       if (current === undefined) return 'missing';
       if (ifMatch && !ifMatch.includes(current)) return 'precondition-failed';
       this.#stmt('DELETE FROM tags WHERE repo = ? AND name = ?').run(repo, tag);
+      this.#clearFallbackEntries(repo, tag);
       return 'deleted';
     });
   }
@@ -219,21 +302,40 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async listReferrers(repo: string, subjectDigest: string, query: ReferrersQuery): Promise<ReferrerRow[]> {
-    const types = query.artifactTypes ?? [];
-    // The filter runs inside the indexed range scan, before the page is cut.
-    const rows = (
-      types.length === 0
-        ? this.#stmt(
-            `SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-              WHERE repo = ? AND subject_digest = ? AND digest > ? ORDER BY digest LIMIT ?`,
-          ).all(repo, subjectDigest, query.after ?? '', query.limit)
-        : this.#stmt(
-            `SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-              WHERE repo = ? AND subject_digest = ? AND digest > ?
-                AND artifact_type IN (SELECT value FROM json_each(?))
-              ORDER BY digest LIMIT ?`,
-          ).all(repo, subjectDigest, query.after ?? '', JSON.stringify(types), query.limit)
-    ) as Row[];
+    // Filters run inside each indexed range scan, before the page is cut; each side is limited to one
+    // page, so a page costs O(page) whatever the repository or the subject's referrer count.
+    const filters = `
+      AND (:typeCount = 0 OR m.artifact_type IN (SELECT value FROM json_each(:types)))
+      AND (:annotationCount = 0 OR (
+        SELECT count(*) FROM json_each(:annotations) f
+         WHERE EXISTS (SELECT 1 FROM json_each(m.annotations) a
+                        WHERE a.key = json_extract(f.value, '$[0]') AND a.value = json_extract(f.value, '$[1]'))
+      ) = :annotationCount)`;
+    const columns = 'm.digest AS digest, m.media_type, m.size, m.artifact_type, m.annotations';
+    const rows = this.#stmt(
+      `SELECT * FROM (
+         SELECT * FROM (
+           SELECT ${columns} FROM manifests m
+            WHERE m.repo = :repo AND m.subject_digest = :subject AND m.digest > :after ${filters}
+            ORDER BY m.digest LIMIT :limit)
+         UNION
+         SELECT * FROM (
+           SELECT ${columns} FROM fallback_entries f
+             JOIN manifests m ON m.repo = f.repo AND m.digest = f.referrer_digest
+            WHERE f.repo = :repo AND f.tag = :tag AND f.referrer_digest > :after ${filters}
+            ORDER BY f.referrer_digest LIMIT :limit)
+       ) ORDER BY digest LIMIT :limit`,
+    ).all({
+      repo,
+      subject: subjectDigest,
+      tag: query.fallbackTag ?? null,
+      after: query.after ?? '',
+      limit: query.limit,
+      typeCount: query.artifactTypes?.length ?? 0,
+      types: JSON.stringify(query.artifactTypes ?? []),
+      annotationCount: query.annotations?.length ?? 0,
+      annotations: JSON.stringify(query.annotations ?? []),
+    }) as Row[];
     return rows.map((row) => {
       const referrer: ReferrerRow = {
         digest: row.digest as string,
@@ -244,6 +346,22 @@ export class SqliteMetaStore implements MetaStore {
       if (row.annotations) referrer.annotations = JSON.parse(row.annotations as string);
       return referrer;
     });
+  }
+
+  async referrersVersion(repo: string, keys: string[]): Promise<string> {
+    const rows = this.#stmt(
+      `SELECT key, version FROM referrer_versions
+        WHERE repo = ? AND key IN (SELECT value FROM json_each(?)) ORDER BY key`,
+    ).all(repo, JSON.stringify(keys)) as { key: string; version: string }[];
+    return rows.map((r) => `${r.key}=${r.version}`).join(';');
+  }
+
+  async findSubjects(repo: string, prefix: string, limit: number): Promise<string[]> {
+    const rows = this.#stmt(
+      `SELECT DISTINCT subject_digest FROM manifests
+        WHERE repo = ? AND subject_digest >= ? AND subject_digest < ? ORDER BY subject_digest LIMIT ?`,
+    ).all(repo, prefix, `${prefix}~`, limit) as { subject_digest: string }[];
+    return rows.map((r) => r.subject_digest);
   }
 
   async repositoryExists(repo: string): Promise<boolean> {

@@ -42,9 +42,21 @@ export interface TagPrecondition {
   ifNoneMatchAny?: boolean;
 }
 
+export interface PutManifestOptions {
+  precondition?: TagPrecondition;
+  /**
+   * Tags among the pushed tags that follow the referrers tag schema. When the manifest is an index, its
+   * children become that tag's fallback entries (merged into the referrers API answer).
+   */
+  fallbackTags?: string[];
+  /** Refuse the push when the subject is not a manifest of this repository (`subjectPolicy: require`). */
+  requireSubject?: boolean;
+}
+
 export type PutManifestResult =
   | { status: 'ok' }
   | { status: 'missing'; missing: string[] }
+  | { status: 'subject-missing'; subject: string }
   | { status: 'precondition-failed'; current?: string };
 
 export interface UploadRecord {
@@ -63,19 +75,27 @@ export interface Page {
 }
 
 export interface ReferrersQuery extends Page {
+  /** OR: the referrer's artifact type is one of these. */
   artifactTypes?: string[];
+  /** AND: the referrer carries every one of these annotation key/value pairs. */
+  annotations?: [string, string][];
+  /** Also include manifests listed under this referrers-schema tag (if they exist in the repository). */
+  fallbackTag?: string;
 }
 
 export interface MetaStore {
   putManifest(
     record: ManifestRecord,
     tags: string[],
-    precondition?: TagPrecondition,
+    options?: PutManifestOptions,
   ): Promise<PutManifestResult>;
   getManifest(repo: string, digest: string): Promise<StoredManifest | undefined>;
   getManifestByTag(repo: string, tag: string): Promise<StoredManifest | undefined>;
-  /** Deletes a manifest, the tags pointing at it, its references and its referrers row. */
-  deleteManifest(repo: string, digest: string): Promise<boolean>;
+  /**
+   * Deletes a manifest with the tags pointing at it and its references, in one transaction; with
+   * `cascade`, also its referrers, their referrers and so on (loop-safe). Returns the deleted digests.
+   */
+  deleteManifest(repo: string, digest: string, options?: { cascade?: boolean }): Promise<string[]>;
   deleteTag(
     repo: string,
     tag: string,
@@ -83,6 +103,13 @@ export interface MetaStore {
   ): Promise<'deleted' | 'missing' | 'precondition-failed'>;
   listTags(repo: string, page: Page): Promise<string[]>;
   listReferrers(repo: string, subjectDigest: string, query: ReferrersQuery): Promise<ReferrerRow[]>;
+  /**
+   * An opaque token that changes whenever the referrer set of any of `keys` (subject digests or
+   * referrers-schema tags) changes; equal tokens mean equal sets.
+   */
+  referrersVersion(repo: string, keys: string[]): Promise<string>;
+  /** Subjects with referrers whose digest starts with `prefix` (resolves truncated referrers tags). */
+  findSubjects(repo: string, prefix: string, limit: number): Promise<string[]>;
 
   repositoryExists(repo: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;

@@ -65,5 +65,24 @@ export const sqliteMigrations: string[] = [
     updated_at INTEGER NOT NULL
   ) WITHOUT ROWID;
   CREATE INDEX uploads_by_updated ON uploads (updated_at);
+
+  -- Manifests listed by an index stored under a referrers-schema tag (written by clients without the
+  -- API). Merged into the API answer, so old and new clients see one truth.
+  CREATE TABLE fallback_entries (
+    repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    referrer_digest TEXT NOT NULL,
+    PRIMARY KEY (repo, tag, referrer_digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX fallback_entries_by_referrer ON fallback_entries (repo, referrer_digest);
+
+  -- A random token per referrer set (key: a subject digest or a referrers-schema tag), replaced in the
+  -- same transaction as any change to that set. It makes the referrers ETag cheap and exact.
+  CREATE TABLE referrer_versions (
+    repo TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (repo, key)
+  ) WITHOUT ROWID;
   `,
 ];
