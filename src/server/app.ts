@@ -61,7 +61,7 @@ export function createRequestHandler(registry: Registry, log: Logger) {
       };
       await handler(ctx);
     } catch (err) {
-      if (isClientAbort(err) || req.destroyed) {
+      if (isClientAbort(err) || !res.socket || res.socket.destroyed) {
         res.destroy();
         return;
       }
