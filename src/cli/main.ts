@@ -40,7 +40,9 @@ async function serve(argv: string[]): Promise<void> {
   });
   const log = pino({ level: config.log.level, base: { service: 'tether' } });
   const running = await startServer(config, log);
-  log.info({ url: running.url, data: config.data }, `tether listening on ${running.url}`);
+  // The address line is part of the command's contract: printed at any level but `silent`.
+  const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
+  announce.info({ url: running.url, data: config.data }, `tether listening on ${running.url}`);
 
   let stopping = false;
   const stop = (signal: string) => {
