@@ -47,7 +47,10 @@ export async function spawnTether(
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tether did not start:\n${out}`)), 15_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`tether did not start:\n${out}`));
+    }, 15_000);
     const onData = () => {
       const m = /tether listening on (http:\/\/[^"\s]+)/.exec(out);
       if (m) {
