@@ -61,7 +61,9 @@ export function createRequestHandler(registry: Registry, log: Logger) {
       };
       await handler(ctx);
     } catch (err) {
-      if (isClientAbort(err) || !res.socket || res.socket.destroyed) {
+      // The connection's socket, not res.socket: a response queued behind another on a keep-alive
+      // connection has no socket attached yet, and is not an abort.
+      if (isClientAbort(err) || req.socket.destroyed) {
         res.destroy();
         return;
       }

@@ -52,13 +52,19 @@ export class FsBlobStore implements BlobStore {
   }
 
   async read(digest: string, range?: { start: number; end: number }): Promise<Readable> {
-    const file = this.#blobPath(digest).file;
-    // Open first so a missing file is an error here, not a late stream error after headers went out.
-    const handle = await open(file, constants.O_RDONLY);
-    return handle.createReadStream({
+    const stream = createReadStream(this.#blobPath(digest).file, {
       highWaterMark: WRITE_BUFFER,
       ...(range ? { start: range.start, end: range.end } : {}),
     });
+    // Wait for the open so a missing file is an error here, not a late stream error after headers went out.
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => {
+        stream.off('error', reject);
+        resolve();
+      });
+      stream.once('error', reject);
+    });
+    return stream;
   }
 
   async delete(digest: string): Promise<void> {
