@@ -11,7 +11,7 @@ if (!label || !file) {
   process.exit(2);
 }
 const xml = readFileSync(file, 'utf8');
-const unescape = (s: string) =>
+const decodeXml = (s: string) =>
   s
     .replace(/&quot;/g, '"')
     .replace(/&apos;/g, "'")
@@ -23,7 +23,7 @@ const failed: string[] = [];
 const skipped: string[] = [];
 let passed = 0;
 for (const m of xml.matchAll(/<testcase\b([^>]*?)(\/>|>([\s\S]*?)<\/testcase>)/g)) {
-  const name = unescape(/\bname="([^"]*)"/.exec(m[1]!)?.[1] ?? '?');
+  const name = decodeXml(/\bname="([^"]*)"/.exec(m[1]!)?.[1] ?? '?');
   const body = m[3] ?? '';
   if (/<(failure|error)\b/.test(body)) failed.push(name);
   else if (/<skipped\b/.test(body)) skipped.push(name);
