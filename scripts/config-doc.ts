@@ -9,7 +9,7 @@ export function settingsTable(): string {
     const kind =
       s.kind.type === 'enum'
         ? s.kind.values.map((v) => `\`${v}\``).join(' \\| ')
-        : s.kind.type === 'policies'
+        : s.kind.type === 'json'
           ? 'list'
           : s.kind.type;
     const flag = s.flag ? `\`--${s.flag}\`` : '';

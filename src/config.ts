@@ -1,5 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import {
+  type AccessRule,
+  type GroupDefinition,
+  parseAccessRules,
+  parseGroups,
+  parseStringList,
+} from './auth/access.ts';
+import { parseTrustedIssuers, type TrustedIssuer } from './auth/tokens.ts';
 import { type PolicyRule, parsePolicyRules } from './registry/policy.ts';
 
 /**
@@ -25,17 +33,37 @@ export interface TetherConfig {
     serveFallbackTags: boolean;
     policies: PolicyRule[];
   };
+  auth: {
+    mode: 'none' | 'basic' | 'token';
+    htpasswd: string;
+    realm: string;
+    admins: string[];
+    groups: GroupDefinition[];
+    access: AccessRule[];
+    token: {
+      realm: string;
+      service: string;
+      issuer: string;
+      ttlSeconds: number;
+      refreshTtlSeconds: number;
+      keyFile: string;
+      trustedIssuers: TrustedIssuer[];
+    };
+    throttle: { clientFailures: number; userFailures: number };
+  };
+  tls: { cert: string; key: string };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
 type Kind =
-  | { type: 'string' }
+  | { type: 'string'; optional?: boolean }
   | { type: 'int'; min: number }
   | { type: 'bool' }
   | { type: 'enum'; values: string[] }
-  | { type: 'policies' };
+  /** Structured values (lists of objects); `parse` validates and throws with a message. */
+  | { type: 'json'; parse: (raw: unknown) => unknown };
 
-type Value = string | number | boolean | PolicyRule[];
+type Value = string | number | boolean | unknown[];
 
 export interface Setting {
   /** Dotted path in the config file and in TetherConfig. */
@@ -148,7 +176,7 @@ export const SETTINGS: Setting[] = [
   {
     key: 'referrers.policies',
     env: 'TETHER_REFERRERS_POLICIES',
-    kind: { type: 'policies' },
+    kind: { type: 'json', parse: parsePolicyRules },
     default: [],
     description:
       'Per-repository overrides, first match wins: a list of `{repositories: GLOB, subjectPolicy?, onSubjectDelete?}` (`*` = one path segment, `**` = any). In the environment, as JSON.',
@@ -170,6 +198,132 @@ export const SETTINGS: Setting[] = [
       'Answer GET of a referrers-schema tag nobody pushed with an index of the API referrers (404 when there are none).',
   },
   {
+    key: 'auth.mode',
+    env: 'TETHER_AUTH_MODE',
+    kind: { type: 'enum', values: ['none', 'basic', 'token'] },
+    default: 'none',
+    description:
+      '`none`: open registry. `basic`: HTTP Basic against `auth.htpasswd`. `token`: Docker registry token protocol with the built-in token endpoint (`/auth/token`).',
+  },
+  {
+    key: 'auth.htpasswd',
+    env: 'TETHER_AUTH_HTPASSWD',
+    kind: { type: 'string', optional: true },
+    default: '',
+    description:
+      'htpasswd file of bcrypt hashes (edit with `tether user`); empty means `<data>/htpasswd`. Re-read when it changes.',
+  },
+  {
+    key: 'auth.realm',
+    env: 'TETHER_AUTH_REALM',
+    kind: { type: 'string' },
+    default: 'tether',
+    description: 'Realm of the Basic challenge.',
+  },
+  {
+    key: 'auth.admins',
+    env: 'TETHER_AUTH_ADMINS',
+    kind: { type: 'json', parse: parseStringList },
+    default: [],
+    description: 'Users that may do everything, everywhere (and list the whole catalog).',
+  },
+  {
+    key: 'auth.groups',
+    env: 'TETHER_AUTH_GROUPS',
+    kind: { type: 'json', parse: parseGroups },
+    default: [],
+    description: 'Groups: a list of `{name, users: [...]}`.',
+  },
+  {
+    key: 'auth.access',
+    env: 'TETHER_AUTH_ACCESS',
+    kind: { type: 'json', parse: parseAccessRules },
+    default: [],
+    description:
+      'Grants: a list of `{repositories: GLOB, actions: [pull|push|delete|*], users?, groups?, anonymous?, authenticated?}`; a caller gets the union of every matching rule that names it.',
+  },
+  {
+    key: 'auth.token.realm',
+    env: 'TETHER_AUTH_TOKEN_REALM',
+    kind: { type: 'string', optional: true },
+    default: '',
+    description:
+      'Token endpoint URL sent in challenges; empty means `<scheme>://<Host of the request>/auth/token`.',
+  },
+  {
+    key: 'auth.token.service',
+    env: 'TETHER_AUTH_TOKEN_SERVICE',
+    kind: { type: 'string' },
+    default: 'tether',
+    description: 'The `service` of challenges and the audience of tokens.',
+  },
+  {
+    key: 'auth.token.issuer',
+    env: 'TETHER_AUTH_TOKEN_ISSUER',
+    kind: { type: 'string' },
+    default: 'tether',
+    description: 'The `iss` of tokens Tether issues.',
+  },
+  {
+    key: 'auth.token.ttlSeconds',
+    env: 'TETHER_AUTH_TOKEN_TTL_SECONDS',
+    kind: { type: 'int', min: 10 },
+    default: 300,
+    description: 'Lifetime of access tokens.',
+  },
+  {
+    key: 'auth.token.refreshTtlSeconds',
+    env: 'TETHER_AUTH_TOKEN_REFRESH_TTL_SECONDS',
+    kind: { type: 'int', min: 60 },
+    default: 2592000,
+    description: 'Lifetime of refresh tokens (OAuth2 `refresh_token` grant).',
+  },
+  {
+    key: 'auth.token.keyFile',
+    env: 'TETHER_AUTH_TOKEN_KEY_FILE',
+    kind: { type: 'string', optional: true },
+    default: '',
+    description:
+      'ES256 signing key (JWK) of tokens, created on first start; empty means `<data>/auth/token-key.jwk`. Replicas must share it.',
+  },
+  {
+    key: 'auth.token.trustedIssuers',
+    env: 'TETHER_AUTH_TOKEN_TRUSTED_ISSUERS',
+    kind: { type: 'json', parse: parseTrustedIssuers },
+    default: [],
+    description: 'External token issuers accepted too: a list of `{issuer, jwksFile, audience?}`.',
+  },
+  {
+    key: 'auth.throttle.clientFailures',
+    env: 'TETHER_AUTH_THROTTLE_CLIENT_FAILURES',
+    kind: { type: 'int', min: 1 },
+    default: 10,
+    description:
+      'Failed logins from one address before it is refused (429, lockout doubling per failure, at most 5 minutes).',
+  },
+  {
+    key: 'auth.throttle.userFailures',
+    env: 'TETHER_AUTH_THROTTLE_USER_FAILURES',
+    kind: { type: 'int', min: 1 },
+    default: 20,
+    description: 'Failed logins against one user before addresses that failed are refused for that user.',
+  },
+  {
+    key: 'tls.cert',
+    env: 'TETHER_TLS_CERT',
+    kind: { type: 'string', optional: true },
+    default: '',
+    description:
+      'PEM certificate chain; with `tls.key`, serve HTTPS (HTTP/2 and HTTP/1.1). Reloaded when the files change.',
+  },
+  {
+    key: 'tls.key',
+    env: 'TETHER_TLS_KEY',
+    kind: { type: 'string', optional: true },
+    default: '',
+    description: 'PEM private key for `tls.cert`.',
+  },
+  {
     key: 'log.level',
     env: 'TETHER_LOG_LEVEL',
     flag: 'log-level',
@@ -188,7 +342,9 @@ function coerce(setting: Setting, raw: unknown, source: string): Value {
   const { kind } = setting;
   switch (kind.type) {
     case 'string':
-      if (typeof raw !== 'string' || raw === '') throw new ConfigError(`${where} must be a non-empty string`);
+      if (typeof raw !== 'string' || (raw === '' && !kind.optional)) {
+        throw new ConfigError(`${where} must be a non-empty string`);
+      }
       return raw;
     case 'int': {
       const n =
@@ -207,9 +363,9 @@ function coerce(setting: Setting, raw: unknown, source: string): Value {
         throw new ConfigError(`${where} must be one of: ${kind.values.join(', ')}`);
       }
       return raw;
-    case 'policies':
+    case 'json':
       try {
-        return parsePolicyRules(typeof raw === 'string' ? JSON.parse(raw) : raw);
+        return kind.parse(typeof raw === 'string' ? JSON.parse(raw) : raw) as unknown[];
       } catch (err) {
         throw new ConfigError(`${where}: ${(err as Error).message}`);
       }

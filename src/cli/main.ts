@@ -2,11 +2,13 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../config.ts';
 import { startServer } from '../server/start.ts';
+import { userCommand } from './user.ts';
 
 const USAGE = `Usage: tether <command> [options]
 
 Commands:
   serve     Run the registry (embedded filesystem + SQLite storage by default)
+  user      Manage registry users (htpasswd file): add, passwd, remove, list
 
 serve options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
@@ -69,6 +71,8 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'serve':
       return serve(rest);
+    case 'user':
+      return userCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -71,13 +71,23 @@ export class Registry {
    * Cross-repository mount. Links the blob when `from` holds it (or, without `from` and with automatic
    * mount on, when any repository does) and answers true; false means "start an upload instead".
    */
-  async mount(repo: string, digest: string, from: string | undefined): Promise<boolean> {
-    const size =
-      from !== undefined
-        ? await this.ctx.meta.blobSize(from, digest)
-        : this.options.automaticMount
-          ? await this.ctx.meta.findBlob(digest)
-          : undefined;
+  async mount(
+    repo: string,
+    digest: string,
+    from: string | undefined,
+    canRead: (repo: string) => boolean = () => true,
+  ): Promise<boolean> {
+    let size: number | undefined;
+    if (from !== undefined) size = await this.ctx.meta.blobSize(from, digest);
+    else if (this.options.automaticMount) {
+      // Automatic mount only from repositories the caller may read, so it cannot probe for blobs.
+      for (const holder of await this.ctx.meta.blobRepositories(digest, 1000)) {
+        if (canRead(holder)) {
+          size = await this.ctx.meta.blobSize(holder, digest);
+          break;
+        }
+      }
+    }
     if (size === undefined) return false;
     // The bytes must really be there: a link to nothing would be served as a broken blob.
     if ((await this.ctx.blobs.stat(digest)) === undefined) return false;
@@ -106,8 +116,21 @@ export class Registry {
     return page.limit === 0 ? [] : this.ctx.meta.listTags(repo, page);
   }
 
-  listRepositories(page: Page): Promise<string[]> {
-    return page.limit === 0 ? Promise.resolve([]) : this.ctx.meta.listRepositories(page);
+  /** A page of repository names, optionally only those `visible` accepts (pages stay full). */
+  async listRepositories(page: Page, visible?: (repo: string) => boolean): Promise<string[]> {
+    if (page.limit === 0) return [];
+    if (!visible) return this.ctx.meta.listRepositories(page);
+    const out: string[] = [];
+    let after = page.after;
+    for (;;) {
+      const batch = await this.ctx.meta.listRepositories({ limit: 1000, ...(after ? { after } : {}) });
+      for (const repo of batch) {
+        if (visible(repo)) out.push(repo);
+        if (out.length === page.limit) return out;
+      }
+      if (batch.length < 1000) return out;
+      after = batch.at(-1);
+    }
   }
 
   listReferrers(request: ReferrersRequest): Promise<ReferrersPage> {

@@ -1,8 +1,11 @@
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createSecureServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
+import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
 import { sendError } from './http.ts';
 import { matchRoute, type RouteName } from './router.ts';
 import { deleteBlob, getBlob } from './routes/blobs.ts';
@@ -28,7 +31,14 @@ function isClientAbort(err: unknown): boolean {
   return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNABORTED';
 }
 
-export function createRequestHandler(registry: Registry, log: Logger) {
+/** Drops a response without an answer (HTTP/1 response or HTTP/2 compat response alike). */
+function abort(res: ServerResponse): void {
+  const stream = (res as unknown as { stream?: { destroy(): void } }).stream;
+  if (stream) stream.destroy();
+  else res.destroy();
+}
+
+export function createRequestHandler(registry: Registry, log: Logger, auth?: Authorizer) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const method = req.method ?? 'GET';
@@ -48,12 +58,23 @@ export function createRequestHandler(registry: Registry, log: Logger) {
     const bodyRead = { value: false };
     try {
       const url = new URL(rawUrl, 'http://registry.invalid');
+      if (auth && url.pathname === TOKEN_PATH) {
+        bodyRead.value = true;
+        await auth.handleToken(req, res, url);
+        return;
+      }
+      if (auth && url.pathname === JWKS_PATH) {
+        await auth.handleJwks(res);
+        return;
+      }
       const match = matchRoute(method, url.pathname);
       const handler = HANDLERS[match.route][method]!;
+      const caller: Caller = auth ? await auth.authorize(req, match) : OPEN_CALLER;
       const ctx: RouteContext = {
         req,
         res,
         registry,
+        caller,
         name: match.name,
         ref: match.ref,
         query: url.searchParams,
@@ -64,11 +85,14 @@ export function createRequestHandler(registry: Registry, log: Logger) {
       // The connection's socket, not res.socket: a response queued behind another on a keep-alive
       // connection has no socket attached yet, and is not an abort.
       if (isClientAbort(err) || req.socket.destroyed) {
-        res.destroy();
+        abort(res);
         return;
       }
       if (!(err instanceof OciError)) log.error({ err, method, url: rawUrl }, 'request failed');
-      sendError(res, err, !bodyRead.value && method !== 'GET' && method !== 'HEAD');
+      // HTTP/2 forbids `Connection`; its streams end on their own.
+      const closeConnection =
+        !bodyRead.value && method !== 'GET' && method !== 'HEAD' && req.httpVersionMajor < 2;
+      sendError(res, err, closeConnection);
     }
   };
 }
@@ -81,22 +105,53 @@ export interface HttpServerHandle {
   close(): Promise<void>;
 }
 
+export interface ListenOptions {
+  host: string;
+  port: number;
+  auth?: Authorizer;
+  /** PEM files; when set, HTTPS with HTTP/2 and HTTP/1.1 (ALPN), reloaded when the files change. */
+  tls?: { cert: string; key: string };
+}
+
 export async function listen(
   registry: Registry,
   log: Logger,
-  host: string,
-  port: number,
+  options: ListenOptions,
 ): Promise<HttpServerHandle> {
-  const handler = createRequestHandler(registry, log);
-  const server = createServer(
-    { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 },
-    (req, res) => {
-      void handler(req, res);
-    },
-  );
+  const handler = createRequestHandler(registry, log, options.auth);
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    void handler(req, res);
+  };
+  const { tls } = options;
+  const server: Server = tls
+    ? (createSecureServer(
+        { allowHTTP1: true, cert: readFileSync(tls.cert), key: readFileSync(tls.key) },
+        onRequest as never,
+      ) as unknown as Server)
+    : createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+  let stopWatching = () => {};
+  if (tls) {
+    const reload = () => {
+      try {
+        (server as unknown as { setSecureContext(o: object): void }).setSecureContext({
+          cert: readFileSync(tls.cert),
+          key: readFileSync(tls.key),
+        });
+        log.info({ cert: tls.cert }, 'TLS certificate reloaded');
+      } catch (err) {
+        log.error({ err }, 'TLS certificate reload failed; keeping the previous one');
+      }
+    };
+    watchFile(tls.cert, { interval: 1000 }, reload);
+    watchFile(tls.key, { interval: 1000 }, reload);
+    stopWatching = () => {
+      unwatchFile(tls.cert, reload);
+      unwatchFile(tls.key, reload);
+    };
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen(options.port, options.host, () => {
       server.off('error', reject);
       resolve();
     });
@@ -108,8 +163,9 @@ export async function listen(
     address,
     close: () =>
       new Promise<void>((resolve, reject) => {
+        stopWatching();
         server.close((err) => (err ? reject(err) : resolve()));
-        server.closeIdleConnections();
+        (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
       }),
   };
 }

@@ -1,7 +1,6 @@
 import { join, resolve } from 'node:path';
 import { type Logger, pino } from 'pino';
 import { loadConfig, parseListen, type TetherConfig } from '../config.ts';
-import type { PolicyRule } from '../registry/policy.ts';
 import { Registry } from '../registry/registry.ts';
 import { FsBlobStore } from '../storage/blob/fs.ts';
 import { MemoryBlobStore } from '../storage/blob/memory.ts';
@@ -9,6 +8,7 @@ import type { BlobStore } from '../storage/blob/types.ts';
 import { SqliteMetaStore } from '../storage/meta/sqlite.ts';
 import type { MetaStore } from '../storage/meta/types.ts';
 import { listen } from './app.ts';
+import { Authorizer } from './auth.ts';
 
 export interface RunningRegistry {
   /** Base URL, e.g. `http://127.0.0.1:41234`. */
@@ -52,14 +52,17 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
   const { host, port } = parseListen(config.listen);
   let http: Awaited<ReturnType<typeof listen>>;
   try {
-    http = await listen(registry, log, host, port);
+    const auth = await Authorizer.create(config, log);
+    const tls =
+      config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : undefined;
+    http = await listen(registry, log, { host, port, ...(auth ? { auth } : {}), ...(tls ? { tls } : {}) });
   } catch (err) {
     await registry.close();
     throw err;
   }
   registry.startMaintenance();
   return {
-    url: `http://${http.address}`,
+    url: `${config.tls.cert ? 'https' : 'http'}://${http.address}`,
     host: http.address,
     config,
     registry,
@@ -76,7 +79,7 @@ export interface StartRegistryOptions {
   /** `HOST:PORT`; defaults to `127.0.0.1:0`, a free loopback port. */
   listen?: string;
   /** Any other setting by dotted key, e.g. `{ 'delete.enabled': false }`. */
-  settings?: Record<string, string | number | boolean | PolicyRule[]>;
+  settings?: Record<string, string | number | boolean | unknown[]>;
   /** A pino logger; by default the embedded registry logs nothing. */
   logger?: Logger;
 }
@@ -87,7 +90,7 @@ export interface StartRegistryOptions {
  */
 export async function startRegistry(options: StartRegistryOptions = {}): Promise<RunningRegistry> {
   const storage = options.storage ?? 'memory';
-  const overrides: Record<string, string | number | boolean | PolicyRule[]> = {
+  const overrides: Record<string, string | number | boolean | unknown[]> = {
     listen: options.listen ?? '127.0.0.1:0',
     ...(storage === 'memory'
       ? { 'storage.blobs': 'memory', 'storage.meta': 'memory' }

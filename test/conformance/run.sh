@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Runs the official OCI distribution-spec conformance suite against a freshly started `tether serve`
-# (fs + SQLite, fresh data dir, free loopback port), three ways:
-#   v2 (1.1)   OCI_VERSION=1.1, every API and data switch at its default (referrers, sha512, …)
-#   v2 (dev)   OCI_VERSION=dev: also upload cancel, required digest headers, ?tag= pushes
-#   legacy     the same suite driven by the legacy OCI_* variables (all four categories,
-#              OCI_AUTOMATIC_CROSSMOUNT=1), as `go test -c` builds run it
-# One server serves all three in distinct repositories, so the later runs also meet accumulated state.
+# Runs the official OCI distribution-spec conformance suite against freshly started `tether serve`
+# processes (fs + SQLite, fresh data dir, free loopback port each):
+#   open registry   v2 runner with OCI_VERSION=1.1 (every API and data switch at its default) and
+#                   OCI_VERSION=dev (also upload cancel, required digest headers, ?tag= pushes), and
+#                   the legacy-variable mode (all four categories, OCI_AUTOMATIC_CROSSMOUNT=1)
+#   auth basic      the same three runs with OCI_USERNAME/OCI_PASSWORD against HTTP Basic
+#   auth token      the same three runs against the Docker token protocol (built-in token endpoint)
 # Fails on any Fail, Error or Skip (TETHER_CONFORMANCE_ALLOW_SKIP=1 tolerates skips while debugging),
-# and on any 5xx the server logged. Reports go to reports/conformance/ (git-ignored).
-# TETHER_CONFORMANCE_TARGET=host:port runs against an already running registry instead.
+# and on any 5xx a server logged. Tests the suite's configuration disables are reported, not failed.
+# Reports go to reports/conformance/ (git-ignored).
+# TETHER_CONFORMANCE_TARGET=host:port runs the open-registry runs against an already running registry.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,79 +22,111 @@ mkdir -p "$OUT"
 bash scripts/ensure-tools.sh conformance
 BIN="$ROOT/.tools/bin"
 
-SERVER_PID=""
-DATA=""
+SERVERS=()
+TEMP="$(mktemp -d -t tether-conformance-XXXXXX)"
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  if [ -n "$DATA" ]; then rm -rf "$DATA"; fi
+  for pid in "${SERVERS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$TEMP"
 }
 trap cleanup EXIT
 
-if [ -n "${TETHER_CONFORMANCE_TARGET:-}" ]; then
-  TARGET="$TETHER_CONFORMANCE_TARGET"
-else
-  DATA="$(mktemp -d -t tether-conformance-XXXXXX)"
-  "$NODE" src/cli/main.ts serve --listen 127.0.0.1:0 --data "$DATA" > "$OUT/server.log" 2>&1 &
-  SERVER_PID=$!
+# start_server NAME [--config FILE]: a fresh `tether serve` with its own data dir; sets TARGET.
+start_server() {
+  local name="$1"; shift
+  local log="$OUT/server-$name.log"
+  "$NODE" src/cli/main.ts serve --listen 127.0.0.1:0 --data "$TEMP/$name" "$@" > "$log" 2>&1 &
+  local pid=$!
+  SERVERS+=("$pid")
+  TARGET=""
   for _ in $(seq 1 150); do
-    TARGET="$(grep -o 'tether listening on http://[^"]*' "$OUT/server.log" 2>/dev/null | head -1 | sed 's#.*http://##' || true)"
+    TARGET="$(grep -o 'tether listening on http://[^"]*' "$log" 2>/dev/null | head -1 | sed 's#.*http://##' || true)"
     [ -n "$TARGET" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log"; echo "conformance: tether exited" >&2; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "conformance: tether ($name) exited" >&2; exit 1; }
     sleep 0.2
   done
-  [ -n "$TARGET" ] || { cat "$OUT/server.log"; echo "conformance: tether did not start" >&2; exit 1; }
-fi
-echo "conformance: registry at $TARGET"
+  [ -n "$TARGET" ] || { cat "$log"; echo "conformance: tether ($name) did not start" >&2; exit 1; }
+  echo "conformance: $name registry at $TARGET"
+}
 
 ALLOW_SKIP=()
 [ "${TETHER_CONFORMANCE_ALLOW_SKIP:-}" = 1 ] && ALLOW_SKIP=(--allow-skip)
 status=0
 
+# run_v2 NAME OCI_VERSION [VAR=value...]: the v2 runner, extra variables (credentials) appended.
 run_v2() {
-  local name="$1" version="$2"
+  local name="$1" version="$2"; shift 2
   local dir="$OUT/v2-$name"
   mkdir -p "$dir"
   (cd "$dir" && env OCI_REGISTRY="$TARGET" OCI_TLS=disabled OCI_VERSION="$version" \
       OCI_REPO1="conformance/v2-$name-a" OCI_REPO2="conformance/v2-$name-b" \
-      OCI_RESULTS_DIR="$dir" OCI_LOG=warn timeout 900 "$BIN/conformance" > "$dir/suite.log" 2>&1) || true
-  summarise "conformance v2 ($version)" "$dir"
+      OCI_RESULTS_DIR="$dir" OCI_LOG=warn "$@" timeout 900 "$BIN/conformance" > "$dir/suite.log" 2>&1) || true
+  summarise "conformance v2 $name" "$dir"
 }
 
+# run_legacy NAME [VAR=value...]: the suite driven by the legacy variables, all four categories.
 run_legacy() {
-  local dir="$OUT/legacy"
+  local name="$1"; shift
+  local dir="$OUT/legacy-$name"
   mkdir -p "$dir"
-  (cd "$dir" && env OCI_ROOT_URL="http://$TARGET" OCI_NAMESPACE=conformance/legacy-a \
-      OCI_CROSSMOUNT_NAMESPACE=conformance/legacy-b OCI_TEST_PULL=1 OCI_TEST_PUSH=1 \
+  (cd "$dir" && env OCI_ROOT_URL="http://$TARGET" OCI_NAMESPACE="conformance/legacy-$name-a" \
+      OCI_CROSSMOUNT_NAMESPACE="conformance/legacy-$name-b" OCI_TEST_PULL=1 OCI_TEST_PUSH=1 \
       OCI_TEST_CONTENT_DISCOVERY=1 OCI_TEST_CONTENT_MANAGEMENT=1 OCI_AUTOMATIC_CROSSMOUNT=1 \
-      OCI_HIDE_SKIPPED_WORKFLOWS=0 OCI_DEBUG=0 OCI_RESULTS_DIR="$dir" \
+      OCI_HIDE_SKIPPED_WORKFLOWS=0 OCI_DEBUG=0 OCI_RESULTS_DIR="$dir" "$@" \
       timeout 900 "$BIN/conformance-legacy.test" -test.v -test.timeout 0 > "$dir/suite.log" 2>&1) || true
-  summarise "conformance legacy-env" "$dir"
+  summarise "conformance legacy-env $name" "$dir"
 }
 
 summarise() {
   local label="$1" dir="$2"
-  if [ ! -s "$dir/junit.xml" ]; then
-    echo "$label: no junit.xml produced; suite log tail:"
+  if [ ! -s "$dir/suite.log" ]; then
+    echo "$label: the suite produced no output"
     tail -30 "$dir/suite.log"
     status=1
     return
   fi
-  if ! "$NODE" scripts/junit-summary.ts "$label" "$dir/junit.xml" "${ALLOW_SKIP[@]}"; then
+  if ! "$NODE" scripts/conformance-summary.ts "$label" "$dir/suite.log" "${ALLOW_SKIP[@]}"; then
     status=1
     echo "  (full log: $dir/suite.log)"
   fi
 }
 
+if [ -n "${TETHER_CONFORMANCE_TARGET:-}" ]; then
+  TARGET="$TETHER_CONFORMANCE_TARGET"
+  run_v2 1.1 1.1
+  run_v2 dev dev
+  run_legacy open
+  exit "$status"
+fi
+
+# 1. Open registry (the embedded default).
+start_server open
 run_v2 1.1 1.1
 run_v2 dev dev
-run_legacy
+run_legacy open
 
-if [ -n "$SERVER_PID" ]; then
-  # Client mistakes must never be 5xx: any server error during the suites fails the run.
-  if grep -E '"status":5[0-9]{2}' "$OUT/server.log" > "$OUT/server-errors.log"; then
-    echo "conformance: the server answered 5xx:"
-    head -20 "$OUT/server-errors.log"
-    status=1
-  fi
+# 2. and 3. With authentication: a user made by `tether user`, granted everything by an access rule.
+printf 'conformance-password\n' | "$NODE" src/cli/main.ts user add conformer --htpasswd "$TEMP/htpasswd" --password-stdin
+for mode in basic token; do
+  cat > "$TEMP/$mode.yaml" <<YAML
+auth:
+  mode: $mode
+  htpasswd: $TEMP/htpasswd
+  access:
+    - repositories: "**"
+      users: [conformer]
+      actions: ["*"]
+YAML
+  start_server "$mode" --config "$TEMP/$mode.yaml"
+  CREDENTIALS=(OCI_USERNAME=conformer OCI_PASSWORD=conformance-password)
+  run_v2 "1.1-$mode" 1.1 "${CREDENTIALS[@]}"
+  run_v2 "dev-$mode" dev "${CREDENTIALS[@]}"
+  run_legacy "$mode" "${CREDENTIALS[@]}"
+done
+
+# Client mistakes must never be 5xx: any server error during the suites fails the run.
+if cat "$OUT"/server-*.log | grep -E '"status":5[0-9]{2}' > "$OUT/server-errors.log"; then
+  echo "conformance: the server answered 5xx:"
+  head -20 "$OUT/server-errors.log"
+  status=1
 fi
 exit "$status"

@@ -49,7 +49,10 @@ export async function catalog(ctx: RouteContext): Promise<void> {
   const max = registry.options.pageSizeMax;
   const requested = parsePageSize(query.get('n'), max, max);
   const after = cursor(query.get('last'));
-  const page = await registry.listRepositories({ limit: requested + 1, ...(after ? { after } : {}) });
+  const page = await registry.listRepositories(
+    { limit: requested + 1, ...(after ? { after } : {}) },
+    ctx.caller.canList,
+  );
   const repositories = page.slice(0, requested);
   const headers: Record<string, string> = {};
   if (requested > 0 && page.length > requested) {

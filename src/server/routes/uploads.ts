@@ -33,8 +33,10 @@ export async function startUpload(ctx: RouteContext): Promise<void> {
     const digest = parseDigest(mount).value;
     const from = query.get('from') ?? undefined;
     // A `from` that is not a valid name cannot hold the blob: fall back to an upload, as for any miss.
-    const source = from !== undefined && !isValidRepositoryName(from) ? null : from;
-    if (source !== null && (await registry.mount(name, digest, source))) {
+    // So is one the caller may not pull from: a refused mount never reveals whether the blob exists.
+    const readable = (repo: string) => ctx.caller.canMountFrom(repo);
+    const source = from !== undefined && (!isValidRepositoryName(from) || !readable(from)) ? null : from;
+    if (source !== null && (await registry.mount(name, digest, source, readable))) {
       blobCreated(ctx, digest);
       return;
     }

@@ -407,6 +407,14 @@ export class SqliteMetaStore implements MetaStore {
     return row === undefined ? undefined : Number(row.size);
   }
 
+  async blobRepositories(digest: string, limit: number): Promise<string[]> {
+    const rows = this.#stmt('SELECT repo FROM repository_blobs WHERE digest = ? ORDER BY repo LIMIT ?').all(
+      digest,
+      limit,
+    ) as { repo: string }[];
+    return rows.map((r) => r.repo);
+  }
+
   async unlinkBlob(repo: string, digest: string): Promise<boolean> {
     return (
       this.#stmt('DELETE FROM repository_blobs WHERE repo = ? AND digest = ?').run(repo, digest).changes > 0

@@ -120,6 +120,8 @@ export interface MetaStore {
   /** Size of a blob linked into any repository (automatic cross-repository mount). */
   findBlob(digest: string): Promise<number | undefined>;
   unlinkBlob(repo: string, digest: string): Promise<boolean>;
+  /** Repositories that link a blob (at most `limit`, in name order). */
+  blobRepositories(digest: string, limit: number): Promise<string[]>;
 
   createUpload(upload: UploadRecord): Promise<void>;
   getUpload(id: string): Promise<UploadRecord | undefined>;

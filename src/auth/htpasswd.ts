@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
+import bcrypt from 'bcryptjs';
+
+/**
+ * Users in an htpasswd file of bcrypt hashes (`user:$2y$…`), the format Distribution and zot read.
+ * The file is re-read when its modification time changes (checked at most once a second), so
+ * `tether user add` takes effect on a running server. Successful verifications are cached for a minute
+ * (keyed by a hash of user, password and stored hash) so Basic auth does not pay bcrypt per request.
+ */
+export const USERNAME = /^[A-Za-z0-9._@-]{1,128}$/;
+const BCRYPT = /^\$2[abxy]\$\d{2}\$[./A-Za-z0-9]{53}$/;
+const CACHE_MS = 60_000;
+const CACHE_MAX = 10_000;
+
+export function parseHtpasswd(text: string): Map<string, string> {
+  const users = new Map<string, string>();
+  for (const line of text.split(/\r?\n/)) {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const colon = trimmed.indexOf(':');
+    const user = trimmed.slice(0, colon);
+    const hash = trimmed.slice(colon + 1);
+    // Only bcrypt is accepted: MD5/SHA1/crypt htpasswd entries are too weak to honour.
+    if (colon > 0 && USERNAME.test(user) && BCRYPT.test(hash)) users.set(user, hash);
+  }
+  return users;
+}
+
+export function formatHtpasswd(users: Map<string, string>): string {
+  return [...users].map(([u, h]) => `${u}:${h}\n`).join('');
+}
+
+export class Htpasswd {
+  readonly #path: string;
+  #users = new Map<string, string>();
+  #mtimeMs = -1;
+  #checkedAt = 0;
+  readonly #verified = new Map<string, number>();
+
+  constructor(path: string) {
+    this.#path = path;
+    this.#reload(true);
+  }
+
+  #reload(force = false): void {
+    const now = Date.now();
+    if (!force && now - this.#checkedAt < 1000) return;
+    this.#checkedAt = now;
+    let mtimeMs: number;
+    try {
+      mtimeMs = statSync(this.#path).mtimeMs;
+    } catch {
+      this.#users = new Map();
+      this.#mtimeMs = -1;
+      return;
+    }
+    if (mtimeMs === this.#mtimeMs && !force) return;
+    this.#users = parseHtpasswd(readFileSync(this.#path, 'utf8'));
+    this.#mtimeMs = mtimeMs;
+    this.#verified.clear();
+  }
+
+  has(user: string): boolean {
+    this.#reload();
+    return this.#users.has(user);
+  }
+
+  get size(): number {
+    this.#reload();
+    return this.#users.size;
+  }
+
+  /** Checks a password. Unknown users cost a bcrypt comparison too, so timing does not reveal them. */
+  async verify(user: string, password: string): Promise<boolean> {
+    this.#reload();
+    const hash = this.#users.get(user);
+    const key = createHash('sha256')
+      .update(`${user}\0${password}\0${hash ?? ''}`)
+      .digest('base64');
+    const cached = this.#verified.get(key);
+    if (hash && cached !== undefined && cached > Date.now()) return true;
+    const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
+    if (ok && hash) {
+      if (this.#verified.size >= CACHE_MAX) this.#verified.clear();
+      this.#verified.set(key, Date.now() + CACHE_MS);
+    }
+    return ok && hash !== undefined;
+  }
+}
+
+// A valid hash of a random secret, compared against when the user does not exist.
+const DUMMY_HASH = '$2b$10$sZ.3RnypKOl8aXu1wEeUD.TlLVJ2Jn.pKvOGLwfJop4OB1nx9QfoK';
+
+/** Edits an htpasswd file atomically (write a temp file, rename). Used by `tether user`. */
+export async function editHtpasswd(
+  path: string,
+  edit: (users: Map<string, string>) => void | Promise<void>,
+): Promise<void> {
+  let text = '';
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const users = parseHtpasswd(text);
+  await edit(users);
+  const temp = `${path}.${process.pid}.tmp`;
+  await writeFile(temp, formatHtpasswd(users), { mode: 0o600 });
+  await rename(temp, path);
+}
+
+export function hashPassword(password: string, cost = 10): Promise<string> {
+  return bcrypt.hash(password, cost);
+}

@@ -1,0 +1,85 @@
+/**
+ * Slows down password guessing without slowing anyone else. Failures are counted per client address
+ * and per user name. Past a threshold, further attempts are refused at once (429 with Retry-After)
+ * without running bcrypt, so a burst of wrong passwords costs no CPU and other users' requests are
+ * unaffected. The lockout doubles with each failure past the threshold, capped, and is forgotten after
+ * a quiet period. A per-user lock only applies to clients that have failed themselves, so an attacker
+ * cannot lock a user out of a clean machine.
+ */
+export interface ThrottleOptions {
+  /** Failures from one client before it is locked out. */
+  clientFailures: number;
+  /** Failures against one user (from anywhere) before failing clients are locked out of that user. */
+  userFailures: number;
+  /** Longest lockout. */
+  maxLockoutMs: number;
+  /** Counters reset after this long without failures. */
+  forgetAfterMs: number;
+}
+
+export const defaultThrottle: ThrottleOptions = {
+  clientFailures: 10,
+  userFailures: 20,
+  maxLockoutMs: 5 * 60_000,
+  forgetAfterMs: 15 * 60_000,
+};
+
+interface Counter {
+  failures: number;
+  lastFailure: number;
+}
+
+export class LoginThrottle {
+  readonly #options: ThrottleOptions;
+  readonly #clients = new Map<string, Counter>();
+  readonly #users = new Map<string, Counter>();
+
+  constructor(options: Partial<ThrottleOptions> = {}) {
+    this.#options = { ...defaultThrottle, ...options };
+  }
+
+  #lockout(counter: Counter | undefined, threshold: number, now: number): number {
+    if (!counter || counter.failures < threshold) return 0;
+    if (now - counter.lastFailure > this.#options.forgetAfterMs) return 0;
+    const excess = counter.failures - threshold;
+    const lock = Math.min(1000 * 2 ** Math.min(excess, 20), this.#options.maxLockoutMs);
+    return Math.max(0, counter.lastFailure + lock - now);
+  }
+
+  /** Milliseconds this client must wait before trying `user` again (0: go ahead). */
+  retryAfterMs(client: string, user: string, now = Date.now()): number {
+    const clientCounter = this.#clients.get(client);
+    const clientWait = this.#lockout(clientCounter, this.#options.clientFailures, now);
+    const userWait = clientCounter
+      ? this.#lockout(this.#users.get(user), this.#options.userFailures, now)
+      : 0;
+    return Math.max(clientWait, userWait);
+  }
+
+  fail(client: string, user: string, now = Date.now()): void {
+    for (const [map, key] of [
+      [this.#clients, client],
+      [this.#users, user],
+    ] as const) {
+      const counter = map.get(key);
+      if (!counter || now - counter.lastFailure > this.#options.forgetAfterMs)
+        map.set(key, { failures: 1, lastFailure: now });
+      else {
+        counter.failures++;
+        counter.lastFailure = now;
+      }
+    }
+    if (this.#clients.size + this.#users.size > 100_000) this.#prune(now);
+  }
+
+  succeed(client: string): void {
+    this.#clients.delete(client);
+  }
+
+  #prune(now: number): void {
+    for (const map of [this.#clients, this.#users]) {
+      for (const [key, counter] of map)
+        if (now - counter.lastFailure > this.#options.forgetAfterMs) map.delete(key);
+    }
+  }
+}

@@ -1,0 +1,180 @@
+import type { webcrypto } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import {
+  createLocalJWKSet,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  jwtVerify,
+  SignJWT,
+} from 'jose';
+import type { AccessEntry } from './scope.ts';
+
+type CryptoKey = webcrypto.CryptoKey;
+
+/**
+ * Short-lived access tokens in the Docker registry token format (a JWT whose `access` claim lists
+ * granted scopes), plus long-lived refresh tokens for the OAuth2 form clients use. Tether signs with an
+ * ES256 key kept in a JWK file (created on first start; give every replica the same file). Tokens from
+ * external issuers are accepted when their issuer and JWKS file are configured.
+ */
+export interface TrustedIssuer {
+  issuer: string;
+  jwksFile: string;
+  audience?: string;
+}
+
+export interface TokenOptions {
+  keyFile: string;
+  issuer: string;
+  service: string;
+  ttlSeconds: number;
+  refreshTtlSeconds: number;
+  trustedIssuers: TrustedIssuer[];
+}
+
+export interface VerifiedToken {
+  subject?: string;
+  access: AccessEntry[];
+}
+
+const ALG = 'ES256';
+
+export class TokenService {
+  readonly options: TokenOptions;
+  readonly #privateKey: CryptoKey;
+  readonly #publicKey: CryptoKey;
+  readonly #kid: string;
+  readonly #external: { issuer: TrustedIssuer; keys: JWTVerifyGetKey }[];
+
+  private constructor(options: TokenOptions, privateKey: CryptoKey, publicKey: CryptoKey, kid: string) {
+    this.options = options;
+    this.#privateKey = privateKey;
+    this.#publicKey = publicKey;
+    this.#kid = kid;
+    this.#external = options.trustedIssuers.map((issuer) => ({
+      issuer,
+      keys: createLocalJWKSet(JSON.parse(readFileSync(issuer.jwksFile, 'utf8'))),
+    }));
+  }
+
+  static async open(options: TokenOptions): Promise<TokenService> {
+    let jwk: JWK;
+    if (existsSync(options.keyFile)) {
+      jwk = JSON.parse(readFileSync(options.keyFile, 'utf8')) as JWK;
+    } else {
+      const pair = await generateKeyPair(ALG, { extractable: true });
+      jwk = { ...(await exportJWK(pair.privateKey)), alg: ALG, kid: randomUUID() };
+      mkdirSync(dirname(options.keyFile), { recursive: true });
+      writeFileSync(options.keyFile, JSON.stringify(jwk), { mode: 0o600, flag: 'wx' });
+    }
+    const privateKey = (await importJWK(jwk, ALG)) as CryptoKey;
+    const { d: _d, ...publicJwk } = jwk;
+    const publicKey = (await importJWK(publicJwk, ALG)) as CryptoKey;
+    return new TokenService(options, privateKey, publicKey, jwk.kid ?? 'tether');
+  }
+
+  /** The public key set, so other services can verify Tether's tokens. */
+  async jwks(): Promise<{ keys: JWK[] }> {
+    return { keys: [{ ...(await exportJWK(this.#publicKey)), alg: ALG, kid: this.#kid, use: 'sig' }] };
+  }
+
+  async issueAccess(
+    subject: string | undefined,
+    access: AccessEntry[],
+  ): Promise<{ token: string; expiresIn: number }> {
+    const token = await new SignJWT({ access })
+      .setProtectedHeader({ alg: ALG, kid: this.#kid, typ: 'JWT' })
+      .setIssuer(this.options.issuer)
+      .setAudience(this.options.service)
+      .setSubject(subject ?? '')
+      .setIssuedAt()
+      .setNotBefore('-10s')
+      .setExpirationTime(`${this.options.ttlSeconds}s`)
+      .setJti(randomUUID())
+      .sign(this.#privateKey);
+    return { token, expiresIn: this.options.ttlSeconds };
+  }
+
+  async issueRefresh(subject: string): Promise<string> {
+    return new SignJWT({ use: 'refresh' })
+      .setProtectedHeader({ alg: ALG, kid: this.#kid, typ: 'JWT' })
+      .setIssuer(this.options.issuer)
+      .setAudience(`${this.options.service}#refresh`)
+      .setSubject(subject)
+      .setIssuedAt()
+      .setExpirationTime(`${this.options.refreshTtlSeconds}s`)
+      .setJti(randomUUID())
+      .sign(this.#privateKey);
+  }
+
+  /** The user a refresh token stands for, or undefined when it is invalid or expired. */
+  async verifyRefresh(token: string): Promise<string | undefined> {
+    try {
+      const { payload } = await jwtVerify(token, this.#publicKey, {
+        issuer: this.options.issuer,
+        audience: `${this.options.service}#refresh`,
+        algorithms: [ALG],
+      });
+      return payload.use === 'refresh' && typeof payload.sub === 'string' && payload.sub !== ''
+        ? payload.sub
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Verifies an access token from Tether or a trusted issuer; undefined when it is not acceptable. */
+  async verifyAccess(token: string): Promise<VerifiedToken | undefined> {
+    let payload: JWTPayload | undefined;
+    try {
+      ({ payload } = await jwtVerify(token, this.#publicKey, {
+        issuer: this.options.issuer,
+        audience: this.options.service,
+        algorithms: [ALG],
+      }));
+    } catch {
+      for (const { issuer, keys } of this.#external) {
+        try {
+          ({ payload } = await jwtVerify(token, keys, {
+            issuer: issuer.issuer,
+            audience: issuer.audience ?? this.options.service,
+          }));
+          break;
+        } catch {
+          // try the next issuer
+        }
+      }
+    }
+    if (!payload || payload.use === 'refresh') return undefined;
+    const access = Array.isArray(payload.access) ? (payload.access as unknown[]).filter(isAccessEntry) : [];
+    return { ...(payload.sub ? { subject: payload.sub } : {}), access };
+  }
+}
+
+function isAccessEntry(value: unknown): value is AccessEntry {
+  const v = value as AccessEntry;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof v.type === 'string' &&
+    typeof v.name === 'string' &&
+    Array.isArray(v.actions) &&
+    v.actions.every((a) => typeof a === 'string')
+  );
+}
+
+export function parseTrustedIssuers(value: unknown): TrustedIssuer[] {
+  if (!Array.isArray(value)) throw new Error('must be a list of {issuer, jwksFile, audience?}');
+  return value.map((entry, i) => {
+    const { issuer, jwksFile, audience } = (entry ?? {}) as Record<string, unknown>;
+    if (typeof issuer !== 'string' || typeof jwksFile !== 'string')
+      throw new Error(`entry ${i}: issuer and jwksFile are required`);
+    return { issuer, jwksFile, ...(typeof audience === 'string' ? { audience } : {}) };
+  });
+}
