@@ -4,6 +4,8 @@
 #   conformance  the official OCI distribution-spec conformance suite (Go module proxy), built twice:
 #                .tools/bin/conformance (go build, v2 runner) and .tools/bin/conformance-legacy.test
 #                (go test -c: the same suite driven by the legacy OCI_* variables)
+#   oras regctl crane notation   real OCI clients, built from the Go module proxy into .tools/bin
+#   distribution Debian's docker-registry 2.8 (a registry without the referrers API)
 #   skopeo       Debian's skopeo (apt-get, when running as root)
 # Go builds never touch $HOME: GOPATH, module and build caches live under .tools/go.
 set -euo pipefail
@@ -49,6 +51,25 @@ ensure_conformance() {
   fi
 }
 
+# go_tool NAME MODULE VERSION PACKAGE: build a Go command into .tools/bin unless that version is there.
+# Built from the downloaded module (not `go install mod@version`): the proxy refuses the version lists
+# `go install` reads for deprecation notices of some modules (notation).
+go_tool() {
+  local name="$1" module="$2" version="$3" package="$4"
+  stamp_ok "$name" "$module@$version" && return 0
+  need_go "$name"
+  echo "ensure-tools: building $name ($module@$version)" >&2
+  local dir work
+  dir="$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -n "$dir" ] || { echo "ensure-tools: cannot download $module@$version" >&2; exit 1; }
+  work="$(mktemp -d)"
+  cp -r "$dir/." "$work/"
+  chmod -R u+w "$work"
+  (cd "$work" && go build -trimpath -o "$BIN/$name" "./$package")
+  rm -rf "$work"
+  stamp "$name" "$module@$version"
+}
+
 ensure_apt() {
   local command="$1" package="$2"
   command -v "$command" >/dev/null 2>&1 && return 0
@@ -65,6 +86,11 @@ for group in "$@"; do
   case "$group" in
     conformance) ensure_conformance ;;
     skopeo) ensure_apt skopeo skopeo ;;
+    distribution) ensure_apt docker-registry docker-registry ;;
+    oras) go_tool oras oras.land/oras v1.3.3 cmd/oras ;;
+    regctl) go_tool regctl github.com/regclient/regclient v0.11.5 cmd/regctl ;;
+    crane) go_tool crane github.com/google/go-containerregistry v0.21.9 cmd/crane ;;
+    notation) go_tool notation github.com/notaryproject/notation v1.3.2 cmd/notation ;;
     *) echo "ensure-tools: unknown group '$group'" >&2; exit 2 ;;
   esac
 done
