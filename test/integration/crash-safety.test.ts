@@ -1,0 +1,190 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
+import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
+
+/** Starts a request whose body is written by the caller (to be cut off by a crash midway). */
+function openUpload(url: string, method: string, headers: Record<string, string | number>) {
+  const req = http.request(url, { method, headers });
+  const response = new Promise<number>((resolve) => {
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    });
+    req.on('error', () => resolve(-1));
+  });
+  return { req, response };
+}
+
+function blobFile(data: string, digest: string): string {
+  return join(data, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
+}
+
+test('kill -9 during a chunked upload keeps every acknowledged chunk and nothing else', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  let server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const blob = randomBytes(3 * 1024 * 1024);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  const start = await fetch(`${server.url}/v2/crash/chunked/blobs/uploads/`, { method: 'POST' });
+  assert.equal(start.status, 202);
+  const location = start.headers.get('location')!;
+  const chunk = 1024 * 1024;
+  const first = await fetch(`${server.url}${location}`, {
+    method: 'PATCH',
+    body: blob.subarray(0, chunk),
+    headers: { 'Content-Range': `0-${chunk - 1}`, 'Content-Type': 'application/octet-stream' },
+  });
+  assert.equal(first.status, 202);
+  assert.equal(first.headers.get('range'), `0-${chunk - 1}`);
+  // The second chunk is cut off halfway by a crash.
+  const half = openUpload(`${server.url}${location}`, 'PATCH', {
+    'Content-Range': `${chunk}-${2 * chunk - 1}`,
+    'Content-Length': chunk,
+  });
+  half.req.write(blob.subarray(chunk, chunk + chunk / 2));
+  await new Promise((r) => setTimeout(r, 150));
+  await server.kill9();
+  assert.equal(await half.response, -1, 'the cut-off request was never acknowledged');
+
+  server = await spawnTether(dir);
+  const status = await fetch(`${server.url}${location}`);
+  assert.equal(status.status, 204);
+  assert.equal(status.headers.get('range'), `0-${chunk - 1}`, 'exactly the acknowledged bytes');
+  const rest = await fetch(`${server.url}${location}`, {
+    method: 'PATCH',
+    body: blob.subarray(chunk),
+    headers: { 'Content-Range': `${chunk}-${blob.length - 1}` },
+  });
+  assert.equal(rest.status, 202);
+  const done = await fetch(`${server.url}${location}?digest=${digest}`, { method: 'PUT' });
+  assert.equal(done.status, 201, await done.text());
+  const got = Buffer.from(
+    await (await fetch(`${server.url}/v2/crash/chunked/blobs/${digest}`)).arrayBuffer(),
+  );
+  assert.ok(got.equals(blob), 'byte-identical after the crash');
+});
+
+test('kill -9 mid-way through a monolithic upload: no half blob is ever visible', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  let server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const blob = randomBytes(8 * 1024 * 1024);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  const upload = openUpload(`${server.url}/v2/crash/mono/blobs/uploads/?digest=${digest}`, 'POST', {
+    'Content-Length': blob.length,
+    'Content-Type': 'application/octet-stream',
+  });
+  upload.req.write(blob.subarray(0, 3 * 1024 * 1024));
+  await new Promise((r) => setTimeout(r, 200));
+  await server.kill9();
+  assert.equal(await upload.response, -1);
+  assert.equal(existsSync(blobFile(dir, digest)), false, 'no published file for the digest');
+
+  server = await spawnTether(dir);
+  assert.equal((await fetch(`${server.url}/v2/crash/mono/blobs/${digest}`, { method: 'HEAD' })).status, 404);
+  const again = await fetch(`${server.url}/v2/crash/mono/blobs/uploads/?digest=${digest}`, {
+    method: 'POST',
+    body: blob,
+  });
+  assert.equal(again.status, 201);
+  const head = await fetch(`${server.url}/v2/crash/mono/blobs/${digest}`, { method: 'HEAD' });
+  assert.equal(head.headers.get('content-length'), String(blob.length));
+});
+
+test('kill -9 right after acknowledged manifest pushes: every manifest, tag and referrer is there', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  let server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const pushed: { tag: string; digest: string; bytes: Buffer }[] = [];
+  for (let i = 0; i < 20; i++) {
+    const image = await pushImage(server.url, 'crash/manifests', `v${i}`, `layer ${i}`);
+    pushed.push({ tag: `v${i}`, digest: image.digest, bytes: image.bytes });
+  }
+  await pushBlob(server.url, 'crash/manifests', '{}');
+  const empty = { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 };
+  const referrer = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    artifactType: 'application/vnd.example.sig',
+    config: empty,
+    layers: [empty],
+    subject: {
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      digest: pushed[0]!.digest,
+      size: pushed[0]!.bytes.length,
+    },
+  };
+  const sig = await pushManifest(server.url, 'crash/manifests', sha256(JSON.stringify(referrer)), referrer);
+  assert.equal(sig.response.status, 201);
+  await server.kill9();
+
+  server = await spawnTether(dir);
+  for (const { tag, digest, bytes } of pushed) {
+    const res = await fetch(`${server.url}/v2/crash/manifests/manifests/${tag}`);
+    assert.equal(res.status, 200, tag);
+    assert.equal(res.headers.get('docker-content-digest'), digest);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(bytes));
+  }
+  const tags = (await (await fetch(`${server.url}/v2/crash/manifests/tags/list`)).json()) as {
+    tags: string[];
+  };
+  assert.equal(tags.tags.length, 20);
+  const refs = (await (
+    await fetch(`${server.url}/v2/crash/manifests/referrers/${pushed[0]!.digest}`)
+  ).json()) as {
+    manifests: { digest: string }[];
+  };
+  assert.deepEqual(
+    refs.manifests.map((m) => m.digest),
+    [sig.digest],
+  );
+});
+
+test('a graceful restart keeps blobs, manifests, tags, referrers and the catalog', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  let server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const a = await pushImage(server.url, 'persist/a', 'latest', 'layer a');
+  const b = await pushImage(server.url, 'persist/b', 'latest', 'layer b');
+  const before = await (await fetch(`${server.url}/v2/_catalog`)).text();
+  assert.equal(await server.stop(), 0);
+  server = await spawnTether(dir);
+  assert.equal(await (await fetch(`${server.url}/v2/_catalog`)).text(), before);
+  for (const [repo, image] of [
+    ['persist/a', a],
+    ['persist/b', b],
+  ] as const) {
+    const m = await fetch(`${server.url}/v2/${repo}/manifests/latest`);
+    assert.equal(m.headers.get('docker-content-digest'), image.digest);
+    assert.equal((await fetch(`${server.url}/v2/${repo}/blobs/${image.layer}`)).status, 200);
+  }
+});
+
+test('SIGTERM lets an in-flight upload finish (201) before the process exits 0', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const blob = randomBytes(2 * 1024 * 1024);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  const upload = openUpload(`${server.url}/v2/graceful/blobs/uploads/?digest=${digest}`, 'POST', {
+    'Content-Length': blob.length,
+  });
+  upload.req.write(blob.subarray(0, 1024 * 1024));
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = server.stop();
+  await new Promise((r) => setTimeout(r, 150));
+  upload.req.end(blob.subarray(1024 * 1024));
+  assert.equal(await upload.response, 201, 'the in-flight request completed');
+  assert.equal(await exited, 0);
+  assert.ok(existsSync(blobFile(dir, digest)), 'and its blob is on disk');
+});
