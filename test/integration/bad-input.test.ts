@@ -1,0 +1,380 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { request as rawRequest } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
+
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+
+async function expectError(res: Response, status: number, code: string, where = '') {
+  const text = await res.text();
+  assert.equal(res.status, status, `${where} ${text}`);
+  if (res.headers.get('content-length') !== '0') {
+    const body = JSON.parse(text) as { errors: { code: string; message: string }[] };
+    assert.equal(body.errors[0]!.code, code, where);
+    assert.equal(typeof body.errors[0]!.message, 'string');
+  }
+  assert.equal(res.headers.get('content-type'), 'application/json');
+}
+
+/** Sends a path byte-for-byte (fetch would normalise `..` away). */
+function rawGet(base: string, path: string): Promise<{ status: number; body: string }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = rawRequest({ host: url.hostname, port: url.port, path, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (c) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('bad input gets spec errors, never a 5xx, and never touches stored data', () => {
+  let reg: RunningRegistry;
+  let image: Awaited<ReturnType<typeof pushImage>>;
+  before(async () => {
+    reg = await startRegistry();
+    image = await pushImage(reg.url, 'good/repo', 'v1', 'precious layer');
+  });
+  after(async () => {
+    // After every abuse, the good content is intact.
+    const m = await fetch(`${reg.url}/v2/good/repo/manifests/v1`);
+    assert.equal(m.status, 200);
+    assert.ok(Buffer.from(await m.arrayBuffer()).equals(image.bytes));
+    assert.equal(
+      await (await fetch(`${reg.url}/v2/good/repo/blobs/${image.layer}`)).text(),
+      'precious layer',
+    );
+    await reg.close();
+  });
+
+  const put = (ref: string, body: string, type = OCI_MANIFEST, repo = 'good/repo') =>
+    fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, {
+      method: 'PUT',
+      body,
+      headers: { 'Content-Type': type },
+    });
+  const manifestWith = (over: Record<string, unknown>) =>
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: image.config, size: 89 },
+      layers: [],
+      ...over,
+    });
+
+  test('malformed manifests: 400 MANIFEST_INVALID', async () => {
+    const cases: [string, string][] = [
+      ['not json', '{"schemaVersion":'],
+      ['array', '[]'],
+      ['schemaVersion 1', manifestWith({ schemaVersion: 1 })],
+      ['layers not a list', manifestWith({ layers: {} })],
+      ['negative size', manifestWith({ layers: [{ mediaType: 'a/b', digest: image.layer, size: -1 }] })],
+      ['fractional size', manifestWith({ layers: [{ mediaType: 'a/b', digest: image.layer, size: 1.5 }] })],
+      ['bad digest', manifestWith({ layers: [{ mediaType: 'a/b', digest: 'sha256:xyz', size: 1 }] })],
+      [
+        'bad media type',
+        manifestWith({ layers: [{ mediaType: 'not a type', digest: image.layer, size: 1 }] }),
+      ],
+      ['annotations not strings', manifestWith({ annotations: { a: 1 } })],
+      ['invalid UTF-8', '\u00ff'],
+    ];
+    for (const [label, body] of cases) {
+      const bytes = label === 'invalid UTF-8' ? Buffer.from([0x7b, 0xff, 0x7d]) : body;
+      const res = await fetch(`${reg.url}/v2/good/repo/manifests/bad`, {
+        method: 'PUT',
+        body: bytes,
+        headers: { 'Content-Type': OCI_MANIFEST },
+      });
+      await expectError(res, 400, 'MANIFEST_INVALID', label);
+    }
+    await expectError(
+      await put('bad', manifestWith({}), 'application/vnd.oci.image.index.v1+json'),
+      400,
+      'MANIFEST_INVALID',
+      'type mismatch',
+    );
+    await expectError(
+      await put(
+        'bad',
+        manifestWith({ mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws' }),
+        'application/vnd.docker.distribution.manifest.v1+prettyjws',
+      ),
+      400,
+      'MANIFEST_INVALID',
+      'schema1',
+    );
+  });
+
+  test('missing references: 400 MANIFEST_BLOB_UNKNOWN naming each digest', async () => {
+    const missing = sha256('never uploaded');
+    const res = await put('bad', manifestWith({ layers: [{ mediaType: 'a/b', digest: missing, size: 14 }] }));
+    const body = (await res.json()) as { errors: { code: string; detail: { digest: string } }[] };
+    assert.equal(res.status, 400);
+    assert.deepEqual(
+      body.errors.map((e) => [e.code, e.detail.digest]),
+      [['MANIFEST_BLOB_UNKNOWN', missing]],
+    );
+  });
+
+  test('oversized manifest: 413', async () => {
+    const huge = manifestWith({ annotations: { big: 'x'.repeat(4 * 1024 * 1024 + 10) } });
+    const res = await put('big', huge);
+    assert.equal(res.status, 413);
+  });
+
+  test('invalid repository names: 400 NAME_INVALID; traversal attempts never escape', async () => {
+    for (const name of ['UPPER/case', 'a//b', '-lead', 'trail-', 'x'.repeat(300), 'a%2F..%2Fb']) {
+      await expectError(await fetch(`${reg.url}/v2/${name}/tags/list`), 400, 'NAME_INVALID', name);
+    }
+    for (const path of [
+      '/v2/a/../b/tags/list',
+      '/v2/%2e%2e/etc/tags/list',
+      '/v2/../../etc/passwd/blobs/sha256:00',
+      '/v2/good/repo/blobs/..%2F..%2Fetc%2Fpasswd',
+      '/v2/good/repo/blobs/sha256:..%2F..%2F..',
+    ]) {
+      const res = await rawGet(reg.url, path);
+      assert.ok([400, 404].includes(res.status), `${path}: ${res.status}`);
+      assert.doesNotMatch(res.body, /root:/);
+    }
+  });
+
+  test('invalid digests: 400 DIGEST_INVALID on blobs, mounts and upload completion', async () => {
+    for (const digest of [
+      'sha256:abc',
+      'sha256:' + 'A'.repeat(64),
+      'md5:' + 'a'.repeat(32),
+      'sha512:' + 'a'.repeat(64),
+    ]) {
+      await expectError(
+        await fetch(`${reg.url}/v2/good/repo/blobs/${digest}`),
+        400,
+        'DIGEST_INVALID',
+        digest,
+      );
+      await expectError(
+        await fetch(`${reg.url}/v2/good/repo/blobs/${digest}`, { method: 'DELETE' }),
+        400,
+        'DIGEST_INVALID',
+        digest,
+      );
+      await expectError(
+        await fetch(`${reg.url}/v2/good/repo/blobs/uploads/?mount=${digest}&from=good/repo`, {
+          method: 'POST',
+        }),
+        400,
+        'DIGEST_INVALID',
+        digest,
+      );
+    }
+    const start = await fetch(`${reg.url}/v2/good/repo/blobs/uploads/`, { method: 'POST' });
+    const location = start.headers.get('location')!;
+    await expectError(
+      await fetch(`${reg.url}${location}`, { method: 'PUT' }),
+      400,
+      'DIGEST_INVALID',
+      'no digest',
+    );
+    await expectError(
+      await fetch(`${reg.url}${location}?digest=sha256:nope`, { method: 'PUT' }),
+      400,
+      'DIGEST_INVALID',
+      'bad digest',
+    );
+    await expectError(
+      await fetch(`${reg.url}${location}?digest=${sha256('something else')}`, {
+        method: 'PUT',
+        body: 'data',
+      }),
+      400,
+      'DIGEST_INVALID',
+      'mismatch',
+    );
+    await expectError(
+      await fetch(`${reg.url}/v2/good/repo/blobs/uploads/?digest-algorithm=md5`, { method: 'POST' }),
+      400,
+      'DIGEST_INVALID',
+    );
+  });
+
+  test('chunk errors: malformed Content-Range 400, out of order 416 with the current Range', async () => {
+    const start = await fetch(`${reg.url}/v2/good/repo/blobs/uploads/`, { method: 'POST' });
+    const location = start.headers.get('location')!;
+    await expectError(
+      await fetch(`${reg.url}${location}`, {
+        method: 'PATCH',
+        body: 'abc',
+        headers: { 'Content-Range': 'abc' },
+      }),
+      400,
+      'BLOB_UPLOAD_INVALID',
+    );
+    const ooo = await fetch(`${reg.url}${location}`, {
+      method: 'PATCH',
+      body: 'abc',
+      headers: { 'Content-Range': '5-7' },
+    });
+    assert.equal(ooo.status, 416);
+    assert.equal(ooo.headers.get('range'), '0-0');
+    const wrongLength = await fetch(`${reg.url}${location}`, {
+      method: 'PATCH',
+      body: 'abcd',
+      headers: { 'Content-Range': '0-2' },
+    });
+    assert.equal(wrongLength.status, 400);
+    const status = await fetch(`${reg.url}${location}`);
+    assert.equal(status.status, 204);
+    assert.equal(status.headers.get('range'), '0-0', 'nothing from the failed chunks was kept');
+  });
+
+  test('unknown sessions: 404 BLOB_UPLOAD_UNKNOWN, also for a session of another repository', async () => {
+    const start = await fetch(`${reg.url}/v2/good/repo/blobs/uploads/`, { method: 'POST' });
+    const id = start.headers.get('location')!.split('/').at(-1);
+    await expectError(
+      await fetch(`${reg.url}/v2/other/repo/blobs/uploads/${id}`),
+      404,
+      'BLOB_UPLOAD_UNKNOWN',
+    );
+    await expectError(
+      await fetch(`${reg.url}/v2/good/repo/blobs/uploads/00000000-0000-0000-0000-000000000000`),
+      404,
+      'BLOB_UPLOAD_UNKNOWN',
+    );
+    await expectError(
+      await fetch(`${reg.url}/v2/good/repo/blobs/uploads/not-a-uuid`, { method: 'PATCH', body: 'x' }),
+      404,
+      'BLOB_UPLOAD_UNKNOWN',
+    );
+  });
+
+  test('ranges: exact 206 for every satisfiable form, 416 with bytes */size otherwise', async () => {
+    const data = Buffer.from(Array.from({ length: 2048 }, (_, i) => i % 256));
+    const digest = await pushBlob(reg.url, 'good/repo', data);
+    const get = (range: string) =>
+      fetch(`${reg.url}/v2/good/repo/blobs/${digest}`, { headers: { Range: range } });
+    for (const [range, start, end] of [
+      ['bytes=500-1499', 500, 1499],
+      ['bytes=500-', 500, 2047],
+      ['bytes=-500', 1548, 2047],
+      ['bytes=2000-5000', 2000, 2047],
+    ] as const) {
+      const res = await get(range);
+      assert.equal(res.status, 206, range);
+      assert.equal(res.headers.get('content-range'), `bytes ${start}-${end}/2048`);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(data.subarray(start, end + 1)), range);
+    }
+    for (const range of ['bytes=500-0', 'bytes=5000-10000', 'bytes=-0']) {
+      const res = await get(range);
+      assert.equal(res.status, 416, range);
+      assert.equal(res.headers.get('content-range'), 'bytes */2048');
+    }
+    assert.equal((await get('bytes=0-1,5-6')).status, 200, 'several ranges: the whole blob');
+  });
+
+  test('routing errors: 404 JSON for unknown endpoints, 405 with Allow for wrong methods', async () => {
+    await expectError(await fetch(`${reg.url}/v2/good/repo/nothing-here`), 404, 'NAME_UNKNOWN');
+    const res = await fetch(`${reg.url}/v2/good/repo/tags/list`, { method: 'DELETE' });
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get('allow'), 'GET, HEAD');
+  });
+
+  test('tag list paging: n=abc 400, huge n clamped, n=0 empty without Link, last excludes itself', async () => {
+    for (const tag of ['a', 'b', 'c'])
+      await pushManifest(reg.url, 'paging', tag, manifestWith({}).replace(image.config, image.config));
+    await pushBlob(reg.url, 'paging', '{}');
+    await expectError(await fetch(`${reg.url}/v2/good/repo/tags/list?n=abc`), 400, 'UNSUPPORTED');
+    const huge = await fetch(`${reg.url}/v2/good/repo/tags/list?n=100000`);
+    assert.equal(huge.status, 200);
+    const zero = await fetch(`${reg.url}/v2/good/repo/tags/list?n=0`);
+    assert.deepEqual(((await zero.json()) as { tags: string[] }).tags, []);
+    assert.equal(zero.headers.get('link'), null);
+  });
+
+  test('sha512 everywhere: POST, PATCH+PUT and manifests by sha512 digest', async () => {
+    const data = 'sha512 content';
+    const digest = `sha512:${createHash('sha512').update(data).digest('hex')}`;
+    assert.equal(
+      (await fetch(`${reg.url}/v2/good/s512/blobs/uploads/?digest=${digest}`, { method: 'POST', body: data }))
+        .status,
+      201,
+    );
+    const start = await fetch(`${reg.url}/v2/good/s512/blobs/uploads/?digest-algorithm=sha512`, {
+      method: 'POST',
+    });
+    const loc = start.headers.get('location')!;
+    await fetch(`${reg.url}${loc}`, { method: 'PATCH', body: data });
+    assert.equal((await fetch(`${reg.url}${loc}?digest=${digest}`, { method: 'PUT' })).status, 201);
+    const body = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [],
+    });
+    const md = `sha512:${createHash('sha512').update(body).digest('hex')}`;
+    const res = await put(md, body, 'application/vnd.oci.image.index.v1+json', 'good/s512');
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get('docker-content-digest'), md);
+  });
+
+  test('headers: Docker media types as-is, no charset, exact HEAD, any Accept, 0-byte blobs', async () => {
+    const cfg = await pushBlob(reg.url, 'good/docker', '{"os":"linux"}');
+    const docker = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+      config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: cfg, size: 14 },
+      layers: [],
+    });
+    assert.equal(
+      (await put('d', docker, 'application/vnd.docker.distribution.manifest.v2+json', 'good/docker')).status,
+      201,
+    );
+    for (const accept of [
+      'application/json',
+      '*/*',
+      'text/html',
+      'application/vnd.oci.image.index.v1+json',
+    ]) {
+      const res = await fetch(`${reg.url}/v2/good/docker/manifests/d`, { headers: { Accept: accept } });
+      assert.equal(res.status, 200, accept);
+      assert.equal(res.headers.get('content-type'), 'application/vnd.docker.distribution.manifest.v2+json');
+    }
+    const head = await fetch(`${reg.url}/v2/good/docker/manifests/d`, { method: 'HEAD' });
+    assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(docker)));
+    assert.equal(head.headers.get('docker-content-digest'), sha256(docker));
+    const empty = await pushBlob(reg.url, 'good/docker', '');
+    const eh = await fetch(`${reg.url}/v2/good/docker/blobs/${empty}`);
+    assert.equal(eh.status, 200);
+    assert.equal(eh.headers.get('content-length'), '0');
+    // Manifests without mediaType take it from Content-Type.
+    const bare = JSON.stringify({
+      schemaVersion: 2,
+      config: { mediaType: 'a/b', digest: cfg, size: 14 },
+      layers: [],
+    });
+    assert.equal((await put('bare', bare, OCI_MANIFEST, 'good/docker')).status, 201);
+    assert.equal(
+      (await fetch(`${reg.url}/v2/good/docker/manifests/bare`)).headers.get('content-type'),
+      OCI_MANIFEST,
+    );
+  });
+});
+
+test('deletes can be disabled: 405 UNSUPPORTED for manifests, tags and blobs', async (t) => {
+  const reg = await startRegistry({ settings: { 'delete.enabled': false } });
+  t.after(() => reg.close());
+  const image = await pushImage(reg.url, 'nodelete', 'v1');
+  for (const path of [`manifests/${image.digest}`, 'manifests/v1', `blobs/${image.layer}`]) {
+    await expectError(
+      await fetch(`${reg.url}/v2/nodelete/${path}`, { method: 'DELETE' }),
+      405,
+      'UNSUPPORTED',
+      path,
+    );
+  }
+  assert.equal((await fetch(`${reg.url}/v2/nodelete/manifests/v1`)).status, 200);
+});
