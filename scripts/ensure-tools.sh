@@ -5,6 +5,7 @@
 #                .tools/bin/conformance (go build, v2 runner) and .tools/bin/conformance-legacy.test
 #                (go test -c: the same suite driven by the legacy OCI_* variables)
 #   oras regctl crane notation   real OCI clients, built from the Go module proxy into .tools/bin
+#   distribution-v3 zot          peer registries for bench/peers (zot: the proxy refuses it, 403)
 #   distribution Debian's docker-registry 2.8 (a registry without the referrers API)
 #   skopeo       Debian's skopeo (apt-get, when running as root)
 # Go builds never touch $HOME: GOPATH, module and build caches live under .tools/go.
@@ -91,6 +92,8 @@ for group in "$@"; do
     regctl) go_tool regctl github.com/regclient/regclient v0.11.5 cmd/regctl ;;
     crane) go_tool crane github.com/google/go-containerregistry v0.21.9 cmd/crane ;;
     notation) go_tool notation github.com/notaryproject/notation v1.3.2 cmd/notation ;;
+    distribution-v3) go_tool registry-v3 github.com/distribution/distribution/v3 v3.1.1 cmd/registry ;;
+    zot) go_tool zot zotregistry.dev/zot/v2 v2.1.20 cmd/zot ;;
     *) echo "ensure-tools: unknown group '$group'" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,258 @@
+/** The issue's six workload families, each a function of (registry URL, label, options) → Result. */
+import {
+  BodySource,
+  drive,
+  exchange,
+  imageManifest,
+  MB,
+  pushBlob,
+  putManifest,
+  type Result,
+  smallBlob,
+  timed,
+  uniqueRepo,
+} from './workloads.ts';
+
+export interface WorkloadOptions {
+  c: number;
+  n: number;
+  size?: number;
+  chunked?: boolean;
+}
+
+const CONFIG = smallBlob(
+  JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }),
+);
+
+/** 1. Whole-image push (layer + config + manifest) into a fresh repository per operation. */
+export async function imagePush(base: string, label: string, o: WorkloadOptions): Promise<Result> {
+  const size = o.size ?? MB;
+  const source = new BodySource(size);
+  const name = `push ${size / MB} MB ${o.chunked ? 'chunked' : 'monolithic'}`;
+  return drive(name, label, o.c, o.n, () =>
+    timed(async () => {
+      const repo = uniqueRepo('bench/push');
+      const layer = await pushBlob(base, repo, source, o.chunked ? 5 * MB : 0);
+      await pushBlob(base, repo, CONFIG);
+      await putManifest(
+        base,
+        repo,
+        'latest',
+        imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
+      );
+      return { bytes: size };
+    }),
+  );
+}
+
+/** 2. Image pull: HEAD + GET manifest, GET config, GET layer (TTFB of the layer reported). */
+export async function imagePull(base: string, label: string, o: WorkloadOptions): Promise<Result> {
+  const size = o.size ?? MB;
+  const repo = uniqueRepo('bench/pull');
+  const layer = await pushBlob(base, repo, new BodySource(size));
+  await pushBlob(base, repo, CONFIG);
+  await putManifest(
+    base,
+    repo,
+    'latest',
+    imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
+  );
+  const accept = { Accept: 'application/vnd.oci.image.manifest.v1+json' };
+  return drive(`pull ${size / MB} MB`, label, o.c, o.n, () =>
+    timed(async () => {
+      await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept });
+      await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept });
+      await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`);
+      const reply = await exchange(base, 'GET', `/v2/${repo}/blobs/${layer}`);
+      if (reply.status !== 200) throw new Error(`layer GET ${reply.status}`);
+      return { bytes: size, ttfbMs: reply.ttfbMs };
+    }),
+  );
+}
+
+/** 3a. Blob push of `size` bytes per operation (MB/s). */
+export async function blobPush(base: string, label: string, o: WorkloadOptions): Promise<Result> {
+  const size = o.size ?? 1024 * MB;
+  const source = new BodySource(size);
+  const repo = uniqueRepo('bench/blob');
+  return drive(`blob push ${size / MB} MB x${o.c}`, label, o.c, o.n, () =>
+    timed(async () => {
+      await pushBlob(base, repo, source);
+      return { bytes: size };
+    }),
+  );
+}
+
+/** 3b. Blob pull of `size` bytes per operation (MB/s, TTFB). */
+export async function blobPull(base: string, label: string, o: WorkloadOptions): Promise<Result> {
+  const size = o.size ?? 1024 * MB;
+  const repo = uniqueRepo('bench/blob');
+  const digest = await pushBlob(base, repo, new BodySource(size));
+  return drive(`blob pull ${size / MB} MB x${o.c}`, label, o.c, o.n, () =>
+    timed(async () => {
+      const reply = await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`);
+      if (reply.status !== 200) throw new Error(`GET ${reply.status}`);
+      return { bytes: size, ttfbMs: reply.ttfbMs };
+    }),
+  );
+}
+
+async function manifestRepo(base: string): Promise<string> {
+  const repo = uniqueRepo('bench/manifests');
+  await pushBlob(base, repo, CONFIG);
+  return repo;
+}
+
+/** 4a. Small manifest PUT (unique content, unique tag). */
+export async function manifestPut(base: string, label: string, o: WorkloadOptions): Promise<Result> {
+  const repo = await manifestRepo(base);
+  const config = { digest: CONFIG.digest, size: CONFIG.bytes.length };
+  return drive('manifest PUT', label, o.c, o.n, (i) =>
+    timed(async () => {
+      const bytes = imageManifest(config, { digest: '', size: 0 }, { n: String(i) });
+      await putManifest(base, repo, `t${i}`, bytes);
+      return { bytes: bytes.length };
+    }),
+  );
+}
+
+/** 4b. Small manifest GET by tag. */
+export async function manifestGet(base: string, label: string, o: WorkloadOptions): Promise<Result> {
+  const repo = await manifestRepo(base);
+  const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
+  await putManifest(base, repo, 'latest', bytes);
+  return drive('manifest GET', label, o.c, o.n, () =>
+    timed(async () => {
+      const reply = await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
+        headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
+      });
+      if (reply.status !== 200) throw new Error(`GET ${reply.status}`);
+      return { bytes: bytes.length };
+    }),
+  );
+}
+
+/** Pushes `count` manifests with `make(i)` at concurrency 32 (seeding, not measured). */
+async function seed(count: number, make: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next < count) await make(next++);
+    }),
+  );
+}
+
+/** 5. Referrers of a subject with `hot` referrers, in a repository of `total` manifests; pages walked. */
+export async function referrers(
+  base: string,
+  label: string,
+  o: WorkloadOptions & { hot: number; total: number; filter?: boolean },
+): Promise<Result> {
+  const repo = await manifestRepo(base);
+  const empty = smallBlob('{}');
+  await pushBlob(base, repo, empty);
+  const subjectBytes = imageManifest(
+    { digest: CONFIG.digest, size: CONFIG.bytes.length },
+    { digest: '', size: 0 },
+  );
+  await putManifest(base, repo, 'subject', subjectBytes);
+  const subject = smallBlob(subjectBytes.toString()).digest;
+  const types = [
+    'application/vnd.example.sig',
+    'application/spdx+json',
+    'application/vnd.in-toto+json',
+    'application/vnd.example.tuf',
+  ];
+  await seed(o.total, async (i) => {
+    const referrer = i < o.hot;
+    const body = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        artifactType: types[i % types.length],
+        config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: empty.digest, size: 2 },
+        layers: [{ mediaType: 'application/vnd.oci.empty.v1+json', digest: empty.digest, size: 2 }],
+        ...(referrer
+          ? {
+              subject: {
+                mediaType: 'application/vnd.oci.image.manifest.v1+json',
+                digest: subject,
+                size: subjectBytes.length,
+              },
+            }
+          : {}),
+        annotations: { n: String(i) },
+      }),
+    );
+    await putManifest(base, repo, smallBlob(body.toString()).digest, body);
+  });
+  const query = o.filter ? `?artifactType=${encodeURIComponent(types[1]!)}` : '';
+  return drive(`referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`, label, o.c, o.n, () =>
+    timed(async () => {
+      let path: string | undefined = `/v2/${repo}/referrers/${subject}${query}`;
+      let bytes = 0;
+      let entries = 0;
+      while (path) {
+        const reply = await exchange(base, 'GET', path, { keep: true });
+        if (reply.status !== 200) throw new Error(`referrers ${reply.status}`);
+        bytes += reply.body.length;
+        entries += (JSON.parse(reply.body.toString()) as { manifests: unknown[] }).manifests.length;
+        const link = reply.headers.link;
+        path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
+      }
+      const expected = o.filter ? Math.ceil(o.hot / 4) : o.hot;
+      if (entries < expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
+      return { bytes };
+    }),
+  );
+}
+
+/** 6a. Tags list of a repository with `count` tags. */
+export async function tagsList(
+  base: string,
+  label: string,
+  o: WorkloadOptions & { count: number },
+): Promise<Result> {
+  const repo = await manifestRepo(base);
+  const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
+  await seed(o.count, (i) => putManifest(base, repo, `tag-${i}`, bytes));
+  return drive(`tags list (${o.count})`, label, o.c, o.n, () =>
+    timed(async () => {
+      const reply = await exchange(base, 'GET', `/v2/${repo}/tags/list?n=${o.count}`, { keep: true });
+      const tags = (JSON.parse(reply.body.toString()) as { tags: string[] }).tags;
+      if (tags.length !== o.count) throw new Error(`got ${tags.length} tags`);
+      return { bytes: reply.body.length };
+    }),
+  );
+}
+
+/** 6b. Catalog of `count` repositories (followed through Link pages). */
+export async function catalog(
+  base: string,
+  label: string,
+  o: WorkloadOptions & { count: number },
+): Promise<Result> {
+  const index = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }),
+  );
+  const prefix = uniqueRepo('bench/catalog');
+  await seed(o.count, (i) =>
+    putManifest(base, `${prefix}/r${i}`, 'latest', index, 'application/vnd.oci.image.index.v1+json'),
+  );
+  return drive(`catalog (${o.count} repos)`, label, o.c, o.n, () =>
+    timed(async () => {
+      let path: string | undefined = `/v2/_catalog?n=1000`;
+      let bytes = 0;
+      let seen = 0;
+      while (path) {
+        const reply = await exchange(base, 'GET', path, { keep: true });
+        bytes += reply.body.length;
+        seen += (JSON.parse(reply.body.toString()) as { repositories: string[] }).repositories.length;
+        const link = reply.headers.link;
+        path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
+      }
+      if (seen < o.count) throw new Error(`catalog listed ${seen}`);
+      return { bytes };
+    }),
+  );
+}

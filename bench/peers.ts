@@ -1,0 +1,285 @@
+/**
+ * Side-by-side benchmark: the same workloads against Tether, Distribution v3 and zot on this machine in
+ * one run, one table. Each registry runs as its own process with a fresh filesystem store on a loopback
+ * port; Tether's (and the peers') peak RSS is sampled from /proc during every workload.
+ *   bash bench/peers.sh [--full] [--only tether]     (installs the peers, then runs this file)
+ * --full uses the issue's sizes (8 x 1 GiB streams, 100 k-manifest referrers repository, 4 GiB blob).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { spawnTether } from '../test/helpers/tether-process.ts';
+import * as suite from './lib/suite.ts';
+import { MB, type Result } from './lib/workloads.ts';
+import { measureLimits } from './limits.ts';
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const BIN = join(ROOT, '.tools/bin');
+const { values } = parseArgs({
+  options: { full: { type: 'boolean', default: false }, only: { type: 'string' } },
+});
+const full = values.full;
+
+interface Peer {
+  name: string;
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(`${url}/v2/`)).status < 500) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+async function startTether(dir: string): Promise<Peer> {
+  const t = await spawnTether(join(dir, 'tether'), ['--log-level', 'warn']);
+  return { name: 'tether', url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
+}
+
+async function startDistribution(dir: string): Promise<Peer | undefined> {
+  const bin = join(BIN, 'registry-v3');
+  if (!existsSync(bin)) return undefined;
+  const port = await freePort();
+  const config = join(dir, 'distribution.yml');
+  await writeFile(
+    config,
+    `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
+  );
+  const proc = spawn(bin, ['serve', config], {
+    stdio: 'ignore',
+    env: { ...process.env, OTEL_TRACES_EXPORTER: 'none' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(url);
+  return { name: 'distribution', url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
+}
+
+async function startZot(dir: string): Promise<Peer | undefined> {
+  const bin = join(BIN, 'zot');
+  if (!existsSync(bin)) return undefined;
+  const port = await freePort();
+  const config = join(dir, 'zot.json');
+  await writeFile(
+    config,
+    JSON.stringify({
+      distSpecVersion: '1.1.1',
+      storage: { rootDirectory: join(dir, 'zot') },
+      http: { address: '127.0.0.1', port: String(port) },
+      log: { level: 'error' },
+    }),
+  );
+  const proc = spawn(bin, ['serve', config], { stdio: 'ignore' });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(url);
+  return { name: 'zot', url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
+}
+
+function rssMB(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 1024) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Runs one workload with the process's RSS sampled every 50 ms. */
+async function withRss(peer: Peer, fn: () => Promise<Result>): Promise<Result & { peakRssMB: number }> {
+  let peak = rssMB(peer.pid);
+  const timer = setInterval(() => {
+    peak = Math.max(peak, rssMB(peer.pid));
+  }, 50);
+  try {
+    const result = await fn();
+    return { ...result, peakRssMB: Math.max(peak, rssMB(peer.pid)) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+type Workload = {
+  label: string;
+  higherIsBetter: 'opsPerSec' | 'mbPerSec';
+  referrersApi?: boolean;
+  tetherOnly?: boolean;
+  run: (url: string, name: string) => Promise<Result>;
+};
+
+const gib = 1024 * MB;
+const workloads: Workload[] = [
+  {
+    label: 'push 1 MB image',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePush(u, n, { c: 8, n: 100, size: MB }),
+  },
+  {
+    label: 'push 10 MB image',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePush(u, n, { c: 8, n: 40, size: 10 * MB }),
+  },
+  {
+    label: 'push 100 MB image',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePush(u, n, { c: 4, n: 8, size: 100 * MB }),
+  },
+  {
+    label: 'push 10 MB image, chunked',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePush(u, n, { c: 8, n: 20, size: 10 * MB, chunked: true }),
+  },
+  {
+    label: 'push 100 MB image, chunked',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePush(u, n, { c: 2, n: 4, size: 100 * MB, chunked: true }),
+  },
+  {
+    label: 'pull 1 MB image',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePull(u, n, { c: 8, n: 300, size: MB }),
+  },
+  {
+    label: 'pull 10 MB image',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePull(u, n, { c: 8, n: 80, size: 10 * MB }),
+  },
+  {
+    label: 'pull 100 MB image',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.imagePull(u, n, { c: 4, n: 12, size: 100 * MB }),
+  },
+  {
+    label: 'blob push 1 GiB, 1 stream',
+    higherIsBetter: 'mbPerSec',
+    run: (u, n) => suite.blobPush(u, n, { c: 1, n: 2, size: gib }),
+  },
+  {
+    label: `blob push 8 streams x ${full ? '1 GiB' : '256 MiB'}`,
+    higherIsBetter: 'mbPerSec',
+    run: (u, n) => suite.blobPush(u, n, { c: 8, n: 8, size: full ? gib : 256 * MB }),
+  },
+  {
+    label: 'blob pull 1 GiB, 1 stream',
+    higherIsBetter: 'mbPerSec',
+    run: (u, n) => suite.blobPull(u, n, { c: 1, n: 3, size: gib }),
+  },
+  {
+    label: `blob pull 8 streams x ${full ? '1 GiB' : '256 MiB'}`,
+    higherIsBetter: 'mbPerSec',
+    run: (u, n) => suite.blobPull(u, n, { c: 8, n: 16, size: full ? gib : 256 * MB }),
+  },
+  {
+    label: 'manifest PUT, c=32',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.manifestPut(u, n, { c: 32, n: 3000 }),
+  },
+  {
+    label: 'manifest GET, c=32',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.manifestGet(u, n, { c: 32, n: 10000 }),
+  },
+  {
+    label: `referrers: 10 k on a subject, ${full ? '100 k' : '20 k'} in repo`,
+    higherIsBetter: 'opsPerSec',
+    referrersApi: true,
+    run: (u, n) => suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: full ? 100000 : 20000 }),
+  },
+  {
+    label: 'referrers filtered (1 in 4)',
+    higherIsBetter: 'opsPerSec',
+    referrersApi: true,
+    run: (u, n) => suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: 10000, filter: true }),
+  },
+  {
+    label: 'tags list, 10 k tags',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.tagsList(u, n, { c: 8, n: 200, count: 10000 }),
+  },
+  {
+    label: '_catalog, 10 k repositories',
+    higherIsBetter: 'opsPerSec',
+    run: (u, n) => suite.catalog(u, n, { c: 4, n: 40, count: 10000 }),
+  },
+  {
+    label: `blob push ${full ? '4 GiB' : '2 GiB'} (memory check)`,
+    higherIsBetter: 'mbPerSec',
+    tetherOnly: true,
+    run: (u, n) => suite.blobPush(u, n, { c: 1, n: 1, size: (full ? 4 : 2) * gib }),
+  },
+];
+
+const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
+await mkdir(join(dir, 'tether'), { recursive: true });
+const peers = [await startTether(dir), await startDistribution(dir), await startZot(dir)].filter(
+  (p): p is Peer => !!p && (!values.only || p.name === values.only),
+);
+const missing = ['distribution', 'zot'].filter((n) => !peers.some((p) => p.name === n));
+const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
+try {
+  for (const workload of workloads) {
+    const results = new Map<string, Result & { peakRssMB: number }>();
+    for (const peer of peers) {
+      if (workload.tetherOnly && peer.name !== 'tether') continue;
+      if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
+      const result = await withRss(peer, () => workload.run(peer.url, peer.name));
+      results.set(peer.name, result);
+      console.error(
+        `${workload.label} | ${peer.name}: ${result[workload.higherIsBetter]} ${workload.higherIsBetter} p50 ${result.p50ms} ms, rss ${result.peakRssMB} MB, errors ${result.errors}`,
+      );
+    }
+    rows.push({ workload, results });
+  }
+} finally {
+  for (const peer of peers) await peer.stop();
+}
+const limits = await measureLimits(dir);
+await rm(dir, { recursive: true, force: true });
+
+const unit = (w: Workload) => (w.higherIsBetter === 'mbPerSec' ? 'MB/s' : 'ops/s');
+const cell = (r?: Result) => (r ? (r.errors ? `${r.opsPerSec === 0 ? 'failed' : 'errors'}` : '') : '–');
+const lines = [
+  `| workload | unit | ${peers.map((p) => p.name).join(' | ')} | Tether ÷ best peer | Tether p50 / p99 ms | Tether peak RSS MB |`,
+  `|---|---|${peers.map(() => '---:').join('|')}|---:|---:|---:|`,
+];
+for (const { workload, results } of rows) {
+  const t = results.get('tether');
+  const value = (r?: Result) => (r && !r.errors ? r[workload.higherIsBetter] : undefined);
+  const best = Math.max(...[...results].filter(([n]) => n !== 'tether').map(([, r]) => value(r) ?? 0));
+  const ratio = t && best > 0 ? `${(value(t)! / best).toFixed(2)}×` : 'no peer';
+  lines.push(
+    `| ${workload.label} | ${unit(workload)} | ${peers.map((p) => (results.get(p.name) ? `${value(results.get(p.name)) ?? cell(results.get(p.name))}` : '–')).join(' | ')} | ${ratio} | ${t ? `${t.p50ms} / ${t.p99ms}` : ''} | ${t?.peakRssMB ?? ''} |`,
+  );
+}
+console.log(lines.join('\n'));
+console.log(
+  `\nPhysical limits: sha256 ${limits.sha256MBps} MB/s (one core), durable write ${limits.durableWriteMBps} MB/s (1 GiB + fdatasync), loopback copy ${limits.loopbackMBps} MB/s (1 GiB).`,
+);
+if (missing.length) console.log(`Not run: ${missing.join(', ')} (not installed; see bench/peers.sh).`);
+await writeFile(
+  join(ROOT, 'reports', 'bench-peers.json'),
+  JSON.stringify(
+    {
+      limits,
+      rows: rows.map((r) => ({ workload: r.workload.label, results: Object.fromEntries(r.results) })),
+    },
+    null,
+    2,
+  ),
+).catch(() => {});
