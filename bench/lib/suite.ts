@@ -218,10 +218,19 @@ export async function tagsList(
   await seed(o.count, (i) => putManifest(base, repo, `tag-${i}`, bytes));
   return drive(`tags list (${o.count})`, label, o.c, o.n, () =>
     timed(async () => {
-      const reply = await exchange(base, 'GET', `/v2/${repo}/tags/list?n=${o.count}`, { keep: true });
-      const tags = (JSON.parse(reply.body.toString()) as { tags: string[] }).tags;
-      if (tags.length !== o.count) throw new Error(`got ${tags.length} tags`);
-      return { bytes: reply.body.length };
+      // Ask for everything; follow Link pages where a registry caps n (Distribution: 1000).
+      let path: string | undefined = `/v2/${repo}/tags/list?n=${o.count}`;
+      let bytes = 0;
+      let seen = 0;
+      while (path) {
+        const reply = await exchange(base, 'GET', path, { keep: true });
+        bytes += reply.body.length;
+        seen += (JSON.parse(reply.body.toString()) as { tags: string[] }).tags.length;
+        const link = reply.headers.link;
+        path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
+      }
+      if (seen !== o.count) throw new Error(`got ${seen} tags`);
+      return { bytes };
     }),
   );
 }

@@ -61,62 +61,119 @@ export class Uploads {
   ): Promise<UploadRecord> {
     return this.#locks.run(id, async () => {
       const upload = await this.get(repo, id);
-      if (range && range.start !== upload.offset) {
-        throw errors.rangeNotSatisfiable('chunk does not start at the end of the uploaded data', {
-          Location: uploadLocation(repo, id),
-          Range: rangeHeader(upload.offset),
-          'Docker-Upload-UUID': id,
-        });
-      }
-      const state = await this.#hashState(upload, upload.algorithm);
-      const limit = this.#ctx.options.blobMaxBytes;
-      let written: number;
-      try {
-        written = await this.#ctx.blobs.appendUpload(
-          id,
-          upload.offset,
-          limitBody(body, upload.offset, limit),
-          (c) => state.hash.update(c),
-        );
-      } catch (err) {
-        // The hash has seen bytes the offset does not acknowledge: rebuild it from storage next time.
-        this.#hashes.delete(id);
-        throw err;
-      }
-      if (range && written !== range.end - range.start + 1) {
-        this.#hashes.delete(id);
-        throw errors.sizeInvalid('chunk length does not match Content-Range', {
-          expected: range.end - range.start + 1,
-          received: written,
-        });
-      }
-      upload.offset += written;
-      upload.updatedAt = Date.now();
-      state.offset = upload.offset;
+      await this.#write(upload, body, range);
       await this.#ctx.meta.setUploadOffset(id, upload.offset, upload.updatedAt);
       return upload;
     });
   }
 
-  /** Verifies the whole blob against `digest` and publishes it into the session's repository. */
-  async finish(repo: string, id: string, digest: Digest, expectedSize?: number): Promise<{ size: number }> {
+  /**
+   * Verifies the whole blob against `digest` and publishes it into the session's repository; `final` is a
+   * last chunk sent with the finishing request (its offset is never committed on its own: the blob is).
+   */
+  async finish(
+    repo: string,
+    id: string,
+    digest: Digest,
+    final?: { body: AsyncIterable<Buffer>; range?: { start: number; end: number } },
+  ): Promise<{ size: number }> {
     return this.#locks.run(id, async () => {
       const upload = await this.get(repo, id);
-      const state = await this.#hashState(upload, digest.algorithm);
-      this.#hashes.delete(id);
-      const actual = `${digest.algorithm}:${state.hash.digest('hex')}`;
-      if (actual !== digest.value || (expectedSize !== undefined && expectedSize !== upload.offset)) {
-        await this.#discard(id);
-        throw errors.digestInvalid('uploaded content does not match the digest', {
-          expected: digest.value,
-          actual,
-          size: upload.offset,
-        });
-      }
+      if (final) await this.#write(upload, final.body, final.range);
+      await this.#verify(upload, digest);
       await this.#ctx.blobs.commitUpload(id, digest.value, upload.offset);
       await this.#ctx.meta.completeUpload(id, digest.value, upload.offset);
       return { size: upload.offset };
     });
+  }
+
+  /**
+   * A whole blob in one request (POST with `digest`): staged, hashed, published and linked without an
+   * upload session row, since nothing about it is acknowledged before it is complete. A crash leaves at
+   * most a staged file that no session owns, which the sweep removes.
+   */
+  async putWhole(repo: string, digest: Digest, body: AsyncIterable<Buffer>): Promise<{ size: number }> {
+    const now = Date.now();
+    const upload: UploadRecord = {
+      id: randomUUID(),
+      repo,
+      offset: 0,
+      algorithm: digest.algorithm,
+      startedAt: now,
+      updatedAt: now,
+    };
+    await this.#ctx.blobs.createUpload(upload.id);
+    this.#hashes.set(upload.id, {
+      hash: createHasher(digest.algorithm),
+      algorithm: digest.algorithm,
+      offset: 0,
+    });
+    try {
+      await this.#write(upload, body);
+      await this.#verify(upload, digest);
+      await this.#ctx.blobs.commitUpload(upload.id, digest.value, upload.offset);
+      await this.#ctx.meta.linkBlob(repo, digest.value, upload.offset);
+      return { size: upload.offset };
+    } finally {
+      this.#hashes.delete(upload.id);
+      await this.#ctx.blobs.deleteUpload(upload.id).catch(() => {});
+    }
+  }
+
+  /** Streams a body to the staged bytes at the session's offset, hashing on the way; updates `upload`. */
+  async #write(
+    upload: UploadRecord,
+    body: AsyncIterable<Buffer>,
+    range?: { start: number; end: number },
+  ): Promise<void> {
+    const { id, repo } = upload;
+    if (range && range.start !== upload.offset) {
+      throw errors.rangeNotSatisfiable('chunk does not start at the end of the uploaded data', {
+        Location: uploadLocation(repo, id),
+        Range: rangeHeader(upload.offset),
+        'Docker-Upload-UUID': id,
+      });
+    }
+    const state = await this.#hashState(upload, upload.algorithm);
+    const limit = this.#ctx.options.blobMaxBytes;
+    let written: number;
+    try {
+      written = await this.#ctx.blobs.appendUpload(
+        id,
+        upload.offset,
+        limitBody(body, upload.offset, limit),
+        (c) => state.hash.update(c),
+      );
+    } catch (err) {
+      // The hash has seen bytes the offset does not acknowledge: rebuild it from storage next time.
+      this.#hashes.delete(id);
+      throw err;
+    }
+    if (range && written !== range.end - range.start + 1) {
+      this.#hashes.delete(id);
+      throw errors.sizeInvalid('chunk length does not match Content-Range', {
+        expected: range.end - range.start + 1,
+        received: written,
+      });
+    }
+    upload.offset += written;
+    upload.updatedAt = Date.now();
+    state.offset = upload.offset;
+  }
+
+  /** Compares the running hash with `digest`; on mismatch the session is discarded and 400 thrown. */
+  async #verify(upload: UploadRecord, digest: Digest): Promise<void> {
+    const state = await this.#hashState(upload, digest.algorithm);
+    this.#hashes.delete(upload.id);
+    const actual = `${digest.algorithm}:${state.hash.digest('hex')}`;
+    if (actual !== digest.value) {
+      await this.#discard(upload.id);
+      throw errors.digestInvalid('uploaded content does not match the digest', {
+        expected: digest.value,
+        actual,
+        size: upload.offset,
+      });
+    }
   }
 
   async cancel(repo: string, id: string): Promise<void> {

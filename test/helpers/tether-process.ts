@@ -32,10 +32,12 @@ export async function spawnTether(
   data: string,
   extraArgs: string[] = [],
   env: NodeJS.ProcessEnv = {},
+  /** `dist/cli/main.js` runs the compiled build (what `npm start` runs; benchmarks use it). */
+  entry = 'src/cli/main.ts',
 ): Promise<TetherProcess> {
   const proc = spawn(
     process.execPath,
-    [join(ROOT, 'src/cli/main.ts'), 'serve', '--listen', '127.0.0.1:0', '--data', data, ...extraArgs],
+    [join(ROOT, entry), 'serve', '--listen', '127.0.0.1:0', '--data', data, ...extraArgs],
     { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';

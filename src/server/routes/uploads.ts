@@ -47,24 +47,18 @@ export async function startUpload(ctx: RouteContext): Promise<void> {
   }
   const digestParam = query.get('digest');
   const digest = digestParam === null ? undefined : parseDigest(digestParam);
+  if (digest && mount === null) {
+    // Monolithic upload in one request: the body is the whole blob.
+    ctx.bodyRead.value = true;
+    await registry.uploads.putWhole(name, digest, hasBody(ctx.req) ? ctx.req : emptyBody());
+    blobCreated(ctx, digest.value);
+    return;
+  }
   const upload = await registry.uploads.start(
     name,
     digest?.algorithm ?? (hint as 'sha256' | 'sha512' | null) ?? 'sha256',
   );
-  if (digest && mount === null) {
-    // Monolithic upload in one request: the body is the whole blob.
-    ctx.bodyRead.value = true;
-    await registry.uploads.append(name, upload.id, hasBody(ctx.req) ? ctx.req : emptyBody());
-    await registry.uploads.finish(name, upload.id, digest, declaredLength(ctx));
-    blobCreated(ctx, digest.value);
-    return;
-  }
   send(ctx.res, 202, sessionHeaders(name, upload.id, 0));
-}
-
-function declaredLength(ctx: RouteContext): number | undefined {
-  const value = ctx.req.headers['content-length'];
-  return value === undefined ? undefined : Number(value);
 }
 
 /** PATCH: append a chunk (with Content-Range) or a stream (without). */
@@ -86,13 +80,12 @@ export async function finishUpload(ctx: RouteContext): Promise<void> {
   if (digestParam === null) throw errors.digestInvalid('the digest query parameter is required');
   const digest = parseDigest(digestParam);
   const range = parseContentRange(ctx.req.headers['content-range']);
-  if (hasBody(ctx.req) || range) {
-    ctx.bodyRead.value = true;
-    await ctx.registry.uploads.append(ctx.name, ctx.ref, hasBody(ctx.req) ? ctx.req : emptyBody(), range);
-  } else {
-    await ctx.registry.uploads.get(ctx.name, ctx.ref);
-  }
-  await ctx.registry.uploads.finish(ctx.name, ctx.ref, digest);
+  const final =
+    hasBody(ctx.req) || range
+      ? { body: hasBody(ctx.req) ? ctx.req : emptyBody(), ...(range ? { range } : {}) }
+      : undefined;
+  ctx.bodyRead.value = true;
+  await ctx.registry.uploads.finish(ctx.name, ctx.ref, digest, final);
   blobCreated(ctx, digest.value);
 }
 
