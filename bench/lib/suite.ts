@@ -225,7 +225,7 @@ export async function tagsList(
       while (path) {
         const reply = await exchange(base, 'GET', path, { keep: true });
         bytes += reply.body.length;
-        seen += (JSON.parse(reply.body.toString()) as { tags: string[] }).tags.length;
+        seen += ((JSON.parse(reply.body.toString()) as { tags: string[] | null }).tags ?? []).length;
         const link = reply.headers.link;
         path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
       }
