@@ -17,6 +17,8 @@ import { MB, type Result } from './lib/workloads.ts';
 import { measureLimits } from './limits.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
+/** The heap settings `npm start` uses (package.json), so the benchmark measures what runs in production. */
+const NODE_FLAGS = ['--max-old-space-size=128', '--max-semi-space-size=4'];
 const BIN = join(ROOT, '.tools/bin');
 const { values } = parseArgs({
   options: { full: { type: 'boolean', default: false }, only: { type: 'string' } },
@@ -51,7 +53,13 @@ async function waitFor(url: string): Promise<void> {
 
 async function startTether(dir: string): Promise<Peer> {
   // The compiled build, as `npm start` runs it (type stripping at run time costs ~30 MB of RSS).
-  const t = await spawnTether(join(dir, 'tether'), ['--log-level', 'warn'], {}, 'dist/cli/main.js');
+  const t = await spawnTether(
+    join(dir, 'tether'),
+    ['--log-level', 'warn'],
+    {},
+    'dist/cli/main.js',
+    NODE_FLAGS,
+  );
   return { name: 'tether', url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
 }
 

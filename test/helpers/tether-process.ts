@@ -34,10 +34,11 @@ export async function spawnTether(
   env: NodeJS.ProcessEnv = {},
   /** `dist/cli/main.js` runs the compiled build (what `npm start` runs; benchmarks use it). */
   entry = 'src/cli/main.ts',
+  nodeFlags: string[] = [],
 ): Promise<TetherProcess> {
   const proc = spawn(
     process.execPath,
-    [join(ROOT, entry), 'serve', '--listen', '127.0.0.1:0', '--data', data, ...extraArgs],
+    [...nodeFlags, join(ROOT, entry), 'serve', '--listen', '127.0.0.1:0', '--data', data, ...extraArgs],
     { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
