@@ -142,6 +142,21 @@ async function seed(count: number, make: (i: number) => Promise<unknown>): Promi
   );
 }
 
+/** Follows `Link: <…>; rel="next"` from `path`, handing each page's JSON to `onPage`; returns total bytes. */
+async function walkPages(base: string, path: string, onPage: (body: unknown) => void): Promise<number> {
+  let next: string | undefined = path;
+  let bytes = 0;
+  while (next) {
+    const reply = await exchange(base, 'GET', next, { keep: true });
+    if (reply.status !== 200) throw new Error(`GET ${next}: ${reply.status}`);
+    bytes += reply.body.length;
+    onPage(JSON.parse(reply.body.toString()));
+    const link = reply.headers.link;
+    next = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
+  }
+  return bytes;
+}
+
 /** 5. Referrers of a subject with `hot` referrers, in a repository of `total` manifests; pages walked. */
 export async function referrers(
   base: string,
@@ -189,17 +204,10 @@ export async function referrers(
   const query = o.filter ? `?artifactType=${encodeURIComponent(types[1]!)}` : '';
   return drive(`referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`, label, o.c, o.n, () =>
     timed(async () => {
-      let path: string | undefined = `/v2/${repo}/referrers/${subject}${query}`;
-      let bytes = 0;
       let entries = 0;
-      while (path) {
-        const reply = await exchange(base, 'GET', path, { keep: true });
-        if (reply.status !== 200) throw new Error(`referrers ${reply.status}`);
-        bytes += reply.body.length;
-        entries += (JSON.parse(reply.body.toString()) as { manifests: unknown[] }).manifests.length;
-        const link = reply.headers.link;
-        path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
-      }
+      const bytes = await walkPages(base, `/v2/${repo}/referrers/${subject}${query}`, (page) => {
+        entries += (page as { manifests: unknown[] }).manifests.length;
+      });
       const expected = o.filter ? Math.ceil(o.hot / 4) : o.hot;
       if (entries < expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
       return { bytes };
@@ -219,16 +227,10 @@ export async function tagsList(
   return drive(`tags list (${o.count})`, label, o.c, o.n, () =>
     timed(async () => {
       // Ask for everything; follow Link pages where a registry caps n (Distribution: 1000).
-      let path: string | undefined = `/v2/${repo}/tags/list?n=${o.count}`;
-      let bytes = 0;
       let seen = 0;
-      while (path) {
-        const reply = await exchange(base, 'GET', path, { keep: true });
-        bytes += reply.body.length;
-        seen += ((JSON.parse(reply.body.toString()) as { tags: string[] | null }).tags ?? []).length;
-        const link = reply.headers.link;
-        path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
-      }
+      const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=${o.count}`, (page) => {
+        seen += ((page as { tags: string[] | null }).tags ?? []).length;
+      });
       if (seen !== o.count) throw new Error(`got ${seen} tags`);
       return { bytes };
     }),
@@ -250,16 +252,10 @@ export async function catalog(
   );
   return drive(`catalog (${o.count} repos)`, label, o.c, o.n, () =>
     timed(async () => {
-      let path: string | undefined = `/v2/_catalog?n=1000`;
-      let bytes = 0;
       let seen = 0;
-      while (path) {
-        const reply = await exchange(base, 'GET', path, { keep: true });
-        bytes += reply.body.length;
-        seen += (JSON.parse(reply.body.toString()) as { repositories: string[] }).repositories.length;
-        const link = reply.headers.link;
-        path = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;
-      }
+      const bytes = await walkPages(base, '/v2/_catalog?n=1000', (page) => {
+        seen += (page as { repositories: string[] }).repositories.length;
+      });
       if (seen < o.count) throw new Error(`catalog listed ${seen}`);
       return { bytes };
     }),
