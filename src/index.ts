@@ -1,4 +1,12 @@
 /** Public library surface of Tether. */
+export { AuthError, Authenticator, mergeScopes, parseChallenge } from './client/auth.ts';
+export {
+  type Credentials,
+  eraseCredentials,
+  getCredentials,
+  storeCredentials,
+} from './client/docker-config.ts';
+export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
 export { ConfigError, loadConfig, SETTINGS, type TetherConfig } from './config.ts';
 export { type Digest, parseDigest, tryParseDigest } from './oci/digest.ts';
 export { OciError, type OciErrorCode } from './oci/errors.ts';

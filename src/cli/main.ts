@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../config.ts';
 import { startServer } from '../server/start.ts';
+import { loginCommand, logoutCommand } from './login.ts';
 import { userCommand } from './user.ts';
 
 const USAGE = `Usage: tether <command> [options]
@@ -9,6 +10,8 @@ const USAGE = `Usage: tether <command> [options]
 Commands:
   serve     Run the registry (embedded filesystem + SQLite storage by default)
   user      Manage registry users (htpasswd file): add, passwd, remove, list
+  login     Log in to a registry and store the credentials as Docker does
+  logout    Remove stored credentials for a registry
 
 serve options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
@@ -73,6 +76,10 @@ async function main(argv: string[]): Promise<void> {
       return serve(rest);
     case 'user':
       return userCommand(rest);
+    case 'login':
+      return loginCommand(rest);
+    case 'logout':
+      return logoutCommand(rest);
     case undefined:
     case 'help':
     case '--help':

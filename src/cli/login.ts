@@ -1,0 +1,81 @@
+import { parseArgs } from 'node:util';
+import { AuthError, Authenticator } from '../client/auth.ts';
+import {
+  type Credentials,
+  dockerConfigPath,
+  eraseCredentials,
+  storeCredentials,
+} from '../client/docker-config.ts';
+import { RegistryHttp } from '../client/registry-http.ts';
+import { ConfigError } from '../config.ts';
+
+export const LOGIN_USAGE = `Usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]
+       tether logout HOST[:PORT]
+
+Checks the credentials against the registry (HTTP Basic or the token protocol, whichever it asks for) and
+stores them the way \`docker login\` does: in the credential helper named by credsStore/credHelpers of
+$DOCKER_CONFIG/config.json (default ~/.docker/config.json), else base64 in its "auths".
+Plain HTTP is used for localhost and 127.0.0.0/8 automatically, elsewhere with --plain-http.`;
+
+async function readStdinLine(): Promise<string> {
+  let text = '';
+  for await (const chunk of process.stdin) text += chunk;
+  return text.split(/\r?\n/)[0] ?? '';
+}
+
+export async function loginCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      username: { type: 'string', short: 'u' },
+      password: { type: 'string', short: 'p' },
+      'password-stdin': { type: 'boolean' },
+      'plain-http': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const host = positionals[0];
+  if (values.help || !host) {
+    console.log(LOGIN_USAGE);
+    if (!host && !values.help) process.exitCode = 2;
+    return;
+  }
+  if (!values.username) throw new ConfigError('a user name is required (-u USER)');
+  const password = values['password-stdin'] ? await readStdinLine() : values.password;
+  if (!password) throw new ConfigError('a password is required (--password-stdin, or -p)');
+  const credentials: Credentials = { username: values.username, password };
+  const auth = new Authenticator(async () => credentials);
+  const http = new RegistryHttp(host, auth, { plainHttp: values['plain-http'] === true });
+  let res: Response;
+  try {
+    res = await http.request('GET', '/v2/');
+  } catch (err) {
+    if (err instanceof AuthError && err.kind === 'rejected')
+      throw new ConfigError(`login to ${host} failed: invalid username or password`);
+    if (err instanceof AuthError) throw new ConfigError(`login to ${host} refused: ${err.message}`);
+    throw new ConfigError(`cannot reach ${http.base}: ${(err as Error).message}`);
+  }
+  await res.arrayBuffer().catch(() => {});
+  if (res.status === 401) throw new ConfigError(`login to ${host} failed: invalid username or password`);
+  if (res.status === 429)
+    throw new ConfigError(
+      `login to ${host} refused: too many failed attempts, retry in ${res.headers.get('retry-after') ?? 'a while'} s`,
+    );
+  if (res.status !== 200)
+    throw new ConfigError(`login to ${host} failed: the registry answered HTTP ${res.status}`);
+  const where = await storeCredentials(host, credentials);
+  console.error(
+    `Login Succeeded (credentials stored ${where === 'helper' ? 'with the credential helper' : `in ${dockerConfigPath()}`})`,
+  );
+}
+
+export async function logoutCommand(argv: string[]): Promise<void> {
+  const host = argv[0];
+  if (!host || host === '-h' || host === '--help') {
+    console.log(LOGIN_USAGE);
+    return;
+  }
+  const removed = await eraseCredentials(host);
+  console.error(removed ? `Removed login credentials for ${host}` : `Not logged in to ${host}`);
+}

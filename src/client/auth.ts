@@ -1,0 +1,148 @@
+import type { Credentials } from './docker-config.ts';
+
+/**
+ * Registry authentication as clients speak it: answer a `WWW-Authenticate` challenge with Basic
+ * credentials, or fetch a Bearer token from the challenge's realm for the scopes needed, cache it per
+ * scope set until shortly before it expires, upgrade scopes (pull → pull,push) when the registry asks for
+ * more, and start over when a token is refused (expired or revoked) mid-transfer.
+ */
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/** Parses `Bearer realm="…",service="…",scope="…"` (quoted or token values, commas inside quotes). */
+export function parseChallenge(header: string | null | undefined): Challenge | undefined {
+  if (!header) return undefined;
+  const m = /^\s*([A-Za-z][A-Za-z0-9-]*)\s*(.*)$/.exec(header);
+  if (!m) return undefined;
+  const params: Record<string, string> = {};
+  for (const p of m[2]!.matchAll(/([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g)) {
+    params[p[1]!.toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : (p[3] ?? '');
+  }
+  return { scheme: m[1]!.toLowerCase(), params };
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+export type FetchLike = typeof fetch;
+
+/** The token endpoint refused the credentials (`rejected`) or is throttling failed logins. */
+export class AuthError extends Error {
+  override name = 'AuthError';
+  readonly kind: 'rejected' | 'throttled';
+  constructor(kind: 'rejected' | 'throttled', message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+export class Authenticator {
+  readonly #credentials: () => Promise<Credentials | undefined>;
+  readonly #fetch: FetchLike;
+  /** Tokens by "realm service sorted-scopes". */
+  readonly #tokens = new Map<string, CachedToken>();
+  #basic: string | undefined;
+  #lastChallenge: Challenge | undefined;
+  /** How often a token was fetched (tests and diagnostics). */
+  tokenRequests: string[] = [];
+
+  constructor(credentials: () => Promise<Credentials | undefined>, fetchImpl: FetchLike = fetch) {
+    this.#credentials = credentials;
+    this.#fetch = fetchImpl;
+  }
+
+  /** The Authorization header to send proactively for `scope`, if one is known. */
+  headerFor(scope: string | undefined): string | undefined {
+    if (this.#basic) return this.#basic;
+    const challenge = this.#lastChallenge;
+    if (challenge?.scheme !== 'bearer') return undefined;
+    const cached = this.#tokens.get(this.#key(challenge, mergeScopes(scope ? [scope] : [])));
+    return cached && cached.expiresAt > Date.now() ? `Bearer ${cached.token}` : undefined;
+  }
+
+  #key(challenge: Challenge, scopes: string[]): string {
+    return `${challenge.params.realm} ${challenge.params.service ?? ''} ${scopes.join(' ')}`;
+  }
+
+  /**
+   * Answers a 401: returns the header to retry with, or undefined when there is nothing new to try
+   * (no credentials, or the same credentials were just refused).
+   */
+  async respond(
+    challenge: Challenge,
+    scopeHint: string | undefined,
+    refused: string | undefined,
+  ): Promise<string | undefined> {
+    this.#lastChallenge = challenge;
+    if (challenge.scheme === 'basic') {
+      const creds = await this.#credentials();
+      if (!creds) return undefined;
+      const header = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      if (header === refused) return undefined;
+      this.#basic = header;
+      return header;
+    }
+    if (challenge.scheme !== 'bearer' || !challenge.params.realm) return undefined;
+    const scopes = mergeScopes([
+      ...(challenge.params.scope ? challenge.params.scope.split(' ') : []),
+      ...(scopeHint ? [scopeHint] : []),
+    ]);
+    const key = this.#key(challenge, scopes);
+    const cached = this.#tokens.get(key);
+    if (cached && cached.expiresAt > Date.now() && `Bearer ${cached.token}` !== refused)
+      return `Bearer ${cached.token}`;
+    this.#tokens.delete(key);
+    const token = await this.#fetchToken(challenge, scopes);
+    if (!token) return undefined;
+    const header = `Bearer ${token.token}`;
+    if (header === refused) return undefined;
+    this.#tokens.set(key, token);
+    return header;
+  }
+
+  async #fetchToken(challenge: Challenge, scopes: string[]): Promise<CachedToken | undefined> {
+    const url = new URL(challenge.params.realm!);
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    for (const s of scopes) url.searchParams.append('scope', s);
+    const creds = await this.#credentials();
+    const headers: Record<string, string> = creds
+      ? { Authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` }
+      : {};
+    this.tokenRequests.push(scopes.join(' '));
+    const res = await this.#fetch(url, { headers });
+    if (res.status === 401 || res.status === 403)
+      throw new AuthError(
+        'rejected',
+        `the registry refused the credentials (HTTP ${res.status} from ${url.origin}${url.pathname}): run \`tether login\` again`,
+      );
+    if (res.status === 429)
+      throw new AuthError(
+        'throttled',
+        `too many failed logins; retry after ${res.headers.get('retry-after') ?? 'a while'} seconds`,
+      );
+    if (!res.ok) throw new Error(`token endpoint answered HTTP ${res.status}`);
+    const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) return undefined;
+    // Refresh 10 s early so a token does not expire between our check and the registry's.
+    const lifetime = Math.max(10, body.expires_in ?? 60) * 1000;
+    return { token, expiresAt: Date.now() + lifetime - Math.min(10_000, lifetime / 2) };
+  }
+}
+
+/** `repository:a:pull` + `repository:a:push` → `repository:a:pull,push`, one entry per resource. */
+export function mergeScopes(scopes: string[]): string[] {
+  const byResource = new Map<string, Set<string>>();
+  for (const scope of scopes) {
+    const last = scope.lastIndexOf(':');
+    if (last <= 0) continue;
+    const resource = scope.slice(0, last);
+    if (!byResource.has(resource)) byResource.set(resource, new Set());
+    for (const a of scope.slice(last + 1).split(',')) if (a) byResource.get(resource)!.add(a);
+  }
+  return [...byResource].map(([r, a]) => `${r}:${[...a].sort().join(',')}`).sort();
+}

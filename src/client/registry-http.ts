@@ -1,0 +1,51 @@
+import { type Authenticator, parseChallenge } from './auth.ts';
+
+/**
+ * HTTP to one registry host: picks plain HTTP for loopback hosts (or when asked), attaches what the
+ * Authenticator knows, and on a 401 answers the challenge and retries, so scope upgrades and tokens
+ * that expire mid-transfer are handled where every request passes. Bodies must be replayable (a Buffer or
+ * a function returning a fresh body) because a refused request is sent again.
+ */
+export type Body = Buffer | string | (() => Buffer | string | ReadableStream<Uint8Array>);
+
+export interface RequestOptions {
+  headers?: Record<string, string>;
+  body?: Body;
+  /** The scope this request needs, e.g. `repository:team/app:pull,push`; sent to token endpoints. */
+  scope?: string;
+}
+
+/** localhost, 127.0.0.0/8 and ::1 speak plain HTTP by default (as Docker and crane treat them). */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.split(':')[0]!;
+  return name === 'localhost' || /^127(\.\d{1,3}){3}$/.test(name) || name === '::1';
+}
+
+export class RegistryHttp {
+  readonly base: string;
+  readonly auth: Authenticator;
+
+  constructor(host: string, auth: Authenticator, options: { plainHttp?: boolean } = {}) {
+    this.base = `${options.plainHttp || isLoopbackHost(host) ? 'http' : 'https'}://${host}`;
+    this.auth = auth;
+  }
+
+  async request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    let authorization = this.auth.headerFor(options.scope);
+    for (let attempt = 0; ; attempt++) {
+      const body = typeof options.body === 'function' ? options.body() : options.body;
+      const res = await fetch(new URL(path, this.base), {
+        method,
+        headers: { ...options.headers, ...(authorization ? { Authorization: authorization } : {}) },
+        ...(body !== undefined ? { body, duplex: 'half' } : {}),
+        redirect: 'follow',
+      } as RequestInit);
+      if (res.status !== 401 || attempt >= 2) return res;
+      const challenge = parseChallenge(res.headers.get('www-authenticate'));
+      const next = challenge ? await this.auth.respond(challenge, options.scope, authorization) : undefined;
+      if (!next) return res;
+      await res.arrayBuffer().catch(() => {});
+      authorization = next;
+    }
+  }
+}
