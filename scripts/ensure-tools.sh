@@ -8,6 +8,7 @@
 #   distribution-v3 zot          peer registries for bench/peers (zot: the proxy refuses it, 403)
 #   distribution Debian's docker-registry 2.8 (a registry without the referrers API)
 #   skopeo       Debian's skopeo (apt-get, when running as root)
+#   openssl      the openssl CLI (the TLS integration test makes certificates with it)
 # Go builds never touch $HOME: GOPATH, module and build caches live under .tools/go.
 set -euo pipefail
 
@@ -87,6 +88,7 @@ for group in "$@"; do
   case "$group" in
     conformance) ensure_conformance ;;
     skopeo) ensure_apt skopeo skopeo ;;
+    openssl) ensure_apt openssl openssl ;;
     distribution) ensure_apt docker-registry docker-registry ;;
     oras) go_tool oras oras.land/oras v1.3.3 cmd/oras ;;
     regctl) go_tool regctl github.com/regclient/regclient v0.11.5 cmd/regctl ;;
