@@ -63,31 +63,36 @@ async function startTether(dir: string): Promise<Peer> {
   return { name: 'tether', url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
 }
 
-async function startDistribution(dir: string): Promise<Peer | undefined> {
-  const bin = join(BIN, 'registry-v3');
+/** Starts a Go registry from .tools/bin with a config file written for it; undefined when not installed. */
+async function startGoRegistry(
+  name: string,
+  binary: string,
+  configFile: string,
+  config: (port: number) => string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<Peer | undefined> {
+  const bin = join(BIN, binary);
   if (!existsSync(bin)) return undefined;
   const port = await freePort();
-  const config = join(dir, 'distribution.yml');
-  await writeFile(
-    config,
-    `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
-  );
-  const proc = spawn(bin, ['serve', config], {
-    stdio: 'ignore',
-    env: { ...process.env, OTEL_TRACES_EXPORTER: 'none' },
-  });
+  await writeFile(configFile, config(port));
+  const proc = spawn(bin, ['serve', configFile], { stdio: 'ignore', env: { ...process.env, ...env } });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(url);
-  return { name: 'distribution', url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
+  return { name, url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
 }
 
-async function startZot(dir: string): Promise<Peer | undefined> {
-  const bin = join(BIN, 'zot');
-  if (!existsSync(bin)) return undefined;
-  const port = await freePort();
-  const config = join(dir, 'zot.json');
-  await writeFile(
-    config,
+const startDistribution = (dir: string) =>
+  startGoRegistry(
+    'distribution',
+    'registry-v3',
+    join(dir, 'distribution.yml'),
+    (port) =>
+      `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
+    { OTEL_TRACES_EXPORTER: 'none' },
+  );
+
+const startZot = (dir: string) =>
+  startGoRegistry('zot', 'zot', join(dir, 'zot.json'), (port) =>
     JSON.stringify({
       distSpecVersion: '1.1.1',
       storage: { rootDirectory: join(dir, 'zot') },
@@ -95,11 +100,6 @@ async function startZot(dir: string): Promise<Peer | undefined> {
       log: { level: 'error' },
     }),
   );
-  const proc = spawn(bin, ['serve', config], { stdio: 'ignore' });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(url);
-  return { name: 'zot', url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
-}
 
 function rssMB(pid: number): number {
   try {

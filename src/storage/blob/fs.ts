@@ -1,7 +1,7 @@
 import { constants, createReadStream } from 'node:fs';
 import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { tryParseDigest } from '../../oci/digest.ts';
 import type { BlobStore } from './types.ts';
 
@@ -119,10 +119,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async readUpload(id: string, length: number): Promise<Readable> {
-    if (length === 0) {
-      const { Readable } = await import('node:stream');
-      return Readable.from([]);
-    }
+    if (length === 0) return Readable.from([]);
     return createReadStream(this.#uploadPath(id), { start: 0, end: length - 1, highWaterMark: WRITE_BUFFER });
   }
 
