@@ -7,6 +7,7 @@ import type { BlobStore } from './types.ts';
 
 const UPLOAD_ID = /^[a-f0-9-]{36}$/;
 const WRITE_BUFFER = 1 << 20;
+const EARLY_SYNC = 64 << 20;
 
 /**
  * Filesystem BlobStore. Layout: `blobs/<alg>/<first two hex>/<hex>` for published blobs and
@@ -103,14 +104,27 @@ export class FsBlobStore implements BlobStore {
           if (remaining > 0) buffers = dropPrefix(buffers, bytesWritten);
         }
       };
+      // Start write-back every EARLY_SYNC bytes while the rest still streams in, so the final
+      // datasync (which the acknowledgement waits for) has little left to flush.
+      let syncing: Promise<void> | undefined;
+      let unsynced = 0;
       for await (const chunk of source) {
         onData(chunk);
         written += chunk.length;
         pending.push(chunk);
         pendingBytes += chunk.length;
-        if (pendingBytes >= WRITE_BUFFER) await flush();
+        if (pendingBytes >= WRITE_BUFFER) {
+          unsynced += pendingBytes;
+          await flush();
+          if (unsynced >= EARLY_SYNC) {
+            await syncing;
+            syncing = handle.datasync();
+            unsynced = 0;
+          }
+        }
       }
       await flush();
+      await syncing;
       await handle.datasync();
     } finally {
       await handle.close();
