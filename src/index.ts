@@ -1,11 +1,13 @@
 /** Public library surface of Tether. */
 export { AuthError, Authenticator, mergeScopes, parseChallenge } from './client/auth.ts';
+export { ClientError, type ClientOptions, type ReferrersMode, RegistryClient } from './client/client.ts';
 export {
   type Credentials,
   eraseCredentials,
   getCredentials,
   storeCredentials,
 } from './client/docker-config.ts';
+export { formatReference, type ImageReference, parseImageReference } from './client/reference.ts';
 export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
 export { ConfigError, loadConfig, SETTINGS, type TetherConfig } from './config.ts';
 export { type Digest, parseDigest, tryParseDigest } from './oci/digest.ts';

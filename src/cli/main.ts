@@ -2,6 +2,15 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../config.ts';
 import { startServer } from '../server/start.ts';
+import {
+  attachCommand,
+  CLIENT_USAGE,
+  ClientError,
+  discoverCommand,
+  manifestCommand,
+  resolveCommand,
+  tagCommand,
+} from './client-commands.ts';
 import { loginCommand, logoutCommand } from './login.ts';
 import { userCommand } from './user.ts';
 
@@ -12,6 +21,7 @@ Commands:
   user      Manage registry users (htpasswd file): add, passwd, remove, list
   login     Log in to a registry and store the credentials as Docker does
   logout    Remove stored credentials for a registry
+  resolve, manifest get, tag, attach, discover   client commands (tether help client)
 
 serve options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
@@ -80,8 +90,20 @@ async function main(argv: string[]): Promise<void> {
       return loginCommand(rest);
     case 'logout':
       return logoutCommand(rest);
-    case undefined:
+    case 'resolve':
+      return resolveCommand(rest);
+    case 'manifest':
+      return manifestCommand(rest);
+    case 'tag':
+      return tagCommand(rest);
+    case 'attach':
+      return attachCommand(rest);
+    case 'discover':
+      return discoverCommand(rest);
     case 'help':
+      console.log(rest[0] === 'client' ? CLIENT_USAGE : USAGE);
+      return;
+    case undefined:
     case '--help':
     case '-h':
       console.log(USAGE);
@@ -93,6 +115,11 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof ClientError) {
+    console.error(`tether: ${err.message}`);
+    process.exitCode = 1;
+    return;
+  }
   if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
     console.error(`tether: ${(err as Error).message}`);
     process.exitCode = 2;

@@ -21,6 +21,8 @@ export function isLoopbackHost(host: string): boolean {
   return name === 'localhost' || /^127(\.\d{1,3}){3}$/.test(name) || name === '::1';
 }
 
+const RETRIES = 4;
+
 export class RegistryHttp {
   readonly base: string;
   readonly auth: Authenticator;
@@ -30,7 +32,21 @@ export class RegistryHttp {
     this.auth = auth;
   }
 
+  /** Sends a request; idempotent ones (GET, HEAD) are retried on 408, 429 and 5xx with backoff. */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    const idempotent = method === 'GET' || method === 'HEAD';
+    for (let retry = 0; ; retry++) {
+      const res = await this.#once(method, path, options);
+      const transient = res.status === 408 || res.status === 429 || res.status >= 500;
+      if (!idempotent || !transient || retry >= RETRIES) return res;
+      await res.arrayBuffer().catch(() => {});
+      const after = Number(res.headers.get('retry-after'));
+      const backoff = Number.isFinite(after) && after > 0 ? Math.min(after, 30) * 1000 : 100 * 2 ** retry;
+      await new Promise((r) => setTimeout(r, backoff + Math.random() * 100));
+    }
+  }
+
+  async #once(method: string, path: string, options: RequestOptions): Promise<Response> {
     let authorization = this.auth.headerFor(options.scope);
     for (let attempt = 0; ; attempt++) {
       const body = typeof options.body === 'function' ? options.body() : options.body;

@@ -4,6 +4,6 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-bash scripts/ensure-tools.sh skopeo oras regctl crane notation
+bash scripts/ensure-tools.sh skopeo distribution oras regctl crane notation
 export PATH="$ROOT/.tools/bin:$PATH"
 exec node_modules/.bin/node --test --test-concurrency=2 test/interop/*.test.ts

@@ -1,0 +1,203 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { RegistryClient } from '../../src/client/client.ts';
+import { parseImageReference } from '../../src/client/reference.ts';
+import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { tempDataDir } from '../helpers/tether-process.ts';
+
+/**
+ * Tether's client against registries with and without the referrers API, judged by oras and regctl:
+ * Tether itself (API) and Debian's Distribution 2.8 (no API: the fallback tag).
+ */
+const ROOT = new URL('../../', import.meta.url).pathname;
+const BIN = join(ROOT, '.tools/bin');
+const CLI = join(ROOT, 'src/cli/main.ts');
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`));
+        else resolve(stdout);
+      },
+    );
+  });
+}
+
+const tether = (args: string[], env: NodeJS.ProcessEnv = {}) => run(process.execPath, [CLI, ...args], env);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Pushes a small image with the client itself; returns its digest. */
+async function pushImage(host: string, repo: string, tag: string): Promise<string> {
+  const client = new RegistryClient({ credentials: async () => undefined });
+  const ref = parseImageReference(`${host}/${repo}:${tag}`);
+  const config = await client.pushBlob(
+    ref,
+    Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux' })),
+  );
+  const layer = await client.pushBlob(ref, Buffer.from(`layer of ${repo}:${tag}`));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { ...config, mediaType: 'application/vnd.oci.image.config.v1+json' },
+      layers: [{ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar' }],
+    }),
+  );
+  await client.putManifest(ref, tag, manifest, 'application/vnd.oci.image.manifest.v1+json');
+  return (await client.resolve(ref)).digest;
+}
+
+function discovered(json: string): string[] {
+  const tree = JSON.parse(json) as {
+    referrers?: { digest: string; referrers?: unknown[] }[];
+    manifests?: { digest: string }[];
+  };
+  return (tree.referrers ?? tree.manifests ?? []).map((r) => r.digest).sort();
+}
+
+describe('client referrers interop', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let tetherReg: RunningRegistry;
+  let distribution: ChildProcess;
+  let distHost: string;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    ({ dir, cleanup } = await tempDataDir());
+    env = { HOME: dir, DOCKER_CONFIG: join(dir, 'docker') };
+    tetherReg = await startRegistry({ storage: { data: join(dir, 'tether') } });
+    const port = await freePort();
+    distHost = `127.0.0.1:${port}`;
+    await writeFile(
+      join(dir, 'distribution.yml'),
+      `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: ${distHost}}\n`,
+    );
+    distribution = spawn('docker-registry', ['serve', join(dir, 'distribution.yml')], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      if ((await fetch(`http://${distHost}/v2/`).catch(() => undefined))?.status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await writeFile(join(dir, 'sbom.json'), '{"spdxVersion":"SPDX-2.3"}');
+    await run('regctl', ['registry', 'set', tetherReg.host, '--tls', 'disabled'], env);
+  });
+  after(async () => {
+    distribution?.kill();
+    await tetherReg?.close();
+    await cleanup?.();
+  });
+
+  test('tether attach on Tether: oras discover and regctl artifact tree see it; oras attach shows in tether discover', async () => {
+    const subject = await pushImage(tetherReg.host, 'app', 'v1');
+    const ref = `${tetherReg.host}/app:v1`;
+    const ours = (
+      await tether(
+        [
+          'attach',
+          ref,
+          `${join(dir, 'sbom.json')}:application/spdx+json`,
+          '--artifact-type',
+          'application/spdx+json',
+          '--annotation',
+          'org.example.k=v',
+        ],
+        env,
+      )
+    ).trim();
+    const oras = JSON.parse(
+      await run('oras', ['discover', '--plain-http', '--format', 'json', ref], env),
+    ) as { referrers: { digest: string; artifactType: string }[] };
+    assert.ok(oras.referrers.some((r) => r.digest === ours && r.artifactType === 'application/spdx+json'));
+    const tree = await run('regctl', ['artifact', 'tree', ref], env);
+    assert.match(tree, new RegExp(ours.slice(7, 19)));
+    const orasOut = JSON.parse(
+      await run(
+        'oras',
+        [
+          'attach',
+          '--plain-http',
+          '--disable-path-validation',
+          '--format',
+          'json',
+          '--artifact-type',
+          'application/vnd.example.sig',
+          `${tetherReg.host}/app@${subject}`,
+          `${join(dir, 'sbom.json')}:application/json`,
+        ],
+        env,
+      ),
+    ) as { digest: string };
+    const ourView = discovered(await tether(['discover', '--format', 'json', ref], env));
+    assert.deepEqual(ourView, [ours, orasOut.digest].sort());
+  });
+
+  test('on Distribution 2.8 (no referrers API) tether uses the fallback tag, and oras discover sees it', async () => {
+    const subject = await pushImage(distHost, 'app', 'v1');
+    const ref = `${distHost}/app:v1`;
+    const ours = (
+      await tether(['attach', ref, join(dir, 'sbom.json'), '--artifact-type', 'application/spdx+json'], env)
+    ).trim();
+    const fallback = await fetch(`http://${distHost}/v2/app/manifests/${subject.replace(':', '-')}`, {
+      headers: { Accept: 'application/vnd.oci.image.index.v1+json' },
+    });
+    assert.equal(fallback.status, 200, 'the fallback index exists');
+    const oras = JSON.parse(
+      await run('oras', ['discover', '--plain-http', '--format', 'json', ref], env),
+    ) as { referrers: { digest: string }[] };
+    assert.deepEqual(
+      oras.referrers.map((r) => r.digest),
+      [ours],
+    );
+    assert.deepEqual(discovered(await tether(['discover', '--format', 'json', ref], env)), [ours]);
+  });
+
+  for (const target of ['tether-forced-tag', 'distribution'] as const) {
+    test(`16 concurrent tether attach processes lose no fallback entry (${target})`, async () => {
+      const host = target === 'distribution' ? distHost : tetherReg.host;
+      const repo = `race-${target}`;
+      const subject = await pushImage(host, repo, 'v1');
+      const extra = target === 'distribution' ? [] : ['--referrers-mode', 'tag'];
+      const digests = await Promise.all(
+        Array.from({ length: 16 }, async (_, i) => {
+          const file = join(dir, `note-${target}-${i}.txt`);
+          await writeFile(file, `note ${i}`);
+          return (
+            await tether(
+              [
+                'attach',
+                `${host}/${repo}@${subject}`,
+                file,
+                '--artifact-type',
+                'application/vnd.example.note',
+                ...extra,
+              ],
+              env,
+            )
+          ).trim();
+        }),
+      );
+      // Read the fallback index itself (through the client, which retries Distribution's transient 500s).
+      const reader = new RegistryClient({ referrersMode: 'tag', credentials: async () => undefined });
+      const index = {
+        manifests: await reader.referrers({ ...parseImageReference(`${host}/${repo}:v1`), digest: subject }),
+      };
+      assert.deepEqual(index.manifests.map((m) => m.digest).sort(), digests.sort());
+    });
+  }
+});
