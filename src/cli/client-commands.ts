@@ -1,5 +1,5 @@
-import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ClientError, type ReferrersMode, RegistryClient } from '../client/client.ts';
 import { parseImageReference } from '../client/reference.ts';
@@ -41,7 +41,11 @@ function reference(value: string | undefined, usage: string) {
 
 export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is automatic for localhost and 127.0.0.0/8):
   resolve REF                         print the digest of a tag or digest reference
-  manifest get REF                    print a manifest (digest verified)
+  manifest get|put|delete REF [FILE]  read, write or delete a manifest (digests verified)
+  blob get|put|delete REF             read (-o FILE), upload or delete a blob
+  repo ls HOST | repo tags HOST/REPO  list repositories or tags (all pages)
+  push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
+  pull REF [-o DIR]                   write an artifact's files (verified)
   tag REF NEWTAG                      point another tag at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
@@ -55,15 +59,149 @@ export async function resolveCommand(argv: string[]): Promise<void> {
   console.log((await client(values).resolve(ref)).digest);
 }
 
+const MANIFEST_USAGE = 'usage: tether manifest get|put|delete REF [FILE] [--media-type TYPE]';
+
 export async function manifestCommand(argv: string[]): Promise<void> {
   const [action, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { ...COMMON, 'media-type': { type: 'string' } },
+  });
+  const ref = reference(positionals[0], MANIFEST_USAGE);
+  const c = client(values);
+  switch (action) {
+    case 'get': {
+      const { bytes, descriptor } = await c.getManifest(ref);
+      if (values.format === 'json')
+        console.log(JSON.stringify({ descriptor, manifest: JSON.parse(bytes.toString()) }, null, 2));
+      else process.stdout.write(bytes);
+      return;
+    }
+    case 'put': {
+      if (!positionals[1]) throw new ConfigError(MANIFEST_USAGE);
+      const bytes = await readFile(positionals[1]);
+      const parsed = JSON.parse(bytes.toString()) as { mediaType?: string };
+      const mediaType =
+        values['media-type'] ?? parsed.mediaType ?? 'application/vnd.oci.image.manifest.v1+json';
+      console.log((await c.putManifest(ref, ref.digest ?? ref.tag ?? 'latest', bytes, mediaType)).digest);
+      return;
+    }
+    case 'delete':
+      console.log(await c.deleteManifest(ref));
+      return;
+    default:
+      throw new ConfigError(MANIFEST_USAGE);
+  }
+}
+
+const BLOB_USAGE =
+  'usage: tether blob get HOST/REPO@DIGEST [-o FILE] | put HOST/REPO FILE | delete HOST/REPO@DIGEST';
+
+export async function blobCommand(argv: string[]): Promise<void> {
+  const [action, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { ...COMMON, output: { type: 'string', short: 'o' } },
+  });
+  const ref = reference(positionals[0], BLOB_USAGE);
+  const c = client(values);
+  if (action === 'put') {
+    if (!positionals[1]) throw new ConfigError(BLOB_USAGE);
+    console.log((await c.pushBlob(ref, await readFile(positionals[1]))).digest);
+    return;
+  }
+  if (!ref.digest) throw new ConfigError(BLOB_USAGE);
+  if (action === 'get') {
+    const bytes = await c.getBlob(ref, ref.digest);
+    if (values.output) await writeFile(values.output, bytes);
+    else process.stdout.write(bytes);
+  } else if (action === 'delete') {
+    await c.deleteBlob(ref, ref.digest);
+  } else throw new ConfigError(BLOB_USAGE);
+}
+
+export async function repoCommand(argv: string[]): Promise<void> {
+  const [action, ...rest] = argv;
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: COMMON });
-  if (action !== 'get') throw new ConfigError('usage: tether manifest get REF');
-  const ref = reference(positionals[0], 'usage: tether manifest get REF');
-  const { bytes, descriptor } = await client(values).getManifest(ref);
-  if (values.format === 'json')
-    console.log(JSON.stringify({ descriptor, manifest: JSON.parse(bytes.toString()) }, null, 2));
-  else process.stdout.write(bytes);
+  const usage = 'usage: tether repo ls HOST | tether repo tags HOST/REPO';
+  const target = positionals[0];
+  if (!target) throw new ConfigError(usage);
+  const c = client(values);
+  let list: string[];
+  if (action === 'ls') list = await c.listRepositories(target);
+  else if (action === 'tags') list = await c.listTags(reference(target, usage));
+  else throw new ConfigError(usage);
+  if (values.format === 'json') console.log(JSON.stringify(list));
+  else for (const item of list) console.log(item);
+}
+
+async function readFiles(specs: string[]) {
+  return Promise.all(
+    specs.map(async (spec) => {
+      const colon = spec.lastIndexOf(':');
+      const path = colon > 0 && spec.slice(colon + 1).includes('/') ? spec.slice(0, colon) : spec;
+      const mediaType = path === spec ? 'application/octet-stream' : spec.slice(colon + 1);
+      return { mediaType, bytes: await readFile(path), title: basename(path) };
+    }),
+  );
+}
+
+function parseAnnotations(values: string[] | undefined): Record<string, string> {
+  const annotations: Record<string, string> = {};
+  for (const a of values ?? []) {
+    const eq = a.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`--annotation takes KEY=VALUE, got "${a}"`);
+    annotations[a.slice(0, eq)] = a.slice(eq + 1);
+  }
+  return annotations;
+}
+
+export async function pushCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...COMMON,
+      'artifact-type': { type: 'string' },
+      annotation: { type: 'string', multiple: true },
+      subject: { type: 'string' },
+    },
+  });
+  const ref = reference(
+    positionals[0],
+    'usage: tether push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE',
+  );
+  if (!values['artifact-type']) throw new ConfigError('--artifact-type is required');
+  const c = client(values);
+  const subject = values.subject
+    ? await c.resolve(reference(values.subject, '--subject takes a reference'))
+    : undefined;
+  const descriptor = await c.pushArtifact(ref, {
+    artifactType: values['artifact-type'],
+    files: await readFiles(positionals.slice(1)),
+    annotations: parseAnnotations(values.annotation),
+    ...(subject ? { subject } : {}),
+    tag: ref.tag ?? 'latest',
+  });
+  if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
+  else console.log(descriptor.digest);
+}
+
+export async function pullCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...COMMON, output: { type: 'string', short: 'o' } },
+  });
+  const ref = reference(positionals[0], 'usage: tether pull REF [-o DIR]');
+  const dir = values.output ?? '.';
+  await mkdir(dir, { recursive: true });
+  for (const file of await client(values).pullArtifact(ref)) {
+    await writeFile(join(dir, file.title), file.bytes);
+    console.error(`${file.title} (${file.bytes.length} bytes)`);
+  }
 }
 
 export async function tagCommand(argv: string[]): Promise<void> {
@@ -87,20 +225,8 @@ export async function attachCommand(argv: string[]): Promise<void> {
   const ref = reference(positionals[0], 'usage: tether attach REF FILE... --artifact-type TYPE');
   const artifactType = values['artifact-type'];
   if (!artifactType) throw new ConfigError('--artifact-type is required');
-  const annotations: Record<string, string> = {};
-  for (const a of values.annotation ?? []) {
-    const eq = a.indexOf('=');
-    if (eq <= 0) throw new ConfigError(`--annotation takes KEY=VALUE, got "${a}"`);
-    annotations[a.slice(0, eq)] = a.slice(eq + 1);
-  }
-  const files = await Promise.all(
-    positionals.slice(1).map(async (spec) => {
-      const colon = spec.lastIndexOf(':');
-      const path = colon > 0 && spec.slice(colon + 1).includes('/') ? spec.slice(0, colon) : spec;
-      const mediaType = path === spec ? 'application/octet-stream' : spec.slice(colon + 1);
-      return { mediaType, bytes: await readFile(path), title: basename(path) };
-    }),
-  );
+  const annotations = parseAnnotations(values.annotation);
+  const files = await readFiles(positionals.slice(1));
   const descriptor = await client(values).attach(ref, artifactType, files, annotations);
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);

@@ -4,10 +4,14 @@ import { ConfigError, loadConfig } from '../config.ts';
 import { startServer } from '../server/start.ts';
 import {
   attachCommand,
+  blobCommand,
   CLIENT_USAGE,
   ClientError,
   discoverCommand,
   manifestCommand,
+  pullCommand,
+  pushCommand,
+  repoCommand,
   resolveCommand,
   tagCommand,
 } from './client-commands.ts';
@@ -21,7 +25,8 @@ Commands:
   user      Manage registry users (htpasswd file): add, passwd, remove, list
   login     Log in to a registry and store the credentials as Docker does
   logout    Remove stored credentials for a registry
-  resolve, manifest get, tag, attach, discover   client commands (tether help client)
+  resolve, manifest, blob, repo, tag, push, pull, attach, discover
+            client commands for any registry (tether help client)
 
 serve options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
@@ -96,6 +101,14 @@ async function main(argv: string[]): Promise<void> {
       return manifestCommand(rest);
     case 'tag':
       return tagCommand(rest);
+    case 'blob':
+      return blobCommand(rest);
+    case 'repo':
+      return repoCommand(rest);
+    case 'push':
+      return pushCommand(rest);
+    case 'pull':
+      return pullCommand(rest);
     case 'attach':
       return attachCommand(rest);
     case 'discover':

@@ -317,17 +317,22 @@ export class RegistryClient {
   }
 
   /**
-   * Attaches files as an artifact referring to `subject` (resolved to a digest first): blobs, then the
-   * artifact manifest by digest, then the fallback index when the registry did not take the subject.
+   * Pushes files as an artifact manifest (empty config, one layer per file, `org.opencontainers.image.title`
+   * annotations), optionally referring to `subject` and optionally tagged. Blobs first, then the manifest
+   * by digest, then the tag; the fallback index is updated when the registry did not take the subject.
    */
-  async attach(
-    subject: ImageReference,
-    artifactType: string,
-    files: { mediaType: string; bytes: Buffer; title?: string }[],
-    annotations: Record<string, string> = {},
+  async pushArtifact(
+    target: ImageReference,
+    options: {
+      artifactType: string;
+      files: { mediaType: string; bytes: Buffer; title?: string }[];
+      annotations?: Record<string, string>;
+      subject?: Descriptor;
+      tag?: string;
+    },
   ): Promise<Descriptor> {
-    const target = subject.digest ? subject : { ...subject, digest: (await this.resolve(subject)).digest };
-    const subjectDescriptor = await this.resolve({ ...target, digest: target.digest! });
+    const { artifactType, files, subject } = options;
+    const annotations = options.annotations ?? {};
     const empty = await this.pushBlob(target, Buffer.from('{}'));
     const layers: Descriptor[] = [];
     for (const file of files) {
@@ -338,27 +343,21 @@ export class RegistryClient {
         ...(file.title ? { annotations: { 'org.opencontainers.image.title': file.title } } : {}),
       });
     }
+    const emptyDescriptor = { mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' };
     const manifest = {
       schemaVersion: 2,
       mediaType: MediaType.ociManifest,
       artifactType,
-      config: { mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' },
-      layers: layers.length
-        ? layers
-        : [{ mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' }],
-      subject: {
-        mediaType: subjectDescriptor.mediaType,
-        digest: subjectDescriptor.digest,
-        size: subjectDescriptor.size,
-      },
+      config: emptyDescriptor,
+      layers: layers.length ? layers : [emptyDescriptor],
+      ...(subject
+        ? { subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size } }
+        : {}),
       ...(Object.keys(annotations).length ? { annotations } : {}),
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
     const digest = digestOf('sha256', bytes);
-    const mode = this.#options.referrersMode ?? 'auto';
     const pushed = await this.putManifest(target, digest, bytes, MediaType.ociManifest);
-    const key = `${target.host}/${target.repository}`;
-    if (pushed.subjectAccepted) this.#referrersApi.set(key, true);
     const descriptor: Descriptor = {
       mediaType: MediaType.ociManifest,
       digest,
@@ -366,9 +365,120 @@ export class RegistryClient {
       artifactType,
       ...(Object.keys(annotations).length ? { annotations } : {}),
     };
-    if (mode === 'tag' || (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag))) {
-      await this.updateFallbackIndex({ ...target, digest: subjectDescriptor.digest }, descriptor);
+    if (subject) {
+      const key = `${target.host}/${target.repository}`;
+      if (pushed.subjectAccepted) this.#referrersApi.set(key, true);
+      const mode = this.#options.referrersMode ?? 'auto';
+      if (
+        mode === 'tag' ||
+        (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag))
+      ) {
+        await this.updateFallbackIndex({ ...target, digest: subject.digest }, descriptor);
+      }
     }
+    if (options.tag) await this.putManifest(target, options.tag, bytes, MediaType.ociManifest);
     return descriptor;
+  }
+
+  /** Attaches files as an artifact referring to `subject` (a tag is resolved to a digest first). */
+  async attach(
+    subject: ImageReference,
+    artifactType: string,
+    files: { mediaType: string; bytes: Buffer; title?: string }[],
+    annotations: Record<string, string> = {},
+  ): Promise<Descriptor> {
+    const resolved = await this.resolve(subject);
+    return this.pushArtifact(
+      { ...subject, digest: resolved.digest },
+      { artifactType, files, annotations, subject: resolved },
+    );
+  }
+
+  /** Files of an artifact (layers with a title annotation), each verified. */
+  async pullArtifact(ref: ImageReference): Promise<{ title: string; bytes: Buffer; mediaType: string }[]> {
+    const { json } = await this.getManifest(ref);
+    const layers = (Array.isArray(json.layers) ? json.layers : []) as Descriptor[];
+    const files: { title: string; bytes: Buffer; mediaType: string }[] = [];
+    for (const layer of layers) {
+      const title = layer.annotations?.['org.opencontainers.image.title'];
+      if (!title) continue;
+      if (title.includes('/') || title.includes('\\') || title === '..' || title === '.') {
+        throw new ClientError(`refusing to write a file named "${title}"`);
+      }
+      files.push({ title, mediaType: layer.mediaType, bytes: await this.getBlob(ref, layer.digest) });
+    }
+    return files;
+  }
+
+  /**
+   * Deletes a manifest by digest (a tag is resolved first). When it refers to a subject on a registry
+   * without the referrers API (or in tag mode), its entry leaves the subject's fallback index too.
+   */
+  async deleteManifest(ref: ImageReference): Promise<string> {
+    const { descriptor, json } = await this.getManifest(ref);
+    const subject = json.subject as Descriptor | undefined;
+    const res = await this.#request(ref, 'DELETE', `/manifests/${descriptor.digest}`, true);
+    if (res.status !== 202 && res.status !== 200) return this.#fail(res, `delete ${descriptor.digest}`);
+    await res.arrayBuffer();
+    const mode = this.#options.referrersMode ?? 'auto';
+    const key = `${ref.host}/${ref.repository}`;
+    if (subject?.digest && tryParseDigest(subject.digest)) {
+      const viaTag =
+        mode === 'tag' ||
+        this.#options.forceReferrersTag ||
+        (mode === 'auto' && !(await this.#hasReferrersApi(ref, subject.digest, key)));
+      if (viaTag) await this.updateFallbackIndex({ ...ref, digest: subject.digest }, descriptor, true);
+    }
+    return descriptor.digest;
+  }
+
+  async #hasReferrersApi(ref: ImageReference, digest: string, key: string): Promise<boolean> {
+    const known = this.#referrersApi.get(key);
+    if (known !== undefined) return known;
+    const has = (await this.#referrersFromApi({ ...ref, digest })) !== undefined;
+    this.#referrersApi.set(key, has);
+    return has;
+  }
+
+  async deleteBlob(ref: ImageReference, digest: string): Promise<void> {
+    const res = await this.#request(ref, 'DELETE', `/blobs/${digest}`, true);
+    if (res.status !== 202 && res.status !== 200) return this.#fail(res, `delete blob ${digest}`);
+    await res.arrayBuffer();
+  }
+
+  /** Every tag of a repository, following Link pages. */
+  async listTags(ref: ImageReference): Promise<string[]> {
+    return this.#pages(
+      ref.host,
+      `/v2/${ref.repository}/tags/list`,
+      `repository:${ref.repository}:pull`,
+      'tags',
+    );
+  }
+
+  /** Every repository of a registry (that the caller may see), following Link pages. */
+  async listRepositories(host: string): Promise<string[]> {
+    return this.#pages(host, '/v2/_catalog', 'registry:catalog:*', 'repositories');
+  }
+
+  async #pages(
+    host: string,
+    first: string,
+    scope: string,
+    field: 'tags' | 'repositories',
+  ): Promise<string[]> {
+    const out: string[] = [];
+    let path: string | undefined = first;
+    for (let pages = 0; path && pages < 10_000; pages++) {
+      const res = await this.http(host).request('GET', path, { scope });
+      if (res.status !== 200) return this.#fail(res, `list ${field}`);
+      const body = (await res.json()) as Record<string, string[] | null>;
+      out.push(...(body[field] ?? []));
+      const link = res.headers.get('link');
+      path = link
+        ? /<([^>]+)>\s*;\s*rel="next"/.exec(link)?.[1]?.replace(/^https?:\/\/[^/]+/, '')
+        : undefined;
+    }
+    return out;
   }
 }
