@@ -46,6 +46,7 @@ export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is au
   repo ls HOST | repo tags HOST/REPO  list repositories or tags (all pages)
   push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
   pull REF [-o DIR]                   write an artifact's files (verified)
+  cp [-r] SRC DST                     copy an image or index (with -r: its referrers, recursively)
   tag REF NEWTAG                      point another tag at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
@@ -187,6 +188,20 @@ export async function pushCommand(argv: string[]): Promise<void> {
   });
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);
+}
+
+export async function copyCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...COMMON, recursive: { type: 'boolean', short: 'r' } },
+  });
+  const usage = 'usage: tether cp [-r] SRC DST   (HOST/REPO[:TAG|@DIGEST])';
+  const src = reference(positionals[0], usage);
+  const dst = reference(positionals[1], usage);
+  const descriptor = await client(values).copy(src, dst, { referrers: values.recursive === true });
+  console.error(`copied ${descriptor.digest}${values.recursive ? ' with its referrers' : ''}`);
+  console.log(descriptor.digest);
 }
 
 export async function pullCommand(argv: string[]): Promise<void> {

@@ -7,6 +7,7 @@ import {
   blobCommand,
   CLIENT_USAGE,
   ClientError,
+  copyCommand,
   discoverCommand,
   manifestCommand,
   pullCommand,
@@ -25,7 +26,7 @@ Commands:
   user      Manage registry users (htpasswd file): add, passwd, remove, list
   login     Log in to a registry and store the credentials as Docker does
   logout    Remove stored credentials for a registry
-  resolve, manifest, blob, repo, tag, push, pull, attach, discover
+  resolve, manifest, blob, repo, tag, push, pull, cp, attach, discover
             client commands for any registry (tether help client)
 
 serve options:
@@ -109,6 +110,8 @@ async function main(argv: string[]): Promise<void> {
       return pushCommand(rest);
     case 'pull':
       return pullCommand(rest);
+    case 'cp':
+      return copyCommand(rest);
     case 'attach':
       return attachCommand(rest);
     case 'discover':

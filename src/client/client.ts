@@ -127,10 +127,24 @@ export class RegistryClient {
     mediaType: string,
     headers: Record<string, string> = {},
   ) {
-    const res = await this.#request(ref, 'PUT', `/manifests/${reference}`, true, {
-      body: bytes,
-      headers: { 'Content-Type': mediaType, ...headers },
-    });
+    let res: Response;
+    for (let retry = 0; ; retry++) {
+      res = await this.#request(ref, 'PUT', `/manifests/${reference}`, true, {
+        body: bytes,
+        headers: { 'Content-Type': mediaType, ...headers },
+      });
+      // Distribution rewrites a repository's blob link in place (truncate, then write) whenever the same
+      // blob is uploaded again, so a manifest PUT racing another writer's upload of a shared blob (the
+      // empty config `{}` of every artifact) can be told the blob is unknown. The blobs were confirmed
+      // before this PUT, so a short backoff and a retry is right; a truly missing blob still fails.
+      if (res.status !== 400 || retry >= 3) break;
+      const body = Buffer.from(await res.arrayBuffer());
+      if (!body.includes('MANIFEST_BLOB_UNKNOWN')) {
+        res = new Response(body, { status: res.status, headers: res.headers });
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100 * 3 ** retry + randomInt(100)));
+    }
     if (res.status === 412) return { digest: '', subjectAccepted: false, preconditionFailed: true };
     if (res.status !== 201) return this.#fail(res, `put manifest ${reference}`);
     await res.arrayBuffer();
@@ -480,5 +494,95 @@ export class RegistryClient {
         : undefined;
     }
     return out;
+  }
+
+  /**
+   * Copies `src` to `dst` (registry to registry): blobs, then child manifests, then the manifest by
+   * digest, then (with `referrers`) its referrers and theirs, recursively and each digest once; the tag
+   * last, so the image is complete before it is visible. What the destination has is skipped, so
+   * re-running an interrupted copy finishes it. Returns the copied root descriptor.
+   */
+  async copy(
+    src: ImageReference,
+    dst: ImageReference,
+    options: { referrers?: boolean } = {},
+  ): Promise<Descriptor> {
+    const root = await this.getManifest(src);
+    const seen = new Set<string>();
+    await this.#copyManifest(src, dst, root.descriptor.digest, options.referrers === true, seen);
+    const tag = dst.tag ?? (dst.digest ? undefined : src.tag);
+    if (tag) await this.putManifest(dst, tag, root.bytes, root.descriptor.mediaType);
+    return root.descriptor;
+  }
+
+  async #copyManifest(
+    src: ImageReference,
+    dst: ImageReference,
+    digest: string,
+    referrers: boolean,
+    seen: Set<string>,
+  ): Promise<void> {
+    if (seen.has(digest)) return;
+    seen.add(digest);
+    const { bytes, json, descriptor } = await this.getManifest({ ...src, digest });
+    for (const child of (Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]) {
+      if (
+        child.mediaType === MediaType.ociManifest ||
+        child.mediaType === MediaType.ociIndex ||
+        child.mediaType === MediaType.dockerManifest ||
+        child.mediaType === MediaType.dockerManifestList
+      ) {
+        await this.#copyManifest(src, dst, child.digest, referrers, seen);
+      } else await this.#copyBlob(src, dst, child.digest);
+    }
+    const blobs = [json.config, ...(Array.isArray(json.layers) ? json.layers : [])] as (
+      | Descriptor
+      | undefined
+    )[];
+    for (const blob of blobs) {
+      if (blob?.digest && !blob.urls?.length) await this.#copyBlob(src, dst, blob.digest);
+    }
+    const exists = (await this.#request(dst, 'HEAD', `/manifests/${digest}`, false)).status === 200;
+    if (!exists) {
+      const pushed = await this.putManifest(dst, digest, bytes, descriptor.mediaType);
+      const subject = json.subject as Descriptor | undefined;
+      const mode = this.#options.referrersMode ?? 'auto';
+      if (
+        subject?.digest &&
+        (mode === 'tag' || (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag)))
+      ) {
+        const artifactType =
+          (json.artifactType as string | undefined) ?? (json.config as Descriptor | undefined)?.mediaType;
+        const annotations = json.annotations as Record<string, string> | undefined;
+        await this.updateFallbackIndex(
+          { ...dst, digest: subject.digest },
+          {
+            ...descriptor,
+            ...(artifactType ? { artifactType } : {}),
+            ...(annotations ? { annotations } : {}),
+          },
+        );
+      }
+    }
+    if (referrers) {
+      for (const referrer of await this.referrers({ ...src, digest })) {
+        await this.#copyManifest(src, dst, referrer.digest, referrers, seen);
+      }
+    }
+  }
+
+  async #copyBlob(src: ImageReference, dst: ImageReference, digest: string): Promise<void> {
+    if (await this.blobExists(dst, digest)) return;
+    if (src.host === dst.host && src.repository !== dst.repository) {
+      const mount = await this.#request(
+        dst,
+        'POST',
+        `/blobs/uploads/?mount=${digest}&from=${src.repository}`,
+        true,
+      );
+      await mount.arrayBuffer();
+      if (mount.status === 201) return;
+    }
+    await this.pushBlob(dst, await this.getBlob(src, digest));
   }
 }

@@ -167,6 +167,63 @@ describe('client referrers interop', () => {
     assert.deepEqual(discovered(await tether(['discover', '--format', 'json', ref], env)), [ours]);
   });
 
+  test('tether cp -r (signature, SBOM, signed SBOM) to Tether and Distribution 2.8; regctl copies back; digests identical', async () => {
+    const subject = await pushImage(tetherReg.host, 'cp/src', 'v1');
+    const src = `${tetherReg.host}/cp/src:v1`;
+    await writeFile(join(dir, 'sig.txt'), 'signature');
+    const sig = (
+      await tether(
+        ['attach', src, join(dir, 'sig.txt'), '--artifact-type', 'application/vnd.example.sig'],
+        env,
+      )
+    ).trim();
+    const sbom = (
+      await tether(['attach', src, join(dir, 'sbom.json'), '--artifact-type', 'application/spdx+json'], env)
+    ).trim();
+    const sbomSig = (
+      await tether(
+        [
+          'attach',
+          `${tetherReg.host}/cp/src@${sbom}`,
+          join(dir, 'sig.txt'),
+          '--artifact-type',
+          'application/vnd.example.sig',
+        ],
+        env,
+      )
+    ).trim();
+    const flatten = (json: string): string[] => {
+      const out: string[] = [];
+      const walk = (nodes: { digest: string; referrers?: unknown[] }[]) => {
+        for (const n of nodes) {
+          out.push(n.digest);
+          walk((n.referrers ?? []) as { digest: string; referrers?: unknown[] }[]);
+        }
+      };
+      walk((JSON.parse(json) as { referrers: { digest: string }[] }).referrers);
+      return out.sort();
+    };
+    const expected = [sig, sbom, sbomSig].sort();
+    assert.deepEqual(flatten(await tether(['discover', '--format', 'json', src], env)), expected);
+    for (const dst of [`${tetherReg.host}/cp/dst:v1`, `${distHost}/cp/dst:v1`]) {
+      assert.equal((await tether(['cp', '-r', src, dst], env)).trim(), subject);
+      assert.equal((await tether(['resolve', dst], env)).trim(), subject);
+      assert.deepEqual(flatten(await tether(['discover', '--format', 'json', dst], env)), expected, dst);
+    }
+    // And a tool nobody here wrote copies it back, referrers included, digests unchanged.
+    await run(
+      'regctl',
+      ['image', 'copy', '--referrers', `${tetherReg.host}/cp/dst:v1`, `${tetherReg.host}/cp/back:v1`],
+      env,
+    );
+    assert.deepEqual(
+      flatten(await tether(['discover', '--format', 'json', `${tetherReg.host}/cp/back:v1`], env)),
+      expected,
+    );
+    // Re-running a copy finishes instantly and changes nothing.
+    assert.equal((await tether(['cp', '-r', src, `${tetherReg.host}/cp/dst:v1`], env)).trim(), subject);
+  });
+
   for (const target of ['tether-forced-tag', 'distribution'] as const) {
     test(`16 concurrent tether attach processes lose no fallback entry (${target})`, async () => {
       const host = target === 'distribution' ? distHost : tetherReg.host;
