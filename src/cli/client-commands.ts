@@ -1,10 +1,22 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { createWriteStream } from 'node:fs';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { ClientError, type ReferrersMode, RegistryClient } from '../client/client.ts';
-import { parseImageReference } from '../client/reference.ts';
+import {
+  type ArtifactFile,
+  ClientError,
+  fileSource,
+  type ReferrersMode,
+  RegistryClient,
+} from '../client/client.ts';
+import { type CopyResult, copyGraph } from '../client/copy.ts';
+import { type Endpoint, parseEndpoint, parseImageReference } from '../client/reference.ts';
+import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/target.ts';
 import { ConfigError } from '../config.ts';
+import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
+import { ProgressBars, size } from './progress.ts';
 
 /** Flags every client command takes. */
 const COMMON = {
@@ -12,22 +24,84 @@ const COMMON = {
   'referrers-mode': { type: 'string' },
   'force-referrers-tag': { type: 'boolean' },
   format: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  concurrency: { type: 'string' },
+  'chunk-size': { type: 'string' },
+  chunked: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-function client(values: {
+interface CommonValues {
   'plain-http'?: boolean;
   'referrers-mode'?: string;
   'force-referrers-tag'?: boolean;
-}): RegistryClient {
+  format?: string;
+  quiet?: boolean;
+  concurrency?: string;
+  'chunk-size'?: string;
+  chunked?: boolean;
+}
+
+function positiveInteger(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new ConfigError(`${flag} takes a positive integer, got "${value}"`);
+  return n;
+}
+
+/** `64MiB`, `1048576`, `512KiB`. */
+function byteSize(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+)\s*(B|KiB|MiB|GiB)?$/i.exec(value.trim());
+  if (!m) throw new ConfigError(`${flag} takes a size like 16MiB, got "${value}"`);
+  const unit = { b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? 'b').toLowerCase()]!;
+  return Number(m[1]) * unit;
+}
+
+function client(values: CommonValues, progress?: ProgressBars): RegistryClient {
   const mode = values['referrers-mode'] ?? 'auto';
   if (!['auto', 'api', 'tag'].includes(mode))
     throw new ConfigError('--referrers-mode must be auto, api or tag');
+  const concurrency = positiveInteger(values.concurrency, '--concurrency');
+  const chunkSize = byteSize(values['chunk-size'], '--chunk-size');
   return new RegistryClient({
     plainHttp: values['plain-http'] === true,
     referrersMode: mode as ReferrersMode,
     forceReferrersTag: values['force-referrers-tag'] === true,
+    ...(concurrency ? { concurrency } : {}),
+    ...(chunkSize ? { chunkSize } : {}),
+    ...(values.chunked ? { chunked: true } : {}),
+    ...(progress ? { progress } : {}),
   });
+}
+
+/** Opens either end of a transfer: a registry repository or an OCI layout (created when writing). */
+async function target(
+  value: string | undefined,
+  usage: string,
+  c: RegistryClient,
+  values: CommonValues,
+  write: boolean,
+): Promise<{ target: ContentTarget; reference: string | undefined; tag: string | undefined }> {
+  if (!value) throw new ConfigError(usage);
+  let endpoint: Endpoint;
+  try {
+    endpoint = parseEndpoint(value);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (endpoint.kind === 'registry') {
+    const { ref } = endpoint;
+    // Reading `HOST/REPO` means its `latest`, as everywhere in the Docker world.
+    const reference = ref.digest ?? ref.tag ?? (write ? undefined : 'latest');
+    return { target: new RegistryTarget(c, ref), reference, tag: ref.tag };
+  }
+  const layout = await LayoutTarget.open(endpoint.dir, {
+    create: write,
+    fallbackTag: values['referrers-mode'] === 'tag',
+  });
+  return { target: layout, reference: endpoint.digest ?? endpoint.tag, tag: endpoint.tag };
 }
 
 function reference(value: string | undefined, usage: string) {
@@ -45,14 +119,19 @@ export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is au
   blob get|put|delete REF             read (-o FILE), upload or delete a blob
   repo ls HOST | repo tags HOST/REPO  list repositories or tags (all pages)
   push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
-  pull REF [-o DIR]                   write an artifact's files (verified)
-  cp [-r] SRC DST                     copy an image or index (with -r: its referrers, recursively)
+  pull REF [-o DIR]                   write an artifact's files (streamed, verified)
+  cp [-r] SRC DST [--platform P] [--referrers-from R] [--referrers-to R]
+                                      copy an image or index (with -r: its referrers, recursively);
+                                      SRC/DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST]
   tag REF NEWTAG                      point another tag at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
   discover REF [--artifact-type TYPE] [--depth N] [--format tree|json]
-                                      list what refers to REF (recursively)
-Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json`;
+                                      list what refers to REF (recursively; REF may be oci:DIR:TAG)
+Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
+  -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
+  --chunked / --chunk-size SIZE (chunked uploads; by default only blobs of 128 MiB or more, 32 MiB chunks)
+Exit codes: 0 success, 1 failure (the message says what failed and what to do), 2 usage error`;
 
 export async function resolveCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMMON });
@@ -85,7 +164,15 @@ export async function manifestCommand(argv: string[]): Promise<void> {
       const parsed = JSON.parse(bytes.toString()) as { mediaType?: string };
       const mediaType =
         values['media-type'] ?? parsed.mediaType ?? 'application/vnd.oci.image.manifest.v1+json';
-      console.log((await c.putManifest(ref, ref.digest ?? ref.tag ?? 'latest', bytes, mediaType)).digest);
+      const json = JSON.parse(bytes.toString()) as Record<string, unknown>;
+      const digest = digestOf('sha256', bytes);
+      // A manifest with a subject is also recorded in the fallback index where the registry needs it.
+      await c.putManifestWithSubject(ref, ref.digest ?? ref.tag ?? 'latest', {
+        descriptor: { mediaType, digest, size: bytes.length },
+        bytes,
+        json,
+      });
+      console.log(digest);
       return;
     }
     case 'delete':
@@ -110,14 +197,27 @@ export async function blobCommand(argv: string[]): Promise<void> {
   const c = client(values);
   if (action === 'put') {
     if (!positionals[1]) throw new ConfigError(BLOB_USAGE);
-    console.log((await c.pushBlob(ref, await readFile(positionals[1]))).digest);
+    const source = await fileSource(positionals[1]);
+    await c.uploadBlob(ref, source);
+    console.log(source.digest);
     return;
   }
   if (!ref.digest) throw new ConfigError(BLOB_USAGE);
   if (action === 'get') {
-    const bytes = await c.getBlob(ref, ref.digest);
-    if (values.output) await writeFile(values.output, bytes);
-    else process.stdout.write(bytes);
+    const blob = await c.openBlob(ref, ref.digest);
+    if (!values.output) {
+      await pipeline(blob, process.stdout, { end: false });
+      return;
+    }
+    // Written beside the target and renamed once verified, so a bad download never replaces a file.
+    const temp = `${values.output}.tether-partial`;
+    try {
+      await pipeline(blob, createWriteStream(temp));
+      await rename(temp, values.output);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
   } else if (action === 'delete') {
     await c.deleteBlob(ref, ref.digest);
   } else throw new ConfigError(BLOB_USAGE);
@@ -138,13 +238,16 @@ export async function repoCommand(argv: string[]): Promise<void> {
   else for (const item of list) console.log(item);
 }
 
-async function readFiles(specs: string[]) {
+/** `PATH[:MEDIATYPE]` arguments; the files are streamed at upload time, not read here. */
+async function artifactFiles(specs: string[]): Promise<ArtifactFile[]> {
   return Promise.all(
     specs.map(async (spec) => {
       const colon = spec.lastIndexOf(':');
       const path = colon > 0 && spec.slice(colon + 1).includes('/') ? spec.slice(0, colon) : spec;
       const mediaType = path === spec ? 'application/octet-stream' : spec.slice(colon + 1);
-      return { mediaType, bytes: await readFile(path), title: basename(path) };
+      const info = await stat(path).catch(() => undefined);
+      if (!info?.isFile()) throw new ConfigError(`${path} is not a readable file`);
+      return { mediaType, path, title: basename(path) };
     }),
   );
 }
@@ -175,33 +278,78 @@ export async function pushCommand(argv: string[]): Promise<void> {
     'usage: tether push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE',
   );
   if (!values['artifact-type']) throw new ConfigError('--artifact-type is required');
-  const c = client(values);
+  const progress = ProgressBars.forTerminal(values);
+  const c = client(values, progress);
   const subject = values.subject
     ? await c.resolve(reference(values.subject, '--subject takes a reference'))
     : undefined;
   const descriptor = await c.pushArtifact(ref, {
     artifactType: values['artifact-type'],
-    files: await readFiles(positionals.slice(1)),
+    files: await artifactFiles(positionals.slice(1)),
     annotations: parseAnnotations(values.annotation),
     ...(subject ? { subject } : {}),
     tag: ref.tag ?? 'latest',
   });
+  progress?.finish();
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);
 }
+
+const COPY_USAGE = `usage: tether cp [-r] SRC DST [--platform OS/ARCH[/VARIANT]] [--referrers-from REPO] [--referrers-to REPO]
+  SRC, DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST] (also ocidir://DIR:TAG)`;
 
 export async function copyCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...COMMON, recursive: { type: 'boolean', short: 'r' } },
+    options: {
+      ...COMMON,
+      recursive: { type: 'boolean', short: 'r' },
+      platform: { type: 'string' },
+      'referrers-from': { type: 'string' },
+      'referrers-to': { type: 'string' },
+    },
   });
-  const usage = 'usage: tether cp [-r] SRC DST   (HOST/REPO[:TAG|@DIGEST])';
-  const src = reference(positionals[0], usage);
-  const dst = reference(positionals[1], usage);
-  const descriptor = await client(values).copy(src, dst, { referrers: values.recursive === true });
-  console.error(`copied ${descriptor.digest}${values.recursive ? ' with its referrers' : ''}`);
-  console.log(descriptor.digest);
+  const progress = ProgressBars.forTerminal(values);
+  const c = client(values, progress);
+  const src = await target(positionals[0], COPY_USAGE, c, values, false);
+  const dst = await target(positionals[1], COPY_USAGE, c, values, true);
+  if (!src.reference) throw new ConfigError(`${positionals[0]}: say which image (:TAG or @DIGEST)`);
+  const from = values['referrers-from']
+    ? (await target(values['referrers-from'], COPY_USAGE, c, values, false)).target
+    : undefined;
+  const to = values['referrers-to']
+    ? (await target(values['referrers-to'], COPY_USAGE, c, values, true)).target
+    : undefined;
+  // Like oras and regctl: with no tag on the destination, the source's tag is kept.
+  const tag =
+    dst.tag ?? (dst.reference ? undefined : tryParseDigest(src.reference) ? undefined : src.reference);
+  let result: CopyResult;
+  try {
+    result = await copyGraph(src.target, src.reference, dst.target, tag, {
+      referrers: values.recursive === true,
+      ...(values.platform ? { platform: values.platform } : {}),
+      ...(from ? { referrersSource: from } : {}),
+      ...(to ? { referrersTarget: to } : {}),
+      ...(progress ? { progress } : {}),
+    });
+  } finally {
+    progress?.finish();
+  }
+  if (values.format === 'json') {
+    console.log(JSON.stringify(result, null, 2));
+    return;
+  }
+  if (!values.quiet) {
+    const b = result.blobs;
+    console.error(
+      `copied ${src.target.name}@${result.root.digest} to ${dst.target.name}${tag ? `:${tag}` : ''}: ` +
+        `${result.manifests.copied} manifests (${result.manifests.existed} there already), ` +
+        `${b.transferred} blobs sent (${size(result.bytes)}), ${b.mounted} mounted, ${b.exists} there already` +
+        (values.recursive ? `, ${result.referrers} referrers` : ''),
+    );
+  }
+  console.log(result.root.digest);
 }
 
 export async function pullCommand(argv: string[]): Promise<void> {
@@ -211,12 +359,17 @@ export async function pullCommand(argv: string[]): Promise<void> {
     options: { ...COMMON, output: { type: 'string', short: 'o' } },
   });
   const ref = reference(positionals[0], 'usage: tether pull REF [-o DIR]');
-  const dir = values.output ?? '.';
-  await mkdir(dir, { recursive: true });
-  for (const file of await client(values).pullArtifact(ref)) {
-    await writeFile(join(dir, file.title), file.bytes);
-    console.error(`${file.title} (${file.bytes.length} bytes)`);
+  const progress = ProgressBars.forTerminal(values);
+  let files: Descriptor[];
+  try {
+    files = await client(values, progress).pullArtifact(ref, values.output ?? '.');
+  } finally {
+    progress?.finish();
   }
+  if (values.format === 'json') console.log(JSON.stringify(files, null, 2));
+  else if (!values.quiet)
+    for (const file of files)
+      console.error(`${file.annotations?.['org.opencontainers.image.title']} (${size(file.size)})`);
 }
 
 export async function tagCommand(argv: string[]): Promise<void> {
@@ -241,8 +394,10 @@ export async function attachCommand(argv: string[]): Promise<void> {
   const artifactType = values['artifact-type'];
   if (!artifactType) throw new ConfigError('--artifact-type is required');
   const annotations = parseAnnotations(values.annotation);
-  const files = await readFiles(positionals.slice(1));
-  const descriptor = await client(values).attach(ref, artifactType, files, annotations);
+  const files = await artifactFiles(positionals.slice(1));
+  const progress = ProgressBars.forTerminal(values);
+  const descriptor = await client(values, progress).attach(ref, artifactType, files, annotations);
+  progress?.finish();
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);
 }
@@ -257,15 +412,17 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: { ...COMMON, 'artifact-type': { type: 'string' }, depth: { type: 'string' } },
   });
-  const ref = reference(positionals[0], 'usage: tether discover REF');
+  const usage = 'usage: tether discover REF   (HOST/REPO:TAG|@DIGEST or oci:DIR:TAG|@DIGEST)';
   const c = client(values);
-  const root = await c.resolve(ref);
+  const { target: t, reference: at } = await target(positionals[0], usage, c, values, false);
+  if (!at) throw new ConfigError(usage);
+  const root = await t.resolve(at);
   const depth = values.depth === undefined ? 8 : Number(values.depth);
   const seen = new Set<string>([root.digest]);
   // Recursive and loop-safe: referrers of referrers, each digest once.
   const walk = async (digest: string, level: number): Promise<Node[]> => {
     if (level >= depth) return [];
-    const found = await c.referrers({ ...ref, digest }, level === 0 ? values['artifact-type'] : undefined);
+    const found = await t.referrers(digest, level === 0 ? values['artifact-type'] : undefined);
     const nodes: Node[] = [];
     for (const d of found) {
       if (seen.has(d.digest)) continue;
@@ -279,7 +436,7 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     console.log(JSON.stringify({ reference: positionals[0], ...root, referrers: tree }, null, 2));
     return;
   }
-  console.log(`${ref.host}/${ref.repository}@${root.digest}`);
+  console.log(`${t.name}@${root.digest}`);
   const print = (nodes: Node[], prefix: string) => {
     nodes.forEach((n, i) => {
       const last = i === nodes.length - 1;

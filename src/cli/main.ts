@@ -141,6 +141,18 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     process.exitCode = 2;
     return;
   }
+  // Network and file-system failures are the user's to fix, not bugs: one line, no stack.
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  if (err instanceof TypeError && err.message === 'fetch failed') {
+    console.error(`tether: cannot reach the registry: ${cause?.code ?? cause?.message ?? 'network error'}`);
+    process.exitCode = 1;
+    return;
+  }
+  if (typeof (err as { code?: unknown }).code === 'string' && (err as { syscall?: unknown }).syscall) {
+    console.error(`tether: ${(err as Error).message}`);
+    process.exitCode = 1;
+    return;
+  }
   console.error(err);
   process.exitCode = 1;
 });

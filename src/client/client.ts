@@ -1,12 +1,24 @@
-import { randomInt } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline, Readable } from 'node:stream';
+import { pipeline as streamPipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
 import { Authenticator } from './auth.ts';
+import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
+import { ClientError } from './errors.ts';
+import { Limiter } from './limiter.ts';
+import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
 import { RegistryHttp } from './registry-http.ts';
+import { RegistryTarget, referrerDescriptor } from './target.ts';
+import { counting, verifying } from './verify-stream.ts';
 
 /**
  * A registry client for any OCI registry. Every byte it reads is checked against the digest it asked
@@ -24,16 +36,65 @@ export interface ClientOptions {
   /** Defaults to the Docker credential store. */
   credentials?: (host: string) => ReturnType<typeof getCredentials>;
   maxManifestBytes?: number;
+  /** Parallel blob transfers per registry host (default 4). */
+  concurrency?: number;
+  /** Always (true) or never (false) upload in chunks; by default only blobs of `chunkedThreshold` or more. */
+  chunked?: boolean;
+  /** Default 128 MiB. */
+  chunkedThreshold?: number;
+  /** Bytes per PATCH (default 32 MiB, raised to the registry's `OCI-Chunk-Min-Length`). */
+  chunkSize?: number;
+  progress?: ProgressListener;
 }
 
-export class ClientError extends Error {
-  override name = 'ClientError';
-  readonly status: number | undefined;
-  constructor(message: string, status?: number) {
-    super(message);
-    this.status = status;
-  }
+/** Something to upload: its digest and size known up front, its bytes streamed on demand (replayable). */
+export interface BlobSource {
+  digest: string;
+  size: number;
+  open(): Promise<Readable>;
 }
+
+const MiB = 1024 * 1024;
+const TITLE = 'org.opencontainers.image.title';
+
+/** A file of an artifact: bytes in memory or a path streamed from disk. */
+export interface ArtifactFile {
+  mediaType: string;
+  title?: string;
+  bytes?: Buffer;
+  path?: string;
+}
+
+export function bufferSource(bytes: Buffer, algorithm: 'sha256' | 'sha512' = 'sha256'): BlobSource {
+  return {
+    digest: digestOf(algorithm, bytes),
+    size: bytes.length,
+    open: async () => Readable.from([bytes]),
+  };
+}
+
+/** A file as a blob source: hashed once up front, streamed from disk for each upload attempt. */
+export async function fileSource(path: string): Promise<BlobSource> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(path)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size, open: async () => createReadStream(path) };
+}
+
+function pushScope(ref: ImageReference): string {
+  return `repository:${ref.repository}:pull,push`;
+}
+
+function withDigest(location: string, digest: string): string {
+  const url = new URL(location, 'http://placeholder');
+  url.searchParams.set('digest', digest);
+  return /^https?:\/\//.test(location) ? url.toString() : url.pathname + url.search;
+}
+
+export { ClientError };
 
 export interface FetchedManifest {
   descriptor: Descriptor;
@@ -53,6 +114,7 @@ export class RegistryClient {
   readonly #hosts = new Map<string, RegistryHttp>();
   /** Per `host/repo`: does the referrers API exist there? */
   readonly #referrersApi = new Map<string, boolean>();
+  readonly #limiters = new Map<string, Limiter>();
 
   constructor(options: ClientOptions = {}) {
     this.#options = options;
@@ -155,39 +217,229 @@ export class RegistryClient {
     };
   }
 
-  async blobExists(ref: ImageReference, digest: string): Promise<boolean> {
-    const res = await this.#request(ref, 'HEAD', `/blobs/${digest}`, false);
+  async manifestExists(ref: ImageReference, reference: string): Promise<boolean> {
+    const res = await this.#request(ref, 'HEAD', `/manifests/${reference}`, false, {
+      headers: { Accept: MANIFEST_ACCEPT },
+    });
+    await res.arrayBuffer().catch(() => {});
     return res.status === 200;
   }
 
-  /** Uploads a blob (POST then PUT with the body) unless the repository has it already. */
+  /**
+   * Pushes a manifest and, when it has a `subject`, records it where referrer lookups will find it: the
+   * registry's index when it took the subject (`OCI-Subject`), else, or also in tag mode or with
+   * `forceReferrersTag`, the subject's fallback-tag index.
+   */
+  async putManifestWithSubject(
+    ref: ImageReference,
+    reference: string,
+    manifest: FetchedManifest,
+  ): Promise<{ subjectAccepted: boolean }> {
+    const { bytes, json, descriptor } = manifest;
+    const pushed = await this.putManifest(ref, reference, bytes, descriptor.mediaType);
+    const subject = json.subject as Descriptor | undefined;
+    if (!subject?.digest || !tryParseDigest(subject.digest)) return pushed;
+    const key = `${ref.host}/${ref.repository}`;
+    if (pushed.subjectAccepted) this.#referrersApi.set(key, true);
+    const mode = this.#options.referrersMode ?? 'auto';
+    if (mode === 'tag' || (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag)))
+      await this.updateFallbackIndex({ ...ref, digest: subject.digest }, referrerDescriptor(manifest));
+    return pushed;
+  }
+
+  async blobExists(ref: ImageReference, digest: string): Promise<boolean> {
+    const res = await this.#request(ref, 'HEAD', `/blobs/${digest}`, false);
+    await res.arrayBuffer().catch(() => {});
+    return res.status === 200;
+  }
+
+  /** The per-host limit on parallel blob transfers (`concurrency`, default 4). */
+  limiter(host: string): Limiter {
+    let limiter = this.#limiters.get(host);
+    if (!limiter) {
+      limiter = new Limiter(this.#options.concurrency ?? 4);
+      this.#limiters.set(host, limiter);
+    }
+    return limiter;
+  }
+
+  /** Uploads bytes already in memory (small things: configs, manifests' files); see `uploadBlob`. */
   async pushBlob(ref: ImageReference, bytes: Buffer): Promise<Descriptor & { digest: string }> {
-    const digest = digestOf('sha256', bytes);
-    const descriptor = { mediaType: 'application/octet-stream', digest, size: bytes.length };
-    if (await this.blobExists(ref, digest)) return descriptor;
-    const start = await this.#request(ref, 'POST', '/blobs/uploads/', true);
-    if (start.status !== 202) return this.#fail(start, 'start upload');
-    const location = start.headers.get('location')!;
-    const url = new URL(location, this.http(ref.host).base);
-    url.searchParams.set('digest', digest);
-    const done = await this.http(ref.host).request('PUT', url.pathname + url.search, {
-      body: bytes,
-      headers: { 'Content-Type': 'application/octet-stream' },
-      scope: `repository:${ref.repository}:pull,push`,
-    });
-    if (done.status !== 201) return this.#fail(done, `upload ${digest}`);
+    const source = bufferSource(bytes);
+    const descriptor = { mediaType: 'application/octet-stream', digest: source.digest, size: source.size };
+    await this.uploadBlob(ref, source);
     return descriptor;
   }
 
-  /** Fetches a whole blob and verifies digest and size. */
-  async getBlob(ref: ImageReference, digest: string): Promise<Buffer> {
+  /**
+   * Uploads a blob unless the repository has it (HEAD). With `mountFrom` (a repository on the same
+   * registry) it asks for a cross-repository mount first and, when the registry declines (202), uploads
+   * into the session it opened instead. Monolithic PUT by default; chunked PATCHes when asked
+   * (`chunked`) or when the blob is at least `chunkedThreshold`, each chunk at least the registry's
+   * `OCI-Chunk-Min-Length`. The body streams from `source.open()`; nothing is buffered beyond one chunk.
+   */
+  async uploadBlob(
+    ref: ImageReference,
+    source: BlobSource,
+    options: { mountFrom?: string; chunked?: boolean } = {},
+  ): Promise<TransferOutcome> {
+    if (await this.blobExists(ref, source.digest)) return 'exists';
+    const mount = options.mountFrom && options.mountFrom !== ref.repository;
+    const start = await this.#request(
+      ref,
+      'POST',
+      mount ? `/blobs/uploads/?mount=${source.digest}&from=${options.mountFrom}` : '/blobs/uploads/',
+      true,
+    );
+    await start.arrayBuffer().catch(() => {});
+    if (mount && start.status === 201) return 'mounted';
+    if (start.status !== 202) return this.#fail(start, `start upload of ${source.digest}`);
+    const location = start.headers.get('location');
+    if (!location) throw new ClientError(`start upload of ${source.digest}: the registry sent no Location`);
+    const minChunk = Number(start.headers.get('oci-chunk-min-length')) || 0;
+    const chunked =
+      options.chunked ??
+      this.#options.chunked ??
+      source.size >= (this.#options.chunkedThreshold ?? 128 * MiB);
+    const done = chunked
+      ? await this.#uploadChunks(
+          ref,
+          source,
+          location,
+          Math.max(this.#options.chunkSize ?? 32 * MiB, minChunk),
+        )
+      : await this.http(ref.host).requestUrl('PUT', withDigest(location, source.digest), {
+          body: () => source.open(),
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(source.size) },
+          scope: pushScope(ref),
+        });
+    if (done.status !== 201) return this.#fail(done, `upload ${source.digest}`);
+    await done.arrayBuffer().catch(() => {});
+    return 'transferred';
+  }
+
+  /**
+   * PATCHes `source` in chunks of `chunkSize` bytes (the last may be shorter), then closes the session
+   * with a bodiless PUT. A chunk the registry refused with a 5xx or a broken connection is resent from
+   * the offset the session reports (GET on the session), so a flaky link costs one chunk, not the blob.
+   */
+  async #uploadChunks(
+    ref: ImageReference,
+    source: BlobSource,
+    firstLocation: string,
+    chunkSize: number,
+  ): Promise<Response> {
+    const http = this.http(ref.host);
+    let location = firstLocation;
+    let offset = 0;
+    const send = async (chunk: Buffer, at: number): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        let res: Response | undefined;
+        try {
+          res = await http.requestUrl('PATCH', location, {
+            body: chunk,
+            headers: {
+              'Content-Type': 'application/octet-stream',
+              'Content-Length': String(chunk.length),
+              'Content-Range': `${at}-${at + chunk.length - 1}`,
+            },
+            scope: pushScope(ref),
+          });
+          if (res.status === 202) {
+            await res.arrayBuffer().catch(() => {});
+            location = res.headers.get('location') ?? location;
+            return;
+          }
+          if (res.status < 500 && res.status !== 408 && res.status !== 429)
+            return this.#fail(res, `upload chunk ${at}-${at + chunk.length - 1} of ${source.digest}`);
+          await res.arrayBuffer().catch(() => {});
+        } catch (err) {
+          if (err instanceof ClientError || attempt >= 3) throw err;
+        }
+        if (attempt >= 3) return this.#fail(res!, `upload chunk of ${source.digest}`);
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+        // Ask the session how much it kept and send only the rest of this chunk.
+        const status = await http.requestUrl('GET', location, { scope: pushScope(ref) });
+        await status.arrayBuffer().catch(() => {});
+        if (status.status !== 204) return this.#fail(status, `upload status of ${source.digest}`);
+        location = status.headers.get('location') ?? location;
+        const end = Number(/^0-(\d+)$/.exec(status.headers.get('range') ?? '')?.[1] ?? -1);
+        const kept = end + 1 - at;
+        if (kept < 0 || kept > chunk.length)
+          throw new ClientError(
+            `upload of ${source.digest}: the registry kept ${end + 1} bytes, expected ${at}..${at + chunk.length}`,
+          );
+        if (kept === chunk.length) return;
+        chunk = chunk.subarray(kept);
+        at += kept;
+      }
+    };
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    for await (const piece of await source.open()) {
+      let data = piece as Buffer;
+      while (data.length > 0) {
+        const take = Math.min(chunkSize - pendingBytes, data.length);
+        pending.push(data.subarray(0, take));
+        pendingBytes += take;
+        data = data.subarray(take);
+        if (pendingBytes === chunkSize) {
+          await send(Buffer.concat(pending, pendingBytes), offset);
+          offset += pendingBytes;
+          pending = [];
+          pendingBytes = 0;
+        }
+      }
+    }
+    if (pendingBytes > 0) {
+      await send(Buffer.concat(pending, pendingBytes), offset);
+      offset += pendingBytes;
+    }
+    if (offset !== source.size)
+      throw new ClientError(
+        `upload of ${source.digest}: the source gave ${offset} bytes, expected ${source.size}`,
+      );
+    return http.requestUrl('PUT', withDigest(location, source.digest), {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': '0' },
+      scope: pushScope(ref),
+    });
+  }
+
+  /**
+   * Opens a blob for reading. The stream fails (never ends cleanly) unless the bytes match `digest` and,
+   * when given, `size`, so a registry that sends the wrong or truncated content cannot slip it through.
+   */
+  async openBlob(ref: ImageReference, digest: string, size?: number): Promise<Readable> {
     const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false);
-    if (res.status !== 200) return this.#fail(res, `get blob ${digest}`);
-    const bytes = Buffer.from(await res.arrayBuffer());
-    const algorithm = tryParseDigest(digest)?.algorithm ?? 'sha256';
-    if (digestOf(algorithm, bytes) !== digest)
-      throw new ClientError(`blob ${digest}: content does not match its digest`);
-    return bytes;
+    if (res.status !== 200 || !res.body) return this.#fail(res, `get blob ${digest}`);
+    const length = Number(res.headers.get('content-length'));
+    if (
+      size !== undefined &&
+      Number.isFinite(length) &&
+      res.headers.has('content-length') &&
+      length !== size
+    ) {
+      await res.body.cancel().catch(() => {});
+      throw new ClientError(
+        `blob ${digest}: the registry sends ${length} bytes, its descriptor says ${size}`,
+      );
+    }
+    const check = verifying(digest, size);
+    pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), check, () => {});
+    return check;
+  }
+
+  /** Reads a whole (small) blob into memory, verified; `maxBytes` (default 64 MiB) guards memory. */
+  async getBlob(ref: ImageReference, digest: string, maxBytes = 64 * MiB): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of await this.openBlob(ref, digest)) {
+      total += (chunk as Buffer).length;
+      if (total > maxBytes)
+        throw new ClientError(`blob ${digest} is larger than ${maxBytes} bytes; stream it instead`);
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks, total);
   }
 
   async tag(ref: ImageReference, newTag: string): Promise<string> {
@@ -339,7 +591,7 @@ export class RegistryClient {
     target: ImageReference,
     options: {
       artifactType: string;
-      files: { mediaType: string; bytes: Buffer; title?: string }[];
+      files: ArtifactFile[];
       annotations?: Record<string, string>;
       subject?: Descriptor;
       tag?: string;
@@ -348,15 +600,19 @@ export class RegistryClient {
     const { artifactType, files, subject } = options;
     const annotations = options.annotations ?? {};
     const empty = await this.pushBlob(target, Buffer.from('{}'));
-    const layers: Descriptor[] = [];
-    for (const file of files) {
-      const pushed = await this.pushBlob(target, file.bytes);
-      layers.push({
-        ...pushed,
-        mediaType: file.mediaType,
-        ...(file.title ? { annotations: { 'org.opencontainers.image.title': file.title } } : {}),
-      });
-    }
+    const layers = await Promise.all(
+      files.map(async (file) => {
+        const source = file.bytes ? bufferSource(file.bytes) : await fileSource(file.path!);
+        const layer: Descriptor = {
+          mediaType: file.mediaType,
+          digest: source.digest,
+          size: source.size,
+          ...(file.title ? { annotations: { [TITLE]: file.title } } : {}),
+        };
+        await this.#transfer(target.host, layer, (counted) => this.uploadBlob(target, counted(source)));
+        return layer;
+      }),
+    );
     const emptyDescriptor = { mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' };
     const manifest = {
       schemaVersion: 2,
@@ -371,25 +627,13 @@ export class RegistryClient {
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
     const digest = digestOf('sha256', bytes);
-    const pushed = await this.putManifest(target, digest, bytes, MediaType.ociManifest);
-    const descriptor: Descriptor = {
-      mediaType: MediaType.ociManifest,
-      digest,
-      size: bytes.length,
-      artifactType,
-      ...(Object.keys(annotations).length ? { annotations } : {}),
+    const fetched = {
+      descriptor: { mediaType: MediaType.ociManifest, digest, size: bytes.length },
+      bytes,
+      json: manifest,
     };
-    if (subject) {
-      const key = `${target.host}/${target.repository}`;
-      if (pushed.subjectAccepted) this.#referrersApi.set(key, true);
-      const mode = this.#options.referrersMode ?? 'auto';
-      if (
-        mode === 'tag' ||
-        (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag))
-      ) {
-        await this.updateFallbackIndex({ ...target, digest: subject.digest }, descriptor);
-      }
-    }
+    await this.putManifestWithSubject(target, digest, fetched);
+    const descriptor = referrerDescriptor(fetched);
     if (options.tag) await this.putManifest(target, options.tag, bytes, MediaType.ociManifest);
     return descriptor;
   }
@@ -398,7 +642,7 @@ export class RegistryClient {
   async attach(
     subject: ImageReference,
     artifactType: string,
-    files: { mediaType: string; bytes: Buffer; title?: string }[],
+    files: ArtifactFile[],
     annotations: Record<string, string> = {},
   ): Promise<Descriptor> {
     const resolved = await this.resolve(subject);
@@ -408,20 +652,70 @@ export class RegistryClient {
     );
   }
 
-  /** Files of an artifact (layers with a title annotation), each verified. */
-  async pullArtifact(ref: ImageReference): Promise<{ title: string; bytes: Buffer; mediaType: string }[]> {
+  /**
+   * Writes an artifact's files (layers with a title annotation) into `dir`, streamed and verified: each
+   * lands under a temporary name and is renamed only once its digest and size checked out. Titles that
+   * would leave `dir` are refused.
+   */
+  async pullArtifact(ref: ImageReference, dir: string): Promise<Descriptor[]> {
     const { json } = await this.getManifest(ref);
-    const layers = (Array.isArray(json.layers) ? json.layers : []) as Descriptor[];
-    const files: { title: string; bytes: Buffer; mediaType: string }[] = [];
+    const layers = ((Array.isArray(json.layers) ? json.layers : []) as Descriptor[]).filter(
+      (layer) => layer.annotations?.[TITLE],
+    );
     for (const layer of layers) {
-      const title = layer.annotations?.['org.opencontainers.image.title'];
-      if (!title) continue;
-      if (title.includes('/') || title.includes('\\') || title === '..' || title === '.') {
+      const title = layer.annotations![TITLE]!;
+      if (
+        title.includes('/') ||
+        title.includes('\\') ||
+        title === '..' ||
+        title === '.' ||
+        title.includes('\0')
+      )
         throw new ClientError(`refusing to write a file named "${title}"`);
-      }
-      files.push({ title, mediaType: layer.mediaType, bytes: await this.getBlob(ref, layer.digest) });
     }
-    return files;
+    await mkdir(dir, { recursive: true });
+    await Promise.all(
+      layers.map((layer) =>
+        this.#transfer(ref.host, layer, async (counted) => {
+          const path = join(dir, layer.annotations![TITLE]!);
+          const temp = `${path}.tether-${randomBytes(4).toString('hex')}`;
+          try {
+            await streamPipeline(await counted(this.#blobSource(ref, layer)).open(), createWriteStream(temp));
+            await rename(temp, path);
+          } catch (err) {
+            await rm(temp, { force: true });
+            throw err;
+          }
+          return 'transferred';
+        }),
+      ),
+    );
+    return layers;
+  }
+
+  #blobSource(ref: ImageReference, descriptor: Descriptor): BlobSource {
+    return {
+      digest: descriptor.digest,
+      size: descriptor.size,
+      open: () => this.openBlob(ref, descriptor.digest, descriptor.size),
+    };
+  }
+
+  /** Runs one blob transfer within the host's limit, reporting progress for the bytes it reads. */
+  async #transfer(
+    host: string,
+    descriptor: Descriptor,
+    work: (counted: (source: BlobSource) => BlobSource) => Promise<TransferOutcome>,
+  ): Promise<void> {
+    const progress = this.#options.progress;
+    await this.limiter(host).run(async () => {
+      progress?.start?.(descriptor);
+      const outcome = await work((source) => ({
+        ...source,
+        open: async () => (await source.open()).pipe(counting((n) => progress?.bytes?.(descriptor, n))),
+      }));
+      progress?.done?.(descriptor, outcome);
+    });
   }
 
   /**
@@ -497,92 +791,16 @@ export class RegistryClient {
   }
 
   /**
-   * Copies `src` to `dst` (registry to registry): blobs, then child manifests, then the manifest by
-   * digest, then (with `referrers`) its referrers and theirs, recursively and each digest once; the tag
-   * last, so the image is complete before it is visible. What the destination has is skipped, so
-   * re-running an interrupted copy finishes it. Returns the copied root descriptor.
+   * Copies `src` to `dst` between registries (see `copyGraph` for the order and the rules); a tag on
+   * the destination (or else the source's tag) is set last.
    */
-  async copy(
-    src: ImageReference,
-    dst: ImageReference,
-    options: { referrers?: boolean } = {},
-  ): Promise<Descriptor> {
-    const root = await this.getManifest(src);
-    const seen = new Set<string>();
-    await this.#copyManifest(src, dst, root.descriptor.digest, options.referrers === true, seen);
-    const tag = dst.tag ?? (dst.digest ? undefined : src.tag);
-    if (tag) await this.putManifest(dst, tag, root.bytes, root.descriptor.mediaType);
-    return root.descriptor;
-  }
-
-  async #copyManifest(
-    src: ImageReference,
-    dst: ImageReference,
-    digest: string,
-    referrers: boolean,
-    seen: Set<string>,
-  ): Promise<void> {
-    if (seen.has(digest)) return;
-    seen.add(digest);
-    const { bytes, json, descriptor } = await this.getManifest({ ...src, digest });
-    for (const child of (Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]) {
-      if (
-        child.mediaType === MediaType.ociManifest ||
-        child.mediaType === MediaType.ociIndex ||
-        child.mediaType === MediaType.dockerManifest ||
-        child.mediaType === MediaType.dockerManifestList
-      ) {
-        await this.#copyManifest(src, dst, child.digest, referrers, seen);
-      } else await this.#copyBlob(src, dst, child.digest);
-    }
-    const blobs = [json.config, ...(Array.isArray(json.layers) ? json.layers : [])] as (
-      | Descriptor
-      | undefined
-    )[];
-    for (const blob of blobs) {
-      if (blob?.digest && !blob.urls?.length) await this.#copyBlob(src, dst, blob.digest);
-    }
-    const exists = (await this.#request(dst, 'HEAD', `/manifests/${digest}`, false)).status === 200;
-    if (!exists) {
-      const pushed = await this.putManifest(dst, digest, bytes, descriptor.mediaType);
-      const subject = json.subject as Descriptor | undefined;
-      const mode = this.#options.referrersMode ?? 'auto';
-      if (
-        subject?.digest &&
-        (mode === 'tag' || (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag)))
-      ) {
-        const artifactType =
-          (json.artifactType as string | undefined) ?? (json.config as Descriptor | undefined)?.mediaType;
-        const annotations = json.annotations as Record<string, string> | undefined;
-        await this.updateFallbackIndex(
-          { ...dst, digest: subject.digest },
-          {
-            ...descriptor,
-            ...(artifactType ? { artifactType } : {}),
-            ...(annotations ? { annotations } : {}),
-          },
-        );
-      }
-    }
-    if (referrers) {
-      for (const referrer of await this.referrers({ ...src, digest })) {
-        await this.#copyManifest(src, dst, referrer.digest, referrers, seen);
-      }
-    }
-  }
-
-  async #copyBlob(src: ImageReference, dst: ImageReference, digest: string): Promise<void> {
-    if (await this.blobExists(dst, digest)) return;
-    if (src.host === dst.host && src.repository !== dst.repository) {
-      const mount = await this.#request(
-        dst,
-        'POST',
-        `/blobs/uploads/?mount=${digest}&from=${src.repository}`,
-        true,
-      );
-      await mount.arrayBuffer();
-      if (mount.status === 201) return;
-    }
-    await this.pushBlob(dst, await this.getBlob(src, digest));
+  async copy(src: ImageReference, dst: ImageReference, options: CopyOptions = {}): Promise<CopyResult> {
+    return copyGraph(
+      new RegistryTarget(this, src),
+      src.digest ?? src.tag ?? 'latest',
+      new RegistryTarget(this, dst),
+      dst.tag ?? (dst.digest ? undefined : src.tag),
+      { progress: this.#options.progress, ...options },
+    );
   }
 }

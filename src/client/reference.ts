@@ -35,3 +35,34 @@ export function parseImageReference(value: string): ImageReference {
 export function formatReference(ref: ImageReference): string {
   return `${ref.host}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}${ref.digest ? `@${ref.digest}` : ''}`;
 }
+
+/** Either side of a copy: a registry reference or an OCI image layout directory. */
+export type Endpoint =
+  | { kind: 'registry'; ref: ImageReference }
+  | { kind: 'layout'; dir: string; tag?: string; digest?: string };
+
+/**
+ * `HOST/REPO[:TAG|@DIGEST]`, or a layout as `oci:DIR[:TAG|@DIGEST]` (skopeo's and Tether's spelling)
+ * or `ocidir://DIR[:TAG|@DIGEST]` (regctl's).
+ */
+export function parseEndpoint(value: string): Endpoint {
+  const prefix = value.startsWith('oci:') ? 'oci:' : value.startsWith('ocidir://') ? 'ocidir://' : undefined;
+  if (!prefix) return { kind: 'registry', ref: parseImageReference(value) };
+  let dir = value.slice(prefix.length);
+  let digest: string | undefined;
+  let tag: string | undefined;
+  const at = dir.lastIndexOf('@');
+  if (at >= 0 && tryParseDigest(dir.slice(at + 1))) {
+    digest = dir.slice(at + 1);
+    dir = dir.slice(0, at);
+  } else {
+    const colon = dir.lastIndexOf(':');
+    if (colon > dir.lastIndexOf('/') && colon > 0) {
+      tag = dir.slice(colon + 1);
+      dir = dir.slice(0, colon);
+      if (!isValidTag(tag)) throw new Error(`"${tag}" is not a valid tag`);
+    }
+  }
+  if (!dir) throw new Error(`"${value}" names no layout directory: oci:DIR[:TAG|@DIGEST]`);
+  return { kind: 'layout', dir, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };
+}

@@ -6,7 +6,8 @@ import { type Authenticator, parseChallenge } from './auth.ts';
  * that expire mid-transfer are handled where every request passes. Bodies must be replayable (a Buffer or
  * a function returning a fresh body) because a refused request is sent again.
  */
-export type Body = Buffer | string | (() => Buffer | string | ReadableStream<Uint8Array>);
+type BodyValue = Buffer | string | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+export type Body = Buffer | string | (() => BodyValue | Promise<BodyValue>);
 
 export interface RequestOptions {
   headers?: Record<string, string>;
@@ -34,6 +35,8 @@ export class RegistryHttp {
 
   /** Sends a request; idempotent ones (GET, HEAD) are retried on 408, 429 and 5xx with backoff. */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    if (!path.startsWith('/') || path.startsWith('//'))
+      throw new Error(`request path must start with a single "/": ${path}`);
     const idempotent = method === 'GET' || method === 'HEAD';
     for (let retry = 0; ; retry++) {
       const res = await this.#once(method, path, options);
@@ -46,10 +49,29 @@ export class RegistryHttp {
     }
   }
 
+  /**
+   * Follows a URL the registry handed out (an upload `Location`, a `Link`). On the registry's own origin
+   * it is an ordinary request; elsewhere (a storage backend) it goes without our credentials, which
+   * belong to the registry alone.
+   */
+  async requestUrl(method: string, location: string, options: RequestOptions = {}): Promise<Response> {
+    const url = new URL(location, this.base);
+    if (url.origin === new URL(this.base).origin)
+      return this.request(method, url.pathname + url.search, options);
+    if (url.protocol !== 'https:' && url.protocol !== 'http:')
+      throw new Error(`refusing to follow ${url.protocol} location ${location}`);
+    const body = typeof options.body === 'function' ? await options.body() : options.body;
+    return fetch(url, {
+      method,
+      ...(options.headers ? { headers: options.headers } : {}),
+      ...(body !== undefined ? { body, duplex: 'half' } : {}),
+    } as RequestInit);
+  }
+
   async #once(method: string, path: string, options: RequestOptions): Promise<Response> {
     let authorization = this.auth.headerFor(options.scope);
     for (let attempt = 0; ; attempt++) {
-      const body = typeof options.body === 'function' ? options.body() : options.body;
+      const body = typeof options.body === 'function' ? await options.body() : options.body;
       const res = await fetch(new URL(path, this.base), {
         method,
         headers: { ...options.headers, ...(authorization ? { Authorization: authorization } : {}) },

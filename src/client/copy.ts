@@ -1,0 +1,224 @@
+import type { Readable } from 'node:stream';
+import type { Descriptor } from '../oci/manifest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
+import type { FetchedManifest } from './client.ts';
+import { ClientError } from './errors.ts';
+import { acquireAll } from './limiter.ts';
+import type { ProgressListener, TransferOutcome } from './progress.ts';
+import type { ContentTarget } from './target.ts';
+import { counting } from './verify-stream.ts';
+
+export interface CopyOptions {
+  /** Also copy what refers to the image, its index children and its referrers, recursively. */
+  referrers?: boolean;
+  /** `os/arch[/variant]`: from an index, copy only the matching image (which becomes the root). */
+  platform?: string;
+  /** Where referrers are listed and read (default: the source). */
+  referrersSource?: ContentTarget;
+  /** Where referrers are written (default: the destination). */
+  referrersTarget?: ContentTarget;
+  progress?: ProgressListener;
+}
+
+export interface CopyResult {
+  root: Descriptor;
+  manifests: { copied: number; existed: number };
+  blobs: Record<TransferOutcome, number>;
+  bytes: number;
+  referrers: number;
+}
+
+const MANIFEST_TYPES = new Set<string>([
+  MediaType.ociManifest,
+  MediaType.ociIndex,
+  MediaType.dockerManifest,
+  MediaType.dockerManifestList,
+]);
+
+export class CopyError extends ClientError {
+  override name = 'CopyError';
+}
+
+/**
+ * Copies the graph under `reference` from `src` to `dst`, in the order that keeps the destination
+ * consistent at every moment: blobs, then child manifests, then the manifest itself (by digest), then
+ * its referrers (and theirs, and those of every index child), and the tag last, so nobody can pull a
+ * tag whose content is not all there. Each digest moves once however often it is reached (loop-safe);
+ * what the destination already has is skipped, so re-running an interrupted copy finishes it.
+ */
+export async function copyGraph(
+  src: ContentTarget,
+  reference: string,
+  dst: ContentTarget,
+  tag: string | undefined,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
+  return new GraphCopy(options).run(src, reference, dst, tag);
+}
+
+class GraphCopy {
+  readonly #options: CopyOptions;
+  readonly #manifests = new Map<string, Promise<FetchedManifest>>();
+  readonly #stored = new Map<string, Promise<void>>();
+  readonly #blobs = new Map<string, Promise<void>>();
+  readonly #walked = new Set<string>();
+  readonly #referrers = new Set<string>();
+  readonly #result: Omit<CopyResult, 'root'> = {
+    manifests: { copied: 0, existed: 0 },
+    blobs: { transferred: 0, exists: 0, mounted: 0 },
+    bytes: 0,
+    referrers: 0,
+  };
+
+  constructor(options: CopyOptions) {
+    this.#options = options;
+  }
+
+  async run(src: ContentTarget, reference: string, dst: ContentTarget, tag: string | undefined) {
+    let root = await this.#fetch(src, (await src.resolve(reference)).digest);
+    if (this.#options.platform) root = await this.#pickPlatform(src, root, this.#options.platform);
+    await this.#store(src, dst, root.descriptor.digest, true);
+    if (this.#options.referrers) {
+      await this.#walkReferrers(
+        this.#options.referrersSource ?? src,
+        this.#options.referrersTarget ?? dst,
+        root.descriptor.digest,
+        src,
+      );
+    }
+    if (tag) await dst.tag(root, tag);
+    return { root: root.descriptor, ...this.#result, referrers: this.#referrers.size };
+  }
+
+  #fetch(from: ContentTarget, digest: string): Promise<FetchedManifest> {
+    const key = `${from.name}\0${digest}`;
+    let fetched = this.#manifests.get(key);
+    if (!fetched) {
+      fetched = from.fetchManifest(digest);
+      this.#manifests.set(key, fetched);
+    }
+    return fetched;
+  }
+
+  async #pickPlatform(
+    from: ContentTarget,
+    root: FetchedManifest,
+    platform: string,
+  ): Promise<FetchedManifest> {
+    const [os, architecture, variant] = platform.split('/');
+    if (!os || !architecture) throw new CopyError(`--platform must be OS/ARCH[/VARIANT], not "${platform}"`);
+    const children = root.json.manifests;
+    if (!Array.isArray(children)) return root; // a single image: the platform filter has nothing to choose
+    const match = (children as Descriptor[]).find((child) => {
+      const p = child.platform as { os?: string; architecture?: string; variant?: string } | undefined;
+      return p?.os === os && p.architecture === architecture && (!variant || p.variant === variant);
+    });
+    if (!match) throw new CopyError(`${from.name}@${root.descriptor.digest} has no image for ${platform}`);
+    return this.#fetch(from, match.digest);
+  }
+
+  /** Makes `digest` and everything under it present in `to`; concurrent callers share one promise. */
+  #store(from: ContentTarget, to: ContentTarget, digest: string, listed: boolean): Promise<void> {
+    const key = `${to.name}\0${digest}`;
+    let stored = this.#stored.get(key);
+    if (!stored) {
+      stored = this.#storeOnce(from, to, digest, listed);
+      this.#stored.set(key, stored);
+    }
+    return stored;
+  }
+
+  async #storeOnce(from: ContentTarget, to: ContentTarget, digest: string, listed: boolean): Promise<void> {
+    const manifest = await this.#fetch(from, digest);
+    if (await to.hasManifest(digest)) {
+      this.#result.manifests.existed++;
+      return;
+    }
+    const { json } = manifest;
+    const work: Promise<void>[] = [];
+    for (const child of (Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]) {
+      if (MANIFEST_TYPES.has(child.mediaType)) work.push(this.#store(from, to, child.digest, false));
+      else work.push(this.#copyBlob(from, to, child));
+    }
+    const blobs = [json.config, ...(Array.isArray(json.layers) ? json.layers : [])] as (
+      | Descriptor
+      | undefined
+    )[];
+    for (const blob of blobs) {
+      // Non-distributable layers (with `urls`) are fetched from elsewhere by design; they are not ours to copy.
+      if (blob?.digest && !blob.urls?.length) work.push(this.#copyBlob(from, to, blob));
+    }
+    await Promise.all(work);
+    this.#options.progress?.start?.(manifest.descriptor);
+    await to.pushManifest(manifest, listed);
+    this.#result.manifests.copied++;
+    this.#options.progress?.done?.(manifest.descriptor, 'transferred');
+  }
+
+  #copyBlob(from: ContentTarget, to: ContentTarget, descriptor: Descriptor): Promise<void> {
+    const key = `${to.name}\0${descriptor.digest}`;
+    let copied = this.#blobs.get(key);
+    if (!copied) {
+      copied = this.#copyBlobOnce(from, to, descriptor);
+      this.#blobs.set(key, copied);
+    }
+    return copied;
+  }
+
+  async #copyBlobOnce(from: ContentTarget, to: ContentTarget, descriptor: Descriptor): Promise<void> {
+    const release = await acquireAll([from.limiter, to.limiter]);
+    const progress = this.#options.progress;
+    try {
+      progress?.start?.(descriptor);
+      const outcome = await to.pushBlob(
+        descriptor,
+        {
+          digest: descriptor.digest,
+          size: descriptor.size,
+          open: async (): Promise<Readable> => {
+            const stream = await from.openBlob(descriptor);
+            return stream.pipe(
+              counting((n) => {
+                this.#result.bytes += n;
+                progress?.bytes?.(descriptor, n);
+              }),
+            );
+          },
+        },
+        from,
+      );
+      this.#result.blobs[outcome]++;
+      progress?.done?.(descriptor, outcome);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Copies what refers to `digest` (listed in `from`), then recurses into each referrer and into the
+   * children of indexes, so signatures of platform images and signatures of SBOMs come along too.
+   */
+  async #walkReferrers(
+    from: ContentTarget,
+    to: ContentTarget,
+    digest: string,
+    contentFrom: ContentTarget,
+  ): Promise<void> {
+    const key = `${from.name}\0${digest}`;
+    if (this.#walked.has(key)) return;
+    this.#walked.add(key);
+    const manifest = await this.#fetch(contentFrom, digest);
+    const children = (Array.isArray(manifest.json.manifests) ? manifest.json.manifests : []) as Descriptor[];
+    const referrers = await from.referrers(digest);
+    await Promise.all([
+      ...children
+        .filter((child) => MANIFEST_TYPES.has(child.mediaType))
+        .map((child) => this.#walkReferrers(from, to, child.digest, contentFrom)),
+      ...referrers.map(async (referrer) => {
+        this.#referrers.add(referrer.digest);
+        await this.#store(from, to, referrer.digest, true);
+        await this.#walkReferrers(from, to, referrer.digest, from);
+      }),
+    ]);
+  }
+}

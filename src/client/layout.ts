@@ -1,0 +1,317 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { digestOf, tryParseDigest } from '../oci/digest.ts';
+import type { Descriptor } from '../oci/manifest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
+import { referrersTagFor } from '../oci/referrers-tag.ts';
+import { ClientError } from './errors.ts';
+import { verifying } from './verify-stream.ts';
+
+export const REF_NAME = 'org.opencontainers.image.ref.name';
+const LAYOUT_FILE = 'oci-layout';
+const MAX_MANIFEST = 4 * 1024 * 1024;
+
+export class LayoutError extends ClientError {
+  override name = 'LayoutError';
+}
+
+interface LayoutIndex {
+  schemaVersion: 2;
+  mediaType: string;
+  manifests: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+/**
+ * An OCI image layout directory (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`), read and written the
+ * way oras, regctl, skopeo and crane expect.
+ *
+ * Tags are `org.opencontainers.image.ref.name` annotations on `index.json` entries. Referrers are found
+ * both ways the field stores them: oras lists referrer manifests untagged in `index.json` (their
+ * `subject` says what they refer to); regctl keeps a `<alg>-<hex>` fallback-tag index. Tether writes the
+ * oras way and, in `tag` referrers mode, the fallback tag as well.
+ *
+ * Writes within one process are serialised; blobs land by temp file and rename so a reader never sees
+ * half a blob, and `index.json` is replaced atomically. Two processes writing one layout at once are
+ * not coordinated (as with the other tools).
+ */
+export class OciLayout {
+  readonly dir: string;
+  #indexWrite: Promise<unknown> = Promise.resolve();
+  /** Parsed manifests by digest: referrer scans read each listed manifest once. */
+  readonly #manifests = new Map<string, Record<string, unknown>>();
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Opens a layout; with `create`, makes the directory and its `oci-layout`/`index.json` if missing. */
+  static async open(dir: string, options: { create?: boolean } = {}): Promise<OciLayout> {
+    const layout = new OciLayout(dir);
+    let marker: string | undefined;
+    try {
+      marker = await readFile(join(dir, LAYOUT_FILE), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (marker === undefined) {
+      if (!options.create)
+        throw new LayoutError(`${dir} is not an OCI image layout (no ${LAYOUT_FILE} file)`);
+      await mkdir(join(dir, 'blobs'), { recursive: true });
+      await writeFile(join(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`);
+      try {
+        await writeFile(
+          join(dir, 'index.json'),
+          JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] }),
+          { flag: 'wx' },
+        );
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      return layout;
+    }
+    let version: unknown;
+    try {
+      version = (JSON.parse(marker) as { imageLayoutVersion?: unknown }).imageLayoutVersion;
+    } catch {}
+    if (typeof version !== 'string' || !version.startsWith('1.'))
+      throw new LayoutError(`${dir}/${LAYOUT_FILE} does not name a supported imageLayoutVersion (1.x)`);
+    return layout;
+  }
+
+  /** The blob's path; the digest is validated first, so the path never leaves `blobs/`. */
+  blobPath(digest: string): string {
+    const parsed = tryParseDigest(digest);
+    if (!parsed) throw new LayoutError(`${digest} is not a valid digest`);
+    return join(this.dir, 'blobs', parsed.algorithm, parsed.hex);
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    try {
+      return (await stat(this.blobPath(digest))).isFile();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Streams a blob, verified against its digest (and size when given): layouts are not trusted either. */
+  async openBlob(digest: string, size?: number): Promise<Readable> {
+    const path = this.blobPath(digest);
+    try {
+      await stat(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new LayoutError(`blob ${digest} is not in the layout ${this.dir}`);
+      throw err;
+    }
+    const check = verifying(digest, size, `blob ${digest} in ${this.dir}`);
+    pipeline(createReadStream(path), check).catch(() => {});
+    return check;
+  }
+
+  async readBlob(digest: string, maxBytes = MAX_MANIFEST): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of await this.openBlob(digest)) {
+      total += (chunk as Buffer).length;
+      if (total > maxBytes) throw new LayoutError(`blob ${digest} is larger than ${maxBytes} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks, total);
+  }
+
+  /** Writes a blob from a stream: hashed and size-checked on the way, fsynced, then renamed into place. */
+  async writeBlob(digest: string, size: number, source: Readable): Promise<void> {
+    const path = this.blobPath(digest);
+    if (await this.hasBlob(digest)) {
+      source.destroy();
+      return;
+    }
+    const dir = join(path, '..');
+    await mkdir(dir, { recursive: true });
+    const temp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    try {
+      await pipeline(source, verifying(digest, size), createWriteStream(temp, { flags: 'wx' }));
+      const handle = await open(temp, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, path);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+  }
+
+  async readIndex(): Promise<LayoutIndex> {
+    const bytes = await readFile(join(this.dir, 'index.json'));
+    let index: LayoutIndex;
+    try {
+      index = JSON.parse(bytes.toString('utf8')) as LayoutIndex;
+    } catch {
+      throw new LayoutError(`${this.dir}/index.json is not valid JSON`);
+    }
+    if (index?.schemaVersion !== 2 || !Array.isArray(index.manifests))
+      throw new LayoutError(`${this.dir}/index.json is not an OCI image index`);
+    index.manifests = index.manifests.filter(
+      (d) => typeof d?.digest === 'string' && tryParseDigest(d.digest) && typeof d.size === 'number',
+    );
+    return index;
+  }
+
+  /** Resolves a tag (or a digest listed in, or stored in, the layout) to a manifest descriptor. */
+  async resolve(reference: string): Promise<Descriptor> {
+    const { manifests } = await this.readIndex();
+    if (tryParseDigest(reference)) {
+      const listed = manifests.find((d) => d.digest === reference);
+      if (listed) return stripRefName(listed);
+      const bytes = await this.readBlob(reference).catch(() => undefined);
+      if (!bytes) throw new LayoutError(`${reference} is not in the layout ${this.dir}`);
+      const json = parseJson(bytes, reference);
+      return {
+        mediaType: (json.mediaType as string) ?? MediaType.ociManifest,
+        digest: reference,
+        size: bytes.length,
+      };
+    }
+    // The last entry wins, as when a tool appends a re-tag. regctl before v0.5 wrote whole references
+    // (`host/repo:tag`) into the annotation, so those count too.
+    const tagged = manifests.filter((d) => {
+      const name = d.annotations?.[REF_NAME];
+      return name === reference || (name?.endsWith(`:${reference}`) === true && name.includes('/'));
+    });
+    const found = tagged.at(-1);
+    if (!found) throw new LayoutError(`tag ${reference} is not in the layout ${this.dir}`);
+    return stripRefName(found);
+  }
+
+  /** The manifest's bytes and JSON, verified and capped. */
+  async manifest(digest: string): Promise<{ bytes: Buffer; json: Record<string, unknown> }> {
+    const bytes = await this.readBlob(digest);
+    const json = parseJson(bytes, digest);
+    this.#manifests.set(digest, json);
+    return { bytes, json };
+  }
+
+  /**
+   * Lists a manifest in `index.json`, tagged or not. A tag moves: the entry that held it before loses it
+   * (and goes, unless it is a referrer that must stay listed to be found). An untagged entry is added
+   * only when the digest is not listed yet.
+   */
+  async addToIndex(descriptor: Descriptor, tag?: string): Promise<void> {
+    await this.#updateIndex((manifests) => {
+      const entry: Descriptor = {
+        mediaType: descriptor.mediaType,
+        digest: descriptor.digest,
+        size: descriptor.size,
+        ...(descriptor.artifactType ? { artifactType: descriptor.artifactType } : {}),
+        ...(descriptor.platform ? { platform: descriptor.platform } : {}),
+      };
+      if (!tag) {
+        if (manifests.some((d) => d.digest === descriptor.digest)) return manifests;
+        return [...manifests, entry];
+      }
+      if (manifests.some((d) => d.digest === descriptor.digest && d.annotations?.[REF_NAME] === tag))
+        return manifests;
+      const rest = manifests.flatMap((d) => {
+        if (d.annotations?.[REF_NAME] !== tag) return [d];
+        const { [REF_NAME]: _moved, ...others } = d.annotations;
+        return this.#manifests.get(d.digest)?.subject ? [{ ...d, annotations: others }] : [];
+      });
+      // The untagged listing of the same digest is replaced by the tagged one.
+      const withoutUntagged = rest.filter((d) => d.digest !== descriptor.digest || d.annotations?.[REF_NAME]);
+      return [...withoutUntagged, { ...entry, annotations: { [REF_NAME]: tag } }];
+    });
+  }
+
+  async #updateIndex(change: (manifests: Descriptor[]) => Descriptor[]): Promise<void> {
+    const run = this.#indexWrite.then(async () => {
+      const index = await this.readIndex();
+      const manifests = change(index.manifests);
+      if (manifests === index.manifests) return;
+      const next = { ...index, mediaType: MediaType.ociIndex, manifests };
+      const temp = join(this.dir, `.index.json.${randomBytes(6).toString('hex')}`);
+      await writeFile(temp, JSON.stringify(next));
+      await rename(temp, join(this.dir, 'index.json'));
+    });
+    this.#indexWrite = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * What refers to `subject`: manifests listed in `index.json` whose `subject` names it (oras style) and
+   * the entries of its fallback-tag index (regctl style), once each.
+   */
+  async referrers(subject: string, artifactType?: string): Promise<Descriptor[]> {
+    const parsed = tryParseDigest(subject);
+    if (!parsed) throw new LayoutError(`${subject} is not a valid digest`);
+    const { manifests } = await this.readIndex();
+    const found = new Map<string, Descriptor>();
+    const fallbackTag = referrersTagFor(parsed);
+    for (const entry of manifests) {
+      if (entry.annotations?.[REF_NAME] === fallbackTag) {
+        const index = await this.manifest(entry.digest).catch(() => undefined);
+        const listed = index?.json.manifests;
+        if (index?.json.mediaType === MediaType.ociIndex && Array.isArray(listed)) {
+          for (const d of listed as Descriptor[])
+            if (typeof d?.digest === 'string' && tryParseDigest(d.digest)) found.set(d.digest, d);
+        }
+        continue;
+      }
+      if (entry.mediaType !== MediaType.ociManifest && entry.mediaType !== MediaType.ociIndex) continue;
+      const json =
+        this.#manifests.get(entry.digest) ?? (await this.manifest(entry.digest).catch(() => undefined))?.json;
+      const refersTo = (json?.subject as Descriptor | undefined)?.digest;
+      if (!json || refersTo !== subject || found.has(entry.digest)) continue;
+      const type =
+        (json.artifactType as string | undefined) ?? (json.config as Descriptor | undefined)?.mediaType;
+      const annotations = json.annotations as Record<string, string> | undefined;
+      found.set(entry.digest, {
+        mediaType: entry.mediaType,
+        digest: entry.digest,
+        size: entry.size,
+        ...(type ? { artifactType: type } : {}),
+        ...(annotations ? { annotations } : {}),
+      });
+    }
+    return [...found.values()].filter((d) => !artifactType || d.artifactType === artifactType);
+  }
+
+  /** Adds `entry` to the subject's fallback-tag index inside the layout (regctl's way). */
+  async addFallbackEntry(subject: string, entry: Descriptor): Promise<void> {
+    const parsed = tryParseDigest(subject);
+    if (!parsed) throw new LayoutError(`${subject} is not a valid digest`);
+    const tag = referrersTagFor(parsed);
+    const current = await this.resolve(tag).catch(() => undefined);
+    const existing = current ? ((await this.manifest(current.digest)).json.manifests as Descriptor[]) : [];
+    if (existing.some((d) => d.digest === entry.digest)) return;
+    const bytes = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...existing, entry] }),
+    );
+    const digest = digestOf('sha256', bytes);
+    await this.writeBlob(digest, bytes.length, Readable.from([bytes]));
+    await this.addToIndex({ mediaType: MediaType.ociIndex, digest, size: bytes.length }, tag);
+  }
+}
+
+function stripRefName(descriptor: Descriptor): Descriptor {
+  const { annotations, ...rest } = descriptor;
+  if (!annotations) return rest;
+  const { [REF_NAME]: _name, ...others } = annotations;
+  return Object.keys(others).length ? { ...rest, annotations: others } : rest;
+}
+
+function parseJson(bytes: Buffer, digest: string): Record<string, unknown> {
+  try {
+    const json = JSON.parse(bytes.toString('utf8')) as unknown;
+    if (json && typeof json === 'object' && !Array.isArray(json)) return json as Record<string, unknown>;
+  } catch {}
+  throw new LayoutError(`${digest} is not a JSON manifest`);
+}
