@@ -416,7 +416,10 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   const c = client(values);
   const { target: t, reference: at } = await target(positionals[0], usage, c, values, false);
   if (!at) throw new ConfigError(usage);
-  const root = await t.resolve(at);
+  // A digest needs no resolving: the subject may live elsewhere (a separate referrers repository).
+  const root = tryParseDigest(at)
+    ? await t.resolve(at).catch(() => ({ mediaType: '', digest: at, size: 0 }) as Descriptor)
+    : await t.resolve(at);
   const depth = values.depth === undefined ? 8 : Number(values.depth);
   const seen = new Set<string>([root.digest]);
   // Recursive and loop-safe: referrers of referrers, each digest once.

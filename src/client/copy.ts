@@ -77,7 +77,7 @@ class GraphCopy {
   async run(src: ContentTarget, reference: string, dst: ContentTarget, tag: string | undefined) {
     let root = await this.#fetch(src, (await src.resolve(reference)).digest);
     if (this.#options.platform) root = await this.#pickPlatform(src, root, this.#options.platform);
-    await this.#store(src, dst, root.descriptor.digest, true);
+    await this.#store(src, dst, root.descriptor.digest);
     if (this.#options.referrers) {
       await this.#walkReferrers(
         this.#options.referrersSource ?? src,
@@ -118,17 +118,17 @@ class GraphCopy {
   }
 
   /** Makes `digest` and everything under it present in `to`; concurrent callers share one promise. */
-  #store(from: ContentTarget, to: ContentTarget, digest: string, listed: boolean): Promise<void> {
+  #store(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
     const key = `${to.name}\0${digest}`;
     let stored = this.#stored.get(key);
     if (!stored) {
-      stored = this.#storeOnce(from, to, digest, listed);
+      stored = this.#storeOnce(from, to, digest);
       this.#stored.set(key, stored);
     }
     return stored;
   }
 
-  async #storeOnce(from: ContentTarget, to: ContentTarget, digest: string, listed: boolean): Promise<void> {
+  async #storeOnce(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
     const manifest = await this.#fetch(from, digest);
     if (await to.hasManifest(digest)) {
       this.#result.manifests.existed++;
@@ -137,7 +137,7 @@ class GraphCopy {
     const { json } = manifest;
     const work: Promise<void>[] = [];
     for (const child of (Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]) {
-      if (MANIFEST_TYPES.has(child.mediaType)) work.push(this.#store(from, to, child.digest, false));
+      if (MANIFEST_TYPES.has(child.mediaType)) work.push(this.#store(from, to, child.digest));
       else work.push(this.#copyBlob(from, to, child));
     }
     const blobs = [json.config, ...(Array.isArray(json.layers) ? json.layers : [])] as (
@@ -150,7 +150,7 @@ class GraphCopy {
     }
     await Promise.all(work);
     this.#options.progress?.start?.(manifest.descriptor);
-    await to.pushManifest(manifest, listed);
+    await to.pushManifest(manifest);
     this.#result.manifests.copied++;
     this.#options.progress?.done?.(manifest.descriptor, 'transferred');
   }
@@ -216,7 +216,7 @@ class GraphCopy {
         .map((child) => this.#walkReferrers(from, to, child.digest, contentFrom)),
       ...referrers.map(async (referrer) => {
         this.#referrers.add(referrer.digest);
-        await this.#store(from, to, referrer.digest, true);
+        await this.#store(from, to, referrer.digest);
         await this.#walkReferrers(from, to, referrer.digest, from);
       }),
     ]);

@@ -20,11 +20,8 @@ export interface ContentTarget {
   resolve(reference: string): Promise<Descriptor>;
   fetchManifest(digest: string): Promise<FetchedManifest>;
   hasManifest(digest: string): Promise<boolean>;
-  /**
-   * Stores a manifest by digest. `listed` says it is a graph root or a referrer (a layout lists those in
-   * `index.json`); a manifest with a `subject` is recorded where referrers are looked up.
-   */
-  pushManifest(manifest: FetchedManifest, listed: boolean): Promise<void>;
+  /** Stores a manifest by digest; one with a `subject` is recorded where referrers are looked up. */
+  pushManifest(manifest: FetchedManifest): Promise<void>;
   /** Points `tag` at a manifest already stored. */
   tag(manifest: FetchedManifest, tag: string): Promise<void>;
   hasBlob(digest: string): Promise<boolean>;
@@ -134,14 +131,16 @@ export class LayoutTarget implements ContentTarget {
     return this.layout.hasBlob(digest);
   }
 
-  async pushManifest(manifest: FetchedManifest, listed: boolean): Promise<void> {
+  async pushManifest(manifest: FetchedManifest): Promise<void> {
     const { descriptor, bytes, json } = manifest;
     const algorithm = tryParseDigest(descriptor.digest)?.algorithm ?? 'sha256';
     if (digestOf(algorithm, bytes) !== descriptor.digest)
       throw new Error(`manifest ${descriptor.digest}: bytes do not match`);
     await this.layout.writeBlob(descriptor.digest, bytes.length, Readable.from([bytes]));
+    // Every manifest is listed, as oras lists them: oras resolves a digest only through index.json, and
+    // referrers are found by the `subject` of listed manifests.
     const subject = (json.subject as Descriptor | undefined)?.digest;
-    if (listed || subject) await this.layout.addToIndex(referrerDescriptor(manifest));
+    await this.layout.addToIndex(referrerDescriptor(manifest));
     if (subject && this.#fallbackTag)
       await this.layout.addFallbackEntry(subject, referrerDescriptor(manifest));
   }

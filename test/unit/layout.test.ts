@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { OciLayout, REF_NAME } from '../../src/client/layout.ts';
+import { parseEndpoint } from '../../src/client/reference.ts';
+
+const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const INDEX = 'application/vnd.oci.image.index.v1+json';
+
+async function put(layout: OciLayout, bytes: Buffer | string): Promise<string> {
+  const buffer = Buffer.from(bytes);
+  const digest = sha256(buffer);
+  await layout.writeBlob(digest, buffer.length, Readable.from([buffer]));
+  return digest;
+}
+
+function manifest(extra: object = {}): string {
+  return JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MANIFEST,
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 },
+    layers: [],
+    ...extra,
+  });
+}
+
+describe('parseEndpoint', () => {
+  test('registry references and both layout spellings', () => {
+    assert.deepEqual(parseEndpoint('127.0.0.1:5000/a/b:v1'), {
+      kind: 'registry',
+      ref: { host: '127.0.0.1:5000', repository: 'a/b', tag: 'v1' },
+    });
+    assert.deepEqual(parseEndpoint('oci:/tmp/x:v1'), { kind: 'layout', dir: '/tmp/x', tag: 'v1' });
+    assert.deepEqual(parseEndpoint('oci:./rel/dir'), { kind: 'layout', dir: './rel/dir' });
+    assert.deepEqual(parseEndpoint('ocidir://out:latest'), { kind: 'layout', dir: 'out', tag: 'latest' });
+    const digest = sha256('x');
+    assert.deepEqual(parseEndpoint(`oci:/a:b/c@${digest}`), { kind: 'layout', dir: '/a:b/c', digest });
+    // A colon inside a directory name, before the last slash, is not a tag.
+    assert.deepEqual(parseEndpoint('oci:/weird:name/dir'), { kind: 'layout', dir: '/weird:name/dir' });
+    assert.throws(() => parseEndpoint('oci:'), /names no layout directory/);
+    assert.throws(() => parseEndpoint('oci:/x:bad tag'), /not a valid tag/);
+  });
+});
+
+describe('OciLayout', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tether-layout-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('create writes oci-layout and an empty index; open refuses a directory that is not a layout', async () => {
+    await assert.rejects(OciLayout.open(join(dir, 'l')), /not an OCI image layout/);
+    await OciLayout.open(join(dir, 'l'), { create: true });
+    assert.deepEqual(JSON.parse(await readFile(join(dir, 'l', 'oci-layout'), 'utf8')), {
+      imageLayoutVersion: '1.0.0',
+    });
+    const index = JSON.parse(await readFile(join(dir, 'l', 'index.json'), 'utf8'));
+    assert.deepEqual(index.manifests, []);
+    await writeFile(join(dir, 'l', 'oci-layout'), '{"imageLayoutVersion":"2.0.0"}');
+    await assert.rejects(OciLayout.open(join(dir, 'l')), /supported imageLayoutVersion/);
+  });
+
+  test('blobs are verified on the way in and out; digests cannot name paths outside blobs/', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    const digest = await put(layout, 'hello');
+    assert.equal((await layout.readBlob(digest)).toString(), 'hello');
+    await assert.rejects(
+      layout.writeBlob(sha256('other'), 5, Readable.from([Buffer.from('wrong')])),
+      /hashes to/,
+    );
+    assert.equal(await layout.hasBlob(sha256('other')), false, 'a bad write leaves nothing');
+    await writeFile(layout.blobPath(digest), 'HELLO');
+    await assert.rejects(layout.readBlob(digest), /hashes to/);
+    assert.throws(() => layout.blobPath('sha256:../../etc/passwd'), /not a valid digest/);
+  });
+
+  test('tags move between entries; untagged listing is replaced by the tagged one; regctl-style full names resolve', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    const a = await put(layout, manifest({ annotations: { n: 'a' } }));
+    const b = await put(layout, manifest({ annotations: { n: 'b' } }));
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 });
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 }, 'v1');
+    let { manifests } = await layout.readIndex();
+    assert.deepEqual(
+      manifests.map((m) => [m.digest, m.annotations?.[REF_NAME]]),
+      [[a, 'v1']],
+    );
+    await layout.addToIndex({ mediaType: MANIFEST, digest: b, size: 1 }, 'v1');
+    ({ manifests } = await layout.readIndex());
+    assert.deepEqual(
+      manifests.map((m) => [m.digest, m.annotations?.[REF_NAME]]),
+      [[b, 'v1']],
+    );
+    assert.equal((await layout.resolve('v1')).digest, b);
+    const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+    index.manifests.push({
+      mediaType: MANIFEST,
+      digest: a,
+      size: 1,
+      annotations: { [REF_NAME]: 'example.com/app:old' },
+    });
+    await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+    assert.equal((await layout.resolve('old')).digest, a);
+    await assert.rejects(layout.resolve('missing'), /tag missing is not in the layout/);
+  });
+
+  test('referrers are found oras-style (listed with a subject) and regctl-style (fallback tag), once each', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    const subjectBytes = manifest();
+    const subject = await put(layout, subjectBytes);
+    const subjectDescriptor = { mediaType: MANIFEST, digest: subject, size: Buffer.byteLength(subjectBytes) };
+    const sigBytes = manifest({
+      artifactType: 'application/x.sig',
+      subject: subjectDescriptor,
+      annotations: { k: 'v' },
+    });
+    const sig = await put(layout, sigBytes);
+    const sbomBytes = manifest({ artifactType: 'application/spdx+json', subject: subjectDescriptor });
+    const sbom = await put(layout, sbomBytes);
+    const unrelated = await put(layout, manifest({ artifactType: 'application/x.other' }));
+    await layout.addToIndex(subjectDescriptor, 'v1');
+    await layout.addToIndex({ mediaType: MANIFEST, digest: sig, size: Buffer.byteLength(sigBytes) });
+    await layout.addToIndex({ mediaType: MANIFEST, digest: unrelated, size: 10 });
+    await layout.addFallbackEntry(subject, {
+      mediaType: MANIFEST,
+      digest: sbom,
+      size: Buffer.byteLength(sbomBytes),
+      artifactType: 'application/spdx+json',
+    });
+    // And the oras-listed one again through the tag: still once.
+    await layout.addFallbackEntry(subject, {
+      mediaType: MANIFEST,
+      digest: sig,
+      size: Buffer.byteLength(sigBytes),
+      artifactType: 'application/x.sig',
+    });
+    const found = await layout.referrers(subject);
+    assert.deepEqual(found.map((d) => d.digest).sort(), [sbom, sig].sort());
+    assert.equal(found.find((d) => d.digest === sig)?.artifactType, 'application/x.sig');
+    assert.deepEqual(
+      (await layout.referrers(subject, 'application/spdx+json')).map((d) => d.digest),
+      [sbom],
+    );
+    const tagged = (await layout.readIndex()).manifests.find((m) => m.mediaType === INDEX);
+    assert.equal(tagged?.annotations?.[REF_NAME], `sha256-${subject.slice(7)}`);
+  });
+});
