@@ -1,14 +1,36 @@
 /** Public library surface of Tether. */
 export { AuthError, Authenticator, mergeScopes, parseChallenge } from './client/auth.ts';
-export { ClientError, type ClientOptions, type ReferrersMode, RegistryClient } from './client/client.ts';
+export {
+  type ArtifactFile,
+  type BlobSource,
+  bufferSource,
+  type ClientOptions,
+  type FetchedManifest,
+  fileSource,
+  type ReferrersMode,
+  RegistryClient,
+} from './client/client.ts';
+export { CopyError, type CopyOptions, type CopyResult, copyGraph } from './client/copy.ts';
 export {
   type Credentials,
   eraseCredentials,
   getCredentials,
   storeCredentials,
 } from './client/docker-config.ts';
-export { formatReference, type ImageReference, parseImageReference } from './client/reference.ts';
+export { ClientError } from './client/errors.ts';
+export { LayoutError, OciLayout } from './client/layout.ts';
+export { Limiter } from './client/limiter.ts';
+export type { ProgressListener, TransferOutcome } from './client/progress.ts';
+export {
+  type Endpoint,
+  formatReference,
+  type ImageReference,
+  parseEndpoint,
+  parseImageReference,
+} from './client/reference.ts';
 export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
+export { type ContentTarget, LayoutTarget, RegistryTarget } from './client/target.ts';
+export { ContentMismatchError } from './client/verify-stream.ts';
 export { ConfigError, loadConfig, SETTINGS, type TetherConfig } from './config.ts';
 export { type Digest, parseDigest, tryParseDigest } from './oci/digest.ts';
 export { OciError, type OciErrorCode } from './oci/errors.ts';

@@ -28,6 +28,7 @@ const COMMON = {
   concurrency: { type: 'string' },
   'chunk-size': { type: 'string' },
   chunked: { type: 'boolean' },
+  monolithic: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -40,6 +41,7 @@ interface CommonValues {
   concurrency?: string;
   'chunk-size'?: string;
   chunked?: boolean;
+  monolithic?: boolean;
 }
 
 function positiveInteger(value: string | undefined, flag: string): number | undefined {
@@ -63,6 +65,8 @@ function client(values: CommonValues, progress?: ProgressBars): RegistryClient {
   const mode = values['referrers-mode'] ?? 'auto';
   if (!['auto', 'api', 'tag'].includes(mode))
     throw new ConfigError('--referrers-mode must be auto, api or tag');
+  if (values.chunked && values.monolithic)
+    throw new ConfigError('--chunked and --monolithic exclude each other');
   const concurrency = positiveInteger(values.concurrency, '--concurrency');
   const chunkSize = byteSize(values['chunk-size'], '--chunk-size');
   return new RegistryClient({
@@ -71,7 +75,7 @@ function client(values: CommonValues, progress?: ProgressBars): RegistryClient {
     forceReferrersTag: values['force-referrers-tag'] === true,
     ...(concurrency ? { concurrency } : {}),
     ...(chunkSize ? { chunkSize } : {}),
-    ...(values.chunked ? { chunked: true } : {}),
+    ...(values.chunked ? { chunked: true } : values.monolithic ? { chunked: false } : {}),
     ...(progress ? { progress } : {}),
   });
 }
@@ -130,7 +134,8 @@ export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is au
                                       list what refers to REF (recursively; REF may be oci:DIR:TAG)
 Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
   -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
-  --chunked / --chunk-size SIZE (chunked uploads; by default only blobs of 128 MiB or more, 32 MiB chunks)
+  --chunked / --monolithic / --chunk-size SIZE (how blobs go up: by default one PUT below 128 MiB,
+  32 MiB PATCH chunks from there, never smaller than the registry's OCI-Chunk-Min-Length)
 Exit codes: 0 success, 1 failure (the message says what failed and what to do), 2 usage error`;
 
 export async function resolveCommand(argv: string[]): Promise<void> {

@@ -130,6 +130,17 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
+const NETWORK = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+]);
+
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof ClientError) {
     console.error(`tether: ${err.message}`);
@@ -143,8 +154,13 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   }
   // Network and file-system failures are the user's to fix, not bugs: one line, no stack.
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  if (err instanceof TypeError && err.message === 'fetch failed') {
-    console.error(`tether: cannot reach the registry: ${cause?.code ?? cause?.message ?? 'network error'}`);
+  const code = (err as { code?: unknown }).code;
+  if (
+    (err instanceof TypeError && err.message === 'fetch failed') ||
+    (typeof code === 'string' && NETWORK.has(code))
+  ) {
+    const detail = err instanceof TypeError ? (cause?.code ?? cause?.message) : (err as Error).message;
+    console.error(`tether: cannot reach the registry: ${detail ?? 'network error'}`);
     process.exitCode = 1;
     return;
   }

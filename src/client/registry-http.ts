@@ -1,4 +1,5 @@
 import { type Authenticator, parseChallenge } from './auth.ts';
+import { isTransientNetworkError, type SendBody, send } from './transport.ts';
 
 /**
  * HTTP to one registry host: picks plain HTTP for loopback hosts (or when asked), attaches what the
@@ -6,7 +7,7 @@ import { type Authenticator, parseChallenge } from './auth.ts';
  * that expire mid-transfer are handled where every request passes. Bodies must be replayable (a Buffer or
  * a function returning a fresh body) because a refused request is sent again.
  */
-type BodyValue = Buffer | string | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+type BodyValue = SendBody;
 export type Body = Buffer | string | (() => BodyValue | Promise<BodyValue>);
 
 export interface RequestOptions {
@@ -39,7 +40,15 @@ export class RegistryHttp {
       throw new Error(`request path must start with a single "/": ${path}`);
     const idempotent = method === 'GET' || method === 'HEAD';
     for (let retry = 0; ; retry++) {
-      const res = await this.#once(method, path, options);
+      let res: Response;
+      try {
+        res = await this.#once(method, path, options);
+      } catch (err) {
+        // A reset or timed-out connection is worth another try for a read; a write may have landed.
+        if (!idempotent || retry >= RETRIES || !isTransientNetworkError(err)) throw err;
+        await new Promise((r) => setTimeout(r, 100 * 2 ** retry + Math.random() * 100));
+        continue;
+      }
       const transient = res.status === 408 || res.status === 429 || res.status >= 500;
       if (!idempotent || !transient || retry >= RETRIES) return res;
       await res.arrayBuffer().catch(() => {});
@@ -61,23 +70,18 @@ export class RegistryHttp {
     if (url.protocol !== 'https:' && url.protocol !== 'http:')
       throw new Error(`refusing to follow ${url.protocol} location ${location}`);
     const body = typeof options.body === 'function' ? await options.body() : options.body;
-    return fetch(url, {
-      method,
-      ...(options.headers ? { headers: options.headers } : {}),
-      ...(body !== undefined ? { body, duplex: 'half' } : {}),
-    } as RequestInit);
+    return send(url, { method, ...(options.headers ? { headers: options.headers } : {}), body });
   }
 
   async #once(method: string, path: string, options: RequestOptions): Promise<Response> {
     let authorization = this.auth.headerFor(options.scope);
     for (let attempt = 0; ; attempt++) {
       const body = typeof options.body === 'function' ? await options.body() : options.body;
-      const res = await fetch(new URL(path, this.base), {
+      const res = await send(new URL(path, this.base), {
         method,
         headers: { ...options.headers, ...(authorization ? { Authorization: authorization } : {}) },
-        ...(body !== undefined ? { body, duplex: 'half' } : {}),
-        redirect: 'follow',
-      } as RequestInit);
+        body,
+      });
       if (res.status !== 401 || attempt >= 2) return res;
       const challenge = parseChallenge(res.headers.get('www-authenticate'));
       const next = challenge ? await this.auth.respond(challenge, options.scope, authorization) : undefined;
