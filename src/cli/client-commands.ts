@@ -130,7 +130,7 @@ export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is au
   tag REF NEWTAG                      point another tag at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
-  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json]
+  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table]
                                       list what refers to REF (recursively; REF may be oci:DIR:TAG)
 Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
   -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
@@ -444,6 +444,28 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     console.log(JSON.stringify({ reference: positionals[0], ...root, referrers: tree }, null, 2));
     return;
   }
+  if (values.format === 'table') {
+    // One row per referrer, depth-first; SUBJECT says what each one refers to.
+    const rows: string[][] = [['DEPTH', 'DIGEST', 'ARTIFACT TYPE', 'SIZE', 'SUBJECT']];
+    const add = (nodes: Node[], subject: string, level: number) => {
+      for (const n of nodes) {
+        rows.push([String(level + 1), n.digest, n.artifactType ?? n.mediaType, String(n.size), subject]);
+        add(n.referrers, n.digest, level + 1);
+      }
+    };
+    add(tree, root.digest, 0);
+    const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+    for (const r of rows)
+      console.log(
+        r
+          .map((cell, c) => cell.padEnd(widths[c]!))
+          .join('  ')
+          .trimEnd(),
+      );
+    return;
+  }
+  if (values.format !== undefined && values.format !== 'tree')
+    throw new ConfigError('--format takes tree, json or table');
   console.log(`${t.name}@${root.digest}`);
   const print = (nodes: Node[], prefix: string) => {
     nodes.forEach((n, i) => {

@@ -182,6 +182,18 @@ describe('client OCI layout interop', () => {
     const layout = join(dir, 'layout');
     assert.equal((await tether(['cp', '-r', src, `oci:${layout}:v1`], env)).trim(), fx.index);
     await assertReferrers((d) => `oci:${layout}@${d}`, 'in the layout');
+    const table = (await tether(['discover', '--format', 'table', `oci:${layout}@${fx.amd64}`], env))
+      .trim()
+      .split('\n')
+      .map((line) => line.split(/\s{2,}/));
+    assert.deepEqual(table[0], ['DEPTH', 'DIGEST', 'ARTIFACT TYPE', 'SIZE', 'SUBJECT']);
+    assert.deepEqual(
+      table.slice(1).map((r) => [r[0], r[1], r[2], r[4]]),
+      [
+        ['1', fx.amd64Sbom, 'application/spdx+json', fx.amd64],
+        ['2', fx.sbomSig, 'application/vnd.example.sig', fx.amd64Sbom],
+      ],
+    );
     const dst = `${distHost}/multi/app:v1`;
     assert.equal((await tether(['cp', '-r', `oci:${layout}:v1`, dst], env)).trim(), fx.index);
     assert.equal((await tether(['resolve', dst], env)).trim(), fx.index);
