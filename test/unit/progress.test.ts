@@ -5,7 +5,13 @@ import { ProgressBars, size } from '../../src/cli/progress.ts';
 
 test('progress bars draw live lines, scroll finished blobs up, and clear before the result', async () => {
   let written = '';
-  const out = { columns: 120, write: (s: string) => ((written += s), true) } as unknown as WriteStream;
+  const out = {
+    columns: 120,
+    write: (s: string) => {
+      written += s;
+      return true;
+    },
+  } as unknown as WriteStream;
   const bars = new ProgressBars(out);
   const a = {
     mediaType: 'application/vnd.oci.image.layer.v1.tar',
