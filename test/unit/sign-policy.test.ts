@@ -1,0 +1,281 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { generateKey, issueCertificate } from '../../src/sign/certs.ts';
+import { certificateSubjectDN, isSubsetDN, parseDistinguishedName } from '../../src/sign/dn.ts';
+import type { SignatureError } from '../../src/sign/errors.ts';
+import {
+  artifactPath,
+  parseTrustPolicy,
+  selectTrustPolicy,
+  verificationLevel,
+} from '../../src/sign/trust-policy.ts';
+import { notationConfigDir } from '../../src/sign/trust-store.ts';
+
+const ID = 'x509.subject: C=US, ST=WA, O=Acme';
+
+function statement(over: Record<string, unknown> = {}) {
+  return {
+    name: 'p',
+    registryScopes: ['registry.example/app'],
+    signatureVerification: { level: 'strict' },
+    trustStores: ['ca:acme'],
+    trustedIdentities: [ID],
+    ...over,
+  };
+}
+
+function policyRejects(doc: unknown, pattern: RegExp) {
+  assert.throws(
+    () => parseTrustPolicy(doc),
+    (e: SignatureError) => e.code === 'TRUST_POLICY' && pattern.test(e.message),
+    String(pattern),
+  );
+}
+
+describe('trust policy validation', () => {
+  test('the documented minimal policy parses', () => {
+    const doc = parseTrustPolicy(
+      JSON.stringify({
+        version: '1.0',
+        trustPolicies: [
+          {
+            name: 'interop',
+            registryScopes: ['127.0.0.1:5000/demo'],
+            signatureVerification: { level: 'strict' },
+            trustStores: ['ca:interop'],
+            trustedIdentities: ['x509.subject: C=US, ST=WA, O=Example, CN=ts-signer'],
+          },
+        ],
+      }),
+    );
+    assert.equal(doc.trustPolicies[0]!.name, 'interop');
+  });
+  test('document-level rules', () => {
+    policyRejects('{', /not valid JSON/);
+    policyRejects({ trustPolicies: [statement()] }, /empty version/);
+    policyRejects({ version: '2.0', trustPolicies: [statement()] }, /unsupported version "2.0"/);
+    policyRejects({ version: '1.0', trustPolicies: [] }, /zero trust policy statements/);
+    policyRejects(
+      { version: '1.0', trustPolicies: [statement(), statement({ registryScopes: ['r.example/b'] })] },
+      /same name "p"/,
+    );
+    policyRejects({ version: '1.0', trustPolicies: [statement({ trustStores: 'ca:x' })] }, /malformed/);
+  });
+  test('statement rules', () => {
+    const one = (s: Record<string, unknown>) => ({ version: '1.0', trustPolicies: [s] });
+    policyRejects(one(statement({ name: '' })), /missing a name/);
+    policyRejects(
+      one(statement({ signatureVerification: { level: 'paranoid' } })),
+      /invalid signature verification level "paranoid"/,
+    );
+    policyRejects(one(statement({ signatureVerification: {} })), /level is empty or missing/);
+    policyRejects(one(statement({ trustStores: [] })), /either missing trust stores or trusted identities/);
+    policyRejects(
+      one(statement({ trustedIdentities: [] })),
+      /either missing trust stores or trusted identities/,
+    );
+    policyRejects(
+      one(statement({ signatureVerification: { level: 'skip' } })),
+      /set to skip signature verification but configured/,
+    );
+    policyRejects(one(statement({ trustStores: ['acme'] })), /malformed trust store value "acme"/);
+    policyRejects(one(statement({ trustStores: ['root:acme'] })), /unsupported trust store type "root"/);
+    policyRejects(one(statement({ trustStores: ['ca:a/b'] })), /unsupported trust store name/);
+    policyRejects(
+      one(statement({ trustedIdentities: ['*', ID] })),
+      /wildcard identity cannot be used in conjunction/,
+    );
+    policyRejects(one(statement({ trustedIdentities: [''] })), /empty trusted identity/);
+    policyRejects(one(statement({ trustedIdentities: ['C=US'] })), /missing separator/);
+    policyRejects(one(statement({ trustedIdentities: ['x509.subject:'] })), /without an identity value/);
+    policyRejects(
+      one(statement({ trustedIdentities: ['x509.subject: C=US, O=Acme'] })),
+      /mandatory RDN attribute for "ST"/,
+    );
+    policyRejects(
+      one(statement({ trustedIdentities: ['x509.subject: C=US+ST=WA, O=Acme'] })),
+      /multi-valued/,
+    );
+    policyRejects(
+      one(statement({ trustedIdentities: ['x509.subject: C=US, ST=WA, O=A, O=B'] })),
+      /duplicate RDN attribute for "O"/,
+    );
+    policyRejects(
+      one(statement({ trustedIdentities: [ID, `${ID}, CN=x`] })),
+      /overlapping x509 trustedIdentities/,
+    );
+    policyRejects(
+      one(statement({ signatureVerification: { level: 'strict', verifyTimestamp: 'never' } })),
+      /verifyTimestamp/,
+    );
+    // Unknown identity prefixes are allowed (notation leaves them to plugins).
+    parseTrustPolicy(one(statement({ trustedIdentities: [ID, 'plugin.identity:foo'] })));
+    // `S` is accepted for ST.
+    parseTrustPolicy(one(statement({ trustedIdentities: ['x509.subject: C=US, S=WA, O=Acme'] })));
+    // skip without stores/identities is valid.
+    parseTrustPolicy(
+      one({ name: 's', registryScopes: ['r.example/x'], signatureVerification: { level: 'skip' } }),
+    );
+  });
+  test('registry scope rules', () => {
+    const one = (scopes: unknown) => ({
+      version: '1.0',
+      trustPolicies: [statement({ registryScopes: scopes as string[] })],
+    });
+    policyRejects(one([]), /zero registry scopes/);
+    policyRejects(one(['*', 'r.example/a']), /wildcard scope cannot be used in conjunction/);
+    policyRejects(one(['r.example/*']), /wild card/);
+    policyRejects(one(['https://r.example/a']), /is not valid/);
+    policyRejects(one(['r.example']), /is not valid/);
+    policyRejects(one(['r.example/App']), /is not valid/);
+    policyRejects(one(['r.example/a:tag']), /is not valid/);
+    parseTrustPolicy(one(['localhost:5000/a/b-c_d.e', 'local/myOCILayout'.toLowerCase()]));
+    policyRejects(
+      { version: '1.0', trustPolicies: [statement(), statement({ name: 'q' })] },
+      /registry scope "registry.example\/app" is present in multiple/,
+    );
+    policyRejects(
+      {
+        version: '1.0',
+        trustPolicies: [
+          statement({ registryScopes: ['*'] }),
+          statement({ name: 'q', registryScopes: ['*'] }),
+        ],
+      },
+      /registry scope "\*" is present in multiple/,
+    );
+  });
+});
+
+describe('trust policy selection', () => {
+  const doc = parseTrustPolicy({
+    version: '1.0',
+    trustPolicies: [
+      statement({ name: 'wild', registryScopes: ['*'], signatureVerification: { level: 'audit' } }),
+      statement({ name: 'app', registryScopes: ['registry.example/app', 'localhost:5000/app'] }),
+      { name: 'off', registryScopes: ['registry.example/legacy'], signatureVerification: { level: 'skip' } },
+    ],
+  });
+  test('exact scope beats the wildcard, whatever the statement order', () => {
+    assert.equal(selectTrustPolicy(doc, 'registry.example/app').name, 'app');
+    assert.equal(selectTrustPolicy(doc, `localhost:5000/app@sha256:${'a'.repeat(64)}`).name, 'app');
+    assert.equal(selectTrustPolicy(doc, 'registry.example/app:v1').name, 'app');
+    assert.equal(selectTrustPolicy(doc, 'registry.example/other').name, 'wild');
+    assert.equal(selectTrustPolicy(doc, 'registry.example/app/sub').name, 'wild', 'no prefix matching');
+    assert.equal(selectTrustPolicy(doc, 'registry.example/legacy').name, 'off');
+  });
+  test('no wildcard and no exact scope: no policy', () => {
+    const strictOnly = parseTrustPolicy({ version: '1.0', trustPolicies: [statement()] });
+    assert.throws(
+      () => selectTrustPolicy(strictOnly, 'registry.example/other'),
+      (e: SignatureError) => e.code === 'NO_APPLICABLE_POLICY',
+    );
+  });
+  test('artifact paths', () => {
+    assert.equal(artifactPath('localhost:5000/a/b'), 'localhost:5000/a/b');
+    assert.equal(artifactPath('localhost:5000/a/b:tag'), 'localhost:5000/a/b');
+    assert.throws(() => artifactPath('just-a-name'));
+  });
+});
+
+describe('verification levels', () => {
+  test('presets', () => {
+    assert.deepEqual(verificationLevel({ level: 'permissive' }).enforcement, {
+      integrity: 'enforce',
+      authenticity: 'enforce',
+      authenticTimestamp: 'log',
+      expiry: 'log',
+      revocation: 'log',
+    });
+    assert.equal(verificationLevel({ level: 'audit' }).enforcement.authenticity, 'log');
+    assert.equal(verificationLevel({ level: 'skip' }).enforcement.integrity, 'skip');
+    assert.equal(verificationLevel({ level: 'strict' }).enforcement.revocation, 'enforce');
+  });
+  test('overrides', () => {
+    const custom = verificationLevel({ level: 'strict', override: { expiry: 'log', revocation: 'skip' } });
+    assert.equal(custom.name, 'custom');
+    assert.equal(custom.enforcement.expiry, 'log');
+    assert.equal(custom.enforcement.revocation, 'skip');
+    assert.equal(custom.enforcement.authenticity, 'enforce');
+    assert.throws(
+      () => verificationLevel({ level: 'strict', override: { integrity: 'log' } }),
+      /can not be overridden/,
+    );
+    assert.throws(
+      () => verificationLevel({ level: 'strict', override: { authenticity: 'skip' } }),
+      /can not be skipped/,
+    );
+    assert.throws(
+      () => verificationLevel({ level: 'skip', override: { expiry: 'log' } }),
+      /can't be used to customize/,
+    );
+    assert.throws(
+      () => verificationLevel({ level: 'strict', override: { bogus: 'log' } as never }),
+      /verification type "bogus"/,
+    );
+    assert.throws(
+      () => verificationLevel({ level: 'strict', override: { expiry: 'warn' } as never }),
+      /action "warn"/,
+    );
+  });
+});
+
+describe('distinguished names', () => {
+  test('RFC 4514 parsing as go-ldap does (order-free map, trimmed, escapes)', () => {
+    const dn = parseDistinguishedName(' CN = signer\\, inc ,O=Acme\\2C Ltd;ST=WA, C=US ');
+    assert.deepEqual({ ...dn }, { CN: 'signer, inc', O: 'Acme, Ltd', ST: 'WA', C: 'US' });
+    assert.ok(
+      isSubsetDN(parseDistinguishedName('C=US, ST=WA, O=Acme'), {
+        C: 'US',
+        ST: 'WA',
+        O: 'Acme',
+      }),
+    );
+    assert.ok(
+      !isSubsetDN(parseDistinguishedName('C=US, ST=WA, O=Acme, CN=a'), { C: 'US', ST: 'WA', O: 'Acme' }),
+    );
+    assert.throws(() => parseDistinguishedName('C=US, ST=WA'), /mandatory RDN attribute for "O"/);
+    assert.throws(() => parseDistinguishedName('C=US, ST=WA, O'), /not valid/);
+  });
+  test('certificate subjects: any order, repeated attributes refused', () => {
+    const { publicKey, privateKey } = generateKey('ec-p256');
+    const now = Date.now();
+    const cert = (subject: Record<string, string>) =>
+      new X509Certificate(
+        issueCertificate({
+          subject,
+          subjectPublicKey: publicKey,
+          issuerPrivateKey: privateKey,
+          notBefore: new Date(now - 1000),
+          notAfter: new Date(now + 3600_000),
+          ca: false,
+        }),
+      );
+    const dn = certificateSubjectDN(
+      cert({ country: 'US', state: 'WA', organization: 'Acme', commonName: 'x' }),
+    );
+    assert.deepEqual({ ...dn }, { C: 'US', ST: 'WA', O: 'Acme', CN: 'x' });
+    assert.ok(isSubsetDN(parseDistinguishedName('CN=x, O=Acme, ST=WA, C=US'), dn));
+    assert.throws(
+      () => certificateSubjectDN(cert({ country: 'US', organization: 'Acme' })),
+      /mandatory RDN attribute for "ST"/,
+    );
+  });
+});
+
+describe('notation config directory', () => {
+  test("NOTATION_CONFIG, then Go's os.UserConfigDir", () => {
+    assert.equal(notationConfigDir({ NOTATION_CONFIG: '/n' }, 'linux', '/home/u'), '/n');
+    assert.equal(notationConfigDir({ XDG_CONFIG_HOME: '/x' }, 'linux', '/home/u'), '/x/notation');
+    assert.equal(
+      notationConfigDir({ XDG_CONFIG_HOME: 'rel' }, 'linux', '/home/u'),
+      '/home/u/.config/notation',
+    );
+    assert.equal(notationConfigDir({}, 'linux', '/home/u'), '/home/u/.config/notation');
+    assert.equal(
+      notationConfigDir({}, 'darwin', '/Users/u'),
+      '/Users/u/Library/Application Support/notation',
+    );
+  });
+});
