@@ -16,10 +16,13 @@ import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/targ
 import { ConfigError } from '../config.ts';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
+import { NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../sign/jws.ts';
+import { firstFailure, loadTrustPolicy, verifySignatureManifest } from '../sign/registry.ts';
+import { defaultTrustStoreDir } from '../sign/trust-store.ts';
 import { ProgressBars, size } from './progress.ts';
 
 /** Flags every client command takes. */
-const COMMON = {
+export const COMMON = {
   'plain-http': { type: 'boolean' },
   'referrers-mode': { type: 'string' },
   'force-referrers-tag': { type: 'boolean' },
@@ -32,7 +35,7 @@ const COMMON = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-interface CommonValues {
+export interface CommonValues {
   'plain-http'?: boolean;
   'referrers-mode'?: string;
   'force-referrers-tag'?: boolean;
@@ -61,7 +64,7 @@ function byteSize(value: string | undefined, flag: string): number | undefined {
   return Number(m[1]) * unit;
 }
 
-function client(values: CommonValues, progress?: ProgressBars): RegistryClient {
+export function client(values: CommonValues, progress?: ProgressBars): RegistryClient {
   const mode = values['referrers-mode'] ?? 'auto';
   if (!['auto', 'api', 'tag'].includes(mode))
     throw new ConfigError('--referrers-mode must be auto, api or tag');
@@ -108,7 +111,7 @@ async function target(
   return { target: layout, reference: endpoint.digest ?? endpoint.tag, tag: endpoint.tag };
 }
 
-function reference(value: string | undefined, usage: string) {
+export function reference(value: string | undefined, usage: string) {
   if (!value) throw new ConfigError(usage);
   try {
     return parseImageReference(value);
@@ -130,7 +133,7 @@ export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is au
   tag REF NEWTAG                      point another tag at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
-  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table]
+  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify]
                                       list what refers to REF (recursively; REF may be oci:DIR:TAG)
 Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
   -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
@@ -257,7 +260,7 @@ async function artifactFiles(specs: string[]): Promise<ArtifactFile[]> {
   );
 }
 
-function parseAnnotations(values: string[] | undefined): Record<string, string> {
+export function parseAnnotations(values: string[] | undefined): Record<string, string> {
   const annotations: Record<string, string> = {};
   for (const a of values ?? []) {
     const eq = a.indexOf('=');
@@ -409,13 +412,34 @@ export async function attachCommand(argv: string[]): Promise<void> {
 
 interface Node extends Descriptor {
   referrers: Node[];
+  /** With `--verify`, the verdict on a Notary signature. */
+  verification?: string;
+}
+
+/** What a referrer is, for people: signatures, SBOMs and attestations by their well-known types. */
+function kindOf(artifactType: string | undefined): string | undefined {
+  if (!artifactType) return undefined;
+  if (artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE) return 'signature';
+  if (artifactType.startsWith('application/vnd.dev.sigstore.bundle')) return 'sigstore bundle';
+  if (artifactType.startsWith('application/vnd.dev.cosign.artifact.sig')) return 'signature';
+  if (/spdx|cyclonedx|syft/i.test(artifactType)) return 'sbom';
+  if (/in-toto|intoto|attestation|provenance|slsa/i.test(artifactType)) return 'attestation';
+  if (/vex/i.test(artifactType)) return 'vex';
+  return undefined;
 }
 
 export async function discoverCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...COMMON, 'artifact-type': { type: 'string' }, depth: { type: 'string' } },
+    options: {
+      ...COMMON,
+      'artifact-type': { type: 'string' },
+      depth: { type: 'string' },
+      verify: { type: 'boolean' },
+      'trust-policy': { type: 'string' },
+      'trust-store': { type: 'string' },
+    },
   });
   const usage = 'usage: tether discover REF   (HOST/REPO:TAG|@DIGEST or oci:DIR:TAG|@DIGEST)';
   const c = client(values);
@@ -444,12 +468,41 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     console.log(JSON.stringify({ reference: positionals[0], ...root, referrers: tree }, null, 2));
     return;
   }
+  if (values.verify) {
+    // Notary signatures in the tree get their verdict (registry references only: the policy is per repository).
+    if (!(t instanceof RegistryTarget)) throw new ConfigError('--verify works on registry references');
+    const options = {
+      policy: await loadTrustPolicy(values['trust-policy']),
+      trustStoreDir: values['trust-store'] ?? defaultTrustStoreDir(),
+    };
+    const check = async (nodes: Node[], subject: Descriptor): Promise<void> => {
+      for (const n of nodes) {
+        if (n.artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE) {
+          const outcome = await verifySignatureManifest(c, t.ref, subject, n, options);
+          n.verification = outcome.result?.ok
+            ? `verified (policy "${outcome.result.policyName}", signer ${outcome.result.signer})`
+            : `NOT verified: ${outcome.skipped ?? firstFailure(outcome.result) ?? 'failed'}`;
+        }
+        await check(n.referrers, n);
+      }
+    };
+    await check(tree, root);
+  }
   if (values.format === 'table') {
     // One row per referrer, depth-first; SUBJECT says what each one refers to.
-    const rows: string[][] = [['DEPTH', 'DIGEST', 'ARTIFACT TYPE', 'SIZE', 'SUBJECT']];
+    const rows: string[][] = [
+      ['DEPTH', 'DIGEST', 'ARTIFACT TYPE', 'SIZE', 'SUBJECT', ...(values.verify ? ['VERIFICATION'] : [])],
+    ];
     const add = (nodes: Node[], subject: string, level: number) => {
       for (const n of nodes) {
-        rows.push([String(level + 1), n.digest, n.artifactType ?? n.mediaType, String(n.size), subject]);
+        rows.push([
+          String(level + 1),
+          n.digest,
+          n.artifactType ?? n.mediaType,
+          String(n.size),
+          subject,
+          ...(values.verify ? [n.verification ?? ''] : []),
+        ]);
         add(n.referrers, n.digest, level + 1);
       }
     };
@@ -470,7 +523,13 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   const print = (nodes: Node[], prefix: string) => {
     nodes.forEach((n, i) => {
       const last = i === nodes.length - 1;
-      console.log(`${prefix}${last ? '└── ' : '├── '}${n.artifactType ?? n.mediaType}  ${n.digest}`);
+      const kind = kindOf(n.artifactType);
+      const verdict = n.verification
+        ? `  ${n.verification.startsWith('verified') ? '✓' : '✗'} ${n.verification}`
+        : '';
+      console.log(
+        `${prefix}${last ? '└── ' : '├── '}${kind ? `[${kind}] ` : ''}${n.artifactType ?? n.mediaType}  ${n.digest}${verdict}`,
+      );
       print(n.referrers, `${prefix}${last ? '    ' : '│   '}`);
     });
   };

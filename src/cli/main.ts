@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../config.ts';
 import { startServer } from '../server/start.ts';
+import { SignatureError } from '../sign/errors.ts';
 import {
   attachCommand,
   blobCommand,
@@ -17,6 +18,7 @@ import {
   tagCommand,
 } from './client-commands.ts';
 import { loginCommand, logoutCommand } from './login.ts';
+import { certCommand, SIGN_USAGE, signCommand, verifyCommand } from './sign-commands.ts';
 import { userCommand } from './user.ts';
 
 const USAGE = `Usage: tether <command> [options]
@@ -28,6 +30,8 @@ Commands:
   logout    Remove stored credentials for a registry
   resolve, manifest, blob, repo, tag, push, pull, cp, attach, discover
             client commands for any registry (tether help client)
+  sign, verify, cert
+            Notary Project signatures, interoperable with notation (tether help sign)
 
 serve options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
@@ -116,8 +120,14 @@ async function main(argv: string[]): Promise<void> {
       return attachCommand(rest);
     case 'discover':
       return discoverCommand(rest);
+    case 'sign':
+      return signCommand(rest);
+    case 'verify':
+      return verifyCommand(rest);
+    case 'cert':
+      return certCommand(rest);
     case 'help':
-      console.log(rest[0] === 'client' ? CLIENT_USAGE : USAGE);
+      console.log(rest[0] === 'client' ? CLIENT_USAGE : rest[0] === 'sign' ? SIGN_USAGE : USAGE);
       return;
     case undefined:
     case '--help':
@@ -142,7 +152,7 @@ const NETWORK = new Set([
 ]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof ClientError) {
+  if (err instanceof ClientError || err instanceof SignatureError) {
     console.error(`tether: ${err.message}`);
     process.exitCode = 1;
     return;

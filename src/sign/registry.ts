@@ -1,0 +1,308 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { FetchedManifest, RegistryClient } from '../client/client.ts';
+import { ClientError } from '../client/errors.ts';
+import type { ImageReference } from '../client/reference.ts';
+import { digestOf } from '../oci/digest.ts';
+import type { Descriptor } from '../oci/manifest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
+import { parseCertificates } from './cert-info.ts';
+import {
+  COSE_ENVELOPE_MEDIA_TYPE,
+  formatRfc3339,
+  JWS_ENVELOPE_MEDIA_TYPE,
+  NOTARY_SIGNATURE_ARTIFACT_TYPE,
+  signJwsEnvelope,
+} from './jws.ts';
+import { parseTrustPolicy, type TrustPolicyDocument } from './trust-policy.ts';
+import { trustPolicyPaths } from './trust-store.ts';
+import { type VerificationResult, verifyNotarySignature } from './verify.ts';
+
+/**
+ * Notary Project signatures on registries: sign an image by pushing a signature manifest that refers to
+ * it, and verify an image by asking the registry what refers to it. The envelope work is in jws.ts and
+ * verify.ts; this module is the registry side, shaped the way notation v1.3 reads and writes it.
+ */
+
+/** notation caps envelope blobs at 32 MiB (notation-go registry/repository.go). */
+const MAX_ENVELOPE_BYTES = 32 * 1024 * 1024;
+const THUMBPRINTS = 'io.cncf.notary.x509chain.thumbprint#S256';
+const CREATED = 'org.opencontainers.image.created';
+const LEGACY_ARTIFACT_MANIFEST = 'application/vnd.oci.artifact.manifest.v1+json';
+
+/**
+ * `config`: notation v1.3's shape (config media type `application/vnd.cncf.notary.signature`, no
+ * `artifactType`), the one every released notation finds, also in OCI layouts.
+ * `artifactType`: the spec's shape (`artifactType` set, empty config), which notation's main branch emits.
+ */
+export type SignatureShape = 'config' | 'artifactType';
+
+export interface SignImageOptions {
+  privateKeyPem: string | Buffer;
+  /** Leaf first, ending with the root. */
+  certificateChainPem: string | Buffer;
+  shape?: SignatureShape;
+  expiry?: Date;
+  signingTime?: Date;
+  /** Signed into `targetArtifact.annotations` (notation's `-m k=v`). */
+  userMetadata?: Record<string, string>;
+}
+
+export interface SignedImage {
+  /** What was signed: the image's manifest descriptor, by digest. */
+  target: Descriptor;
+  /** The signature manifest's referrer descriptor. */
+  signature: Descriptor;
+}
+
+/**
+ * Signs `ref`: a tag is resolved to a digest first and the digest is what gets signed, so re-pointing
+ * the tag later cannot carry the signature along. The envelope and the empty config go up as blobs,
+ * then the signature manifest by digest with `subject` set; the client records it in the fallback tag
+ * when the registry has no referrers API (or with `forceReferrersTag`).
+ */
+export async function signImage(
+  client: RegistryClient,
+  ref: ImageReference,
+  options: SignImageOptions,
+): Promise<SignedImage> {
+  const resolved = await client.resolve(ref);
+  const metadata = options.userMetadata ?? {};
+  const target: Descriptor = {
+    mediaType: resolved.mediaType,
+    digest: resolved.digest,
+    size: resolved.size,
+    ...(Object.keys(metadata).length ? { annotations: metadata } : {}),
+  };
+  const signingTime = options.signingTime ?? new Date();
+  const envelope = signJwsEnvelope({
+    target,
+    privateKeyPem: options.privateKeyPem,
+    certificateChainPem: options.certificateChainPem,
+    signingTime,
+    ...(options.expiry ? { expiry: options.expiry } : {}),
+  });
+  const at = { host: ref.host, repository: ref.repository };
+  const layer = { ...(await client.pushBlob(at, envelope)), mediaType: JWS_ENVELOPE_MEDIA_TYPE };
+  const empty = await client.pushBlob(at, Buffer.from('{}'));
+  const chain = parseCertificates(Buffer.from(options.certificateChainPem));
+  const thumbprints = chain.map((cert) => createHash('sha256').update(cert.raw).digest('hex'));
+  const shape = options.shape ?? 'config';
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    ...(shape === 'artifactType' ? { artifactType: NOTARY_SIGNATURE_ARTIFACT_TYPE } : {}),
+    config:
+      shape === 'artifactType'
+        ? { mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' }
+        : { mediaType: NOTARY_SIGNATURE_ARTIFACT_TYPE, digest: empty.digest, size: 2 },
+    layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
+    subject: { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size },
+    annotations: {
+      [THUMBPRINTS]: JSON.stringify(thumbprints),
+      [CREATED]: formatRfc3339(signingTime),
+    },
+  };
+  const bytes = Buffer.from(JSON.stringify(manifest));
+  const digest = digestOf('sha256', bytes);
+  const fetched: FetchedManifest = {
+    descriptor: { mediaType: MediaType.ociManifest, digest, size: bytes.length },
+    bytes,
+    json: manifest,
+  };
+  await client.putManifestWithSubject(at, digest, fetched);
+  return {
+    target: { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size },
+    signature: {
+      mediaType: MediaType.ociManifest,
+      digest,
+      size: bytes.length,
+      artifactType: NOTARY_SIGNATURE_ARTIFACT_TYPE,
+      annotations: manifest.annotations,
+    },
+  };
+}
+
+export interface VerifyImageOptions {
+  policy: TrustPolicyDocument;
+  trustStoreDir: string;
+  /** notation's `--max-signatures` (default 100): at most this many signatures are evaluated. */
+  maxSignatures?: number;
+  userMetadata?: Record<string, string>;
+  now?: Date;
+}
+
+export interface SignatureOutcome {
+  digest: string;
+  /** Why the manifest was not evaluated as a signature (wrong shape, too big, wrong subject). */
+  skipped?: string;
+  result?: VerificationResult;
+}
+
+export interface ImageVerification {
+  ok: boolean;
+  target: Descriptor;
+  /** `host/repo@digest`, the reference the trust policy was matched against. */
+  reference: string;
+  /** The signature that satisfied the policy. */
+  verifiedBy?: string;
+  signatures: SignatureOutcome[];
+  /** Why verification failed when no signature was found or evaluated. */
+  reason?: string;
+}
+
+/**
+ * Verifies `ref` as notation does: resolve it to a digest, list its Notary signatures (referrers API,
+ * else the fallback tag), evaluate them in order against the trust policy selected for `host/repo`, and
+ * succeed at the first that passes. Both manifest shapes are accepted; anything else is skipped with a
+ * reason. Verification at level `skip` succeeds without looking.
+ */
+export async function verifyImage(
+  client: RegistryClient,
+  ref: ImageReference,
+  options: VerifyImageOptions,
+): Promise<ImageVerification> {
+  const resolved = await client.resolve(ref);
+  const target: Descriptor = { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size };
+  const reference = `${ref.host}/${ref.repository}@${resolved.digest}`;
+  const listed = await client.referrers({ ...ref, digest: resolved.digest }, NOTARY_SIGNATURE_ARTIFACT_TYPE);
+  const signatures: SignatureOutcome[] = [];
+  const max = options.maxSignatures ?? 100;
+  for (const descriptor of listed.slice(0, max)) {
+    const outcome = await verifySignatureManifest(client, ref, target, descriptor, options);
+    signatures.push(outcome);
+    if (outcome.result?.ok) return { ok: true, target, reference, verifiedBy: descriptor.digest, signatures };
+  }
+  if (signatures.length === 0) {
+    // Level `skip` needs no signature at all; every other level fails without one.
+    const skipped = await verifyNotarySignature({
+      envelope: Buffer.alloc(0),
+      envelopeMediaType: JWS_ENVELOPE_MEDIA_TYPE,
+      artifactReference: reference,
+      target,
+      policy: options.policy,
+      trustStoreDir: options.trustStoreDir,
+    }).catch(() => undefined);
+    if (skipped?.level === 'skip')
+      return {
+        ok: true,
+        target,
+        reference,
+        signatures,
+        reason: `trust policy "${skipped.policyName}" skips verification`,
+      };
+    return {
+      ok: false,
+      target,
+      reference,
+      signatures,
+      reason: `no signature is associated with ${reference}`,
+    };
+  }
+  const why = signatures.map((s) => s.skipped ?? firstFailure(s.result)).filter(Boolean);
+  return {
+    ok: false,
+    target,
+    reference,
+    signatures,
+    reason: why[0] ?? 'no signature satisfied the trust policy',
+  };
+}
+
+/** Verifies one signature manifest (a referrer of `target` in `ref`'s repository) against the policy. */
+export async function verifySignatureManifest(
+  client: RegistryClient,
+  ref: ImageReference,
+  target: Descriptor,
+  signature: Descriptor,
+  options: VerifyImageOptions,
+): Promise<SignatureOutcome> {
+  const found = await signatureEnvelope(client, ref, signature, target.digest);
+  if ('skipped' in found) return { digest: signature.digest, skipped: found.skipped };
+  const result = await verifyNotarySignature({
+    envelope: found.envelope,
+    envelopeMediaType: found.mediaType,
+    artifactReference: `${ref.host}/${ref.repository}@${target.digest}`,
+    target: { mediaType: target.mediaType, digest: target.digest, size: target.size },
+    policy: options.policy,
+    trustStoreDir: options.trustStoreDir,
+    ...(options.userMetadata ? { userMetadata: options.userMetadata } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  return { digest: signature.digest, result };
+}
+
+export function firstFailure(result: VerificationResult | undefined): string | undefined {
+  const failed = result?.results.find((r) => r.enforced && !r.ok);
+  return failed ? `${failed.check}: ${failed.reason ?? 'failed'}` : undefined;
+}
+
+/** The envelope of a signature manifest, after notation's shape rules; or why it is not a signature. */
+async function signatureEnvelope(
+  client: RegistryClient,
+  ref: ImageReference,
+  descriptor: Descriptor,
+  subject: string,
+): Promise<{ envelope: Buffer; mediaType: string } | { skipped: string }> {
+  let manifest: FetchedManifest;
+  try {
+    manifest = await client.getManifest({
+      host: ref.host,
+      repository: ref.repository,
+      digest: descriptor.digest,
+    });
+  } catch (err) {
+    return { skipped: `cannot fetch the signature manifest: ${(err as Error).message}` };
+  }
+  const { json } = manifest;
+  const kind = json.mediaType ?? manifest.descriptor.mediaType;
+  if (kind !== MediaType.ociManifest && kind !== LEGACY_ARTIFACT_MANIFEST)
+    return { skipped: `not an image manifest (${String(kind)})` };
+  const config = json.config as Descriptor | undefined;
+  const artifactType = json.artifactType as string | undefined;
+  const shapeA = artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE && config?.mediaType === MediaType.ociEmpty;
+  const shapeL = artifactType === undefined && config?.mediaType === NOTARY_SIGNATURE_ARTIFACT_TYPE;
+  if (!shapeA && !shapeL && kind !== LEGACY_ARTIFACT_MANIFEST)
+    return {
+      skipped: 'not a valid Notary Project signature manifest (neither artifactType nor config shape)',
+    };
+  if ((json.subject as Descriptor | undefined)?.digest !== subject)
+    return { skipped: `its subject is not ${subject}` };
+  const layers = (
+    Array.isArray(json.layers) ? json.layers : Array.isArray(json.blobs) ? json.blobs : []
+  ) as Descriptor[];
+  if (layers.length !== 1)
+    return { skipped: `a signature manifest has exactly one layer, this has ${layers.length}` };
+  const layer = layers[0]!;
+  if (layer.mediaType !== JWS_ENVELOPE_MEDIA_TYPE && layer.mediaType !== COSE_ENVELOPE_MEDIA_TYPE)
+    return { skipped: `unsupported envelope media type ${layer.mediaType}` };
+  if (layer.size > MAX_ENVELOPE_BYTES)
+    return { skipped: `the envelope is ${layer.size} bytes, more than the ${MAX_ENVELOPE_BYTES} allowed` };
+  try {
+    return {
+      envelope: await client.getBlob(ref, layer.digest, MAX_ENVELOPE_BYTES),
+      mediaType: layer.mediaType,
+    };
+  } catch (err) {
+    if (err instanceof ClientError) return { skipped: `envelope: ${err.message}` };
+    throw err;
+  }
+}
+
+/** The trust policy at `path`, or notation's (`trustpolicy.oci.json`, else `trustpolicy.json`). */
+export async function loadTrustPolicy(path?: string): Promise<TrustPolicyDocument> {
+  const candidates = path ? [path] : [trustPolicyPaths().oci, trustPolicyPaths().v1];
+  for (const candidate of candidates) {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(candidate);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !path) continue;
+      throw new ClientError(`cannot read the trust policy ${candidate}: ${(err as Error).message}`);
+    }
+    return parseTrustPolicy(bytes);
+  }
+  throw new ClientError(
+    `no trust policy: pass --trust-policy FILE or create ${trustPolicyPaths().v1} (notation's format)`,
+  );
+}
