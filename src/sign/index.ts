@@ -1,6 +1,6 @@
 /**
  * Notary Project signatures (notation-compatible): JWS envelopes, test certificate chains, trust stores,
- * trust policies and policy-driven verification. Pure library: no registry I/O.
+ * trust policies and policy-driven verification; registry.ts signs and verifies images on registries.
  */
 export type { CertificateInfo, NameAttribute } from './cert-info.ts';
 export { certificateInfo, formatSubject, KeyUsageBit, OID, parseCertificates, toPem } from './cert-info.ts';
@@ -40,6 +40,15 @@ export {
   sanitizeTarget,
   signJwsEnvelope,
 } from './jws.ts';
+export type {
+  ImageVerification,
+  SignatureOutcome,
+  SignatureShape,
+  SignedImage,
+  SignImageOptions,
+  VerifyImageOptions,
+} from './registry.ts';
+export { loadTrustPolicy, signImage, verifyImage, verifySignatureManifest } from './registry.ts';
 export type {
   SignatureVerification,
   TrustPolicyDocument,
