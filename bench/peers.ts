@@ -2,7 +2,7 @@
  * Side-by-side benchmark: the same workloads against Tether, Distribution v3 and zot on this machine in
  * one run, one table. Each registry runs as its own process with a fresh filesystem store on a loopback
  * port; Tether's (and the peers') peak RSS is sampled from /proc during every workload.
- *   bash bench/peers.sh [--full] [--only tether]     (installs the peers, then runs this file)
+ *   bash bench/peers.sh [--full] [--only tether] [--workloads REGEX]   (installs the peers, then runs this file)
  * --full uses the issue's sizes (8 x 1 GiB streams, 100 k-manifest referrers repository, 4 GiB blob).
  */
 import { spawn } from 'node:child_process';
@@ -21,7 +21,12 @@ const ROOT = new URL('../', import.meta.url).pathname;
 const NODE_FLAGS = ['--max-old-space-size=128', '--max-semi-space-size=4'];
 const BIN = join(ROOT, '.tools/bin');
 const { values } = parseArgs({
-  options: { full: { type: 'boolean', default: false }, only: { type: 'string' } },
+  options: {
+    full: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    /** A regular expression over workload labels, e.g. "blob push" (for before/after runs). */
+    workloads: { type: 'string' },
+  },
 });
 const full = values.full;
 
@@ -242,7 +247,8 @@ const peers = [await startTether(dir), await startDistribution(dir), await start
 const missing = ['distribution', 'zot'].filter((n) => !peers.some((p) => p.name === n));
 const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
 try {
-  for (const workload of workloads) {
+  const pattern = values.workloads ? new RegExp(values.workloads) : undefined;
+  for (const workload of workloads.filter((w) => !pattern || pattern.test(w.label))) {
     const results = new Map<string, Result & { peakRssMB: number }>();
     for (const peer of peers) {
       if (workload.tetherOnly && peer.name !== 'tether') continue;

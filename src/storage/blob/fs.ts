@@ -85,24 +85,37 @@ export class FsBlobStore implements BlobStore {
   ): Promise<number> {
     const handle = await open(this.#uploadPath(id), 'r+');
     let written = 0;
+    let writing: Promise<void> = Promise.resolve();
     try {
       await handle.truncate(offset);
       let position = offset;
       // Small network chunks are gathered and written with one writev: few syscalls, no copying.
+      // One write is in flight while the next buffer fills (double buffering), so receiving and
+      // hashing overlap with the disk instead of taking turns with it.
       let pending: Buffer[] = [];
       let pendingBytes = 0;
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        let buffers = pending;
-        let remaining = pendingBytes;
-        pending = [];
-        pendingBytes = 0;
+      const writeAll = async (buffers: Buffer[], at: number, bytes: number) => {
+        let remaining = bytes;
+        let offsetInFile = at;
         while (remaining > 0) {
-          const { bytesWritten } = await handle.writev(buffers, position);
-          position += bytesWritten;
+          const { bytesWritten } = await handle.writev(buffers, offsetInFile);
+          offsetInFile += bytesWritten;
           remaining -= bytesWritten;
           if (remaining > 0) buffers = dropPrefix(buffers, bytesWritten);
         }
+      };
+      const flush = async () => {
+        await writing;
+        if (pendingBytes === 0) return;
+        const buffers = pending;
+        const bytes = pendingBytes;
+        const at = position;
+        position += bytes;
+        pending = [];
+        pendingBytes = 0;
+        writing = writeAll(buffers, at, bytes);
+        // A failed write must surface: keep the rejection for the next await of `writing`.
+        writing.catch(() => {});
       };
       // Start write-back every EARLY_SYNC bytes while the rest still streams in, so the final
       // datasync (which the acknowledgement waits for) has little left to flush.
@@ -124,9 +137,12 @@ export class FsBlobStore implements BlobStore {
         }
       }
       await flush();
+      await writing;
       await syncing;
       await handle.datasync();
     } finally {
+      // Never close under a write still in flight (an aborted body ends the loop early).
+      await writing.catch(() => {});
       await handle.close();
     }
     return written;
