@@ -1,7 +1,6 @@
-import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { errors } from '../oci/errors.ts';
-import type { BlobStore } from '../storage/blob/types.ts';
+import type { BlobReader, BlobStore } from '../storage/blob/types.ts';
 import type { MetaStore, Page } from '../storage/meta/types.ts';
 import { defaultRegistryOptions, type RegistryContext, type RegistryOptions } from './context.ts';
 import * as manifests from './manifests.ts';
@@ -58,7 +57,7 @@ export class Registry {
     return size;
   }
 
-  async readBlob(digest: string, range?: { start: number; end: number }): Promise<Readable> {
+  async readBlob(digest: string, range?: { start: number; end: number }): Promise<BlobReader> {
     return this.ctx.blobs.read(digest, range);
   }
 

@@ -1,4 +1,3 @@
-import { pipeline } from 'node:stream/promises';
 import { parseDigest } from '../../oci/digest.ts';
 import { API_VERSION_HEADER, send } from '../http.ts';
 import type { RouteContext } from './types.ts';
@@ -52,10 +51,15 @@ export async function getBlob(ctx: RouteContext): Promise<void> {
     res.end();
     return;
   }
-  const stream = await registry.readBlob(digest, range);
+  const reader = await registry.readBlob(digest, range);
+  if (reader.length !== length) {
+    // Metadata and storage disagree (a damaged store): refuse rather than send a short or long body.
+    await reader.close();
+    throw new Error(`blob ${digest} holds ${reader.length} bytes where ${length} were expected`);
+  }
   res.writeHead(status, { ...headers, ...rangeHeaders, 'Content-Length': length });
   try {
-    await pipeline(stream, res);
+    await reader.sendTo(res);
   } catch {
     // The client went away mid-transfer; nothing to answer.
     res.destroy();

@@ -3,7 +3,8 @@ import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { tryParseDigest } from '../../oci/digest.ts';
-import type { BlobStore } from './types.ts';
+import { sendFileRange } from './file-sender.ts';
+import type { BlobReader, BlobStore } from './types.ts';
 
 const UPLOAD_ID = /^[a-f0-9-]{36}$/;
 const WRITE_BUFFER = 1 << 20;
@@ -52,20 +53,29 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async read(digest: string, range?: { start: number; end: number }): Promise<Readable> {
-    const stream = createReadStream(this.#blobPath(digest).file, {
-      highWaterMark: WRITE_BUFFER,
-      ...(range ? { start: range.start, end: range.end } : {}),
-    });
-    // Wait for the open so a missing file is an error here, not a late stream error after headers went out.
-    await new Promise<void>((resolve, reject) => {
-      stream.once('open', () => {
-        stream.off('error', reject);
-        resolve();
-      });
-      stream.once('error', reject);
-    });
-    return stream;
+  async read(digest: string, range?: { start: number; end: number }): Promise<BlobReader> {
+    const handle = await open(this.#blobPath(digest).file, 'r');
+    let start = 0;
+    let length: number;
+    try {
+      const size = (await handle.stat()).size;
+      start = range ? range.start : 0;
+      length = range ? Math.min(range.end, size - 1) - range.start + 1 : size;
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return {
+      length,
+      sendTo: async (out) => {
+        try {
+          await sendFileRange(handle, start, length, out);
+        } finally {
+          await handle.close();
+        }
+      },
+      close: () => handle.close(),
+    };
   }
 
   async delete(digest: string): Promise<void> {

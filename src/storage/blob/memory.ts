@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import type { BlobStore } from './types.ts';
+import { pipeline } from 'node:stream/promises';
+import type { BlobReader, BlobStore } from './types.ts';
 
 /**
  * In-memory BlobStore for tests and embedded test registries. It holds whole blobs in memory by design;
@@ -13,10 +14,15 @@ export class MemoryBlobStore implements BlobStore {
     return this.#blobs.get(digest)?.length;
   }
 
-  async read(digest: string, range?: { start: number; end: number }): Promise<Readable> {
+  async read(digest: string, range?: { start: number; end: number }): Promise<BlobReader> {
     const blob = this.#blobs.get(digest);
     if (!blob) throw Object.assign(new Error('blob not found'), { code: 'ENOENT' });
-    return Readable.from([range ? blob.subarray(range.start, range.end + 1) : blob]);
+    const bytes = range ? blob.subarray(range.start, range.end + 1) : blob;
+    return {
+      length: bytes.length,
+      sendTo: (out) => pipeline(Readable.from([bytes]), out),
+      close: async () => {},
+    };
   }
 
   async delete(digest: string): Promise<void> {

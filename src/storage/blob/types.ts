@@ -1,4 +1,17 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
+
+/** An opened published blob (or a byte range of it), ready to be sent. */
+export interface BlobReader {
+  /** Bytes this reader sends. */
+  readonly length: number;
+  /**
+   * Writes the bytes into `out` under its backpressure, ends `out` and releases the reader. Rejects when
+   * `out` fails or closes early (a client that went away) or storage fails mid-way.
+   */
+  sendTo(out: Writable): Promise<void>;
+  /** Releases a reader that will not be sent. */
+  close(): Promise<void>;
+}
 
 /**
  * Content-addressed bytes. The BlobStore knows nothing about repositories, tags or hashing policy: the
@@ -11,8 +24,11 @@ import type { Readable } from 'node:stream';
 export interface BlobStore {
   /** Size in bytes of a published blob, or undefined when absent. */
   stat(digest: string): Promise<number | undefined>;
-  /** Streams a published blob, optionally a byte range (inclusive `end`). */
-  read(digest: string, range?: { start: number; end: number }): Promise<Readable>;
+  /**
+   * Opens a published blob, optionally a byte range (inclusive `end`). Opening first lets a missing
+   * blob fail before any response header is sent.
+   */
+  read(digest: string, range?: { start: number; end: number }): Promise<BlobReader>;
   /** Removes a published blob (garbage collection only; repositories drop links, not bytes). */
   delete(digest: string): Promise<void>;
 

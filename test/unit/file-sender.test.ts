@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { sendFileRange } from '../../src/storage/blob/file-sender.ts';
+
+/** A receiver that takes each chunk after a delay, so the sender meets backpressure and reuses buffers. */
+function slowSink(delayMs: number, highWaterMark = 64 * 1024) {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    highWaterMark,
+    write(chunk: Buffer, _enc, done) {
+      // Copy now, as a socket copies into the kernel: the sender may reuse the buffer after `done`.
+      chunks.push(Buffer.from(chunk));
+      setTimeout(done, delayMs);
+    },
+  });
+  return { sink, bytes: () => Buffer.concat(chunks) };
+}
+
+describe('sendFileRange', () => {
+  let dir: string;
+  let file: string;
+  const content = randomBytes(5 * 1024 * 1024 + 12345);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tether-sender-'));
+    file = join(dir, 'blob');
+    await writeFile(file, content);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test('sends a whole multi-buffer file byte for byte under backpressure', async () => {
+    const handle = await open(file);
+    const { sink, bytes } = slowSink(1);
+    try {
+      await sendFileRange(handle, 0, content.length, sink);
+    } finally {
+      await handle.close();
+    }
+    assert.ok(sink.writableFinished);
+    assert.ok(bytes().equals(content));
+  });
+
+  test('sends a range that crosses buffer boundaries', async () => {
+    const handle = await open(file);
+    const { sink, bytes } = slowSink(0);
+    const start = 1024 * 1024 - 7;
+    const length = 2 * 1024 * 1024 + 99;
+    try {
+      await sendFileRange(handle, start, length, sink);
+    } finally {
+      await handle.close();
+    }
+    assert.ok(bytes().equals(content.subarray(start, start + length)));
+  });
+
+  test('a small blob and an empty one', async () => {
+    const handle = await open(file);
+    try {
+      const small = slowSink(0);
+      await sendFileRange(handle, 10, 100, small.sink);
+      assert.ok(small.bytes().equals(content.subarray(10, 110)));
+      const empty = slowSink(0);
+      await sendFileRange(handle, 0, 0, empty.sink);
+      assert.equal(empty.bytes().length, 0);
+      assert.ok(empty.sink.writableFinished);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('rejects when the file is shorter than the requested length', async () => {
+    const handle = await open(file);
+    const { sink } = slowSink(0);
+    try {
+      await assert.rejects(sendFileRange(handle, content.length - 10, 20, sink), /shorter/);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('rejects instead of hanging when the receiver is destroyed mid-transfer', async () => {
+    const handle = await open(file);
+    const sink = new Writable({
+      highWaterMark: 1024,
+      write(_chunk, _enc, done) {
+        // Never completes the first write, then goes away: like a client that stops reading and drops.
+        setTimeout(() => sink.destroy(), 5);
+        void done;
+      },
+    });
+    sink.on('error', () => {});
+    try {
+      await assert.rejects(sendFileRange(handle, 0, content.length, sink));
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('serves an HTTP client that disconnects halfway without leaking or hanging', async () => {
+    const results: Array<Promise<void>> = [];
+    const server = http.createServer(async (_req, res) => {
+      const handle = await open(file);
+      res.writeHead(200, { 'Content-Length': content.length });
+      const sent = sendFileRange(handle, 0, content.length, res).finally(() => handle.close());
+      results.push(sent);
+      await sent.catch(() => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      // A complete download first: the body matches.
+      const full = await fetch(`http://127.0.0.1:${port}/`);
+      assert.ok(Buffer.from(await full.arrayBuffer()).equals(content));
+      // Then one that reads 64 KiB and drops the connection.
+      await new Promise<void>((resolve) => {
+        const req = http.get(`http://127.0.0.1:${port}/`, (res) => {
+          let seen = 0;
+          res.on('data', (chunk: Buffer) => {
+            seen += chunk.length;
+            if (seen >= 64 * 1024) {
+              req.destroy();
+              resolve();
+            }
+          });
+        });
+        req.on('error', () => {});
+      });
+      const settled = await Promise.allSettled(results);
+      assert.equal(settled[0]?.status, 'fulfilled');
+      assert.equal(settled[1]?.status, 'rejected');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
