@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import {
   type AccessRule,
   type GroupDefinition,
@@ -7,7 +7,7 @@ import {
   parseGroups,
   parseStringList,
 } from './auth/access.ts';
-import { parseTrustedIssuers, type TrustedIssuer } from './auth/tokens.ts';
+import { parseTrustedIssuers, type TrustedIssuer } from './auth/trusted-issuers.ts';
 import { type PolicyRule, parsePolicyRules } from './registry/policy.ts';
 
 /**
@@ -22,6 +22,7 @@ export interface TetherConfig {
     blobs: 'fs' | 'memory';
     meta: 'sqlite' | 'memory';
     sqliteSynchronous: 'FULL' | 'NORMAL';
+    fsync: boolean;
   };
   delete: { enabled: boolean };
   uploads: { ttlSeconds: number; automaticMount: boolean };
@@ -114,6 +115,14 @@ export const SETTINGS: Setting[] = [
     default: 'FULL',
     description:
       '`FULL`: every acknowledged write survives power loss. `NORMAL`: survives process crashes only, faster commits.',
+  },
+  {
+    key: 'storage.fsync',
+    env: 'TETHER_STORAGE_FSYNC',
+    kind: { type: 'bool' },
+    default: true,
+    description:
+      'Sync blob data and directories to disk before acknowledging. `false` leaves them to the kernel\'s write-back (what Distribution always does, and zot without `commit`): faster pushes, but a power loss can lose or truncate acknowledged blobs. Process crashes stay safe.',
   },
   {
     key: 'delete.enabled',
@@ -396,7 +405,7 @@ export function loadConfig(sources: ConfigSources = {}): TetherConfig {
   if (sources.file) {
     let parsed: unknown;
     try {
-      parsed = parseYaml(readFileSync(sources.file, 'utf8'));
+      parsed = parseConfigText(readFileSync(sources.file, 'utf8'));
     } catch (err) {
       throw new ConfigError(`cannot read config file ${sources.file}: ${(err as Error).message}`);
     }
@@ -443,4 +452,17 @@ export function parseListen(listen: string): { host: string; port: number } {
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) throw new ConfigError(`listen must be HOST:PORT, got "${listen}"`);
   return { host: (m[1] ?? m[2])!, port };
+}
+
+/**
+ * JSON is YAML too, but the YAML parser is ~13 MB of resident memory a JSON-configured (or
+ * unconfigured) server never needs, so it is loaded only for text that is not JSON.
+ */
+function parseConfigText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    const yaml = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+    return yaml.parse(text);
+  }
 }

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
-import bcrypt from 'bcryptjs';
 
 /**
  * Users in an htpasswd file of bcrypt hashes (`user:$2y$…`), the format Distribution and zot read.
@@ -81,7 +80,7 @@ export class Htpasswd {
       .digest('base64');
     const cached = this.#verified.get(key);
     if (hash && cached !== undefined && cached > Date.now()) return true;
-    const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
+    const ok = await (await bcrypt()).compare(password, hash ?? DUMMY_HASH);
     if (ok && hash) {
       if (this.#verified.size >= CACHE_MAX) this.#verified.clear();
       this.#verified.set(key, Date.now() + CACHE_MS);
@@ -111,6 +110,11 @@ export async function editHtpasswd(
   await rename(temp, path);
 }
 
-export function hashPassword(password: string, cost = 10): Promise<string> {
-  return bcrypt.hash(password, cost);
+export async function hashPassword(password: string, cost = 10): Promise<string> {
+  return (await bcrypt()).hash(password, cost);
+}
+
+/** bcryptjs, loaded on first use: a registry without Basic auth never needs it. */
+async function bcrypt(): Promise<typeof import('bcryptjs').default> {
+  return (await import('bcryptjs')).default;
 }

@@ -14,6 +14,7 @@ import {
   SignJWT,
 } from 'jose';
 import type { AccessEntry } from './scope.ts';
+import type { TrustedIssuer } from './trusted-issuers.ts';
 
 type CryptoKey = webcrypto.CryptoKey;
 
@@ -23,12 +24,6 @@ type CryptoKey = webcrypto.CryptoKey;
  * ES256 key kept in a JWK file (created on first start; give every replica the same file). Tokens from
  * external issuers are accepted when their issuer and JWKS file are configured.
  */
-export interface TrustedIssuer {
-  issuer: string;
-  jwksFile: string;
-  audience?: string;
-}
-
 export interface TokenOptions {
   keyFile: string;
   issuer: string;
@@ -167,14 +162,4 @@ function isAccessEntry(value: unknown): value is AccessEntry {
     Array.isArray(v.actions) &&
     v.actions.every((a) => typeof a === 'string')
   );
-}
-
-export function parseTrustedIssuers(value: unknown): TrustedIssuer[] {
-  if (!Array.isArray(value)) throw new Error('must be a list of {issuer, jwksFile, audience?}');
-  return value.map((entry, i) => {
-    const { issuer, jwksFile, audience } = (entry ?? {}) as Record<string, unknown>;
-    if (typeof issuer !== 'string' || typeof jwksFile !== 'string')
-      throw new Error(`entry ${i}: issuer and jwksFile are required`);
-    return { issuer, jwksFile, ...(typeof audience === 'string' ? { audience } : {}) };
-  });
 }

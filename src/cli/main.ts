@@ -1,25 +1,8 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
+import { ClientError } from '../client/errors.ts';
 import { ConfigError, loadConfig } from '../config.ts';
-import { startServer } from '../server/start.ts';
 import { SignatureError } from '../sign/errors.ts';
-import {
-  attachCommand,
-  blobCommand,
-  CLIENT_USAGE,
-  ClientError,
-  copyCommand,
-  discoverCommand,
-  manifestCommand,
-  pullCommand,
-  pushCommand,
-  repoCommand,
-  resolveCommand,
-  tagCommand,
-} from './client-commands.ts';
-import { loginCommand, logoutCommand } from './login.ts';
-import { certCommand, SIGN_USAGE, signCommand, verifyCommand } from './sign-commands.ts';
-import { userCommand } from './user.ts';
 
 const USAGE = `Usage: tether <command> [options]
 
@@ -64,6 +47,7 @@ async function serve(argv: string[]): Promise<void> {
     flags: { listen: values.listen, data: values.data, 'log-level': values['log-level'] },
   });
   const log = pino({ level: config.log.level, base: { service: 'tether' } });
+  const { startServer } = await import('../server/start.ts');
   const running = await startServer(config, log);
   // The address line is part of the command's contract: printed at any level but `silent`.
   const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
@@ -89,45 +73,39 @@ async function serve(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
+/**
+ * Each command's module is loaded when that command runs: `tether serve` does not pay (in start-up time
+ * and ~30 MB of resident memory) for the client, signing and token-auth code it never calls.
+ */
+const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
+  serve: async () => serve,
+  user: async () => (await import('./user.ts')).userCommand,
+  login: async () => (await import('./login.ts')).loginCommand,
+  logout: async () => (await import('./login.ts')).logoutCommand,
+  resolve: async () => (await import('./client-commands.ts')).resolveCommand,
+  manifest: async () => (await import('./client-commands.ts')).manifestCommand,
+  tag: async () => (await import('./client-commands.ts')).tagCommand,
+  blob: async () => (await import('./client-commands.ts')).blobCommand,
+  repo: async () => (await import('./client-commands.ts')).repoCommand,
+  push: async () => (await import('./client-commands.ts')).pushCommand,
+  pull: async () => (await import('./client-commands.ts')).pullCommand,
+  cp: async () => (await import('./client-commands.ts')).copyCommand,
+  attach: async () => (await import('./client-commands.ts')).attachCommand,
+  discover: async () => (await import('./client-commands.ts')).discoverCommand,
+  sign: async () => (await import('./sign-commands.ts')).signCommand,
+  verify: async () => (await import('./sign-commands.ts')).verifyCommand,
+  cert: async () => (await import('./sign-commands.ts')).certCommand,
+};
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
+  const load = command === undefined ? undefined : COMMANDS[command];
+  if (load) return (await load())(rest);
   switch (command) {
-    case 'serve':
-      return serve(rest);
-    case 'user':
-      return userCommand(rest);
-    case 'login':
-      return loginCommand(rest);
-    case 'logout':
-      return logoutCommand(rest);
-    case 'resolve':
-      return resolveCommand(rest);
-    case 'manifest':
-      return manifestCommand(rest);
-    case 'tag':
-      return tagCommand(rest);
-    case 'blob':
-      return blobCommand(rest);
-    case 'repo':
-      return repoCommand(rest);
-    case 'push':
-      return pushCommand(rest);
-    case 'pull':
-      return pullCommand(rest);
-    case 'cp':
-      return copyCommand(rest);
-    case 'attach':
-      return attachCommand(rest);
-    case 'discover':
-      return discoverCommand(rest);
-    case 'sign':
-      return signCommand(rest);
-    case 'verify':
-      return verifyCommand(rest);
-    case 'cert':
-      return certCommand(rest);
     case 'help':
-      console.log(rest[0] === 'client' ? CLIENT_USAGE : rest[0] === 'sign' ? SIGN_USAGE : USAGE);
+      if (rest[0] === 'client') console.log((await import('./client-commands.ts')).CLIENT_USAGE);
+      else if (rest[0] === 'sign') console.log((await import('./sign-commands.ts')).SIGN_USAGE);
+      else console.log(USAGE);
       return;
     case undefined:
     case '--help':

@@ -5,7 +5,7 @@ import { AccessPolicy, type Principal } from '../auth/access.ts';
 import { Htpasswd } from '../auth/htpasswd.ts';
 import { type AccessEntry, type Action, formatScope, parseScope } from '../auth/scope.ts';
 import { LoginThrottle } from '../auth/throttle.ts';
-import { TokenService } from '../auth/tokens.ts';
+import type { TokenService } from '../auth/tokens.ts';
 import type { TetherConfig } from '../config.ts';
 import { OciError } from '../oci/errors.ts';
 import { isValidRepositoryName } from '../oci/reference.ts';
@@ -109,9 +109,10 @@ export class Authorizer {
 
   static async create(config: TetherConfig, log: Logger): Promise<Authorizer | undefined> {
     if (config.auth.mode === 'none') return undefined;
+    // Loaded only in token mode: the JOSE library is the largest module the server would otherwise hold.
     const tokens =
       config.auth.mode === 'token'
-        ? await TokenService.open({
+        ? await (await import('../auth/tokens.ts')).TokenService.open({
             keyFile: config.auth.token.keyFile || join(config.data, 'auth', 'token-key.jwk'),
             issuer: config.auth.token.issuer,
             service: config.auth.token.service,
