@@ -188,3 +188,29 @@ test('SIGTERM lets an in-flight upload finish (201) before the process exits 0',
   assert.equal(await exited, 0);
   assert.ok(existsSync(blobFile(dir, digest)), 'and its blob is on disk');
 });
+
+test('storage.fsync false: kill -9 after acknowledged pushes still loses nothing (only power loss can)', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const env = { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' };
+  let server = await spawnTether(dir, [], env);
+  t.after(() => server.kill9());
+  const layer = randomBytes(3 * 1024 * 1024);
+  const images = [];
+  for (let i = 0; i < 5; i++) {
+    images.push(
+      await pushImage(server.url, 'crash/nosync', `v${i}`, Buffer.concat([layer, Buffer.from([i])])),
+    );
+  }
+  await server.kill9();
+
+  server = await spawnTether(dir, [], env);
+  for (const [i, image] of images.entries()) {
+    const manifest = await fetch(`${server.url}/v2/crash/nosync/manifests/v${i}`);
+    assert.equal(manifest.headers.get('docker-content-digest'), image.digest);
+    const blob = await fetch(`${server.url}/v2/crash/nosync/blobs/${image.layer}`);
+    assert.equal(blob.status, 200);
+    const bytes = Buffer.from(await blob.arrayBuffer());
+    assert.equal(sha256(bytes), image.layer);
+  }
+});

@@ -19,14 +19,20 @@ const EARLY_SYNC = 64 << 20;
 export class FsBlobStore implements BlobStore {
   readonly #blobs: string;
   readonly #uploads: string;
+  readonly #fsync: boolean;
 
-  private constructor(root: string) {
+  private constructor(root: string, fsync: boolean) {
     this.#blobs = join(root, 'blobs');
     this.#uploads = join(root, 'uploads');
+    this.#fsync = fsync;
   }
 
-  static async open(root: string): Promise<FsBlobStore> {
-    const store = new FsBlobStore(root);
+  /**
+   * `fsync: false` skips every data and directory sync (the kernel writes back on its own schedule):
+   * renames stay atomic, so a process crash is still safe, but a power loss may lose acknowledged blobs.
+   */
+  static async open(root: string, options: { fsync?: boolean } = {}): Promise<FsBlobStore> {
+    const store = new FsBlobStore(root, options.fsync ?? true);
     await mkdir(store.#blobs, { recursive: true });
     await mkdir(store.#uploads, { recursive: true });
     return store;
@@ -139,7 +145,7 @@ export class FsBlobStore implements BlobStore {
         if (pendingBytes >= WRITE_BUFFER) {
           unsynced += pendingBytes;
           await flush();
-          if (unsynced >= EARLY_SYNC) {
+          if (this.#fsync && unsynced >= EARLY_SYNC) {
             await syncing;
             syncing = handle.datasync();
             unsynced = 0;
@@ -149,7 +155,7 @@ export class FsBlobStore implements BlobStore {
       await flush();
       await writing;
       await syncing;
-      await handle.datasync();
+      if (this.#fsync) await handle.datasync();
     } finally {
       // Never close under a write still in flight (an aborted body ends the loop early).
       await writing.catch(() => {});
@@ -176,14 +182,14 @@ export class FsBlobStore implements BlobStore {
       const handle = await open(source, 'r+');
       try {
         await handle.truncate(length);
-        await handle.datasync();
+        if (this.#fsync) await handle.datasync();
       } finally {
         await handle.close();
       }
     }
     await mkdir(dir, { recursive: true });
     await rename(source, file);
-    await fsyncDir(dir);
+    if (this.#fsync) await fsyncDir(dir);
   }
 
   async deleteUpload(id: string): Promise<void> {
