@@ -2,8 +2,11 @@
  * Side-by-side benchmark: the same workloads against Tether, Distribution v3 and zot on this machine in
  * one run, one table. Each registry runs as its own process with a fresh filesystem store on a loopback
  * port; Tether's (and the peers') peak RSS is sampled from /proc during every workload.
- *   bash bench/peers.sh [--full] [--only tether] [--workloads REGEX]   (installs the peers, then runs this file)
- * --full uses the issue's sizes (8 x 1 GiB streams, 100 k-manifest referrers repository, 4 GiB blob).
+ *   bash bench/peers.sh [--full] [--rounds N] [--only tether] [--workloads REGEX]
+ * (installs the peers, then runs this file). --full uses the issue's sizes (8 x 1 GiB streams, 100 k-manifest
+ * referrers repository, 4 GiB blob); --rounds N runs every workload N times per registry, interleaved, and
+ * reports the median (this machine's disk and CPU vary by ±20-30 % between runs). The write workloads also
+ * run against Tether with syncs off, the durability Distribution and zot give, as a separate column.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -26,8 +29,11 @@ const { values } = parseArgs({
     only: { type: 'string' },
     /** A regular expression over workload labels, e.g. "blob push" (for before/after runs). */
     workloads: { type: 'string' },
+    /** Runs of each workload per registry, interleaved across registries; the median run is reported. */
+    rounds: { type: 'string', default: '1' },
   },
 });
+const rounds = Math.max(1, Number(values.rounds) || 1);
 const full = values.full;
 
 interface Peer {
@@ -56,17 +62,27 @@ async function waitFor(url: string): Promise<void> {
   throw new Error(`${url} did not come up`);
 }
 
-async function startTether(dir: string): Promise<Peer> {
+async function startTether(dir: string, fsync = true): Promise<Peer> {
   // The compiled build, as `npm start` runs it (type stripping at run time costs ~30 MB of RSS).
+  const name = fsync ? 'tether' : NO_FSYNC;
+  const data = join(dir, name.replace(/\W+/g, '-'));
+  await mkdir(data, { recursive: true });
   const t = await spawnTether(
-    join(dir, 'tether'),
+    data,
     ['--log-level', 'warn'],
-    {},
+    fsync ? {} : { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' },
     'dist/cli/main.js',
     NODE_FLAGS,
   );
-  return { name: 'tether', url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
+  return { name, url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
 }
+
+/**
+ * Tether with blob and SQLite syncs off: the durability Distribution (always) and zot (by default) give.
+ * It runs the write workloads only, to show how much of a gap is the price of syncing; it is never
+ * counted as a peer.
+ */
+const NO_FSYNC = 'tether, fsync off';
 
 /** Starts a Go registry from .tools/bin with a config file written for it; undefined when not installed. */
 async function startGoRegistry(
@@ -134,6 +150,8 @@ type Workload = {
   higherIsBetter: 'opsPerSec' | 'mbPerSec';
   referrersApi?: boolean;
   tetherOnly?: boolean;
+  /** Bound by durable writes: also run against Tether with syncs off. */
+  writes?: boolean;
   run: (url: string, name: string) => Promise<Result>;
 };
 
@@ -141,26 +159,31 @@ const gib = 1024 * MB;
 const workloads: Workload[] = [
   {
     label: 'push 1 MB image',
+    writes: true,
     higherIsBetter: 'opsPerSec',
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 100, size: MB }),
   },
   {
     label: 'push 10 MB image',
+    writes: true,
     higherIsBetter: 'opsPerSec',
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 40, size: 10 * MB }),
   },
   {
     label: 'push 100 MB image',
+    writes: true,
     higherIsBetter: 'opsPerSec',
     run: (u, n) => suite.imagePush(u, n, { c: 4, n: 8, size: 100 * MB }),
   },
   {
     label: 'push 10 MB image, chunked',
+    writes: true,
     higherIsBetter: 'opsPerSec',
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 20, size: 10 * MB, chunked: true }),
   },
   {
     label: 'push 100 MB image, chunked',
+    writes: true,
     higherIsBetter: 'opsPerSec',
     run: (u, n) => suite.imagePush(u, n, { c: 2, n: 4, size: 100 * MB, chunked: true }),
   },
@@ -181,11 +204,13 @@ const workloads: Workload[] = [
   },
   {
     label: 'blob push 1 GiB, 1 stream',
+    writes: true,
     higherIsBetter: 'mbPerSec',
     run: (u, n) => suite.blobPush(u, n, { c: 1, n: 2, size: gib }),
   },
   {
     label: `blob push 8 streams x ${full ? '1 GiB' : '256 MiB'}`,
+    writes: true,
     higherIsBetter: 'mbPerSec',
     run: (u, n) => suite.blobPush(u, n, { c: 8, n: 8, size: full ? gib : 256 * MB }),
   },
@@ -201,6 +226,7 @@ const workloads: Workload[] = [
   },
   {
     label: 'manifest PUT, c=32',
+    writes: true,
     higherIsBetter: 'opsPerSec',
     run: (u, n) => suite.manifestPut(u, n, { c: 32, n: 3000 }),
   },
@@ -240,25 +266,32 @@ const workloads: Workload[] = [
 ];
 
 const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
-await mkdir(join(dir, 'tether'), { recursive: true });
-const peers = [await startTether(dir), await startDistribution(dir), await startZot(dir)].filter(
-  (p): p is Peer => !!p && (!values.only || p.name === values.only),
-);
+const peers = [
+  await startTether(dir),
+  await startTether(dir, false),
+  await startDistribution(dir),
+  await startZot(dir),
+].filter((p): p is Peer => !!p && (!values.only || p.name === values.only));
 const missing = ['distribution', 'zot'].filter((n) => !peers.some((p) => p.name === n));
 const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
 try {
   const pattern = values.workloads ? new RegExp(values.workloads) : undefined;
   for (const workload of workloads.filter((w) => !pattern || pattern.test(w.label))) {
-    const results = new Map<string, Result & { peakRssMB: number }>();
-    for (const peer of peers) {
-      if (workload.tetherOnly && peer.name !== 'tether') continue;
-      if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
-      const result = await withRss(peer, () => workload.run(peer.url, peer.name));
-      results.set(peer.name, result);
-      console.error(
-        `${workload.label} | ${peer.name}: ${result[workload.higherIsBetter]} ${workload.higherIsBetter} p50 ${result.p50ms} ms, rss ${result.peakRssMB} MB, errors ${result.errors}`,
-      );
+    const runs = new Map<string, (Result & { peakRssMB: number })[]>();
+    for (let round = 0; round < rounds; round++) {
+      for (const peer of peers) {
+        if (workload.tetherOnly && peer.name !== 'tether') continue;
+        if (peer.name === NO_FSYNC && !workload.writes) continue;
+        if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
+        const result = await withRss(peer, () => workload.run(peer.url, peer.name));
+        runs.set(peer.name, [...(runs.get(peer.name) ?? []), result]);
+        console.error(
+          `${workload.label} | ${peer.name}: ${result[workload.higherIsBetter]} ${workload.higherIsBetter} p50 ${result.p50ms} ms, rss ${result.peakRssMB} MB, errors ${result.errors}`,
+        );
+      }
     }
+    const results = new Map<string, Result & { peakRssMB: number }>();
+    for (const [name, list] of runs) results.set(name, median(list, workload.higherIsBetter));
     rows.push({ workload, results });
   }
 } finally {
@@ -266,6 +299,14 @@ try {
 }
 const limits = await measureLimits(dir);
 await rm(dir, { recursive: true, force: true });
+
+/** The median run by the workload's figure (a failed run counts as zero); its peak RSS is the worst seen. */
+function median<R extends Result & { peakRssMB: number }>(list: R[], key: Workload['higherIsBetter']): R {
+  const figure = (r: R) => (r.errors ? 0 : r[key]);
+  const sorted = [...list].sort((a, b) => figure(a) - figure(b));
+  const middle = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return { ...middle, peakRssMB: Math.max(...list.map((r) => r.peakRssMB)) };
+}
 
 const unit = (w: Workload) => (w.higherIsBetter === 'mbPerSec' ? 'MB/s' : 'ops/s');
 const cell = (r?: Result) => (r ? (r.errors ? `${r.opsPerSec === 0 ? 'failed' : 'errors'}` : '') : '–');
@@ -276,7 +317,9 @@ const lines = [
 for (const { workload, results } of rows) {
   const t = results.get('tether');
   const value = (r?: Result) => (r && !r.errors ? r[workload.higherIsBetter] : undefined);
-  const best = Math.max(...[...results].filter(([n]) => n !== 'tether').map(([, r]) => value(r) ?? 0));
+  const best = Math.max(
+    ...[...results].filter(([n]) => !n.startsWith('tether')).map(([, r]) => value(r) ?? 0),
+  );
   const ratio = t && best > 0 ? `${(value(t)! / best).toFixed(2)}×` : 'no peer';
   lines.push(
     `| ${workload.label} | ${unit(workload)} | ${peers.map((p) => (results.get(p.name) ? `${value(results.get(p.name)) ?? cell(results.get(p.name))}` : '–')).join(' | ')} | ${ratio} | ${t ? `${t.p50ms} / ${t.p99ms}` : ''} | ${t?.peakRssMB ?? ''} |`,
