@@ -122,7 +122,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'bool' },
     default: true,
     description:
-      'Sync blob data and directories to disk before acknowledging. `false` leaves them to the kernel\'s write-back (what Distribution always does, and zot without `commit`): faster pushes, but a power loss can lose or truncate acknowledged blobs. Process crashes stay safe.',
+      "Sync blob data and directories to disk before acknowledging. `false` leaves them to the kernel's write-back (what Distribution always does, and zot without `commit`): faster pushes, but a power loss can lose or truncate acknowledged blobs. Process crashes stay safe.",
   },
   {
     key: 'delete.enabled',

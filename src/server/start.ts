@@ -23,7 +23,10 @@ export interface RunningRegistry {
 
 async function openStores(config: TetherConfig): Promise<{ blobs: BlobStore; meta: MetaStore }> {
   const data = resolve(config.data);
-  const blobs = config.storage.blobs === 'memory' ? new MemoryBlobStore() : await FsBlobStore.open(data, { fsync: config.storage.fsync });
+  const blobs =
+    config.storage.blobs === 'memory'
+      ? new MemoryBlobStore()
+      : await FsBlobStore.open(data, { fsync: config.storage.fsync });
   const meta = new SqliteMetaStore({
     path: config.storage.meta === 'memory' ? ':memory:' : join(data, 'meta.db'),
     synchronous: config.storage.sqliteSynchronous,
