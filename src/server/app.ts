@@ -84,14 +84,19 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
     } catch (err) {
       // The connection's socket, not res.socket: a response queued behind another on a keep-alive
       // connection has no socket attached yet, and is not an abort.
-      if (isClientAbort(err) || req.socket.destroyed) {
+      // (`req.socket` is null once Node has let go of the connection.)
+      if (isClientAbort(err) || !req.socket || req.socket.destroyed) {
         abort(res);
         return;
       }
       if (!(err instanceof OciError)) log.error({ err, method, url: rawUrl }, 'request failed');
-      // HTTP/2 forbids `Connection`; its streams end on their own.
+      // A body left unread (not started, or abandoned halfway by a failed write) is not worth draining:
+      // close the connection after the answer. HTTP/2 forbids `Connection`; its streams end on their own.
       const closeConnection =
-        !bodyRead.value && method !== 'GET' && method !== 'HEAD' && req.httpVersionMajor < 2;
+        (!bodyRead.value || !req.complete) &&
+        method !== 'GET' &&
+        method !== 'HEAD' &&
+        req.httpVersionMajor < 2;
       sendError(res, err, closeConnection);
     }
   };

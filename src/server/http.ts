@@ -29,6 +29,14 @@ export function sendError(res: ServerResponse, err: unknown, bodyUnread: boolean
     sendJson(res, err.status, err.toJSON(), { ...err.headers, ...headers });
     return;
   }
+  const { code, errcode } = (err ?? {}) as { code?: string; errcode?: number };
+  // ENOSPC/EDQUOT from the file system; SQLITE_FULL (13) from the metadata database.
+  if (code === 'ENOSPC' || code === 'EDQUOT' || (code === 'ERR_SQLITE_ERROR' && errcode === 13)) {
+    // Not the client's fault and not a bug: say so, so a push can be retried once space is freed.
+    const message = 'the registry is out of storage space; nothing from this request was stored';
+    sendJson(res, 507, { errors: [{ code: 'UNKNOWN', message }] }, headers);
+    return;
+  }
   sendJson(res, 500, { errors: [{ code: 'UNKNOWN', message: 'internal server error' }] }, headers);
 }
 
