@@ -10,7 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -266,6 +266,18 @@ const workloads: Workload[] = [
 ];
 
 const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
+// Every round leaves its pushes in each registry's store: about 10 GiB per registry and round
+// (22 GiB with --full). Refuse to start rather than fill the disk halfway through.
+{
+  const { bavail, bsize } = await statfs(dir);
+  const needGiB = (full ? 22 : 10) * rounds * 3;
+  const freeGiB = (bavail * bsize) / gib;
+  if (freeGiB < needGiB) {
+    await rm(dir, { recursive: true, force: true });
+    console.error(`bench: needs about ${needGiB} GiB free under .tools/, has ${freeGiB.toFixed(0)} GiB`);
+    process.exit(1);
+  }
+}
 const peers = [
   await startTether(dir),
   await startTether(dir, false),
@@ -294,9 +306,13 @@ try {
     for (const [name, list] of runs) results.set(name, median(list, workload.higherIsBetter));
     rows.push({ workload, results });
   }
-} finally {
+} catch (err) {
+  // A failed run must not leave its stores (tens of GiB) behind.
   for (const peer of peers) await peer.stop();
+  await rm(dir, { recursive: true, force: true });
+  throw err;
 }
+for (const peer of peers) await peer.stop();
 const limits = await measureLimits(dir);
 await rm(dir, { recursive: true, force: true });
 
