@@ -11,9 +11,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { freePort } from '../test/helpers/interop.ts';
 import { spawnTether } from '../test/helpers/tether-process.ts';
 import * as suite from './lib/suite.ts';
 import { MB, type Result } from './lib/workloads.ts';
@@ -41,15 +41,6 @@ interface Peer {
   url: string;
   pid: number;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitFor(url: string): Promise<void> {

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { runTether, runTool, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -14,34 +13,8 @@ import { tempDataDir } from '../helpers/tether-process.ts';
  * children carry referrers goes registry → layout → another registry (Distribution 2.8, fallback tags)
  * with every digest intact; oras and regctl read the layouts Tether writes; Tether reads theirs.
  */
-const ROOT = new URL('../../', import.meta.url).pathname;
-const BIN = join(ROOT, '.tools/bin');
-const CLI = join(ROOT, 'src/cli/main.ts');
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
-  });
-}
-
-const tether = (args: string[], env: NodeJS.ProcessEnv = {}) => run(process.execPath, [CLI, ...args], env);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+const run = runTool;
+const tether = runTether;
 
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -129,7 +102,7 @@ describe('client OCI layout interop', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let reg: RunningRegistry;
-  let distribution: ChildProcess;
+  let stopDistribution: (() => void) | undefined;
   let distHost: string;
   let env: NodeJS.ProcessEnv;
   let fx: Fixture;
@@ -158,22 +131,13 @@ describe('client OCI layout interop', () => {
     ({ dir, cleanup } = await tempDataDir());
     env = { HOME: dir, DOCKER_CONFIG: join(dir, 'docker') };
     reg = await startRegistry({ storage: { data: join(dir, 'tether') } });
-    distHost = `127.0.0.1:${await freePort()}`;
-    await writeFile(
-      join(dir, 'distribution.yml'),
-      `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: ${distHost}}\n`,
-    );
-    distribution = spawn('docker-registry', ['serve', join(dir, 'distribution.yml')], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      if ((await fetch(`http://${distHost}/v2/`).catch(() => undefined))?.status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ host: distHost, stop: stopDistribution } = await startDistribution2(dir));
     await run('regctl', ['registry', 'set', reg.host, '--tls', 'disabled'], env);
     fx = await pushMultiPlatform(reg.host, 'multi/app', env, dir);
     src = `${reg.host}/multi/app:v1`;
   });
   after(async () => {
-    distribution?.kill();
+    stopDistribution?.();
     await reg?.close();
     await cleanup?.();
   });

@@ -1,46 +1,19 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { runTether, runTool, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
  * Tether's client against registries with and without the referrers API, judged by oras and regctl:
  * Tether itself (API) and Debian's Distribution 2.8 (no API: the fallback tag).
  */
-const ROOT = new URL('../../', import.meta.url).pathname;
-const BIN = join(ROOT, '.tools/bin');
-const CLI = join(ROOT, 'src/cli/main.ts');
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
-  });
-}
-
-const tether = (args: string[], env: NodeJS.ProcessEnv = {}) => run(process.execPath, [CLI, ...args], env);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+const run = runTool;
+const tether = runTether;
 
 /** Pushes a small image with the client itself; returns its digest. */
 async function pushImage(host: string, repo: string, tag: string): Promise<string> {
@@ -75,7 +48,7 @@ describe('client referrers interop', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let tetherReg: RunningRegistry;
-  let distribution: ChildProcess;
+  let stopDistribution: (() => void) | undefined;
   let distHost: string;
   let env: NodeJS.ProcessEnv;
 
@@ -83,22 +56,12 @@ describe('client referrers interop', () => {
     ({ dir, cleanup } = await tempDataDir());
     env = { HOME: dir, DOCKER_CONFIG: join(dir, 'docker') };
     tetherReg = await startRegistry({ storage: { data: join(dir, 'tether') } });
-    const port = await freePort();
-    distHost = `127.0.0.1:${port}`;
-    await writeFile(
-      join(dir, 'distribution.yml'),
-      `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: ${distHost}}\n`,
-    );
-    distribution = spawn('docker-registry', ['serve', join(dir, 'distribution.yml')], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      if ((await fetch(`http://${distHost}/v2/`).catch(() => undefined))?.status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ host: distHost, stop: stopDistribution } = await startDistribution2(dir));
     await writeFile(join(dir, 'sbom.json'), '{"spdxVersion":"SPDX-2.3"}');
     await run('regctl', ['registry', 'set', tetherReg.host, '--tls', 'disabled'], env);
   });
   after(async () => {
-    distribution?.kill();
+    stopDistribution?.();
     await tetherReg?.close();
     await cleanup?.();
   });

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -45,15 +45,6 @@ async function ok(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<
 
 const tether = (args: string[], env: NodeJS.ProcessEnv) => exec(process.execPath, [CLI, ...args], env);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 const anonymous = new RegistryClient({ credentials: async () => undefined });
 
 /** A small image of its own per test, so every signature list starts empty. */
@@ -80,25 +71,16 @@ describe('signing interop with notation v1.3.2', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let reg: RunningRegistry;
-  let distribution: ChildProcess;
+  let stopDistribution: (() => void) | undefined;
   let distHost: string;
 
   before(async () => {
     ({ dir, cleanup } = await tempDataDir());
     reg = await startRegistry({ storage: { data: join(dir, 'tether') } });
-    distHost = `127.0.0.1:${await freePort()}`;
-    await writeFile(
-      join(dir, 'distribution.yml'),
-      `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: ${distHost}}\n`,
-    );
-    distribution = spawn('docker-registry', ['serve', join(dir, 'distribution.yml')], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      if ((await fetch(`http://${distHost}/v2/`).catch(() => undefined))?.status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ host: distHost, stop: stopDistribution } = await startDistribution2(dir));
   });
   after(async () => {
-    distribution?.kill();
+    stopDistribution?.();
     await reg?.close();
     await cleanup?.();
   });

@@ -1,0 +1,59 @@
+import { execFile, spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+/** Where scripts/ensure-tools.sh installs oras, regctl, crane, notation and the Go registries. */
+export const TOOLS_BIN = join(ROOT, '.tools/bin');
+const CLI = join(ROOT, 'src/cli/main.ts');
+
+/** A free loopback port (for processes that must be told their port up front). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs a tool with .tools/bin first on PATH; resolves with stdout, rejects with the command and stderr. */
+export function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, PATH: `${TOOLS_BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`));
+        else resolve(stdout);
+      },
+    );
+  });
+}
+
+/** Runs the `tether` CLI from source, like runTool. */
+export const runTether = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runTool(process.execPath, [CLI, ...args], env);
+
+/**
+ * Debian's Distribution 2.8 (`docker-registry`, no referrers API) with a fresh filesystem store under
+ * `dir`, on a free loopback port; resolves once `/v2/` answers 200.
+ */
+export async function startDistribution2(dir: string): Promise<{ host: string; stop(): void }> {
+  const host = `127.0.0.1:${await freePort()}`;
+  const config = join(dir, 'distribution.yml');
+  await writeFile(
+    config,
+    `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: ${host}}\n`,
+  );
+  const proc = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
+  const stop = () => void proc.kill();
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`http://${host}/v2/`).catch(() => undefined))?.status === 200) return { host, stop };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  stop();
+  throw new Error(`Distribution 2.8 did not come up on ${host}`);
+}
