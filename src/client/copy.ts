@@ -91,13 +91,7 @@ class GraphCopy {
   }
 
   #fetch(from: ContentTarget, digest: string): Promise<FetchedManifest> {
-    const key = `${from.name}\0${digest}`;
-    let fetched = this.#manifests.get(key);
-    if (!fetched) {
-      fetched = from.fetchManifest(digest);
-      this.#manifests.set(key, fetched);
-    }
-    return fetched;
+    return shared(this.#manifests, `${from.name}\0${digest}`, () => from.fetchManifest(digest));
   }
 
   async #pickPlatform(
@@ -119,13 +113,7 @@ class GraphCopy {
 
   /** Makes `digest` and everything under it present in `to`; concurrent callers share one promise. */
   #store(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
-    const key = `${to.name}\0${digest}`;
-    let stored = this.#stored.get(key);
-    if (!stored) {
-      stored = this.#storeOnce(from, to, digest);
-      this.#stored.set(key, stored);
-    }
-    return stored;
+    return shared(this.#stored, `${to.name}\0${digest}`, () => this.#storeOnce(from, to, digest));
   }
 
   async #storeOnce(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
@@ -156,13 +144,9 @@ class GraphCopy {
   }
 
   #copyBlob(from: ContentTarget, to: ContentTarget, descriptor: Descriptor): Promise<void> {
-    const key = `${to.name}\0${descriptor.digest}`;
-    let copied = this.#blobs.get(key);
-    if (!copied) {
-      copied = this.#copyBlobOnce(from, to, descriptor);
-      this.#blobs.set(key, copied);
-    }
-    return copied;
+    return shared(this.#blobs, `${to.name}\0${descriptor.digest}`, () =>
+      this.#copyBlobOnce(from, to, descriptor),
+    );
   }
 
   async #copyBlobOnce(from: ContentTarget, to: ContentTarget, descriptor: Descriptor): Promise<void> {
@@ -221,4 +205,14 @@ class GraphCopy {
       }),
     ]);
   }
+}
+
+/** The promise kept under `key`, started by `start` on first use: concurrent callers share one piece of work. */
+function shared<T>(promises: Map<string, Promise<T>>, key: string, start: () => Promise<T>): Promise<T> {
+  let promise = promises.get(key);
+  if (!promise) {
+    promise = start();
+    promises.set(key, promise);
+  }
+  return promise;
 }
