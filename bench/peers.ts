@@ -152,6 +152,8 @@ type Workload = {
   tetherOnly?: boolean;
   /** Bound by durable writes: also run against Tether with syncs off. */
   writes?: boolean;
+  /** Bytes a run leaves in the registry's store (for the free-space check). */
+  stores: number;
   run: (url: string, name: string) => Promise<Result>;
 };
 
@@ -161,116 +163,138 @@ const workloads: Workload[] = [
     label: 'push 1 MB image',
     writes: true,
     higherIsBetter: 'opsPerSec',
+    stores: 100 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 100, size: MB }),
   },
   {
     label: 'push 10 MB image',
     writes: true,
     higherIsBetter: 'opsPerSec',
+    stores: 400 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 40, size: 10 * MB }),
   },
   {
     label: 'push 100 MB image',
     writes: true,
     higherIsBetter: 'opsPerSec',
+    stores: 800 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 4, n: 8, size: 100 * MB }),
   },
   {
     label: 'push 10 MB image, chunked',
     writes: true,
     higherIsBetter: 'opsPerSec',
+    stores: 200 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 20, size: 10 * MB, chunked: true }),
   },
   {
     label: 'push 100 MB image, chunked',
     writes: true,
     higherIsBetter: 'opsPerSec',
+    stores: 400 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 2, n: 4, size: 100 * MB, chunked: true }),
   },
   {
     label: 'pull 1 MB image',
     higherIsBetter: 'opsPerSec',
+    stores: MB,
     run: (u, n) => suite.imagePull(u, n, { c: 8, n: 300, size: MB }),
   },
   {
     label: 'pull 10 MB image',
     higherIsBetter: 'opsPerSec',
+    stores: 10 * MB,
     run: (u, n) => suite.imagePull(u, n, { c: 8, n: 80, size: 10 * MB }),
   },
   {
     label: 'pull 100 MB image',
     higherIsBetter: 'opsPerSec',
+    stores: 100 * MB,
     run: (u, n) => suite.imagePull(u, n, { c: 4, n: 12, size: 100 * MB }),
   },
   {
     label: 'blob push 1 GiB, 1 stream',
     writes: true,
     higherIsBetter: 'mbPerSec',
+    stores: 2 * gib,
     run: (u, n) => suite.blobPush(u, n, { c: 1, n: 2, size: gib }),
   },
   {
     label: `blob push 8 streams x ${full ? '1 GiB' : '256 MiB'}`,
     writes: true,
     higherIsBetter: 'mbPerSec',
+    stores: 8 * (full ? gib : 256 * MB),
     run: (u, n) => suite.blobPush(u, n, { c: 8, n: 8, size: full ? gib : 256 * MB }),
   },
   {
     label: 'blob pull 1 GiB, 1 stream',
     higherIsBetter: 'mbPerSec',
+    stores: gib,
     run: (u, n) => suite.blobPull(u, n, { c: 1, n: 3, size: gib }),
   },
   {
     label: `blob pull 8 streams x ${full ? '1 GiB' : '256 MiB'}`,
     higherIsBetter: 'mbPerSec',
+    stores: full ? gib : 256 * MB,
     run: (u, n) => suite.blobPull(u, n, { c: 8, n: 16, size: full ? gib : 256 * MB }),
   },
   {
     label: 'manifest PUT, c=32',
     writes: true,
     higherIsBetter: 'opsPerSec',
+    stores: 0,
     run: (u, n) => suite.manifestPut(u, n, { c: 32, n: 3000 }),
   },
   {
     label: 'manifest GET, c=32',
     higherIsBetter: 'opsPerSec',
+    stores: 0,
     run: (u, n) => suite.manifestGet(u, n, { c: 32, n: 10000 }),
   },
   {
     label: `referrers: 10 k on a subject, ${full ? '100 k' : '20 k'} in repo`,
     higherIsBetter: 'opsPerSec',
     referrersApi: true,
+    stores: 0,
     run: (u, n) => suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: full ? 100000 : 20000 }),
   },
   {
     label: 'referrers filtered (1 in 4)',
     higherIsBetter: 'opsPerSec',
     referrersApi: true,
+    stores: 0,
     run: (u, n) => suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: 10000, filter: true }),
   },
   {
     label: 'tags list, 10 k tags',
     higherIsBetter: 'opsPerSec',
+    stores: 0,
     run: (u, n) => suite.tagsList(u, n, { c: 8, n: 200, count: 10000 }),
   },
   {
     label: '_catalog, 10 k repositories',
     higherIsBetter: 'opsPerSec',
+    stores: 0,
     run: (u, n) => suite.catalog(u, n, { c: 4, n: 40, count: 10000 }),
   },
   {
     label: `blob push ${full ? '4 GiB' : '2 GiB'} (memory check)`,
     higherIsBetter: 'mbPerSec',
     tetherOnly: true,
+    stores: (full ? 4 : 2) * gib,
     run: (u, n) => suite.blobPush(u, n, { c: 1, n: 1, size: (full ? 4 : 2) * gib }),
   },
 ];
 
+const pattern = values.workloads ? new RegExp(values.workloads) : undefined;
+const selected = workloads.filter((w) => !pattern || pattern.test(w.label));
 const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
-// Every round leaves its pushes in each registry's store: about 10 GiB per registry and round
-// (22 GiB with --full). Refuse to start rather than fill the disk halfway through.
+// Every round leaves its pushes in each registry's store (about 10 GiB per registry and round for the
+// whole default set). Refuse to start rather than fill the disk halfway through.
 {
   const { bavail, bsize } = await statfs(dir);
-  const needGiB = (full ? 22 : 10) * rounds * 3;
+  const perRound = selected.reduce((sum, w) => sum + w.stores * (w.tetherOnly ? 1 : w.writes ? 4 : 3), 0);
+  const needGiB = Math.ceil((1.2 * perRound * rounds) / gib);
   const freeGiB = (bavail * bsize) / gib;
   if (freeGiB < needGiB) {
     await rm(dir, { recursive: true, force: true });
@@ -287,8 +311,7 @@ const peers = [
 const missing = ['distribution', 'zot'].filter((n) => !peers.some((p) => p.name === n));
 const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
 try {
-  const pattern = values.workloads ? new RegExp(values.workloads) : undefined;
-  for (const workload of workloads.filter((w) => !pattern || pattern.test(w.label))) {
+  for (const workload of selected) {
     const runs = new Map<string, (Result & { peakRssMB: number })[]>();
     for (let round = 0; round < rounds; round++) {
       for (const peer of peers) {
