@@ -8,7 +8,7 @@
  * reports the median (this machine's disk and CPU vary by ±20-30 % between runs). The write workloads also
  * run against Tether with syncs off, the durability Distribution and zot give, as a separate column.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -318,6 +318,9 @@ try {
         if (workload.tetherOnly && peer.name !== 'tether') continue;
         if (peer.name === NO_FSYNC && !workload.writes) continue;
         if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
+        // Start from a clean page cache: a registry that does not sync leaves gigabytes dirty, and the
+        // next registry's fsyncs (ext4 commits its journal for all files) would pay for that write-back.
+        execFileSync('sync');
         const result = await withRss(peer, () => workload.run(peer.url, peer.name));
         runs.set(peer.name, [...(runs.get(peer.name) ?? []), result]);
         console.error(
@@ -336,6 +339,7 @@ try {
   throw err;
 }
 for (const peer of peers) await peer.stop();
+execFileSync('sync');
 const limits = await measureLimits(dir);
 await rm(dir, { recursive: true, force: true });
 
