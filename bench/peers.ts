@@ -289,12 +289,17 @@ const workloads: Workload[] = [
 const pattern = values.workloads ? new RegExp(values.workloads) : undefined;
 const selected = workloads.filter((w) => !pattern || pattern.test(w.label));
 const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
-// Every round leaves its pushes in each registry's store (about 10 GiB per registry and round for the
+// Every round leaves its pushes in each registry's store (about 7 GiB per registry and round for the
 // whole default set). Refuse to start rather than fill the disk halfway through.
 {
   const { bavail, bsize } = await statfs(dir);
-  const perRound = selected.reduce((sum, w) => sum + w.stores * (w.tetherOnly ? 1 : w.writes ? 4 : 3), 0);
-  const needGiB = Math.ceil((1.2 * perRound * rounds) / gib);
+  // Tether, plus the peers whose binaries are installed, plus Tether with fsync off for write workloads.
+  const registries = 1 + ['registry-v3', 'zot'].filter((b) => existsSync(join(BIN, b))).length;
+  const perRound = selected.reduce(
+    (sum, w) => sum + w.stores * (w.tetherOnly ? 1 : registries + (w.writes ? 1 : 0)),
+    0,
+  );
+  const needGiB = Math.ceil((1.1 * perRound * rounds) / gib);
   const freeGiB = (bavail * bsize) / gib;
   if (freeGiB < needGiB) {
     await rm(dir, { recursive: true, force: true });
@@ -311,6 +316,7 @@ const peers = [
 const missing = ['distribution', 'zot'].filter((n) => !peers.some((p) => p.name === n));
 const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
 try {
+  for (const peer of peers) await warmUp(peer);
   for (const workload of selected) {
     const runs = new Map<string, (Result & { peakRssMB: number })[]>();
     for (let round = 0; round < rounds; round++) {
@@ -342,6 +348,30 @@ for (const peer of peers) await peer.stop();
 execFileSync('sync');
 const limits = await measureLimits(dir);
 await rm(dir, { recursive: true, force: true });
+
+/**
+ * A short unmeasured pass of every request kind, the same for each registry, so the first measured run
+ * does not include Node's JIT compiling the hot paths (Go binaries start compiled); a server in
+ * production is warm.
+ */
+async function warmUp(peer: Peer): Promise<void> {
+  const u = peer.url;
+  const n = `${peer.name} warm-up`;
+  const passes = [
+    () => suite.imagePush(u, n, { c: 4, n: 40, size: MB }),
+    () => suite.imagePush(u, n, { c: 2, n: 4, size: 10 * MB, chunked: true }),
+    () => suite.imagePull(u, n, { c: 4, n: 100, size: MB }),
+    () => suite.blobPush(u, n, { c: 1, n: 1, size: 64 * MB }),
+    () => suite.blobPull(u, n, { c: 1, n: 2, size: 64 * MB }),
+    () => suite.manifestPut(u, n, { c: 8, n: 500 }),
+    () => suite.manifestGet(u, n, { c: 8, n: 2000 }),
+    () => suite.tagsList(u, n, { c: 2, n: 20, count: 200 }),
+    () => suite.catalog(u, n, { c: 2, n: 10, count: 200 }),
+  ];
+  let failed = 0;
+  for (const pass of passes) if ((await pass()).errors > 0) failed++;
+  console.error(`${n}: done${failed ? ` (${failed} of ${passes.length} passes had errors)` : ''}`);
+}
 
 /** The median run by the workload's figure (a failed run counts as zero); its peak RSS is the worst seen. */
 function median<R extends Result & { peakRssMB: number }>(list: R[], key: Workload['higherIsBetter']): R {
