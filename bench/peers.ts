@@ -373,7 +373,10 @@ async function warmUp(peer: Peer): Promise<void> {
   console.error(`${n}: done${failed ? ` (${failed} of ${passes.length} passes had errors)` : ''}`);
 }
 
-/** The median run by the workload's figure (a failed run counts as zero); its peak RSS is the worst seen. */
+/**
+ * The median run by the workload's figure; with an even number of runs, the lower of the middle two
+ * (a real run, never an average, and never flattering). Its peak RSS is the worst seen.
+ */
 function median<R extends Result & { peakRssMB: number }>(list: R[], key: Workload['higherIsBetter']): R {
   const figure = (r: R) => (r.errors ? 0 : r[key]);
   const sorted = [...list].sort((a, b) => figure(a) - figure(b));
