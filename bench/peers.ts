@@ -20,8 +20,6 @@ import { MB, type Result } from './lib/workloads.ts';
 import { measureLimits } from './limits.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
-/** The node flags of `npm start` (read from package.json), so the benchmark measures what runs in production. */
-const NODE_FLAGS = startFlags(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start);
 const BIN = join(ROOT, '.tools/bin');
 const { values } = parseArgs({
   options: {
@@ -63,7 +61,6 @@ async function startTether(dir: string, fsync = true): Promise<Peer> {
     ['--log-level', 'warn'],
     fsync ? {} : { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' },
     'dist/cli/main.js',
-    NODE_FLAGS,
   );
   return { name, url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
 }
@@ -91,15 +88,6 @@ async function startGoRegistry(
   const url = `http://127.0.0.1:${port}`;
   await waitFor(url);
   return { name, url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
-}
-
-/** The `--flags` between `node` and the script in an npm script line. */
-function startFlags(script: string): string[] {
-  const words = script.split(/\s+/);
-  if (words[0] !== 'node') throw new Error(`package.json start script does not run node: ${script}`);
-  return words
-    .slice(1)
-    .filter((w, i, all) => w.startsWith('--') && all.slice(0, i).every((x) => x.startsWith('--')));
 }
 
 const startDistribution = (dir: string) =>

@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { ClientError } from '../client/errors.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { SignatureError } from '../sign/errors.ts';
+import { ensureServerHeap } from './server-heap.ts';
 
 const USAGE = `Usage: tether <command> [options]
 
@@ -25,6 +26,7 @@ serve options:
 Precedence: flags > TETHER_* environment > config file > defaults. See docs/configuration.md.`;
 
 async function serve(argv: string[]): Promise<void> {
+  ensureServerHeap();
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -49,10 +51,6 @@ async function serve(argv: string[]): Promise<void> {
   const log = pino({ level: config.log.level, base: { service: 'tether' } });
   const { startServer } = await import('../server/start.ts');
   const running = await startServer(config, log);
-  // The address line is part of the command's contract: printed at any level but `silent`.
-  const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
-  announce.info({ url: running.url, data: config.data }, `tether listening on ${running.url}`);
-
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -71,6 +69,11 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // The address line is part of the command's contract: printed at any level but `silent`, and only
+  // once the signal handlers are in place, so a supervisor that stops the server as soon as it reads
+  // this line gets a graceful shutdown.
+  const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
+  announce.info({ url: running.url, data: config.data }, `tether listening on ${running.url}`);
 }
 
 /**

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
@@ -31,4 +33,25 @@ test('an unknown command exits 2 with the usage; a client command error is one l
   assert.ok(bad.status === 1 || bad.status === 2, `exit ${bad.status}`);
   assert.match(bad.stderr, /^tether: /);
   assert.equal(bad.stderr.trim().split('\n').length, 1);
+});
+
+test("`tether serve` runs with the server heap flags however it was started, keeping the operator's own", {
+  skip: process.platform !== 'linux' && 'reads /proc',
+}, async (t) => {
+  const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+
+  const bare = await spawnTether(dir);
+  const bareArgs = cmdline(bare.proc.pid!);
+  assert.equal(await bare.stop(), 0);
+  assert.ok(bareArgs.includes('--max-old-space-size=128'), bareArgs.join(' '));
+  assert.ok(bareArgs.includes('--max-semi-space-size=1'), bareArgs.join(' '));
+
+  const own = await spawnTether(dir, [], {}, 'src/cli/main.ts', ['--max-old-space-size=300']);
+  const ownArgs = cmdline(own.proc.pid!);
+  assert.equal(await own.stop(), 0);
+  assert.ok(ownArgs.includes('--max-old-space-size=300'), ownArgs.join(' '));
+  assert.ok(!ownArgs.includes('--max-old-space-size=128'), ownArgs.join(' '));
+  assert.ok(ownArgs.includes('--max-semi-space-size=1'), ownArgs.join(' '));
 });
