@@ -1,7 +1,11 @@
 import { execFile, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
+import { RegistryClient } from '../../src/client/client.ts';
+import { parseImageReference } from '../../src/client/reference.ts';
+import { digestOf } from '../../src/oci/digest.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 /** Where scripts/ensure-tools.sh installs oras, regctl, crane, notation and the Go registries. */
@@ -56,4 +60,50 @@ export async function startDistribution2(dir: string): Promise<{ host: string; s
   }
   stop();
   throw new Error(`Distribution 2.8 did not come up on ${host}`);
+}
+
+export const IMAGE_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+
+/**
+ * Pushes a small one-layer image (a unique layer every call) with Tether's own client, under `tag`, or
+ * by digest only when `tag` is undefined; resolves with its manifest digest and size.
+ */
+export async function pushSmallImage(
+  host: string,
+  repo: string,
+  tag: string | undefined,
+  architecture = 'amd64',
+): Promise<{ digest: string; size: number }> {
+  const client = new RegistryClient({ credentials: async () => undefined });
+  const ref = parseImageReference(`${host}/${repo}`);
+  const config = await client.pushBlob(ref, Buffer.from(JSON.stringify({ architecture, os: 'linux' })));
+  const layer = await client.pushBlob(
+    ref,
+    Buffer.from(`${repo}:${tag ?? ''} ${architecture} ${randomUUID()}`),
+  );
+  const bytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: IMAGE_MANIFEST,
+      config: { ...config, mediaType: 'application/vnd.oci.image.config.v1+json' },
+      layers: [{ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar' }],
+    }),
+  );
+  const digest = digestOf('sha256', bytes);
+  await client.putManifest(ref, tag ?? digest, bytes, IMAGE_MANIFEST);
+  return { digest, size: bytes.length };
+}
+
+/** Every digest in a `tether discover --format json` tree, at any depth, sorted. */
+export function discoveredDigests(json: string): string[] {
+  type Node = { digest: string; referrers?: Node[] };
+  const out: string[] = [];
+  const walk = (nodes: Node[]) => {
+    for (const n of nodes) {
+      out.push(n.digest);
+      walk(n.referrers ?? []);
+    }
+  };
+  walk((JSON.parse(json) as { referrers: Node[] }).referrers);
+  return out.sort();
 }

@@ -5,7 +5,13 @@ import { after, before, describe, test } from 'node:test';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { runTether, runTool, startDistribution2 } from '../helpers/interop.ts';
+import {
+  discoveredDigests,
+  pushSmallImage,
+  runTether,
+  runTool,
+  startDistribution2,
+} from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -40,23 +46,8 @@ async function pushMultiPlatform(
   const ref = parseImageReference(`${host}/${repo}`);
   const children: { digest: string; size: number; platform: object }[] = [];
   for (const architecture of ['amd64', 'arm64']) {
-    const config = await client.pushBlob(ref, Buffer.from(JSON.stringify({ architecture, os: 'linux' })));
-    const layer = await client.pushBlob(ref, Buffer.from(`rootfs for ${architecture} ${Math.random()}`));
-    const bytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MANIFEST,
-        config: { ...config, mediaType: 'application/vnd.oci.image.config.v1+json' },
-        layers: [{ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar' }],
-      }),
-    );
-    const { digest } = await client.putManifest(
-      ref,
-      (await import('../helpers/oci.ts')).sha256(bytes),
-      bytes,
-      MANIFEST,
-    );
-    children.push({ digest, size: bytes.length, platform: { architecture, os: 'linux' } });
+    const { digest, size } = await pushSmallImage(host, repo, undefined, architecture);
+    children.push({ digest, size, platform: { architecture, os: 'linux' } });
   }
   const index = Buffer.from(
     JSON.stringify({
@@ -85,19 +76,6 @@ async function pushMultiPlatform(
   };
 }
 
-/** Every digest in a `discover --format json` tree. */
-function flatten(json: string): string[] {
-  const out: string[] = [];
-  const walk = (nodes: { digest: string; referrers?: unknown[] }[]) => {
-    for (const n of nodes) {
-      out.push(n.digest);
-      walk((n.referrers ?? []) as { digest: string; referrers?: unknown[] }[]);
-    }
-  };
-  walk((JSON.parse(json) as { referrers: { digest: string }[] }).referrers);
-  return out.sort();
-}
-
 describe('client OCI layout interop', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
@@ -111,17 +89,17 @@ describe('client OCI layout interop', () => {
   /** What `discover` must show under the index and each child, wherever the image lands. */
   async function assertReferrers(at: (digest: string) => string, label: string) {
     assert.deepEqual(
-      flatten(await tether(['discover', '--format', 'json', at(fx.index)], env)),
+      discoveredDigests(await tether(['discover', '--format', 'json', at(fx.index)], env)),
       [fx.indexSig],
       label,
     );
     assert.deepEqual(
-      flatten(await tether(['discover', '--format', 'json', at(fx.amd64)], env)),
+      discoveredDigests(await tether(['discover', '--format', 'json', at(fx.amd64)], env)),
       [fx.amd64Sbom, fx.sbomSig].sort(),
       label,
     );
     assert.deepEqual(
-      flatten(await tether(['discover', '--format', 'json', at(fx.arm64)], env)),
+      discoveredDigests(await tether(['discover', '--format', 'json', at(fx.arm64)], env)),
       [fx.arm64Sig],
       label,
     );
@@ -233,15 +211,16 @@ describe('client OCI layout interop', () => {
       manifests: unknown[];
     };
     assert.ok(orasIndex.manifests.length > 1, 'oras listed referrers in index.json');
-    assert.deepEqual(flatten(await tether(['discover', '--format', 'json', `oci:${orasLayout}:v1`], env)), [
-      fx.indexSig,
-    ]);
+    assert.deepEqual(
+      discoveredDigests(await tether(['discover', '--format', 'json', `oci:${orasLayout}:v1`], env)),
+      [fx.indexSig],
+    );
     assert.equal(
       (await tether(['cp', '-r', `oci:${orasLayout}:v1`, `${reg.host}/from-oras:v1`], env)).trim(),
       fx.index,
     );
     assert.deepEqual(
-      flatten(await tether(['discover', '--format', 'json', `${reg.host}/from-oras:v1`], env)),
+      discoveredDigests(await tether(['discover', '--format', 'json', `${reg.host}/from-oras:v1`], env)),
       [fx.indexSig],
     );
     const regctlLayout = join(dir, 'by-regctl');
@@ -258,7 +237,9 @@ describe('client OCI layout interop', () => {
     const arm = `${reg.host}/arm/app:v1`;
     assert.equal((await tether(['cp', '-r', '--platform', 'linux/arm64', src, arm], env)).trim(), fx.arm64);
     assert.equal((await tether(['resolve', arm], env)).trim(), fx.arm64);
-    assert.deepEqual(flatten(await tether(['discover', '--format', 'json', arm], env)), [fx.arm64Sig]);
+    assert.deepEqual(discoveredDigests(await tether(['discover', '--format', 'json', arm], env)), [
+      fx.arm64Sig,
+    ]);
     await assert.rejects(
       tether(['cp', '--platform', 'linux/s390x', src, `${reg.host}/none:v1`], env),
       /has no image for linux\/s390x/,
@@ -268,7 +249,9 @@ describe('client OCI layout interop', () => {
     const sigs = `${distHost}/sep/app-referrers`;
     assert.equal((await tether(['cp', '-r', src, dst, '--referrers-to', sigs], env)).trim(), fx.index);
     assert.deepEqual(
-      flatten(await tether(['discover', '--format', 'json', `${distHost}/sep/app@${fx.index}`], env)),
+      discoveredDigests(
+        await tether(['discover', '--format', 'json', `${distHost}/sep/app@${fx.index}`], env),
+      ),
       [],
     );
     await assertReferrers((d) => `${sigs}@${d}`, 'in the separate referrers repository');

@@ -5,7 +5,13 @@ import { after, before, describe, test } from 'node:test';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { runTether, runTool, startDistribution2 } from '../helpers/interop.ts';
+import {
+  discoveredDigests,
+  pushSmallImage,
+  runTether,
+  runTool,
+  startDistribution2,
+} from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -16,25 +22,8 @@ const run = runTool;
 const tether = runTether;
 
 /** Pushes a small image with the client itself; returns its digest. */
-async function pushImage(host: string, repo: string, tag: string): Promise<string> {
-  const client = new RegistryClient({ credentials: async () => undefined });
-  const ref = parseImageReference(`${host}/${repo}:${tag}`);
-  const config = await client.pushBlob(
-    ref,
-    Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux' })),
-  );
-  const layer = await client.pushBlob(ref, Buffer.from(`layer of ${repo}:${tag}`));
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { ...config, mediaType: 'application/vnd.oci.image.config.v1+json' },
-      layers: [{ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar' }],
-    }),
-  );
-  await client.putManifest(ref, tag, manifest, 'application/vnd.oci.image.manifest.v1+json');
-  return (await client.resolve(ref)).digest;
-}
+const pushImage = async (host: string, repo: string, tag: string) =>
+  (await pushSmallImage(host, repo, tag)).digest;
 
 function discovered(json: string): string[] {
   const tree = JSON.parse(json) as {
@@ -155,23 +144,16 @@ describe('client referrers interop', () => {
         env,
       )
     ).trim();
-    const flatten = (json: string): string[] => {
-      const out: string[] = [];
-      const walk = (nodes: { digest: string; referrers?: unknown[] }[]) => {
-        for (const n of nodes) {
-          out.push(n.digest);
-          walk((n.referrers ?? []) as { digest: string; referrers?: unknown[] }[]);
-        }
-      };
-      walk((JSON.parse(json) as { referrers: { digest: string }[] }).referrers);
-      return out.sort();
-    };
     const expected = [sig, sbom, sbomSig].sort();
-    assert.deepEqual(flatten(await tether(['discover', '--format', 'json', src], env)), expected);
+    assert.deepEqual(discoveredDigests(await tether(['discover', '--format', 'json', src], env)), expected);
     for (const dst of [`${tetherReg.host}/cp/dst:v1`, `${distHost}/cp/dst:v1`]) {
       assert.equal((await tether(['cp', '-r', src, dst], env)).trim(), subject);
       assert.equal((await tether(['resolve', dst], env)).trim(), subject);
-      assert.deepEqual(flatten(await tether(['discover', '--format', 'json', dst], env)), expected, dst);
+      assert.deepEqual(
+        discoveredDigests(await tether(['discover', '--format', 'json', dst], env)),
+        expected,
+        dst,
+      );
     }
     // And a tool nobody here wrote copies it back, referrers included, digests unchanged.
     await run(
@@ -180,7 +162,7 @@ describe('client referrers interop', () => {
       env,
     );
     assert.deepEqual(
-      flatten(await tether(['discover', '--format', 'json', `${tetherReg.host}/cp/back:v1`], env)),
+      discoveredDigests(await tether(['discover', '--format', 'json', `${tetherReg.host}/cp/back:v1`], env)),
       expected,
     );
     // Re-running a copy finishes instantly and changes nothing.

@@ -7,7 +7,7 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { startDistribution2 } from '../helpers/interop.ts';
+import { pushSmallImage, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -47,25 +47,9 @@ const tether = (args: string[], env: NodeJS.ProcessEnv) => exec(process.execPath
 
 const anonymous = new RegistryClient({ credentials: async () => undefined });
 
-/** A small image of its own per test, so every signature list starts empty. */
-async function pushImage(host: string, repo: string, tag: string): Promise<string> {
-  const ref = parseImageReference(`${host}/${repo}:${tag}`);
-  const config = await anonymous.pushBlob(
-    ref,
-    Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64' })),
-  );
-  const layer = await anonymous.pushBlob(ref, Buffer.from(`${repo}:${tag} ${Math.random()}`));
-  const bytes = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MANIFEST,
-      config: { ...config, mediaType: 'application/vnd.oci.image.config.v1+json' },
-      layers: [{ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar' }],
-    }),
-  );
-  await anonymous.putManifest(ref, tag, bytes, MANIFEST);
-  return digestOf('sha256', bytes);
-}
+/** Pushes a small image with Tether's client; returns its digest. */
+const pushImage = async (host: string, repo: string, tag: string) =>
+  (await pushSmallImage(host, repo, tag)).digest;
 
 describe('signing interop with notation v1.3.2', () => {
   let dir: string;
