@@ -114,7 +114,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'enum', values: ['FULL', 'NORMAL'] },
     default: 'FULL',
     description:
-      '`FULL`: every acknowledged write survives power loss. `NORMAL`: survives process crashes only, faster commits.',
+      '`FULL`: every acknowledged write survives power loss (Tether flushes the WAL off the event loop, one flush for all commits in flight). `NORMAL`: survives process crashes only, no flush.',
   },
   {
     key: 'storage.fsync',

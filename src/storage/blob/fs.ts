@@ -1,8 +1,9 @@
-import { constants, createReadStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { tryParseDigest } from '../../oci/digest.ts';
+import { syncDirectory } from '../sync-directory.ts';
 import { sendFileRange } from './file-sender.ts';
 import type { BlobReader, BlobStore } from './types.ts';
 
@@ -205,7 +206,7 @@ export class FsBlobStore implements BlobStore {
     }
     await mkdir(dir, { recursive: true });
     await rename(source, file);
-    if (this.#fsync) await fsyncDir(dir);
+    if (this.#fsync) await syncDirectory(dir);
   }
 
   async deleteUpload(id: string): Promise<void> {
@@ -240,13 +241,4 @@ function dropPrefix(buffers: Buffer[], bytes: number): Buffer[] {
     }
   }
   return rest;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

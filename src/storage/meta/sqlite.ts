@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { constants, mkdirSync } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { syncDirectory } from '../sync-directory.ts';
+import { GroupSync } from './group-sync.ts';
 import { sqliteMigrations } from './migrations/sqlite.ts';
 import type {
   ManifestRecord,
@@ -28,20 +31,37 @@ type Row = Record<string, SQLInputValue>;
  * MetaStore on node:sqlite in WAL mode. node:sqlite is synchronous, so each method runs its whole
  * transaction within one turn of the event loop: no two requests interleave inside a transaction.
  * All SQL is static text with bound parameters.
+ *
+ * Durability (synchronous FULL, the default) is done here rather than by SQLite: SQLite runs with
+ * synchronous=NORMAL, so a commit only writes its WAL frames, and each write method then waits for
+ * an fdatasync of the WAL that started after its commit. SQLite's own FULL would fsync inside
+ * COMMIT, on the event loop, stalling every other request for the length of a disk flush; here the
+ * flush runs on the thread pool and one flush covers all commits made while the previous one ran
+ * (group commit). What a caller is told is the same: a write method resolves only once its commit
+ * is on disk. Checkpoints still sync inside SQLite, as NORMAL does, which keeps the WAL and the
+ * database file consistent. A reader may see a commit a moment before it is durable; an
+ * acknowledged write never depends on one that is not, because the WAL is replayed in order and
+ * a later flush covers every earlier frame.
  */
 export class SqliteMetaStore implements MetaStore {
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
+  /** The WAL's path when commits must be durable before a write method resolves. */
+  readonly #walPath: string | undefined;
+  #wal: Promise<FileHandle> | undefined;
+  readonly #walSync = new GroupSync(() => this.#syncWal());
 
   constructor(options: SqliteOptions) {
-    if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+    const file = options.path !== ':memory:';
+    if (file) mkdirSync(dirname(options.path), { recursive: true });
     this.#db = new DatabaseSync(options.path);
     this.#db.exec(`
       PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = ${options.synchronous === 'NORMAL' ? 'NORMAL' : 'FULL'};
+      PRAGMA synchronous = NORMAL;
       PRAGMA busy_timeout = 10000;
       PRAGMA foreign_keys = OFF;
     `);
+    this.#walPath = file && options.synchronous !== 'NORMAL' ? `${options.path}-wal` : undefined;
     this.#migrate();
   }
 
@@ -82,6 +102,27 @@ export class SqliteMetaStore implements MetaStore {
     }
   }
 
+  /** Runs `fn` as one write transaction and resolves once the commit is durable. */
+  async #write<T>(fn: () => T): Promise<T> {
+    const result = this.#tx(fn);
+    if (this.#walPath !== undefined) await this.#walSync.after();
+    return result;
+  }
+
+  async #syncWal(): Promise<void> {
+    // Opened on first use: by then a commit has created the WAL, and SQLite keeps that file (the
+    // same inode, truncated at most) for as long as this connection is open.
+    this.#wal ??= this.#openWal(this.#walPath!);
+    await (await this.#wal).datasync();
+  }
+
+  async #openWal(path: string): Promise<FileHandle> {
+    const wal = await open(path, constants.O_RDONLY);
+    // SQLite at NORMAL does not sync the directory after creating the WAL; its entry must be durable too.
+    await syncDirectory(dirname(path));
+    return wal;
+  }
+
   #ensureRepository(repo: string, now: number): void {
     this.#stmt('INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(
       repo,
@@ -103,7 +144,7 @@ export class SqliteMetaStore implements MetaStore {
   ): Promise<PutManifestResult> {
     const now = Date.now();
     const { repo, digest } = record;
-    return this.#tx((): PutManifestResult => {
+    return this.#write((): PutManifestResult => {
       const { precondition } = options;
       if (precondition) {
         const current = tags[0] === undefined ? undefined : this.#tagTarget(repo, tags[0]);
@@ -243,7 +284,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async deleteManifest(repo: string, digest: string, options: { cascade?: boolean } = {}): Promise<string[]> {
-    return this.#tx(() => {
+    return this.#write(() => {
       if (!this.#manifestExists(repo, digest)) return [];
       const doomed = [digest];
       if (options.cascade) {
@@ -282,7 +323,7 @@ export class SqliteMetaStore implements MetaStore {
     tag: string,
     ifMatch?: string[],
   ): Promise<'deleted' | 'missing' | 'precondition-failed'> {
-    return this.#tx(() => {
+    return this.#write(() => {
       const current = this.#tagTarget(repo, tag);
       if (current === undefined) return 'missing';
       if (ifMatch && !ifMatch.includes(current)) return 'precondition-failed';
@@ -400,7 +441,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async linkBlob(repo: string, digest: string, size: number): Promise<void> {
-    this.#tx(() => this.#link(repo, digest, size, Date.now()));
+    await this.#write(() => this.#link(repo, digest, size, Date.now()));
   }
 
   async blobSize(repo: string, digest: string): Promise<number | undefined> {
@@ -427,15 +468,16 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async unlinkBlob(repo: string, digest: string): Promise<boolean> {
-    return (
-      this.#stmt('DELETE FROM repository_blobs WHERE repo = ? AND digest = ?').run(repo, digest).changes > 0
-    );
+    const unlink = this.#stmt('DELETE FROM repository_blobs WHERE repo = ? AND digest = ?');
+    return this.#write(() => unlink.run(repo, digest).changes > 0);
   }
 
   async createUpload(upload: UploadRecord): Promise<void> {
-    this.#stmt(
-      'INSERT INTO uploads (id, repo, offset, algorithm, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
-    ).run(upload.id, upload.repo, upload.offset, upload.algorithm, upload.startedAt, upload.updatedAt);
+    await this.#write(() =>
+      this.#stmt(
+        'INSERT INTO uploads (id, repo, offset, algorithm, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run(upload.id, upload.repo, upload.offset, upload.algorithm, upload.startedAt, upload.updatedAt),
+    );
   }
 
   async getUpload(id: string): Promise<UploadRecord | undefined> {
@@ -448,11 +490,13 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async setUploadOffset(id: string, offset: number, updatedAt: number): Promise<void> {
-    this.#stmt('UPDATE uploads SET offset = ?, updated_at = ? WHERE id = ?').run(offset, updatedAt, id);
+    await this.#write(() =>
+      this.#stmt('UPDATE uploads SET offset = ?, updated_at = ? WHERE id = ?').run(offset, updatedAt, id),
+    );
   }
 
   async completeUpload(id: string, digest: string, size: number): Promise<void> {
-    this.#tx(() => {
+    await this.#write(() => {
       const row = this.#stmt('SELECT repo FROM uploads WHERE id = ?').get(id) as { repo: string } | undefined;
       if (!row) throw new Error(`upload ${id} vanished during completion`);
       this.#link(row.repo, digest, size, Date.now());
@@ -461,7 +505,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async deleteUpload(id: string): Promise<void> {
-    this.#stmt('DELETE FROM uploads WHERE id = ?').run(id);
+    await this.#write(() => this.#stmt('DELETE FROM uploads WHERE id = ?').run(id));
   }
 
   async listStaleUploads(updatedBefore: number, limit: number): Promise<UploadRecord[]> {
@@ -473,6 +517,9 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async close(): Promise<void> {
+    await this.#walSync.drain();
+    await (await this.#wal?.catch(() => undefined))?.close();
+    this.#wal = undefined;
     if (this.#db.isOpen) this.#db.close();
   }
 }
