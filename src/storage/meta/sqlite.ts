@@ -113,7 +113,13 @@ export class SqliteMetaStore implements MetaStore {
     // Opened on first use: by then a commit has created the WAL, and SQLite keeps that file (the
     // same inode, truncated at most) for as long as this connection is open.
     this.#wal ??= this.#openWal(this.#walPath!);
-    await (await this.#wal).datasync();
+    try {
+      await (await this.#wal).datasync();
+    } catch (cause) {
+      throw new Error('could not flush the metadata WAL to disk; writes are refused until a restart', {
+        cause,
+      });
+    }
   }
 
   async #openWal(path: string): Promise<FileHandle> {
