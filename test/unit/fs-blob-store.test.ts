@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
+import { digestOf } from '../../src/oci/digest.ts';
 import { FsBlobStore } from '../../src/storage/blob/fs.ts';
 
 const ignore = () => {};
@@ -43,7 +44,7 @@ for (const fsync of [true, false]) {
       const expected = Buffer.concat([first.subarray(0, 1_000_000), retry]);
       assert.ok((await readAll(await store.readUpload(id, expected.length))).equals(expected));
 
-      const digest = `sha256:${createHash('sha256').update(expected).digest('hex')}`;
+      const digest = digestOf('sha256', expected);
       await store.commitUpload(id, digest, expected.length);
       assert.equal(await store.stat(digest), expected.length);
       const reader = await store.read(digest, { start: 10, end: 19 });

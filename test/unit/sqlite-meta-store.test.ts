@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { digestOf } from '../../src/oci/digest.ts';
 import { SqliteMetaStore } from '../../src/storage/meta/sqlite.ts';
 
-const digestOf = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
+const sha256 = (text: string) => digestOf('sha256', Buffer.from(text));
 
 /** How many of this process's file descriptors are open on `path`. */
 async function openDescriptors(path: string): Promise<number> {
@@ -22,7 +22,7 @@ function manifest(repo: string, i: number, config: string) {
   const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, config: { digest: config }, i }));
   return {
     repo,
-    digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+    digest: digestOf('sha256', bytes),
     mediaType: 'application/vnd.oci.image.manifest.v1+json',
     size: bytes.length,
     bytes,
@@ -38,13 +38,13 @@ describe('SqliteMetaStore on a file', async () => {
   test('concurrent writes all resolve, and every acknowledged one is there after a reopen', async () => {
     const path = join(root, 'concurrent', 'meta.db');
     const store = new SqliteMetaStore({ path });
-    const config = digestOf('config');
+    const config = sha256('config');
     await store.linkBlob('app', config, 6);
     // Many commits in flight at once share WAL flushes; each must still resolve with its own result.
     const pushed = Array.from({ length: 64 }, (_, i) => manifest('app', i, config));
     const results = await Promise.all(pushed.map((m, i) => store.putManifest(m, [`v${i}`])));
     assert.ok(results.every((r) => r.status === 'ok'));
-    const blobs = Array.from({ length: 64 }, (_, i) => digestOf(`layer ${i}`));
+    const blobs = Array.from({ length: 64 }, (_, i) => sha256(`layer ${i}`));
     await Promise.all(blobs.map((d, i) => store.linkBlob(`repo-${i % 4}`, d, i)));
     assert.equal(await store.deleteTag('app', 'v0'), 'deleted');
     await store.close();
@@ -69,7 +69,7 @@ describe('SqliteMetaStore on a file', async () => {
       const path = join(root, synchronous, 'meta.db');
       const store = new SqliteMetaStore({ path, synchronous });
       try {
-        await store.linkBlob('app', digestOf(synchronous), 1);
+        await store.linkBlob('app', sha256(synchronous), 1);
         // SQLite holds one descriptor on the WAL; the group commit holds a second one to fdatasync it.
         assert.equal(await openDescriptors(`${path}-wal`), 1 + own, synchronous);
       } finally {
@@ -82,8 +82,8 @@ describe('SqliteMetaStore on a file', async () => {
   test('a failed write transaction rolls back and is not acknowledged', async () => {
     const store = new SqliteMetaStore({ path: join(root, 'rollback', 'meta.db') });
     try {
-      await assert.rejects(store.completeUpload('no-such-upload', digestOf('x'), 1), /vanished/);
-      assert.equal(await store.findBlob(digestOf('x')), undefined);
+      await assert.rejects(store.completeUpload('no-such-upload', sha256('x'), 1), /vanished/);
+      assert.equal(await store.findBlob(sha256('x')), undefined);
     } finally {
       await store.close();
     }
