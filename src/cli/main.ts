@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { ClientError } from '../client/errors.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { SignatureError } from '../sign/errors.ts';
-import { ensureServerHeap } from './server-heap.ts';
+import { ensureServerRuntime } from './server-runtime.ts';
 
 const USAGE = `Usage: tether <command> [options]
 
@@ -26,7 +26,7 @@ serve options:
 Precedence: flags > TETHER_* environment > config file > defaults. See docs/configuration.md.`;
 
 async function serve(argv: string[]): Promise<void> {
-  ensureServerHeap();
+  ensureServerRuntime();
   const { values } = parseArgs({
     args: argv,
     options: {

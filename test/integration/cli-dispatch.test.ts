@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -35,23 +35,36 @@ test('an unknown command exits 2 with the usage; a client command error is one l
   assert.equal(bad.stderr.trim().split('\n').length, 1);
 });
 
-test("`tether serve` runs with the server heap flags however it was started, keeping the operator's own", {
+test("`tether serve` runs with the server heap flags and thread pool however it was started, keeping the operator's own", {
   skip: process.platform !== 'linux' && 'reads /proc',
 }, async (t) => {
   const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+  // libuv starts its pool when the blob store creates its directories, before the server listens.
+  const threads = (pid: number) => readdirSync(`/proc/${pid}/task`).length;
   const { dir, cleanup } = await tempDataDir();
   t.after(cleanup);
 
-  const bare = await spawnTether(dir);
+  const bare = await spawnTether(dir, [], { UV_THREADPOOL_SIZE: undefined });
   const bareArgs = cmdline(bare.proc.pid!);
+  const bareEnv = environ(bare.proc.pid!);
+  const bareThreads = threads(bare.proc.pid!);
   assert.equal(await bare.stop(), 0);
   assert.ok(bareArgs.includes('--max-old-space-size=128'), bareArgs.join(' '));
   assert.ok(bareArgs.includes('--max-semi-space-size=1'), bareArgs.join(' '));
+  assert.ok(bareEnv.includes('UV_THREADPOOL_SIZE=64'), 'UV_THREADPOOL_SIZE=64 in the environment');
+  assert.ok(bareThreads > 64, `${bareThreads} threads`);
 
-  const own = await spawnTether(dir, [], {}, 'src/cli/main.ts', ['--max-old-space-size=300']);
+  const own = await spawnTether(dir, [], { UV_THREADPOOL_SIZE: '6' }, 'src/cli/main.ts', [
+    '--max-old-space-size=300',
+  ]);
   const ownArgs = cmdline(own.proc.pid!);
+  const ownEnv = environ(own.proc.pid!);
+  const ownThreads = threads(own.proc.pid!);
   assert.equal(await own.stop(), 0);
   assert.ok(ownArgs.includes('--max-old-space-size=300'), ownArgs.join(' '));
   assert.ok(!ownArgs.includes('--max-old-space-size=128'), ownArgs.join(' '));
   assert.ok(ownArgs.includes('--max-semi-space-size=1'), ownArgs.join(' '));
+  assert.ok(ownEnv.includes('UV_THREADPOOL_SIZE=6'), "the operator's UV_THREADPOOL_SIZE is kept");
+  assert.ok(ownThreads < 64, `${ownThreads} threads`);
 });

@@ -1,0 +1,60 @@
+/**
+ * Runtime settings for `tether serve`, however it is started (`npm start`, `npx tether serve`, a global
+ * install, a container). Both are measured in docs/performance.md.
+ *
+ * Heap: a 1 MiB semi-space collects request-body chunks soon enough to keep peak RSS under 150 MB at the
+ * same throughput; the old-space cap bounds what promoted garbage may pile up before a full collection.
+ */
+export const SERVER_NODE_FLAGS = ['--max-old-space-size=128', '--max-semi-space-size=1'] as const;
+
+/**
+ * The libuv thread pool runs every file write, `fdatasync` and directory sync. With its default of 4
+ * threads, a few slow syncs held up every other upload's writes: 8 parallel 256 MiB pushes on disk ran at
+ * a median 490 MB/s, with 64 threads at 575 (docs/performance.md). Idle threads cost ~0.4 MB of RSS in
+ * all. libuv reads the size once, when the pool starts, hence the environment and not code.
+ */
+export const SERVER_ENV = { UV_THREADPOOL_SIZE: '64' } as const;
+
+/** Set in the environment of the re-executed process, so a failure to apply the settings cannot loop. */
+const REEXEC_MARK = 'TETHER_SERVER_RUNTIME_APPLIED';
+
+const flagName = (arg: string) => (arg.split('=')[0] ?? arg).replaceAll('_', '-');
+
+export interface MissingSettings {
+  flags: string[];
+  env: Record<string, string>;
+}
+
+/**
+ * The server flags that neither the node command line nor NODE_OPTIONS sets, and the server environment
+ * variables that are not set: what the operator chose always wins over ours.
+ */
+export function missingServerSettings(
+  execArgv: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+): MissingSettings {
+  const given = new Set(
+    [...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)].filter(Boolean).map(flagName),
+  );
+  return {
+    flags: SERVER_NODE_FLAGS.filter((flag) => !given.has(flagName(flag))),
+    env: Object.fromEntries(Object.entries(SERVER_ENV).filter(([name]) => env[name] === undefined)),
+  };
+}
+
+/**
+ * Replaces this process by the same command with the missing settings (execve: same pid, stdio and
+ * signals, no second process), before the server loads. Does nothing where execve is not available
+ * (Windows), when nothing is missing, or after one re-execution.
+ */
+export function ensureServerRuntime(): void {
+  if (process.env[REEXEC_MARK] || process.platform === 'win32' || typeof process.execve !== 'function')
+    return;
+  const missing = missingServerSettings(process.execArgv, process.env);
+  if (missing.flags.length === 0 && Object.keys(missing.env).length === 0) return;
+  process.execve(
+    process.execPath,
+    [process.execPath, ...missing.flags, ...process.execArgv, ...process.argv.slice(1)],
+    { ...process.env, ...missing.env, [REEXEC_MARK]: '1' },
+  );
+}
