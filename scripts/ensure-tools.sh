@@ -9,6 +9,7 @@
 #   distribution Debian's docker-registry 2.8 (a registry without the referrers API)
 #   skopeo       Debian's skopeo (apt-get, when running as root)
 #   openssl      the openssl CLI (the TLS integration test makes certificates with it)
+#   strace       Debian's strace (the blob store durability test reads which syncs ran before an ack)
 # Go builds never touch $HOME: GOPATH, module and build caches live under .tools/go.
 set -euo pipefail
 
@@ -89,6 +90,7 @@ for group in "$@"; do
     conformance) ensure_conformance ;;
     skopeo) ensure_apt skopeo skopeo ;;
     openssl) ensure_apt openssl openssl ;;
+    strace) ensure_apt strace strace ;;
     distribution) ensure_apt docker-registry docker-registry ;;
     oras) go_tool oras oras.land/oras v1.3.3 cmd/oras ;;
     regctl) go_tool regctl github.com/regclient/regclient v0.11.5 cmd/regctl ;;

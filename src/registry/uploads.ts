@@ -61,7 +61,7 @@ export class Uploads {
   ): Promise<UploadRecord> {
     return this.#locks.run(id, async () => {
       const upload = await this.get(repo, id);
-      await this.#write(upload, body, range);
+      await this.#write(upload, body, { range });
       await this.#ctx.meta.setUploadOffset(id, upload.offset, upload.updatedAt);
       return upload;
     });
@@ -79,7 +79,7 @@ export class Uploads {
   ): Promise<{ size: number }> {
     return this.#locks.run(id, async () => {
       const upload = await this.get(repo, id);
-      if (final) await this.#write(upload, final.body, final.range);
+      if (final) await this.#write(upload, final.body, { range: final.range, publishing: true });
       await this.#verify(upload, digest);
       await this.#ctx.blobs.commitUpload(id, digest.value, upload.offset);
       await this.#ctx.meta.completeUpload(id, digest.value, upload.offset);
@@ -109,7 +109,7 @@ export class Uploads {
       offset: 0,
     });
     try {
-      await this.#write(upload, body);
+      await this.#write(upload, body, { publishing: true });
       await this.#verify(upload, digest);
       await this.#ctx.blobs.commitUpload(upload.id, digest.value, upload.offset);
       await this.#ctx.meta.linkBlob(repo, digest.value, upload.offset);
@@ -120,11 +120,14 @@ export class Uploads {
     }
   }
 
-  /** Streams a body to the staged bytes at the session's offset, hashing on the way; updates `upload`. */
+  /**
+   * Streams a body to the staged bytes at the session's offset, hashing on the way; updates `upload`.
+   * `publishing`: the bytes are published right after, never acknowledged as a chunk of their own.
+   */
   async #write(
     upload: UploadRecord,
     body: AsyncIterable<Buffer>,
-    range?: { start: number; end: number },
+    { range, publishing = false }: { range?: { start: number; end: number }; publishing?: boolean } = {},
   ): Promise<void> {
     const { id, repo } = upload;
     if (range && range.start !== upload.offset) {
@@ -143,6 +146,7 @@ export class Uploads {
         upload.offset,
         limitBody(body, upload.offset, limit),
         (c) => state.hash.update(c),
+        { publishing },
       );
     } catch (err) {
       // The hash has seen bytes the offset does not acknowledge: rebuild it from storage next time.

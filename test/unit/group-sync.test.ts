@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { GroupSync } from '../../src/storage/meta/group-sync.ts';
+import { GroupSync } from '../../src/storage/group-sync.ts';
 
 /** A sync function the test completes by hand, recording when each call started. */
 function manualSync() {

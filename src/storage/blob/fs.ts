@@ -3,6 +3,7 @@ import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { tryParseDigest } from '../../oci/digest.ts';
+import { GroupSync } from '../group-sync.ts';
 import { syncDirectory } from '../sync-directory.ts';
 import { sendFileRange } from './file-sender.ts';
 import type { BlobReader, BlobStore } from './types.ts';
@@ -29,6 +30,8 @@ export class FsBlobStore implements BlobStore {
   readonly #blobs: string;
   readonly #uploads: string;
   readonly #fsync: boolean;
+  /** One directory sync covers every staged file created before it starts (see appendUpload). */
+  readonly #uploadsSync = new GroupSync(() => syncDirectory(this.#uploads));
   #appending = 0;
 
   private constructor(root: string, fsync: boolean) {
@@ -108,6 +111,7 @@ export class FsBlobStore implements BlobStore {
     offset: number,
     source: AsyncIterable<Buffer>,
     onData: (chunk: Buffer) => void,
+    options: { publishing?: boolean } = {},
   ): Promise<number> {
     const handle = await open(this.#uploadPath(id), 'r+');
     let written = 0;
@@ -166,7 +170,14 @@ export class FsBlobStore implements BlobStore {
       await flush();
       await writing;
       await syncing;
-      if (this.#fsync) await handle.datasync();
+      if (this.#fsync) {
+        // The first bytes acknowledged in a staged file need its name to be durable too: fdatasync makes
+        // the data durable, not the directory entry `createUpload` made. The two syncs run at once, and
+        // concurrent uploads share directory syncs. Bytes about to be published need no staged name:
+        // commitUpload renames them and syncs the blob's directory.
+        const firstBytes = offset === 0 && written > 0 && !options.publishing;
+        await Promise.all([handle.datasync(), firstBytes ? this.#uploadsSync.after() : undefined]);
+      }
     } finally {
       this.#appending--;
       // Never close under a write still in flight (an aborted body ends the loop early).

@@ -35,13 +35,16 @@ export interface BlobStore {
   createUpload(id: string): Promise<void>;
   /**
    * Writes `source` at `offset` (after truncating to it) and makes it durable before resolving with the
-   * number of bytes written. `onData` sees every chunk in order (the registry hashes there).
+   * number of bytes written: the bytes, and the staged object itself, since an acknowledged chunk must
+   * survive a crash. With `publishing` (the caller publishes the upload next, with commitUpload) only the
+   * bytes must be durable. `onData` sees every chunk in order (the registry hashes there).
    */
   appendUpload(
     id: string,
     offset: number,
     source: AsyncIterable<Buffer>,
     onData: (chunk: Buffer) => void,
+    options?: { publishing?: boolean },
   ): Promise<number>;
   /** Streams the staged bytes of an upload (used to re-hash after a restart). */
   readUpload(id: string, length: number): Promise<Readable>;

@@ -3,8 +3,8 @@ import { constants, mkdirSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { GroupSync } from '../group-sync.ts';
 import { syncDirectory } from '../sync-directory.ts';
-import { GroupSync } from './group-sync.ts';
 import { sqliteMigrations } from './migrations/sqlite.ts';
 import type {
   ManifestRecord,
