@@ -295,13 +295,22 @@ const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
     process.exit(1);
   }
 }
-const peers = [
-  await startTether(dir),
-  await startTether(dir, false),
-  await startDistribution(dir),
-  await startZot(dir),
-].filter((p): p is Peer => !!p && (!values.only || p.name === values.only));
-const missing = ['distribution', 'zot'].filter((n) => !peers.some((p) => p.name === n));
+// Only the registries selected are started: one left running would keep this process alive.
+const starters: [string, () => Promise<Peer | undefined>][] = [
+  ['tether', () => startTether(dir)],
+  [NO_FSYNC, () => startTether(dir, false)],
+  ['distribution', () => startDistribution(dir)],
+  ['zot', () => startZot(dir)],
+];
+const peers: Peer[] = [];
+for (const [name, start] of starters) {
+  if (values.only && name !== values.only) continue;
+  const peer = await start();
+  if (peer) peers.push(peer);
+}
+const missing = ['distribution', 'zot'].filter(
+  (n) => (!values.only || values.only === n) && !peers.some((p) => p.name === n),
+);
 const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
 try {
   for (const peer of peers) await warmUp(peer);
