@@ -60,7 +60,7 @@ async function startTether(dir: string, fsync = true): Promise<Peer> {
     data,
     ['--log-level', 'warn'],
     fsync ? {} : { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' },
-    'dist/cli/main.js',
+    { entry: 'dist/cli/main.js' },
   );
   return { name, url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
 }

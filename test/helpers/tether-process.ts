@@ -32,15 +32,32 @@ export async function spawnTether(
   data: string,
   extraArgs: string[] = [],
   env: NodeJS.ProcessEnv = {},
-  /** `dist/cli/main.js` runs the compiled build (what `npm start` runs; benchmarks use it). */
-  entry = 'src/cli/main.ts',
-  nodeFlags: string[] = [],
+  options: {
+    /** `dist/cli/main.js` runs the compiled build (what `npm start` runs; benchmarks use it). */
+    entry?: string;
+    nodeFlags?: string[];
+    /** A command that runs node, such as strace with its arguments; `proc` is then that command. */
+    wrapper?: string[];
+  } = {},
 ): Promise<TetherProcess> {
-  const proc = spawn(
+  const { entry = 'src/cli/main.ts', nodeFlags = [], wrapper = [] } = options;
+  const command = [
+    ...wrapper,
     process.execPath,
-    [...nodeFlags, join(ROOT, entry), 'serve', '--listen', '127.0.0.1:0', '--data', data, ...extraArgs],
-    { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+    ...nodeFlags,
+    join(ROOT, entry),
+    'serve',
+    '--listen',
+    '127.0.0.1:0',
+    '--data',
+    data,
+    ...extraArgs,
+  ];
+  const proc = spawn(command[0]!, command.slice(1), {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   proc.stdout!.on('data', (d) => {
     out += d;

@@ -55,9 +55,12 @@ test("`tether serve` runs with the server heap flags and thread pool however it 
   assert.ok(bareEnv.includes('UV_THREADPOOL_SIZE=64'), 'UV_THREADPOOL_SIZE=64 in the environment');
   assert.ok(bareThreads > 64, `${bareThreads} threads`);
 
-  const own = await spawnTether(dir, [], { UV_THREADPOOL_SIZE: '6' }, 'src/cli/main.ts', [
-    '--max-old-space-size=300',
-  ]);
+  const own = await spawnTether(
+    dir,
+    [],
+    { UV_THREADPOOL_SIZE: '6' },
+    { nodeFlags: ['--max-old-space-size=300'] },
+  );
   const ownArgs = cmdline(own.proc.pid!);
   const ownEnv = environ(own.proc.pid!);
   const ownThreads = threads(own.proc.pid!);
