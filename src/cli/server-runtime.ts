@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+
 /**
  * Runtime settings for `tether serve`, however it is started (`npm start`, `npx tether serve`, a global
  * install, a container). All are measured in docs/performance.md.
@@ -15,6 +17,15 @@ export const SERVER_NODE_FLAGS = [
   '--incremental-marking-soft-trigger=80',
   '--incremental-marking-hard-trigger=90',
 ] as const;
+
+/**
+ * V8 internals rather than Node options: a Node whose V8 dropped them would refuse to start with them
+ * ("bad option"), so they are passed only after this node accepted them in a probe.
+ */
+const V8_INTERNAL_FLAGS = new Set<string>([
+  '--incremental-marking-soft-trigger=80',
+  '--incremental-marking-hard-trigger=90',
+]);
 
 /**
  * The libuv thread pool runs every file write, `fdatasync` and directory sync. With its default of 4
@@ -60,10 +71,18 @@ export function ensureServerRuntime(): void {
   if (process.env[REEXEC_MARK] || process.platform === 'win32' || typeof process.execve !== 'function')
     return;
   const missing = missingServerSettings(process.execArgv, process.env);
+  const internal = missing.flags.filter((flag) => V8_INTERNAL_FLAGS.has(flag));
+  if (internal.length > 0 && !nodeAccepts(internal))
+    missing.flags = missing.flags.filter((flag) => !V8_INTERNAL_FLAGS.has(flag));
   if (missing.flags.length === 0 && Object.keys(missing.env).length === 0) return;
   process.execve(
     process.execPath,
     [process.execPath, ...missing.flags, ...process.execArgv, ...process.argv.slice(1)],
     { ...process.env, ...missing.env, [REEXEC_MARK]: '1' },
   );
+}
+
+/** Whether this node starts with `flags` (about 40 ms, once, before the server loads). */
+export function nodeAccepts(flags: readonly string[]): boolean {
+  return spawnSync(process.execPath, [...flags, '-e', ''], { stdio: 'ignore', timeout: 10_000 }).status === 0;
 }

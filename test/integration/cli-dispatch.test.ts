@@ -52,6 +52,8 @@ test("`tether serve` runs with the server heap flags and thread pool however it 
   assert.equal(await bare.stop(), 0);
   assert.ok(bareArgs.includes('--max-old-space-size=128'), bareArgs.join(' '));
   assert.ok(bareArgs.includes('--max-semi-space-size=1'), bareArgs.join(' '));
+  // V8's marking triggers, which this node accepts (the probe passes them on).
+  assert.ok(bareArgs.includes('--incremental-marking-hard-trigger=90'), bareArgs.join(' '));
   assert.ok(bareEnv.includes('UV_THREADPOOL_SIZE=64'), 'UV_THREADPOOL_SIZE=64 in the environment');
   assert.ok(bareThreads > 64, `${bareThreads} threads`);
 

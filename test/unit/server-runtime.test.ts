@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { missingServerSettings, SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/server-runtime.ts';
+import {
+  missingServerSettings,
+  nodeAccepts,
+  SERVER_ENV,
+  SERVER_NODE_FLAGS,
+} from '../../src/cli/server-runtime.ts';
 
 test('all server settings are missing from a bare node command line and environment', () => {
   assert.deepEqual(missingServerSettings([]), { flags: [...SERVER_NODE_FLAGS], env: { ...SERVER_ENV } });
@@ -33,4 +38,9 @@ test("an operator's own thread pool size wins, even an empty one", () => {
     flags: [],
     env: {},
   });
+});
+
+test('the probe tells the V8 flags this node accepts from those it would refuse to start with', () => {
+  assert.equal(nodeAccepts(SERVER_NODE_FLAGS), true);
+  assert.equal(nodeAccepts(['--incremental-marking-soft-trigger-that-does-not-exist=1']), false);
 });
