@@ -9,13 +9,16 @@ import { spawnSync } from 'node:child_process';
  * Marking triggers: once the old generation passed ~8 MB (any served traffic does that), V8's default
  * heuristics started a full collection with half the space to its limit still free, about every 50 ms
  * under upload load; starting at 80 % (soft, as a task) and 90 % (at once) of the way to the limit
- * brought 73 full collections during an 8 x 256 MiB push down to 1.
+ * brought 73 full collections during an 8 x 256 MiB push down to 1. Marking that late let the listings'
+ * garbage lift peak RSS to 160 MB, so the limit grows by 50 % of the live heap after each collection
+ * instead of V8's factor of up to 4: peak RSS back to 144 MB, the push as fast.
  */
 export const SERVER_NODE_FLAGS = [
   '--max-old-space-size=128',
   '--max-semi-space-size=1',
   '--incremental-marking-soft-trigger=80',
   '--incremental-marking-hard-trigger=90',
+  '--heap-growing-percent=50',
 ] as const;
 
 /**
@@ -25,6 +28,7 @@ export const SERVER_NODE_FLAGS = [
 const V8_INTERNAL_FLAGS = new Set<string>([
   '--incremental-marking-soft-trigger=80',
   '--incremental-marking-hard-trigger=90',
+  '--heap-growing-percent=50',
 ]);
 
 /**
