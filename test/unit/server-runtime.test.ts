@@ -25,7 +25,7 @@ test("an operator's own heap size wins, on the command line or in NODE_OPTIONS, 
   );
   assert.deepEqual(
     missingServerSettings(['--max-semi-space-size=2', '--incremental-marking-soft-trigger=0'], {
-      NODE_OPTIONS: '--max-old-space-size=256 --incremental_marking_hard_trigger=0',
+      NODE_OPTIONS: '--max-old-space-size=256 --incremental_marking_hard_trigger=0 --heap-growing-percent=25',
     }).flags,
     [],
   );
