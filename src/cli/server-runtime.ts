@@ -13,23 +13,23 @@ import { spawnSync } from 'node:child_process';
  * garbage lift peak RSS to 160 MB, so the limit grows by 50 % of the live heap after each collection
  * instead of V8's factor of up to 4: peak RSS back to 144 MB, the push as fast.
  */
-export const SERVER_NODE_FLAGS = [
-  '--max-old-space-size=128',
-  '--max-semi-space-size=1',
+/**
+ * The collection schedule: V8 internals rather than Node options. A Node whose V8 dropped one would refuse
+ * to start with it ("bad option"), so they are passed only after this node accepted them in a probe.
+ */
+const V8_SCHEDULE_FLAGS = [
   '--incremental-marking-soft-trigger=80',
   '--incremental-marking-hard-trigger=90',
   '--heap-growing-percent=50',
 ] as const;
 
-/**
- * V8 internals rather than Node options: a Node whose V8 dropped them would refuse to start with them
- * ("bad option"), so they are passed only after this node accepted them in a probe.
- */
-const V8_INTERNAL_FLAGS = new Set<string>([
-  '--incremental-marking-soft-trigger=80',
-  '--incremental-marking-hard-trigger=90',
-  '--heap-growing-percent=50',
-]);
+export const SERVER_NODE_FLAGS = [
+  '--max-old-space-size=128',
+  '--max-semi-space-size=1',
+  ...V8_SCHEDULE_FLAGS,
+] as const;
+
+const isV8Internal = (flag: string) => (V8_SCHEDULE_FLAGS as readonly string[]).includes(flag);
 
 /**
  * The libuv thread pool runs every file write, `fdatasync` and directory sync. With its default of 4
@@ -75,9 +75,9 @@ export function ensureServerRuntime(): void {
   if (process.env[REEXEC_MARK] || process.platform === 'win32' || typeof process.execve !== 'function')
     return;
   const missing = missingServerSettings(process.execArgv, process.env);
-  const internal = missing.flags.filter((flag) => V8_INTERNAL_FLAGS.has(flag));
+  const internal = missing.flags.filter(isV8Internal);
   if (internal.length > 0 && !nodeAccepts(internal))
-    missing.flags = missing.flags.filter((flag) => !V8_INTERNAL_FLAGS.has(flag));
+    missing.flags = missing.flags.filter((flag) => !isV8Internal(flag));
   if (missing.flags.length === 0 && Object.keys(missing.env).length === 0) return;
   process.execve(
     process.execPath,

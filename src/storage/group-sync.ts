@@ -1,13 +1,14 @@
 /**
- * Group commit for one file: many writers each need "everything I wrote is on disk" before they
- * answer, and one sync that starts after their write covers all of them. While a sync runs, the
- * writers that arrive share the next one, so N concurrent commits cost at most two syncs instead
- * of N, and the syncs run on libuv's thread pool instead of blocking the event loop.
+ * Group commit for one file or directory (the SQLite WAL, the blob store's `uploads/`): many writers
+ * each need "everything I wrote is on disk" before they answer, and one sync that starts after their
+ * write covers all of them. While a sync runs, the writers that arrive share the next one, so N
+ * concurrent commits cost at most two syncs instead of N, and the syncs run on libuv's thread pool
+ * instead of blocking the event loop.
  *
  * A failed sync is final: the kernel may already have dropped the dirty pages it could not write,
  * so a later sync that succeeds would not mean the earlier writes are on disk. Every waiter from
- * then on gets the original error, and only a restart (which lets SQLite recover from what is
- * really on disk) clears it.
+ * then on gets the original error, and only a restart (which recovers from what is really on disk:
+ * SQLite replays its WAL, an upload resumes from its last committed offset) clears it.
  */
 export class GroupSync {
   readonly #sync: () => Promise<void>;
