@@ -75,3 +75,28 @@ test('bytes about to be published sync their data, then the blob directory after
   assert.equal(published?.length, 1, published?.join('\n'));
   assert.match(published[0]!, /^fsync .*\/store\/blobs\/sha256\/[0-9a-f]{2}$/);
 });
+
+test('a large append starts write-back while its body still streams in', { skip: straceSkip }, async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'tether-durability-'));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const id = '7a2e5c10-9d3b-4e8f-a1c6-5f0b2d4e8c93';
+  // 12 MiB in 1 MiB pieces; the mark is written when the loop asks for the ninth, with 8 MiB received.
+  const [streaming, ending] = await syncsBetweenMarks(
+    root,
+    `const pieces = async function* () {
+       for (let i = 0; i < 12; i++) {
+         if (i === 8) mark('streaming');
+         yield Buffer.alloc(1 << 20, i);
+       }
+     };
+     await store.createUpload('${id}');
+     mark('created');
+     await store.appendUpload('${id}', 0, pieces(), () => {});
+     mark('acknowledged');`,
+  );
+  const staged = `fdatasync ${join(root, 'store', 'uploads', id)}`;
+  // Write-back of the first megabytes completed before the rest of the body arrived...
+  assert.ok((streaming ?? []).filter((s) => s === staged).length >= 1, JSON.stringify(streaming));
+  // ...and the acknowledgement still waited for a sync of everything (plus the staged name's directory).
+  assert.ok(ending?.includes(staged), JSON.stringify(ending));
+});
