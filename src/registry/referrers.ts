@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import type { Digest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
-import type { ReferrerRow } from '../storage/meta/types.ts';
 import type { RegistryContext } from './context.ts';
 
 /** Referrer pages stay under the spec's 4 MiB manifest guidance whatever the annotations weigh. */
@@ -52,17 +51,6 @@ export async function referrersETag(ctx: RegistryContext, request: ReferrersRequ
   return `"${createHash('sha256').update(shape).digest('hex').slice(0, 40)}"`;
 }
 
-function descriptorJson(row: ReferrerRow): string {
-  const descriptor: Record<string, unknown> = {
-    mediaType: row.mediaType,
-    digest: row.digest,
-    size: row.size,
-  };
-  if (row.artifactType) descriptor.artifactType = row.artifactType;
-  if (row.annotations) descriptor.annotations = row.annotations;
-  return JSON.stringify(descriptor);
-}
-
 /**
  * One page of a subject's referrers as an image index. The filter runs in the index scan, so a page is
  * full whenever more matching referrers exist; the cursor is the last digest sent (keyset pagination).
@@ -82,7 +70,7 @@ export async function listReferrers(ctx: RegistryContext, request: ReferrersRequ
   let bytes = head.length + tail.length;
   let sent = 0;
   for (const row of rows.slice(0, request.limit)) {
-    const json = descriptorJson(row);
+    const json = row.descriptor;
     const cost = Buffer.byteLength(json) + (parts.length > 0 ? 1 : 0);
     if (parts.length > 0 && bytes + cost > REFERRERS_PAGE_MAX_BYTES) break;
     parts.push(json);

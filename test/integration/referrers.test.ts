@@ -170,6 +170,16 @@ describe('referrers API', () => {
       size: index.bytes.length,
       annotations: { kind: 'index' },
     });
+    // Byte for byte, as clients that hash or diff the index see it: the descriptor's keys in the order
+    // of the OCI descriptor (mediaType, digest, size, artifactType, annotations), no whitespace.
+    const raw = await (await fetch(`${reg.url}/v2/desc/referrers/${img.digest}`)).text();
+    assert.ok(
+      raw.includes(
+        `{"mediaType":"${OCI_MANIFEST}","digest":"${explicit.digest}","size":${explicit.bytes.length},` +
+          `"artifactType":"application/vnd.example.explicit","annotations":{"a":"1","b":""}}`,
+      ),
+      raw,
+    );
     // The index is also a subject of its own referrers.
     const onIndex = await pushArtifact(
       reg.url,

@@ -29,10 +29,11 @@ export interface StoredManifest {
 
 export interface ReferrerRow {
   digest: string;
-  mediaType: string;
-  size: number;
-  artifactType?: string;
-  annotations?: Record<string, string>;
+  /**
+   * The referrer's descriptor as it appears in the referrers index, serialized: `mediaType`, `digest`,
+   * `size`, then `artifactType` and `annotations` when the manifest has them.
+   */
+  descriptor: string;
 }
 
 export interface TagPrecondition {
