@@ -122,6 +122,7 @@ describe('referrers API', () => {
     const explicit = await pushArtifact(reg.url, 'desc', subject, 'application/vnd.example.explicit', {
       a: '1',
       b: '',
+      c: 'a "quote", a \\ and é',
     });
     const configBytes = 'custom config';
     const configDigest = await pushBlob(reg.url, 'desc', configBytes);
@@ -156,7 +157,7 @@ describe('referrers API', () => {
       digest: explicit.digest,
       size: explicit.bytes.length,
       artifactType: 'application/vnd.example.explicit',
-      annotations: { a: '1', b: '' },
+      annotations: { a: '1', b: '', c: 'a "quote", a \\ and é' },
     });
     assert.deepEqual(byDigest.get(derived.digest), {
       mediaType: OCI_MANIFEST,
@@ -176,7 +177,8 @@ describe('referrers API', () => {
     assert.ok(
       raw.includes(
         `{"mediaType":"${OCI_MANIFEST}","digest":"${explicit.digest}","size":${explicit.bytes.length},` +
-          `"artifactType":"application/vnd.example.explicit","annotations":{"a":"1","b":""}}`,
+          `"artifactType":"application/vnd.example.explicit",` +
+          `"annotations":{"a":"1","b":"","c":"a \\"quote\\", a \\\\ and é"}}`,
       ),
       raw,
     );

@@ -28,13 +28,16 @@ export interface SqliteOptions {
 type Row = Record<string, SQLInputValue>;
 
 /**
- * A referrer's OCI descriptor as JSON text, from a `manifests m` row. json_patch (a JSON merge patch)
- * appends the patch's keys in order and drops those whose value is null, so the keys come out as
- * mediaType, digest, size, then artifactType and annotations only when the manifest has them.
+ * A referrer's OCI descriptor as JSON text, from a `manifests m` row: keys in the order mediaType,
+ * digest, size, then artifactType and annotations only when the manifest has them. Built by
+ * concatenation, which costs about 60 % of json_object + json_patch per page: the strings go through
+ * json_quote, and `annotations` holds JSON.stringify's output (putManifest), so it is spliced in as is.
  */
-const DESCRIPTOR_JSON = `json_patch(
-  json_object('mediaType', m.media_type, 'digest', m.digest, 'size', m.size),
-  json_object('artifactType', NULLIF(m.artifact_type, ''), 'annotations', json(m.annotations)))`;
+const DESCRIPTOR_JSON = `('{"mediaType":' || json_quote(m.media_type) || ',"digest":' || json_quote(m.digest)
+  || ',"size":' || m.size
+  || CASE WHEN m.artifact_type IS NULL OR m.artifact_type = '' THEN ''
+          ELSE ',"artifactType":' || json_quote(m.artifact_type) END
+  || CASE WHEN m.annotations IS NULL THEN '' ELSE ',"annotations":' || m.annotations END || '}')`;
 
 /**
  * MetaStore on node:sqlite in WAL mode. node:sqlite is synchronous, so each method runs its whole
