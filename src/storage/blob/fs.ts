@@ -122,6 +122,7 @@ export class FsBlobStore implements BlobStore {
     const handle = await open(this.#uploadPath(id), 'r+');
     let written = 0;
     let writing: Promise<void> = Promise.resolve();
+    let syncing: Promise<void> | undefined;
     this.#appending++;
     try {
       await handle.truncate(offset);
@@ -157,7 +158,6 @@ export class FsBlobStore implements BlobStore {
       // Start write-back every EARLY_SYNC bytes while the rest still streams in, so the final
       // datasync (which the acknowledgement waits for) has little left to flush. Waiting for the
       // previous early sync before starting the next bounds each upload's unsynced bytes.
-      let syncing: Promise<void> | undefined;
       let unsynced = 0;
       for await (const chunk of source) {
         onData(chunk);
@@ -187,8 +187,10 @@ export class FsBlobStore implements BlobStore {
       }
     } finally {
       this.#appending--;
-      // Never close under a write still in flight (an aborted body ends the loop early).
+      // Never close under a write or an early sync still in flight (an aborted body ends the loop
+      // early and fails the append with its own error; a sync's failure must not go unhandled).
       await writing.catch(() => {});
+      await syncing?.catch(() => {});
       await handle.close();
     }
     return written;
