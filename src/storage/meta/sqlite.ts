@@ -372,7 +372,7 @@ export class SqliteMetaStore implements MetaStore {
     // The descriptor is serialized here: one string per row instead of a row object, a parsed
     // annotations object and a stringify of both in JavaScript (less garbage on large pages).
     const columns = `m.digest AS digest, ${DESCRIPTOR_JSON} AS descriptor`;
-    const rows = this.#stmt(
+    return this.#stmt(
       `SELECT * FROM (
          SELECT * FROM (
            SELECT ${columns} FROM manifests m
@@ -396,7 +396,6 @@ export class SqliteMetaStore implements MetaStore {
       annotationCount: query.annotations?.length ?? 0,
       annotations: JSON.stringify(query.annotations ?? []),
     }) as unknown as ReferrerRow[];
-    return rows;
   }
 
   async referrersVersion(repo: string, keys: string[]): Promise<string> {
