@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { readSyncTrace, straceSkip, straceSyncArgs, syncsAfterMark } from '../helpers/strace.ts';
+import { tempDataDir } from '../helpers/tether-process.ts';
 
 const STORE = new URL('../../src/storage/blob/fs.ts', import.meta.url).href;
 
@@ -37,8 +36,8 @@ async function syncsBetweenMarks(root: string, steps: string): Promise<string[][
 test('an acknowledged chunk is synced with its staged file name; later chunks only sync data', {
   skip: straceSkip,
 }, async (t) => {
-  const root = await mkdtemp(join(tmpdir(), 'tether-durability-'));
-  t.after(() => rm(root, { recursive: true, force: true }));
+  const { dir: root, cleanup } = await tempDataDir();
+  t.after(cleanup);
   const id = '0e4f1b8e-2f55-4a43-9c5e-6a0b7d7c2a11';
   const [first, second] = await syncsBetweenMarks(
     root,
@@ -57,8 +56,8 @@ test('an acknowledged chunk is synced with its staged file name; later chunks on
 test('bytes about to be published sync their data, then the blob directory after the rename', {
   skip: straceSkip,
 }, async (t) => {
-  const root = await mkdtemp(join(tmpdir(), 'tether-durability-'));
-  t.after(() => rm(root, { recursive: true, force: true }));
+  const { dir: root, cleanup } = await tempDataDir();
+  t.after(cleanup);
   const id = '3c1d9a20-7b1e-4f0e-8d6a-2b5c4e9f0a77';
   const [written, published] = await syncsBetweenMarks(
     root,
@@ -77,8 +76,8 @@ test('bytes about to be published sync their data, then the blob directory after
 });
 
 test('a large append starts write-back while its body still streams in', { skip: straceSkip }, async (t) => {
-  const root = await mkdtemp(join(tmpdir(), 'tether-durability-'));
-  t.after(() => rm(root, { recursive: true, force: true }));
+  const { dir: root, cleanup } = await tempDataDir();
+  t.after(cleanup);
   const id = '7a2e5c10-9d3b-4e8f-a1c6-5f0b2d4e8c93';
   // 12 MiB in 1 MiB pieces; the mark is written when the loop asks for the ninth, with 8 MiB received.
   const [streaming, ending] = await syncsBetweenMarks(
