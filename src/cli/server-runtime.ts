@@ -1,5 +1,3 @@
-import { spawnSync } from 'node:child_process';
-
 /**
  * Runtime settings for `tether serve`, however it is started (`npm start`, `npx tether serve`, a global
  * install, a container). All are measured in docs/performance.md.
@@ -13,6 +11,8 @@ import { spawnSync } from 'node:child_process';
  * garbage lift peak RSS to 160 MB, so the limit grows by 50 % of the live heap after each collection
  * instead of V8's factor of up to 4: peak RSS back to 144 MB, the push as fast.
  */
+import { spawnSync } from 'node:child_process';
+
 /**
  * The collection schedule: V8 internals rather than Node options. A Node whose V8 dropped one would refuse
  * to start with it ("bad option"), so they are passed only after this node accepted them in a probe.
