@@ -324,7 +324,7 @@ const missing = ['distribution', 'zot'].filter(
   (n) => (!values.only || values.only === n) && !peers.some((p) => p.name === n),
 );
 const rows: { workload: Workload; results: Map<string, Result & { peakRssMB: number }> }[] = [];
-/** Tether's runs of the rows with a `limit`, each with the limits measured just before it. */
+/** Tether's runs of the rows with a `limit` (rounds from 1), each with the limits measured just before it. */
 const limitRuns: { workload: Workload; round: number; figure: number; limits: Limits }[] = [];
 try {
   for (const peer of peers) await warmUp(peer);
@@ -341,7 +341,7 @@ try {
         const limits = workload.limit ? await measureLimits(dir) : undefined;
         const result = await withRss(peer, () => workload.run(peer.url, peer.name));
         if (limits && peer.name === 'tether')
-          limitRuns.push({ workload, round, figure: result.mbPerSec, limits });
+          limitRuns.push({ workload, round: round + 1, figure: result.mbPerSec, limits });
         runs.set(peer.name, [...(runs.get(peer.name) ?? []), result]);
         console.error(
           `${workload.label} | ${peer.name}: ${result[workload.higherIsBetter]} ${workload.higherIsBetter} p50 ${result.p50ms} ms, rss ${result.peakRssMB} MB, errors ${result.errors}`,
@@ -434,7 +434,7 @@ if (limitRuns.length) {
     const push = workload.limit === 'push';
     const target = push ? lowestLimit(l) : l.loopbackMBps;
     console.log(
-      `| ${workload.label} | ${round + 1} | ${figure} | ${l.sha256MBps} | ${l.durableWriteMBps} | ${l.loopbackMBps} | ${l.diskWriteMBps} | ${l.ingestMBps} | ${pct(figure / target)} | ${push ? pct(figure / l.ingestMBps) : ''} |`,
+      `| ${workload.label} | ${round} | ${figure} | ${l.sha256MBps} | ${l.durableWriteMBps} | ${l.loopbackMBps} | ${l.diskWriteMBps} | ${l.ingestMBps} | ${pct(figure / target)} | ${push ? pct(figure / l.ingestMBps) : ''} |`,
     );
   }
 }
@@ -446,7 +446,7 @@ await writeFile(
       limits,
       limitRuns: limitRuns.map((r) => ({
         workload: r.workload.label,
-        round: r.round + 1,
+        round: r.round,
         mbPerSec: r.figure,
         limits: r.limits,
       })),
