@@ -1,19 +1,19 @@
-import type { Hash } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
-import { createHasher, type Digest, type DigestAlgorithm, isSupportedAlgorithm } from '../oci/digest.ts';
+import { type Digest, type DigestAlgorithm, isSupportedAlgorithm } from '../oci/digest.ts';
 import { errors, OciError } from '../oci/errors.ts';
+import type { UploadHash } from '../storage/blob/types.ts';
 import type { UploadRecord } from '../storage/meta/types.ts';
 import type { RegistryContext } from './context.ts';
 import { KeyedLock } from './keyed-lock.ts';
 
 interface HashState {
-  hash: Hash;
+  hash: UploadHash;
   algorithm: string;
   offset: number;
 }
 
 /**
- * Blob upload sessions. Bytes are hashed as they stream to the BlobStore, so finishing an upload costs no
+ * Blob upload sessions. The BlobStore hashes bytes as it stores them, so finishing an upload costs no
  * second read. The running hash lives in memory; after a restart (or on another replica) it is rebuilt
  * from the staged bytes, so the acknowledged offset in the MetaStore stays the only durable state.
  */
@@ -38,7 +38,8 @@ export class Uploads {
     };
     await this.#ctx.meta.createUpload(upload);
     await this.#ctx.blobs.createUpload(upload.id);
-    this.#hashes.set(upload.id, { hash: createHasher(algorithm), algorithm, offset: 0 });
+    const hash = await this.#ctx.blobs.uploadHash(upload.id, algorithm, 0);
+    this.#hashes.set(upload.id, { hash, algorithm, offset: 0 });
     return upload;
   }
 
@@ -103,11 +104,8 @@ export class Uploads {
       updatedAt: now,
     };
     await this.#ctx.blobs.createUpload(upload.id);
-    this.#hashes.set(upload.id, {
-      hash: createHasher(digest.algorithm),
-      algorithm: digest.algorithm,
-      offset: 0,
-    });
+    const hash = await this.#ctx.blobs.uploadHash(upload.id, digest.algorithm, 0);
+    this.#hashes.set(upload.id, { hash, algorithm: digest.algorithm, offset: 0 });
     try {
       await this.#write(upload, body, { publishing: true });
       await this.#verify(upload, digest);
@@ -115,7 +113,7 @@ export class Uploads {
       await this.#ctx.meta.linkBlob(repo, digest.value, upload.offset);
       return { size: upload.offset };
     } finally {
-      this.#hashes.delete(upload.id);
+      this.#forgetHash(upload.id);
       await this.#ctx.blobs.deleteUpload(upload.id).catch(() => {});
     }
   }
@@ -145,16 +143,16 @@ export class Uploads {
         id,
         upload.offset,
         limitBody(body, upload.offset, limit),
-        (c) => state.hash.update(c),
+        state.hash,
         { publishing },
       );
     } catch (err) {
       // The hash has seen bytes the offset does not acknowledge: rebuild it from storage next time.
-      this.#hashes.delete(id);
+      this.#forgetHash(id);
       throw err;
     }
     if (range && written !== range.end - range.start + 1) {
-      this.#hashes.delete(id);
+      this.#forgetHash(id);
       throw errors.sizeInvalid('chunk length does not match Content-Range', {
         expected: range.end - range.start + 1,
         received: written,
@@ -168,8 +166,9 @@ export class Uploads {
   /** Compares the running hash with `digest`; on mismatch the session is discarded and 400 thrown. */
   async #verify(upload: UploadRecord, digest: Digest): Promise<void> {
     const state = await this.#hashState(upload, digest.algorithm);
+    // Digesting consumes the hash: whatever happens next, the session needs a new one.
     this.#hashes.delete(upload.id);
-    const actual = `${digest.algorithm}:${state.hash.digest('hex')}`;
+    const actual = `${digest.algorithm}:${await state.hash.digest()}`;
     if (actual !== digest.value) {
       await this.#discard(upload.id);
       throw errors.digestInvalid('uploaded content does not match the digest', {
@@ -209,7 +208,7 @@ export class Uploads {
   }
 
   async #discard(id: string): Promise<void> {
-    this.#hashes.delete(id);
+    this.#forgetHash(id);
     await this.#ctx.meta.deleteUpload(id);
     await this.#ctx.blobs.deleteUpload(id);
   }
@@ -219,11 +218,16 @@ export class Uploads {
     const cached = this.#hashes.get(upload.id);
     if (cached && cached.algorithm === algorithm && cached.offset === upload.offset) return cached;
     if (!isSupportedAlgorithm(algorithm)) throw errors.digestInvalid('unsupported digest algorithm');
-    const hash = createHasher(algorithm);
-    for await (const chunk of await this.#ctx.blobs.readUpload(upload.id, upload.offset)) hash.update(chunk);
+    this.#forgetHash(upload.id);
+    const hash = await this.#ctx.blobs.uploadHash(upload.id, algorithm, upload.offset);
     const state = { hash, algorithm, offset: upload.offset };
     this.#hashes.set(upload.id, state);
     return state;
+  }
+
+  #forgetHash(id: string): void {
+    this.#hashes.get(id)?.hash.dispose();
+    this.#hashes.delete(id);
   }
 }
 

@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { Registry } from '../../src/registry/registry.ts';
 import { listen } from '../../src/server/app.ts';
 import { MemoryBlobStore } from '../../src/storage/blob/memory.ts';
+import type { UploadHash } from '../../src/storage/blob/types.ts';
 import { SqliteMetaStore } from '../../src/storage/meta/sqlite.ts';
 
 /** A blob store whose disk fills up after `room` bytes of upload data. */
@@ -18,7 +19,7 @@ class FillingBlobStore extends MemoryBlobStore {
     id: string,
     offset: number,
     source: AsyncIterable<Buffer>,
-    onData: (chunk: Buffer) => void,
+    hash: UploadHash,
   ): Promise<number> {
     const store = this;
     async function* metered() {
@@ -34,7 +35,7 @@ class FillingBlobStore extends MemoryBlobStore {
         yield chunk;
       }
     }
-    return super.appendUpload(id, offset, metered(), onData);
+    return super.appendUpload(id, offset, metered(), hash);
   }
 }
 

@@ -43,9 +43,9 @@ test('an acknowledged chunk is synced with its staged file name; later chunks on
     root,
     `await store.createUpload('${id}');
      mark('created');
-     await store.appendUpload('${id}', 0, body(1000), () => {});
+     await store.appendUpload('${id}', 0, body(1000), await store.uploadHash('${id}', 'sha256', 0));
      mark('first');
-     await store.appendUpload('${id}', 1000, body(1000), () => {});
+     await store.appendUpload('${id}', 1000, body(1000), await store.uploadHash('${id}', 'sha256', 1000));
      mark('second');`,
   );
   const uploads = join(root, 'store', 'uploads');
@@ -65,7 +65,7 @@ test('bytes about to be published sync their data, then the blob directory after
      const digest = 'sha256:' + createHash('sha256').update(Buffer.alloc(1000, 7)).digest('hex');
      await store.createUpload('${id}');
      mark('created');
-     await store.appendUpload('${id}', 0, body(1000), () => {}, { publishing: true });
+     await store.appendUpload('${id}', 0, body(1000), await store.uploadHash('${id}', 'sha256', 0), { publishing: true });
      mark('written');
      await store.commitUpload('${id}', digest, 1000);
      mark('published');`,
@@ -90,7 +90,7 @@ test('a large append starts write-back while its body still streams in', { skip:
      };
      await store.createUpload('${id}');
      mark('created');
-     await store.appendUpload('${id}', 0, pieces(), () => {});
+     await store.appendUpload('${id}', 0, pieces(), await store.uploadHash('${id}', 'sha256', 0));
      mark('acknowledged');`,
   );
   const staged = `fdatasync ${join(root, 'store', 'uploads', id)}`;

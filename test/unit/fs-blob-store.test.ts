@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
 import { FsBlobStore } from '../../src/storage/blob/fs.ts';
-
-const ignore = () => {};
+import { MemoryBlobStore } from '../../src/storage/blob/memory.ts';
 
 /** Yields `bytes` in irregular chunks, giving other uploads a turn between them. */
 async function* chunked(bytes: Buffer, sizes = [1, 4096, 65536, 70001, 300_000, 13]): AsyncIterable<Buffer> {
@@ -21,28 +19,35 @@ async function* chunked(bytes: Buffer, sizes = [1, 4096, 65536, 70001, 300_000, 
   }
 }
 
-async function readAll(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const part of stream) parts.push(part as Buffer);
-  return Buffer.concat(parts);
-}
+const hex = (bytes: Buffer) => digestOf('sha256', bytes).slice('sha256:'.length);
 
 for (const fsync of [true, false]) {
   describe(`FsBlobStore uploads (fsync ${fsync ? 'on' : 'off'})`, async () => {
     const root = await mkdtemp(join(tmpdir(), 'tether-fs-blob-'));
-    after(() => rm(root, { recursive: true, force: true }));
     const store = await FsBlobStore.open(root, { fsync });
+    after(async () => {
+      await store.close();
+      await rm(root, { recursive: true, force: true });
+    });
+    const staged = async (id: string, length: number) =>
+      (await readFile(join(root, 'uploads', id))).subarray(0, length);
+    const fresh = (id: string) => store.uploadHash(id, 'sha256', 0);
 
     test('appends at the acknowledged offset, dropping bytes past it, and publishes by digest', async () => {
       const id = randomUUID();
       await store.createUpload(id);
       const first = randomBytes(3 * 1024 * 1024 + 5);
-      assert.equal(await store.appendUpload(id, 0, chunked(first), ignore), first.length);
-      // A retried chunk starts again at an earlier acknowledged offset: what followed it is dropped.
+      const firstHash = await fresh(id);
+      assert.equal(await store.appendUpload(id, 0, chunked(first), firstHash), first.length);
+      assert.equal(await firstHash.digest(), hex(first));
+      // A retried chunk starts again at an earlier acknowledged offset: what followed it is dropped. The
+      // hash that goes on from there is seeded from the staged bytes (as after a restart).
       const retry = randomBytes(1000);
-      assert.equal(await store.appendUpload(id, 1_000_000, chunked(retry), ignore), retry.length);
+      const resumed = await store.uploadHash(id, 'sha256', 1_000_000);
+      assert.equal(await store.appendUpload(id, 1_000_000, chunked(retry), resumed), retry.length);
       const expected = Buffer.concat([first.subarray(0, 1_000_000), retry]);
-      assert.ok((await readAll(await store.readUpload(id, expected.length))).equals(expected));
+      assert.ok((await staged(id, expected.length)).equals(expected));
+      assert.equal(await resumed.digest(), hex(expected));
 
       const digest = digestOf('sha256', expected);
       await store.commitUpload(id, digest, expected.length);
@@ -62,11 +67,13 @@ for (const fsync of [true, false]) {
           await store.createUpload(id);
           // Staggered starts, so the number of uploads in progress changes while each one streams.
           await new Promise((resolve) => setTimeout(resolve, i * 3));
-          assert.equal(await store.appendUpload(id, 0, chunked(bytes), ignore), bytes.length);
+          const hash = await fresh(id);
+          assert.equal(await store.appendUpload(id, 0, chunked(bytes), hash), bytes.length);
+          assert.equal(await hash.digest(), hex(bytes), `digest of upload ${id}`);
         }),
       );
       for (const { id, bytes } of uploads) {
-        assert.ok((await readAll(await store.readUpload(id, bytes.length))).equals(bytes), `upload ${id}`);
+        assert.ok((await staged(id, bytes.length)).equals(bytes), `upload ${id}`);
         await store.deleteUpload(id);
       }
     });
@@ -75,16 +82,59 @@ for (const fsync of [true, false]) {
       const id = randomUUID();
       await store.createUpload(id);
       const good = randomBytes(2 * 1024 * 1024);
-      await store.appendUpload(id, 0, chunked(good), ignore);
+      const hash = await fresh(id);
+      await store.appendUpload(id, 0, chunked(good), hash);
+      hash.dispose();
       async function* failing(): AsyncIterable<Buffer> {
         yield randomBytes(1_500_000);
         throw new Error('client went away');
       }
-      await assert.rejects(store.appendUpload(id, good.length, failing(), ignore), /client went away/);
+      const spoilt = await store.uploadHash(id, 'sha256', good.length);
+      await assert.rejects(store.appendUpload(id, good.length, failing(), spoilt), /client went away/);
+      spoilt.dispose();
       const tail = randomBytes(10);
-      await store.appendUpload(id, good.length, chunked(tail), ignore);
+      const resumed = await store.uploadHash(id, 'sha256', good.length);
+      await store.appendUpload(id, good.length, chunked(tail), resumed);
       const expected = Buffer.concat([good, tail]);
-      assert.ok((await readAll(await store.readUpload(id, expected.length))).equals(expected));
+      assert.ok((await staged(id, expected.length)).equals(expected));
+      assert.equal(await resumed.digest(), hex(expected));
+      await store.deleteUpload(id);
+    });
+
+    test('a storage error on the worker thread reaches the caller with its errno code', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      await unlink(join(root, 'uploads', id));
+      const hash = await fresh(id);
+      await assert.rejects(store.appendUpload(id, 0, chunked(randomBytes(3_000_000)), hash), {
+        code: 'ENOENT',
+      });
+      hash.dispose();
+      // The worker carries on serving other uploads.
+      const other = randomUUID();
+      await store.createUpload(other);
+      const bytes = randomBytes(100_000);
+      const otherHash = await fresh(other);
+      assert.equal(await store.appendUpload(other, 0, chunked(bytes), otherHash), bytes.length);
+      assert.equal(await otherHash.digest(), hex(bytes));
+      await store.deleteUpload(other);
+    });
+
+    test('a resumed hash longer than the staged bytes is refused', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const hash = await fresh(id);
+      await store.appendUpload(id, 0, chunked(randomBytes(1000)), hash);
+      hash.dispose();
+      await assert.rejects(store.uploadHash(id, 'sha256', 5000), /shorter than its acknowledged 5000 bytes/);
+      await store.deleteUpload(id);
+    });
+
+    test('an upload hash of another store is refused before anything is written', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const hash = await new MemoryBlobStore().uploadHash(id, 'sha256', 0);
+      await assert.rejects(store.appendUpload(id, 0, chunked(randomBytes(10)), hash), /another store/);
       await store.deleteUpload(id);
     });
   });

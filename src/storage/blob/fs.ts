@@ -1,12 +1,11 @@
-import { createReadStream } from 'node:fs';
 import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { tryParseDigest } from '../../oci/digest.ts';
 import { GroupSync } from '../group-sync.ts';
 import { syncDirectory } from '../sync-directory.ts';
 import { sendFileRange } from './file-sender.ts';
-import type { BlobReader, BlobStore } from './types.ts';
+import { IngestWorker } from './ingest.ts';
+import type { BlobReader, BlobStore, UploadHash } from './types.ts';
 
 const UPLOAD_ID = /^[a-f0-9-]{36}$/;
 const WRITE_BUFFER = 1 << 20;
@@ -18,13 +17,6 @@ const MIN_WRITE_BUFFER = 256 << 10;
  * instead of ~140 MB for 8 parallel pushes at the same throughput (within 3 %).
  */
 const WRITE_BUDGET = 8 << 20;
-/**
- * Write-back starts every 2 MiB an upload receives (one sync in flight per upload), so the disk works
- * while the body streams in and the sync an acknowledgement waits for has at most a few MiB left. With
- * 64 MiB, a chunked PATCH of 5 MiB never started early and paid its whole flush after the last byte;
- * 2 MiB made chunked 100 MB pushes ~20 % faster and large streams no slower (docs/performance.md).
- */
-const EARLY_SYNC = 2 << 20;
 
 /**
  * Filesystem BlobStore. Layout: `blobs/<alg>/<first two hex>/<hex>` for published blobs and
@@ -38,6 +30,8 @@ export class FsBlobStore implements BlobStore {
   readonly #fsync: boolean;
   /** One directory sync covers every staged file created before it starts (see appendUpload). */
   readonly #uploadsSync = new GroupSync(() => syncDirectory(this.#uploads));
+  /** Hashes and writes upload bodies on a worker thread (ingest.ts). */
+  readonly #ingest = new IngestWorker();
   #appending = 0;
 
   private constructor(root: string, fsync: boolean) {
@@ -112,98 +106,41 @@ export class FsBlobStore implements BlobStore {
     await handle.close();
   }
 
+  uploadHash(id: string, algorithm: string, length: number): Promise<UploadHash> {
+    return this.#ingest.createHash(algorithm, { path: this.#uploadPath(id), length });
+  }
+
   async appendUpload(
     id: string,
     offset: number,
     source: AsyncIterable<Buffer>,
-    onData: (chunk: Buffer) => void,
+    hash: UploadHash,
     options: { publishing?: boolean } = {},
   ): Promise<number> {
-    const handle = await open(this.#uploadPath(id), 'r+');
-    let written = 0;
-    let writing: Promise<void> = Promise.resolve();
-    let syncing: Promise<void> | undefined;
+    // The first bytes acknowledged in a staged file need its name to be durable too: fdatasync makes the
+    // data durable, not the directory entry `createUpload` made. That sync runs while the body streams
+    // in (the entry exists already), and concurrent uploads share directory syncs. Bytes about to be
+    // published need no staged name: commitUpload renames them and syncs the blob's directory.
+    const nameDurable =
+      this.#fsync && offset === 0 && !options.publishing ? this.#uploadsSync.after() : undefined;
+    // A failure is reported by the await below, or (with nothing written) by the next sync: it is final.
+    nameDurable?.catch(() => {});
     this.#appending++;
     try {
-      await handle.truncate(offset);
-      let position = offset;
-      // Small network chunks are gathered and written with one writev: few syscalls, no copying.
-      // One write is in flight while the next buffer fills (double buffering), so receiving and
-      // hashing overlap with the disk instead of taking turns with it.
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      const writeAll = async (buffers: Buffer[], at: number, bytes: number) => {
-        let remaining = bytes;
-        let offsetInFile = at;
-        while (remaining > 0) {
-          const { bytesWritten } = await handle.writev(buffers, offsetInFile);
-          offsetInFile += bytesWritten;
-          remaining -= bytesWritten;
-          if (remaining > 0) buffers = dropPrefix(buffers, bytesWritten);
-        }
-      };
-      const flush = async () => {
-        await writing;
-        if (pendingBytes === 0) return;
-        const buffers = pending;
-        const bytes = pendingBytes;
-        const at = position;
-        position += bytes;
-        pending = [];
-        pendingBytes = 0;
-        writing = writeAll(buffers, at, bytes);
-        // A failed write must surface: keep the rejection for the next await of `writing`.
-        writing.catch(() => {});
-      };
-      // Start write-back every EARLY_SYNC bytes while the rest still streams in, so the final
-      // datasync (which the acknowledgement waits for) has little left to flush. Waiting for the
-      // previous early sync before starting the next bounds each upload's unsynced bytes.
-      let unsynced = 0;
-      for await (const chunk of source) {
-        onData(chunk);
-        written += chunk.length;
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        if (pendingBytes >= this.#batchBytes()) {
-          unsynced += pendingBytes;
-          await flush();
-          if (this.#fsync && unsynced >= EARLY_SYNC) {
-            await syncing;
-            syncing = handle.datasync();
-            unsynced = 0;
-          }
-        }
-      }
-      await flush();
-      await writing;
-      await syncing;
-      if (this.#fsync) {
-        // The first bytes acknowledged in a staged file need its name to be durable too: fdatasync makes
-        // the data durable, not the directory entry `createUpload` made. The two syncs run at once, and
-        // concurrent uploads share directory syncs. Bytes about to be published need no staged name:
-        // commitUpload renames them and syncs the blob's directory.
-        const firstBytes = offset === 0 && written > 0 && !options.publishing;
-        await Promise.all([handle.datasync(), firstBytes ? this.#uploadsSync.after() : undefined]);
-      }
+      const written = await this.#ingest.append(this.#uploadPath(id), offset, hash, source, {
+        fsync: this.#fsync,
+        batchBytes: () => this.#batchBytes(),
+      });
+      if (written > 0) await nameDurable;
+      return written;
     } finally {
       this.#appending--;
-      // Never close under a write or an early sync still in flight (an aborted body ends the loop
-      // early and fails the append with its own error; a sync's failure must not go unhandled).
-      await writing.catch(() => {});
-      await syncing?.catch(() => {});
-      await handle.close();
     }
-    return written;
   }
 
   /** This moment's write batch size: the shared budget split over the uploads in progress. */
   #batchBytes(): number {
     return Math.min(WRITE_BUFFER, Math.max(MIN_WRITE_BUFFER, WRITE_BUDGET / (2 * this.#appending)));
-  }
-
-  async readUpload(id: string, length: number): Promise<Readable> {
-    if (length === 0) return Readable.from([]);
-    return createReadStream(this.#uploadPath(id), { start: 0, end: length - 1, highWaterMark: WRITE_BUFFER });
   }
 
   async commitUpload(id: string, digest: string, length: number): Promise<void> {
@@ -246,19 +183,7 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async close(): Promise<void> {}
-}
-
-/** The buffers that remain after the first `bytes` of them were written (a short writev). */
-function dropPrefix(buffers: Buffer[], bytes: number): Buffer[] {
-  const rest: Buffer[] = [];
-  let skip = bytes;
-  for (const b of buffers) {
-    if (skip >= b.length) skip -= b.length;
-    else {
-      rest.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
+  async close(): Promise<void> {
+    await this.#ingest.close();
   }
-  return rest;
 }

@@ -1,6 +1,7 @@
+import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BlobReader, BlobStore } from './types.ts';
+import type { BlobReader, BlobStore, UploadHash } from './types.ts';
 
 /**
  * In-memory BlobStore for tests and embedded test registries. It holds whole blobs in memory by design;
@@ -39,26 +40,29 @@ export class MemoryBlobStore implements BlobStore {
     return upload;
   }
 
+  async uploadHash(id: string, algorithm: string, length: number): Promise<UploadHash> {
+    const hash = new LocalUploadHash(algorithm);
+    if (length > 0) hash.update(Buffer.concat(this.#upload(id).chunks).subarray(0, length));
+    return hash;
+  }
+
   async appendUpload(
     id: string,
     offset: number,
     source: AsyncIterable<Buffer>,
-    onData: (chunk: Buffer) => void,
+    hash: UploadHash,
   ): Promise<number> {
+    if (!(hash instanceof LocalUploadHash)) throw new Error('upload hash of another store');
     const upload = this.#upload(id);
     upload.chunks = [Buffer.concat(upload.chunks).subarray(0, offset)];
     let written = 0;
     for await (const chunk of source) {
-      onData(chunk);
+      hash.update(chunk);
       upload.chunks.push(Buffer.from(chunk));
       written += chunk.length;
     }
     upload.modifiedAt = new Date();
     return written;
-  }
-
-  async readUpload(id: string, length: number): Promise<Readable> {
-    return Readable.from([Buffer.concat(this.#upload(id).chunks).subarray(0, length)]);
   }
 
   async commitUpload(id: string, digest: string, length: number): Promise<void> {
@@ -79,4 +83,25 @@ export class MemoryBlobStore implements BlobStore {
     this.#blobs.clear();
     this.#uploads.clear();
   }
+}
+
+/** A running hash on the event loop: the memory store hashes where it stores. */
+class LocalUploadHash implements UploadHash {
+  readonly algorithm: string;
+  readonly #hash: Hash;
+
+  constructor(algorithm: string) {
+    this.algorithm = algorithm;
+    this.#hash = createHash(algorithm);
+  }
+
+  update(chunk: Buffer): void {
+    this.#hash.update(chunk);
+  }
+
+  async digest(): Promise<string> {
+    return this.#hash.digest('hex');
+  }
+
+  dispose(): void {}
 }

@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 
 /** An opened published blob (or a byte range of it), ready to be sent. */
 export interface BlobReader {
@@ -14,8 +14,21 @@ export interface BlobReader {
 }
 
 /**
- * Content-addressed bytes. The BlobStore knows nothing about repositories, tags or hashing policy: the
- * registry hashes while it streams data in, and the MetaStore decides who may see a blob.
+ * The running digest of an upload's bytes, kept by the store that writes them (the file store hashes
+ * and writes on the same worker thread, see ingest.ts). The registry decides when to ask for it.
+ */
+export interface UploadHash {
+  readonly algorithm: string;
+  /** The hex digest of every byte fed so far. Consumes the hash. */
+  digest(): Promise<string>;
+  /** Releases a hash that will not be digested. */
+  dispose(): void;
+}
+
+/**
+ * Content-addressed bytes. The BlobStore knows nothing about repositories, tags or which digest a blob
+ * must have: it hashes what it stores, the registry compares, and the MetaStore decides who may see a
+ * blob.
  *
  * Uploads are staged objects named by an opaque, validated id. Appends are positional: `append` first
  * truncates the staged object to `offset`, so bytes from a request that crashed or failed halfway are
@@ -34,20 +47,25 @@ export interface BlobStore {
 
   createUpload(id: string): Promise<void>;
   /**
+   * A running hash of the first `length` staged bytes of an upload (0 for a new one; more when an upload
+   * resumes after a restart or on another replica, since running hashes live in memory only).
+   */
+  uploadHash(id: string, algorithm: string, length: number): Promise<UploadHash>;
+  /**
    * Writes `source` at `offset` (after truncating to it) and makes it durable before resolving with the
    * number of bytes written: the bytes, and the staged object itself, since an acknowledged chunk must
    * survive a crash. With `publishing` (the caller publishes the upload next, with commitUpload) only the
-   * bytes must be durable. `onData` sees every chunk in order (the registry hashes there).
+   * bytes must be durable. Every chunk also feeds `hash` (one of this store's), in order. The store takes
+   * the chunks over: the caller must not touch them afterwards (the file store transfers them to another
+   * thread). On failure `hash` has seen bytes that were not stored: dispose it and ask for a new one.
    */
   appendUpload(
     id: string,
     offset: number,
     source: AsyncIterable<Buffer>,
-    onData: (chunk: Buffer) => void,
+    hash: UploadHash,
     options?: { publishing?: boolean },
   ): Promise<number>;
-  /** Streams the staged bytes of an upload (used to re-hash after a restart). */
-  readUpload(id: string, length: number): Promise<Readable>;
   /** Publishes staged bytes as `digest` atomically; if the blob exists already the staged copy is dropped. */
   commitUpload(id: string, digest: string, length: number): Promise<void>;
   deleteUpload(id: string): Promise<void>;

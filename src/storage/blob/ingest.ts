@@ -1,0 +1,232 @@
+import { Worker } from 'node:worker_threads';
+import type { IngestError, IngestReply, IngestRequest } from './ingest-protocol.ts';
+import type { UploadHash } from './types.ts';
+
+/**
+ * Upload bodies are hashed and written on a worker thread, not on the event loop. On a push the event
+ * loop was the bottleneck: sha256 alone took ~45 % of it, and with two cores the other one sat partly
+ * idle. Node's HTTP parser hands every body chunk over in a buffer of its own, so the chunks are
+ * *transferred* to the worker (no copy) in batches; the worker hashes them and writes them with the
+ * same positional writev and early write-back as before. Measured in docs/performance.md.
+ *
+ * One worker serves every upload of a store. Since a transferred chunk is unusable afterwards, the
+ * worker must both hash and write it; so the running hash of an upload lives there too, and the
+ * registry holds only a handle to it (UploadHash).
+ */
+export class IngestWorker {
+  #worker: Worker | undefined;
+  /** Bumped when a worker is replaced: hashes that lived in the old one are gone. */
+  #generation = 0;
+  #nextId = 1;
+  readonly #calls = new Map<number, { resolve: (digest?: string) => void; reject: (err: Error) => void }>();
+  /** Per append, the acknowledgement of its batch in flight. */
+  readonly #acks = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+
+  /** A running hash; with `seed`, of the first `length` bytes of the file at `path`. */
+  async createHash(algorithm: string, seed?: { path: string; length: number }): Promise<UploadHash> {
+    const worker = this.#start();
+    const id = this.#nextId++;
+    const hash = new IngestHash(this, id, this.#generation, algorithm);
+    if (!seed || seed.length === 0) {
+      worker.postMessage({ op: 'hash', hash: id, algorithm, length: 0 } satisfies IngestRequest);
+      return hash;
+    }
+    await this.#call({ op: 'hash', hash: id, algorithm, path: seed.path, length: seed.length });
+    return hash;
+  }
+
+  /** The hex digest of a hash; the hash is consumed. */
+  async digest(hash: IngestHash): Promise<string> {
+    if (hash.generation !== this.#generation) throw new Error('the upload hash was lost with its worker');
+    const digest = await this.#call({ op: 'digest', hash: hash.id });
+    if (digest === undefined) throw new Error('ingest worker returned no digest');
+    return digest;
+  }
+
+  free(hash: IngestHash): void {
+    if (hash.generation === this.#generation) this.#worker?.postMessage({ op: 'free', hash: hash.id });
+  }
+
+  /**
+   * Streams `source` into the file at `path` from `offset` (truncating there first), feeding `hash`;
+   * resolves with the byte count once the worker has written everything (and synced it, with `fsync`).
+   * The chunks are handed over: a chunk that owns its whole ArrayBuffer is transferred and unusable
+   * afterwards; any other is copied first.
+   */
+  async append(
+    path: string,
+    offset: number,
+    hash: UploadHash,
+    source: AsyncIterable<Buffer>,
+    options: { fsync: boolean; batchBytes: () => number },
+  ): Promise<number> {
+    if (!(hash instanceof IngestHash) || hash.owner !== this) throw new Error('upload hash of another store');
+    if (hash.generation !== this.#generation) throw new Error('the upload hash was lost with its worker');
+    const worker = this.#start();
+    const id = this.#nextId++;
+    worker.postMessage({
+      op: 'open',
+      append: id,
+      path,
+      offset,
+      hash: hash.id,
+      fsync: options.fsync,
+    } satisfies IngestRequest);
+    let written = 0;
+    let batch: Uint8Array<ArrayBuffer>[] = [];
+    let batchBytes = 0;
+    let inFlight: Promise<void> | undefined;
+    const send = () => {
+      const chunks = batch;
+      batch = [];
+      batchBytes = 0;
+      inFlight = new Promise<void>((resolve, reject) => this.#acks.set(id, { resolve, reject }));
+      // A failed write may be reported while the loop still waits for body bytes; the next await of
+      // `inFlight` throws it.
+      inFlight.catch(() => {});
+      this.#hold();
+      worker.postMessage(
+        { op: 'data', append: id, chunks } satisfies IngestRequest,
+        chunks.map((c) => c.buffer),
+      );
+    };
+    try {
+      for await (const chunk of source) {
+        written += chunk.length;
+        batch.push(owned(chunk));
+        batchBytes += chunk.length;
+        if (batchBytes >= options.batchBytes()) {
+          // One batch in the worker while the next fills: receiving overlaps with hashing and writing.
+          await inFlight;
+          send();
+        }
+      }
+      await inFlight;
+      if (batchBytes > 0) {
+        send();
+        await inFlight;
+      }
+      await this.#call({ op: 'end', append: id });
+    } catch (err) {
+      // Wait for what is in flight so the file is closed before the caller truncates or deletes it.
+      await inFlight?.catch(() => {});
+      if (this.#worker === worker) await this.#call({ op: 'abort', append: id }).catch(() => {});
+      throw err;
+    } finally {
+      this.#acks.delete(id);
+    }
+    return written;
+  }
+
+  /** Stops the worker; hashes still held are lost (a later upload starts a new worker). */
+  async close(): Promise<void> {
+    const worker = this.#worker;
+    if (!worker) return;
+    this.#retire(worker, new Error('blob store closed'));
+    await worker.terminate();
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const entry = import.meta.url.endsWith('.ts') ? './ingest-worker.ts' : './ingest-worker.js';
+    const worker = new Worker(new URL(entry, import.meta.url), {
+      // Its heap only holds small messages and handles; the body bytes are transferred ArrayBuffers.
+      resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 },
+      // The process's flags are not the worker's business (`--input-type` would even refuse its entry).
+      execArgv: [],
+    });
+    worker.on('message', (reply: IngestReply) => this.#receive(reply));
+    worker.on('error', (err) => this.#retire(worker, err));
+    worker.on('exit', (code) => this.#retire(worker, new Error(`ingest worker exited with code ${code}`)));
+    worker.unref();
+    this.#worker = worker;
+    return worker;
+  }
+
+  /** Fails everything waiting on a worker that is gone; the next request starts a new one. */
+  #retire(worker: Worker, err: Error): void {
+    if (this.#worker !== worker) return;
+    this.#worker = undefined;
+    this.#generation++;
+    this.#waiting = 0;
+    for (const { reject } of this.#calls.values()) reject(err);
+    for (const { reject } of this.#acks.values()) reject(err);
+    this.#calls.clear();
+    this.#acks.clear();
+  }
+
+  #receive(reply: IngestReply): void {
+    if (reply.type === 'ack') {
+      const waiter = this.#acks.get(reply.append);
+      if (!waiter) return;
+      this.#acks.delete(reply.append);
+      this.#release();
+      if (reply.error) waiter.reject(rebuild(reply.error));
+      else waiter.resolve();
+      return;
+    }
+    const call = this.#calls.get(reply.call);
+    if (!call) return;
+    this.#calls.delete(reply.call);
+    this.#release();
+    if (reply.error) call.reject(rebuild(reply.error));
+    else call.resolve(reply.digest);
+  }
+
+  #call(
+    request: DistributiveOmit<Extract<IngestRequest, { op: 'hash' | 'digest' | 'end' | 'abort' }>, 'call'>,
+  ): Promise<string | undefined> {
+    const worker = this.#start();
+    const call = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#calls.set(call, { resolve, reject });
+      this.#hold();
+      worker.postMessage({ ...request, call });
+    });
+  }
+
+  /** The worker keeps the process alive only while a request waits on it. */
+  #waiting = 0;
+  #hold(): void {
+    if (this.#waiting++ === 0) this.#worker?.ref();
+  }
+  #release(): void {
+    if (--this.#waiting === 0) this.#worker?.unref();
+  }
+}
+
+/** An upload's running hash, living in the ingest worker. */
+class IngestHash implements UploadHash {
+  readonly owner: IngestWorker;
+  readonly id: number;
+  readonly generation: number;
+  readonly algorithm: string;
+
+  constructor(owner: IngestWorker, id: number, generation: number, algorithm: string) {
+    this.owner = owner;
+    this.id = id;
+    this.generation = generation;
+    this.algorithm = algorithm;
+  }
+
+  digest(): Promise<string> {
+    return this.owner.digest(this);
+  }
+
+  dispose(): void {
+    this.owner.free(this);
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** A chunk that can be transferred: one owning its whole (non-shared) ArrayBuffer, else a copy. */
+function owned(chunk: Buffer): Uint8Array<ArrayBuffer> {
+  const { buffer } = chunk;
+  const whole = chunk.byteOffset === 0 && chunk.byteLength === buffer.byteLength;
+  return whole && buffer instanceof ArrayBuffer ? new Uint8Array(buffer) : new Uint8Array(chunk);
+}
+
+function rebuild(error: IngestError): Error {
+  return Object.assign(new Error(error.message), error);
+}
