@@ -120,6 +120,21 @@ for (const fsync of [true, false]) {
       await store.deleteUpload(other);
     });
 
+    test('an append that publishes finishes its hash: the digest comes with it', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const first = randomBytes(700_000);
+      const hash = await fresh(id);
+      await store.appendUpload(id, 0, chunked(first), hash);
+      const last = randomBytes(1_300_000);
+      await store.appendUpload(id, first.length, chunked(last), hash, { publishing: true });
+      const whole = Buffer.concat([first, last]);
+      assert.equal(await hash.digest(), hex(whole));
+      hash.dispose();
+      await store.commitUpload(id, digestOf('sha256', whole), whole.length);
+      assert.equal(await store.stat(digestOf('sha256', whole)), whole.length);
+    });
+
     test('a resumed hash longer than the staged bytes is refused', async () => {
       const id = randomUUID();
       await store.createUpload(id);

@@ -130,6 +130,7 @@ export class FsBlobStore implements BlobStore {
       const written = await this.#ingest.append(this.#uploadPath(id), offset, hash, source, {
         fsync: this.#fsync,
         batchBytes: () => this.#batchBytes(),
+        digest: options.publishing === true,
       });
       if (written > 0) await nameDurable;
       return written;

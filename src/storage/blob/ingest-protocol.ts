@@ -15,8 +15,8 @@ export type IngestRequest =
   | { op: 'open'; append: number; path: string; offset: number; hash: number; fsync: boolean }
   /** Body bytes, transferred: hashed, then written at the append's position. Acknowledged once written. */
   | { op: 'data'; append: number; chunks: Uint8Array<ArrayBuffer>[] }
-  /** Every byte was sent: finish the writes, sync when asked, close. */
-  | { op: 'end'; call: number; append: number }
+  /** Every byte was sent: finish the writes, sync when asked, close; with `digest`, digest the hash too. */
+  | { op: 'end'; call: number; append: number; digest: boolean }
   /** The body failed: wait for what is in flight and close, keeping nothing else. */
   | { op: 'abort'; call: number; append: number };
 

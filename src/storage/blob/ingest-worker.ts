@@ -19,6 +19,7 @@ const SEED_READ = 1 << 20;
 
 interface Append {
   handle: Promise<FileHandle>;
+  hashId: number;
   hash: Hash | undefined;
   fsync: boolean;
   /** File position of the next batch. */
@@ -58,9 +59,9 @@ port.on('message', (request: IngestRequest) => {
     case 'data':
       return receive(request.append, request.chunks);
     case 'end':
-      return answer(request.call, () => finish(request.append, true));
+      return answer(request.call, () => finish(request.append, true, request.digest));
     case 'abort':
-      return answer(request.call, () => finish(request.append, false));
+      return answer(request.call, () => finish(request.append, false, false));
   }
 });
 
@@ -112,6 +113,7 @@ function openAppend(request: Extract<IngestRequest, { op: 'open' }>): void {
   })();
   const append: Append = {
     handle,
+    hashId: request.hash,
     hash,
     fsync: request.fsync,
     position: request.offset,
@@ -179,8 +181,11 @@ async function write(append: Append, buffers: Buffer[], at: number, bytes: numbe
   }
 }
 
-/** Ends an append: with `complete`, its bytes are made durable (when syncing) before it resolves. */
-async function finish(id: number, complete: boolean): Promise<undefined> {
+/**
+ * Ends an append: with `complete`, its bytes are made durable (when syncing) before it resolves, and
+ * with `digest` as well, it resolves with the hash's digest (the hash is gone afterwards).
+ */
+async function finish(id: number, complete: boolean, digest: boolean): Promise<string | undefined> {
   const append = appends.get(id);
   if (!append) throw new Error('unknown append');
   appends.delete(id);
@@ -203,7 +208,9 @@ async function finish(id: number, complete: boolean): Promise<undefined> {
   } finally {
     await handle.close();
   }
-  return undefined;
+  if (!digest || !append.hash) return undefined;
+  hashes.delete(append.hashId);
+  return append.hash.digest('hex');
 }
 
 /** The buffers that remain after the first `bytes` of them were written (a short writev). */

@@ -55,7 +55,8 @@ export interface BlobStore {
    * Writes `source` at `offset` (after truncating to it) and makes it durable before resolving with the
    * number of bytes written: the bytes, and the staged object itself, since an acknowledged chunk must
    * survive a crash. With `publishing` (the caller publishes the upload next, with commitUpload) only the
-   * bytes must be durable. Every chunk also feeds `hash` (one of this store's), in order. The store takes
+   * bytes must be durable, and `hash` takes no more bytes: only its digest is asked for next. Every chunk
+   * also feeds `hash` (one of this store's), in order. The store takes
    * the chunks over: the caller must not touch them afterwards (the file store transfers them to another
    * thread). On failure `hash` has seen bytes that were not stored: dispose it and ask for a new one.
    */
