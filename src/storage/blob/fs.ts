@@ -107,7 +107,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   uploadHash(id: string, algorithm: string, length: number): Promise<UploadHash> {
-    return this.#ingest.createHash(algorithm, { path: this.#uploadPath(id), length });
+    return this.#ingest.createHash(algorithm, this.#uploadPath(id), length);
   }
 
   async appendUpload(

@@ -21,7 +21,7 @@ export type IngestRequest =
   | { op: 'abort'; call: number; append: number };
 
 export type IngestReply =
-  | { type: 'ack'; append: number; bytes: number; error?: IngestError }
+  | { type: 'ack'; append: number; error?: IngestError }
   | { type: 'done'; call: number; digest?: string; error?: IngestError };
 
 /** An error as it crosses the thread boundary (errno fields survive, so ENOSPC still maps to 507). */

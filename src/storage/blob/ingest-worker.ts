@@ -45,12 +45,7 @@ port.on('message', (request: IngestRequest) => {
         createSeededHash(request.hash, request.algorithm, request.path, request.length),
       );
     case 'digest':
-      return answer(request.call, async () => {
-        const hash = hashes.get(request.hash);
-        if (!hash) throw new Error('unknown upload hash');
-        hashes.delete(request.hash);
-        return hash.digest('hex');
-      });
+      return answer(request.call, async () => takeDigest(request.hash));
     case 'free':
       hashes.delete(request.hash);
       return;
@@ -154,7 +149,7 @@ function receive(id: number, chunks: Uint8Array<ArrayBuffer>[]): void {
     // collector let tens of MB of written chunks pile up (V8 collects for external memory late).
     for (const chunk of chunks) chunk.buffer.transfer(0);
     const failure = append.failure;
-    reply({ type: 'ack', append: id, bytes, ...(failure === undefined ? {} : { error: describe(failure) }) });
+    reply({ type: 'ack', append: id, ...(failure === undefined ? {} : { error: describe(failure) }) });
   });
 }
 
@@ -208,9 +203,15 @@ async function finish(id: number, complete: boolean, digest: boolean): Promise<s
   } finally {
     await handle.close();
   }
-  if (!digest || !append.hash) return undefined;
-  hashes.delete(append.hashId);
-  return append.hash.digest('hex');
+  return digest ? takeDigest(append.hashId) : undefined;
+}
+
+/** The hex digest of a hash, which is gone afterwards. */
+function takeDigest(id: number): string {
+  const hash = hashes.get(id);
+  if (!hash) throw new Error('unknown upload hash');
+  hashes.delete(id);
+  return hash.digest('hex');
 }
 
 /** The buffers that remain after the first `bytes` of them were written (a short writev). */

@@ -22,23 +22,20 @@ export class IngestWorker {
   /** Per append, the acknowledgement of its batch in flight. */
   readonly #acks = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
 
-  /** A running hash; with `seed`, of the first `length` bytes of the file at `path`. */
-  async createHash(algorithm: string, seed?: { path: string; length: number }): Promise<UploadHash> {
+  /** A running hash of the first `length` bytes of the file at `path` (none of them when 0). */
+  async createHash(algorithm: string, path: string, length: number): Promise<UploadHash> {
     const worker = this.#start();
     const id = this.#nextId++;
     const hash = new IngestHash(this, id, this.#generation, algorithm);
-    if (!seed || seed.length === 0) {
-      worker.postMessage({ op: 'hash', hash: id, algorithm, length: 0 } satisfies IngestRequest);
-      return hash;
-    }
-    await this.#call({ op: 'hash', hash: id, algorithm, path: seed.path, length: seed.length });
+    if (length === 0) worker.postMessage({ op: 'hash', hash: id, algorithm, length } satisfies IngestRequest);
+    else await this.#call({ op: 'hash', hash: id, algorithm, path, length });
     return hash;
   }
 
   /** The hex digest of a hash; the hash is consumed. */
   async digest(hash: IngestHash): Promise<string> {
     if (hash.final !== undefined) return hash.final;
-    if (hash.generation !== this.#generation) throw new Error('the upload hash was lost with its worker');
+    this.#checkAlive(hash);
     const digest = await this.#call({ op: 'digest', hash: hash.id });
     if (digest === undefined) throw new Error('ingest worker returned no digest');
     return digest;
@@ -64,7 +61,7 @@ export class IngestWorker {
     options: { fsync: boolean; batchBytes: () => number; digest?: boolean },
   ): Promise<number> {
     if (!(hash instanceof IngestHash) || hash.owner !== this) throw new Error('upload hash of another store');
-    if (hash.generation !== this.#generation) throw new Error('the upload hash was lost with its worker');
+    this.#checkAlive(hash);
     const worker = this.#start();
     const id = this.#nextId++;
     worker.postMessage({
@@ -110,14 +107,19 @@ export class IngestWorker {
       const digest = await this.#call({ op: 'end', append: id, digest: options.digest === true });
       if (digest !== undefined) hash.final = digest;
     } catch (err) {
-      // Wait for what is in flight so the file is closed before the caller truncates or deletes it.
-      await inFlight?.catch(() => {});
+      // The abort waits for the write in flight and closes the file before the caller truncates or
+      // deletes it (a worker that is gone has closed everything already).
       if (this.#worker === worker) await this.#call({ op: 'abort', append: id }).catch(() => {});
       throw err;
     } finally {
       this.#acks.delete(id);
     }
     return written;
+  }
+
+  /** Hashes live in one worker: after it is replaced, theirs are gone. */
+  #checkAlive(hash: IngestHash): void {
+    if (hash.generation !== this.#generation) throw new Error('the upload hash was lost with its worker');
   }
 
   /** Stops the worker; hashes still held are lost (a later upload starts a new worker). */
