@@ -13,7 +13,7 @@
  *   push pays all of them at once on the same cores, so one pushed stream cannot beat ingest.
  *   node bench/limits.ts [--dir DATA_DIR] [--size-mb 1024]
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -116,9 +116,11 @@ const socket = net.connect(port, '127.0.0.1', async () => {
  */
 async function measureIngest(path: string, bytes: number): Promise<number> {
   const file = await open(path, 'r+');
+  const server = net.createServer();
+  let sender: ChildProcess | undefined;
   try {
     return await new Promise<number>((resolve, reject) => {
-      const server = net.createServer((socket) => {
+      server.on('connection', (socket) => {
         const started = performance.now();
         const hash = createHash('sha256');
         let pending: Buffer[] = [];
@@ -138,7 +140,11 @@ async function measureIngest(path: string, bytes: number): Promise<number> {
           hash.update(d);
           pending.push(d);
           pendingBytes += d.length;
-          writing ??= flush();
+          if (!writing) {
+            writing = flush();
+            // A failed write ends the measurement at once, not at the socket's end.
+            writing.catch(reject);
+          }
           if (pendingBytes >= 8 * MB) socket.pause();
         });
         socket.on('end', async () => {
@@ -146,7 +152,6 @@ async function measureIngest(path: string, bytes: number): Promise<number> {
             // Each finished write starts the next while bytes are pending, so this drains everything.
             while (writing) await writing;
             hash.digest();
-            server.close();
             resolve(Math.round(bytes / MB / ((performance.now() - started) / 1000)));
           } catch (err) {
             reject(err);
@@ -154,15 +159,20 @@ async function measureIngest(path: string, bytes: number): Promise<number> {
         });
         socket.on('error', reject);
       });
+      server.on('error', reject);
       server.listen(0, '127.0.0.1', () => {
         const port = (server.address() as net.AddressInfo).port;
-        const sender = spawn(process.execPath, ['-e', SENDER, String(port), String(bytes)], {
-          stdio: 'ignore',
-        });
+        sender = spawn(process.execPath, ['-e', SENDER, String(port), String(bytes)], { stdio: 'ignore' });
         sender.on('error', reject);
+        sender.on('exit', (code) => {
+          if (code !== 0) reject(new Error(`the ingest sender exited with ${code}`));
+        });
       });
     });
   } finally {
+    // Also on failure: no sender left writing, no server keeping this process alive.
+    sender?.kill();
+    server.close();
     await file.close();
   }
 }
