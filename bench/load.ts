@@ -5,7 +5,7 @@
  * Sizes are in MB. See bench/peers.ts for the side-by-side run against Distribution (and zot).
  */
 import { parseArgs } from 'node:util';
-import * as suite from './lib/suite.ts';
+import { runner, workloadNames } from './lib/runners.ts';
 import { MB } from './lib/workloads.ts';
 
 const { values } = parseArgs({
@@ -28,28 +28,14 @@ const o = {
   n: Number(values.n),
   size: Number(values.size) * MB,
   chunked: values.chunked,
+  hot: Number(values.hot),
+  total: Number(values.total),
+  filter: values.filter,
+  count: Number(values.count),
 };
-const { target: base, label } = values;
-const runners: Record<string, () => Promise<unknown>> = {
-  push: () => suite.imagePush(base, label, o),
-  pull: () => suite.imagePull(base, label, o),
-  'blob-push': () => suite.blobPush(base, label, o),
-  'blob-pull': () => suite.blobPull(base, label, o),
-  'manifest-put': () => suite.manifestPut(base, label, o),
-  'manifest-get': () => suite.manifestGet(base, label, o),
-  referrers: () =>
-    suite.referrers(base, label, {
-      ...o,
-      hot: Number(values.hot),
-      total: Number(values.total),
-      filter: values.filter,
-    }),
-  tags: () => suite.tagsList(base, label, { ...o, count: Number(values.count) }),
-  catalog: () => suite.catalog(base, label, { ...o, count: Number(values.count) }),
-};
-const run = runners[values.workload];
+const run = runner(values.workload);
 if (!run) {
-  console.error(`unknown workload ${values.workload}; one of ${Object.keys(runners).join(', ')}`);
+  console.error(`unknown workload ${values.workload}; one of ${workloadNames.join(', ')}`);
   process.exit(2);
 }
-console.log(JSON.stringify(await run(), null, 2));
+console.log(JSON.stringify(await run(values.target, values.label, o), null, 2));

@@ -9,12 +9,13 @@
  * run against Tether with syncs off, the durability Distribution and zot give, as a separate column.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort } from '../test/helpers/interop.ts';
 import { spawnTether } from '../test/helpers/tether-process.ts';
+import { withPeakRss } from './lib/process-stats.ts';
 import * as suite from './lib/suite.ts';
 import { MB, type Result } from './lib/workloads.ts';
 import { type Limits, lowestLimit, measureLimits } from './limits.ts';
@@ -109,29 +110,6 @@ const startZot = (dir: string) =>
       log: { level: 'error' },
     }),
   );
-
-function rssMB(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Runs one workload with the process's RSS sampled every 50 ms. */
-async function withRss(peer: Peer, fn: () => Promise<Result>): Promise<Result & { peakRssMB: number }> {
-  let peak = rssMB(peer.pid);
-  const timer = setInterval(() => {
-    peak = Math.max(peak, rssMB(peer.pid));
-  }, 50);
-  try {
-    const result = await fn();
-    return { ...result, peakRssMB: Math.max(peak, rssMB(peer.pid)) };
-  } finally {
-    clearInterval(timer);
-  }
-}
 
 type Workload = {
   label: string;
@@ -339,7 +317,7 @@ try {
         // next registry's fsyncs (ext4 commits its journal for all files) would pay for that write-back.
         execFileSync('sync');
         const limits = workload.limit ? await measureLimits(dir) : undefined;
-        const result = await withRss(peer, () => workload.run(peer.url, peer.name));
+        const result = await withPeakRss(peer.pid, () => workload.run(peer.url, peer.name));
         if (limits && peer.name === 'tether')
           limitRuns.push({ workload, round: round + 1, figure: result.mbPerSec, limits });
         runs.set(peer.name, [...(runs.get(peer.name) ?? []), result]);

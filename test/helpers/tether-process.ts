@@ -35,17 +35,19 @@ export async function spawnTether(
   options: {
     /** `dist/cli/main.js` runs the compiled build (what `npm start` runs; benchmarks use it). */
     entry?: string;
+    /** The checkout `entry` is in and the server runs in (bench/ab.ts runs another commit's build). */
+    root?: string;
     nodeFlags?: string[];
     /** A command that runs node, such as strace with its arguments; `proc` is then that command. */
     wrapper?: string[];
   } = {},
 ): Promise<TetherProcess> {
-  const { entry = 'src/cli/main.ts', nodeFlags = [], wrapper = [] } = options;
+  const { entry = 'src/cli/main.ts', root = ROOT, nodeFlags = [], wrapper = [] } = options;
   const command = [
     ...wrapper,
     process.execPath,
     ...nodeFlags,
-    join(ROOT, entry),
+    join(root, entry),
     'serve',
     '--listen',
     '127.0.0.1:0',
@@ -54,7 +56,7 @@ export async function spawnTether(
     ...extraArgs,
   ];
   const proc = spawn(command[0]!, command.slice(1), {
-    cwd: ROOT,
+    cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
