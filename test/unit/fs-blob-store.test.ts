@@ -145,6 +145,31 @@ for (const fsync of [true, false]) {
       await store.deleteUpload(id);
     });
 
+    test('publishing into a blob directory removed from outside creates it again', async () => {
+      const publish = async (bytes: Buffer) => {
+        const id = randomUUID();
+        await store.createUpload(id);
+        const hash = await fresh(id);
+        await store.appendUpload(id, 0, chunked(bytes), hash, { publishing: true });
+        const digest = `sha256:${await hash.digest()}`;
+        await store.commitUpload(id, digest, bytes.length);
+        return digest;
+      };
+      const first = await publish(randomBytes(100));
+      const prefix = first.slice('sha256:'.length, 'sha256:'.length + 2);
+      // A second blob for the same directory: the store has seen that directory already.
+      let second: Buffer;
+      do second = randomBytes(100);
+      while (hex(second).slice(0, 2) !== prefix);
+      await rm(join(root, 'blobs', 'sha256', prefix), { recursive: true });
+      const digest = await publish(second);
+      assert.equal(await store.stat(digest), 100);
+      assert.equal(await store.stat(first), undefined);
+      // Publishing bytes that exist already keeps the blob and drops the staged copy.
+      assert.equal(await publish(second), digest);
+      assert.equal(await store.stat(digest), 100);
+    });
+
     test('an upload hash of another store is refused before anything is written', async () => {
       const id = randomUUID();
       await store.createUpload(id);

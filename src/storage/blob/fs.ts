@@ -32,6 +32,8 @@ export class FsBlobStore implements BlobStore {
   readonly #uploadsSync = new GroupSync(() => syncDirectory(this.#uploads));
   /** Hashes and writes upload bodies on a worker thread (ingest.ts). */
   readonly #ingest = new IngestWorker();
+  /** Blob directories known to exist (see #renameInto). */
+  readonly #blobDirs = new Set<string>();
   #appending = 0;
 
   private constructor(root: string, fsync: boolean) {
@@ -147,12 +149,21 @@ export class FsBlobStore implements BlobStore {
   async commitUpload(id: string, digest: string, length: number): Promise<void> {
     const source = this.#uploadPath(id);
     const { dir, file } = this.#blobPath(digest);
-    const existing = await this.stat(digest);
+    // Both questions at once, since each is a trip through the thread pool: is the blob there already,
+    // and does the staged file hold exactly `length` bytes?
+    const [existing, staged] = await Promise.all([
+      this.stat(digest),
+      stat(source).then(
+        (info) => info.size,
+        (err: unknown) => err as Error,
+      ),
+    ]);
     if (existing !== undefined) {
       await unlink(source).catch(() => {});
       return;
     }
-    if ((await stat(source)).size !== length) {
+    if (staged instanceof Error) throw staged;
+    if (staged !== length) {
       // Drop anything past the verified length (an aborted append may have left extra bytes).
       const handle = await open(source, 'r+');
       try {
@@ -162,9 +173,27 @@ export class FsBlobStore implements BlobStore {
         await handle.close();
       }
     }
-    await mkdir(dir, { recursive: true });
-    await rename(source, file);
+    await this.#renameInto(dir, source, file);
     if (this.#fsync) await syncDirectory(dir);
+  }
+
+  /**
+   * Moves a file into a blob directory, creating the directory the first time. Directories are never
+   * removed here, so each is created (and checked) once per process instead of once per blob; one
+   * removed from outside is created again.
+   */
+  async #renameInto(dir: string, source: string, file: string): Promise<void> {
+    if (!this.#blobDirs.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      this.#blobDirs.add(dir);
+    }
+    try {
+      await rename(source, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(dir, { recursive: true });
+      await rename(source, file);
+    }
   }
 
   async deleteUpload(id: string): Promise<void> {

@@ -4,7 +4,7 @@
  * event loop's signal to send the next batch, so memory per upload stays at about two batches.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { type FileHandle, open } from 'node:fs/promises';
+import { constants, type FileHandle, open } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
 import type { IngestError, IngestReply, IngestRequest } from './ingest-protocol.ts';
 
@@ -97,6 +97,8 @@ function openAppend(request: Extract<IngestRequest, { op: 'open' }>): void {
   const hash = hashes.get(request.hash);
   const handle = (async () => {
     if (!hash) throw new Error('unknown upload hash');
+    // From the start, the open truncates (one trip through the thread pool fewer for every blob).
+    if (request.offset === 0) return open(request.path, constants.O_RDWR | constants.O_TRUNC);
     const opened = await open(request.path, 'r+');
     try {
       await opened.truncate(request.offset);
