@@ -313,8 +313,8 @@ try {
         if (workload.tetherOnly && peer.name !== 'tether') continue;
         if (peer.name === NO_FSYNC && !workload.writes) continue;
         if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
-        // Start from a clean page cache: a registry that does not sync leaves gigabytes dirty, and the
-        // next registry's fsyncs (ext4 commits its journal for all files) would pay for that write-back.
+        // Start from a clean page cache: a registry that does not sync leaves gigabytes dirty, and their
+        // write-back would compete for the disk with the next registry's run and its syncs.
         execFileSync('sync');
         const limits = workload.limit ? await measureLimits(dir) : undefined;
         const result = await withPeakRss(peer.pid, () => workload.run(peer.url, peer.name));
