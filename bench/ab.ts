@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawnTether } from '../test/helpers/tether-process.ts';
 import { cpuSeconds, withPeakRss } from './lib/process-stats.ts';
-import { type RunnerOptions, runner, workloadNames } from './lib/runners.ts';
+import { runner, runnerOptions, workloadArgs, workloadNames } from './lib/runners.ts';
 import { MB, type Result } from './lib/workloads.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -30,11 +30,7 @@ const { values } = parseArgs({
   options: {
     base: { type: 'string' },
     head: { type: 'string' },
-    workload: { type: 'string', default: 'push' },
-    size: { type: 'string', default: '1' },
-    c: { type: 'string', default: '8' },
-    n: { type: 'string', default: '300' },
-    chunked: { type: 'boolean', default: false },
+    ...workloadArgs({ workload: 'push', n: '300' }),
     pairs: { type: 'string', default: '6' },
     'fsync-off': { type: 'boolean', default: false },
   },
@@ -42,20 +38,11 @@ const { values } = parseArgs({
 const run = runner(values.workload);
 if (!values.base || !run) {
   console.error(
-    `usage: node bench/ab.ts --base <git rev> [--head <git rev>] [--workload ${workloadNames.join('|')}] [--size MB] [--c N] [--n N] [--chunked] [--pairs N] [--fsync-off]`,
+    `usage: node bench/ab.ts --base <git rev> [--head <git rev>] [--workload ${workloadNames.join('|')}] [--size MB] [--c N] [--n N] [--chunked] [--hot N --total N --filter | --count N] [--pairs N] [--fsync-off]`,
   );
   process.exit(2);
 }
-const options: RunnerOptions = {
-  c: Number(values.c),
-  n: Number(values.n),
-  size: Number(values.size) * MB,
-  chunked: values.chunked,
-  hot: 10_000,
-  total: 100_000,
-  filter: false,
-  count: 10_000,
-};
+const options = runnerOptions(values);
 const pairs = Math.max(1, Number(values.pairs) || 1);
 const env = values['fsync-off'] ? { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' } : {};
 

@@ -1,6 +1,6 @@
 /** The workloads by the names the command-line tools take (bench/load.ts, bench/ab.ts). */
 import * as suite from './suite.ts';
-import type { Result } from './workloads.ts';
+import { MB, type Result } from './workloads.ts';
 
 export interface RunnerOptions extends suite.WorkloadOptions {
   /** referrers: referrers of the subject listed, and manifests in the repository. */
@@ -30,4 +30,42 @@ export function runner(
   name: string,
 ): ((base: string, label: string, o: RunnerOptions) => Promise<Result>) | undefined {
   return Object.hasOwn(runners, name) ? runners[name] : undefined;
+}
+
+/** The command-line options that choose a workload and its sizes, for `parseArgs` (sizes in MB). */
+export function workloadArgs(defaults: { workload: string; n: string }) {
+  return {
+    workload: { type: 'string', default: defaults.workload },
+    size: { type: 'string', default: '1' },
+    c: { type: 'string', default: '8' },
+    n: { type: 'string', default: defaults.n },
+    chunked: { type: 'boolean', default: false },
+    hot: { type: 'string', default: '10000' },
+    total: { type: 'string', default: '100000' },
+    count: { type: 'string', default: '10000' },
+    filter: { type: 'boolean', default: false },
+  } as const;
+}
+
+/** The RunnerOptions those command-line options give. */
+export function runnerOptions(values: {
+  size: string;
+  c: string;
+  n: string;
+  chunked: boolean;
+  hot: string;
+  total: string;
+  count: string;
+  filter: boolean;
+}): RunnerOptions {
+  return {
+    c: Number(values.c),
+    n: Number(values.n),
+    size: Number(values.size) * MB,
+    chunked: values.chunked,
+    hot: Number(values.hot),
+    total: Number(values.total),
+    filter: values.filter,
+    count: Number(values.count),
+  };
 }
