@@ -150,20 +150,14 @@ export class FsBlobStore implements BlobStore {
     const source = this.#uploadPath(id);
     const { dir, file } = this.#blobPath(digest);
     // Both questions at once, since each is a trip through the thread pool: is the blob there already,
-    // and does the staged file hold exactly `length` bytes?
-    const [existing, staged] = await Promise.all([
-      this.stat(digest),
-      stat(source).then(
-        (info) => info.size,
-        (err: unknown) => err as Error,
-      ),
-    ]);
-    if (existing !== undefined) {
+    // and does the staged file hold exactly `length` bytes? The second matters only when the first is no.
+    const stagedSize = stat(source).then((info) => info.size);
+    stagedSize.catch(() => {});
+    if ((await this.stat(digest)) !== undefined) {
       await unlink(source).catch(() => {});
       return;
     }
-    if (staged instanceof Error) throw staged;
-    if (staged !== length) {
+    if ((await stagedSize) !== length) {
       // Drop anything past the verified length (an aborted append may have left extra bytes).
       const handle = await open(source, 'r+');
       try {
