@@ -44,6 +44,16 @@ if (!values.base || !run) {
 }
 const options = runnerOptions(values);
 const pairs = Math.max(1, Number(values.pairs) || 1);
+/**
+ * The unmeasured warm-up before each run, for Node's JIT: a tenth of the operations (at least one per
+ * client), of at most 64 MB each, since compiling the hot paths does not need gigabytes.
+ */
+const warmUp = {
+  ...options,
+  n: Math.max(options.c, Math.ceil(options.n / 10)),
+  ...(options.size === undefined ? {} : { size: Math.min(options.size, 64 * MB) }),
+};
+
 const env = values['fsync-off'] ? { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' } : {};
 
 interface Side {
@@ -101,7 +111,7 @@ async function thisCheckout(): Promise<Side> {
   };
 }
 
-/** One run on a fresh server: an unmeasured warm-up (Node's JIT), then the workload. */
+/** One run on a fresh server: an unmeasured warm-up, then the workload. */
 async function measure(side: Side, pair: number): Promise<Run> {
   const data = join(dir, `data-${runs.length}`);
   await mkdir(data);
@@ -111,7 +121,7 @@ async function measure(side: Side, pair: number): Promise<Run> {
   });
   try {
     const pid = server.proc.pid!;
-    await run!(server.url, 'warm-up', { ...options, n: Math.max(options.c, Math.ceil(options.n / 10)) });
+    await run!(server.url, 'warm-up', warmUp);
     const before = cpuSeconds(pid);
     const result = await withPeakRss(pid, () => run!(server.url, side.label, options));
     const after = cpuSeconds(pid);
@@ -136,7 +146,7 @@ async function measure(side: Side, pair: number): Promise<Run> {
 /** Refuses to start when the runs' data (kept until the end) would not fit. */
 async function checkFreeSpace(): Promise<void> {
   const { bavail, bsize } = await statfs(dir);
-  const perRun = (options.size ?? MB) * options.n * 1.1 + 64 * MB;
+  const perRun = ((options.size ?? MB) * options.n + (warmUp.size ?? MB) * warmUp.n) * 1.1 + 64 * MB;
   const need = perRun * pairs * 2;
   if (bavail * bsize < need) {
     throw new Error(`ab: needs about ${Math.ceil(need / (1024 * MB))} GiB free under .tools/`);
