@@ -5,18 +5,25 @@ import { readFile } from 'node:fs/promises';
 export const straceSkip =
   (process.platform !== 'linux' || spawnSync('strace', ['-V']).status !== 0) && 'needs strace on Linux';
 
-/** strace arguments that log every sync and write, with file paths, to `log`. */
+/**
+ * strace arguments that log every sync and write, with file paths, to `log` (and opens and closes, to
+ * tell the descriptors opened with O_DIRECT, whose writes reach the device without a sync).
+ */
 export const straceSyncArgs = (log: string) => [
   '-f',
   '-y',
   '-qq',
   '-e',
-  'trace=fsync,fdatasync,write,writev',
+  'trace=fsync,fdatasync,write,writev,pwrite64,openat,close',
   '-o',
   log,
 ];
 
-/** A completed sync (`fsync`/`fdatasync` of `path`) or a mark written by the traced process, in order. */
+/**
+ * A completed sync (`fsync`/`fdatasync` of `path`), a completed `pwrite64` on a descriptor opened with
+ * O_DIRECT (sync `O_DIRECT write`: its bytes are on the device, in its cache until the next sync), or a
+ * mark written by the traced process, in order.
+ */
 export type TraceEvent = { sync: string; path: string } | { mark: string };
 
 /**
@@ -26,20 +33,46 @@ export type TraceEvent = { sync: string; path: string } | { mark: string };
  * A write whose text matches `mark` (first capture group) becomes a mark where it starts.
  */
 export async function readSyncTrace(log: string, mark: RegExp): Promise<TraceEvent[]> {
-  const started = new Map<string, { sync: string; path: string }>();
+  const started = new Map<string, { sync: string; path: string; fd: string | undefined }>();
   const events: TraceEvent[] = [];
+  /** Descriptors open with O_DIRECT (the numbers are the process's, shared by its threads). */
+  const direct = new Set<string>();
+  const openingDirect = new Set<string>();
+  const complete = (event: { sync: string; path: string; fd: string | undefined }) => {
+    if (event.sync !== 'pwrite64') events.push({ sync: event.sync, path: event.path });
+    else if (event.fd !== undefined && direct.has(event.fd))
+      events.push({ sync: 'O_DIRECT write', path: event.path });
+  };
   for (const line of (await readFile(log, 'utf8')).split('\n')) {
-    const [, pid, call, path] = /^(\d+)\s+(fsync|fdatasync)\(\d+<([^>]*)>/.exec(line) ?? [];
+    const [, pid, call, fd, path] = /^(\d+)\s+(fsync|fdatasync|pwrite64)\((\d+)<([^>]*)>/.exec(line) ?? [];
     if (call && path) {
-      if (line.includes('<unfinished ...>')) started.set(`${pid} ${call}`, { sync: call, path });
-      else events.push({ sync: call, path });
+      const event = { sync: call, path, fd };
+      if (line.includes('<unfinished ...>')) started.set(`${pid} ${call}`, event);
+      else complete(event);
       continue;
     }
-    const [, rpid, rcall] = /^(\d+)\s+<\.\.\. (fsync|fdatasync) resumed>/.exec(line) ?? [];
+    const [, rpid, rcall] = /^(\d+)\s+<\.\.\. (fsync|fdatasync|pwrite64) resumed>/.exec(line) ?? [];
     const resumed = started.get(`${rpid} ${rcall}`);
     if (resumed) {
-      events.push(resumed);
+      complete(resumed);
       started.delete(`${rpid} ${rcall}`);
+      continue;
+    }
+    const [, opid, kind] = /^(\d+)\s+(openat\(|<\.\.\. openat resumed>)/.exec(line) ?? [];
+    if (opid) {
+      const starting = kind === 'openat(';
+      if (starting && line.includes('<unfinished ...>')) {
+        if (line.includes('O_DIRECT')) openingDirect.add(opid);
+        continue;
+      }
+      const isDirect = starting ? line.includes('O_DIRECT') : openingDirect.delete(opid);
+      const [, opened] = /\)\s+=\s+(\d+)</.exec(line) ?? [];
+      if (opened && isDirect) direct.add(opened);
+      continue;
+    }
+    const [, closed] = /^\d+\s+close\((\d+)</.exec(line) ?? [];
+    if (closed) {
+      direct.delete(closed);
       continue;
     }
     const written = /^\d+\s+writev?\(/.test(line) ? mark.exec(line) : null;

@@ -13,7 +13,11 @@ export type IngestRequest =
   | { op: 'free'; hash: number }
   /** Opens `path` for an append at `offset` (truncating there); its bytes feed `hash`. */
   | { op: 'open'; append: number; path: string; offset: number; hash: number; fsync: boolean }
-  /** Body bytes, transferred: hashed, then written at the append's position. Acknowledged once written. */
+  /**
+   * Body bytes, transferred: hashed, then written at the append's position. Acknowledged once written (or,
+   * on the O_DIRECT side, once copied into its staging slot): the acknowledgement paces the sender; only
+   * `end` says the bytes are durable.
+   */
   | { op: 'data'; append: number; chunks: Uint8Array<ArrayBuffer>[] }
   /** Every byte was sent: finish the writes, sync when asked, close; with `digest`, digest the hash too. */
   | { op: 'end'; call: number; append: number; digest: boolean }
