@@ -202,10 +202,10 @@ function receive(id: number, chunks: Uint8Array<ArrayBuffer>[]): void {
 
 async function write(append: Append, buffers: Buffer[], at: number, bytes: number): Promise<void> {
   const handle = await append.handle;
-  await append.direct?.writing;
+  if (append.direct) await append.direct.writing;
   if (append.direct === undefined && append.fsync && at - append.start >= DIRECT_FROM)
     append.direct = await openDirect(append.path, at);
-  if (append.direct) return writeDirect(append, handle, append.direct, buffers, at);
+  if (append.direct) return writeDirect(append, handle, append.direct, buffers, at, bytes);
   await writeAll(handle, buffers, at, bytes);
   // Start write-back every EARLY_SYNC bytes while the rest still streams in, so the final datasync
   // (which the acknowledgement waits for) has little left to flush. Waiting for the previous early
@@ -277,12 +277,10 @@ async function writeDirect(
   direct: Direct,
   buffers: Buffer[],
   at: number,
+  bytes: number,
 ) {
   if (at < direct.at) {
-    const head = Math.min(
-      direct.at - at,
-      buffers.reduce((n, b) => n + b.length, 0),
-    );
+    const head = Math.min(direct.at - at, bytes);
     await writeAll(handle, takePrefix(buffers, head), at, head);
     buffers = dropPrefix(buffers, head);
   }
@@ -298,9 +296,9 @@ async function writeDirect(
       if (append.direct !== direct) {
         // Refused: the staged bytes went through the page cache, and so does the rest of the batch.
         const rest = [buffer.subarray(offset), ...buffers.slice(i + 1)];
-        const bytes = rest.reduce((n, b) => n + b.length, 0);
-        await writeAll(handle, rest, direct.at + direct.filled, bytes);
-        append.unsynced += bytes;
+        const restBytes = rest.reduce((n, b) => n + b.length, 0);
+        await writeAll(handle, rest, direct.at + direct.filled, restBytes);
+        append.unsynced += restBytes;
         return;
       }
     }
