@@ -151,3 +151,54 @@ test('past its first 2 MiB a durable append writes with O_DIRECT as its body str
   assert.ok(smallAppend?.includes(`fdatasync ${smallStaged}`), JSON.stringify(smallAppend));
   assert.ok(!smallAppend?.some((s) => s.startsWith('O_DIRECT')), JSON.stringify(smallAppend));
 });
+
+test('direct writes still in flight when later batches arrive leave the staged file exact', {
+  skip: straceSkip,
+}, async (t) => {
+  const { dir: root, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  if (!(await takesDirectIO(root))) return t.skip('this file system refuses O_DIRECT');
+  // strace delays every pwrite64 (the direct writes; the page cache side uses pwritev) by 20 ms, so the
+  // body arrives far faster than the device "writes": a staging half refilled before its own write
+  // finished would put later bytes where earlier ones belong. The odd first piece shifts every
+  // direct write off the batch boundaries.
+  const id = '9c3e7a15-6b2d-4f08-a1e4-3d5f8b0c7e26';
+  const script = `
+    import { createHash, randomBytes } from 'node:crypto';
+    import { readFile } from 'node:fs/promises';
+    import { FsBlobStore } from ${JSON.stringify(STORE)};
+    const store = await FsBlobStore.open(${JSON.stringify(join(root, 'store'))});
+    const bytes = randomBytes((12 << 20) + 4321);
+    const pieces = async function* () {
+      yield bytes.subarray(0, 777);
+      for (let at = 777; at < bytes.length; at += 1 << 20) yield bytes.subarray(at, at + (1 << 20));
+    };
+    await store.createUpload('${id}');
+    const hash = await store.uploadHash('${id}', 'sha256', 0);
+    const written = await store.appendUpload('${id}', 0, pieces(), hash);
+    const staged = await readFile(${JSON.stringify(join(root, 'store', 'uploads', id))});
+    const same = written === bytes.length && staged.equals(bytes);
+    const digest = (await hash.digest()) === createHash('sha256').update(bytes).digest('hex');
+    await store.close();
+    process.stdout.write(JSON.stringify({ same, digest }));`;
+  const log = join(root, 'trace.txt');
+  const run = spawnSync(
+    'strace',
+    [
+      ...straceSyncArgs(log),
+      '-e',
+      'inject=pwrite64:delay_exit=20000',
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      script,
+    ],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual(JSON.parse(run.stdout), { same: true, digest: true });
+  const directWrites = (await readSyncTrace(log, /^$/)).filter(
+    (e) => 'sync' in e && e.sync === 'O_DIRECT write',
+  );
+  assert.ok(directWrites.length >= 5, `${directWrites.length} direct writes`);
+});

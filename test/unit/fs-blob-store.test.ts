@@ -78,10 +78,10 @@ for (const fsync of [true, false]) {
       }
     });
 
-    test('large appends from unaligned offsets, more at once than direct-write slots, store exact bytes', async () => {
+    test('large appends from unaligned offsets, more at once than direct-write staging, store exact bytes', async () => {
       // Past its first 2 MiB a durable append writes its page-aligned middle with O_DIRECT through one
-      // of 16 staging slots, and its unaligned head and tail through the page cache; twenty uploads at
-      // once leave some without a slot. Each upload is two appends, the second from an odd offset.
+      // of 16 pairs of staging halves, and its unaligned head and tail through the page cache; twenty
+      // uploads at once leave some without a pair. Each upload is two appends, the second from an odd offset.
       const uploads = Array.from({ length: 20 }, (_, i) => ({
         id: randomUUID(),
         first: randomBytes(2 * 1024 * 1024 + 4096 * i + 777),
