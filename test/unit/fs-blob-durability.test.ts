@@ -158,9 +158,9 @@ test('direct writes still in flight when later batches arrive leave the staged f
   const { dir: root, cleanup } = await tempDataDir();
   t.after(cleanup);
   if (!(await takesDirectIO(root))) return t.skip('this file system refuses O_DIRECT');
-  // strace delays every pwrite64 (the direct writes; the page cache side uses pwritev) by 20 ms, so the
-  // body arrives far faster than the device "writes": a staging half refilled before its own write
-  // finished would put later bytes where earlier ones belong. The odd first piece shifts every
+  // strace holds every pwrite64 (the direct writes; the page cache side uses pwritev) for 20 ms before
+  // the kernel reads its memory, so the body arrives far faster than the device "writes": a staging
+  // half refilled before its own write ran would put later bytes where earlier ones belong. The odd first piece shifts every
   // direct write off the batch boundaries.
   const id = '9c3e7a15-6b2d-4f08-a1e4-3d5f8b0c7e26';
   const script = `
@@ -187,7 +187,7 @@ test('direct writes still in flight when later batches arrive leave the staged f
     [
       ...straceSyncArgs(log),
       '-e',
-      'inject=pwrite64:delay_exit=20000',
+      'inject=pwrite64:delay_enter=20000',
       process.execPath,
       '--input-type=module',
       '-e',

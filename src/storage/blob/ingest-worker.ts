@@ -2,7 +2,7 @@
  * The ingest worker: hashes and writes upload bodies off the event loop (see ingest.ts for why and for
  * the other side of the protocol). Each append takes one batch at a time; its acknowledgement is the
  * event loop's signal to send the next, so memory per upload stays at about two batches (plus, for a
- * large durable upload, a pair of staging halves whose writes to the device run on past the ack).
+ * large durable upload, two 1 MiB staging halves whose writes to the device run on past the ack).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { constants, type FileHandle, open } from 'node:fs/promises';
@@ -33,23 +33,27 @@ const DIRECT_FROM = 2 << 20;
 /** Offsets, lengths and memory of direct writes: a page, which covers 512 and 4096 byte sectors. */
 const ALIGN = 4096;
 /**
- * Each direct append stages into a pair of halves, each as large as the largest batch (fs.ts): while
- * the device writes one half, the next batch is acknowledged, travels, is hashed and fills the other.
- * With one 1 MiB staging slot, a single stream waited for the device about once per batch (one 1 GiB
- * stream: 1.44x faster with the pair). Only full halves are written while the body streams in, so
- * writes stay 1 MiB and at most two per upload are in flight: also writing each batch's whole pages at
- * its end (smaller writes, more of them at once) made eight parallel 256 MiB uploads 0.93x.
+ * Each direct append stages into two halves, each as large as the largest batch fs.ts sends: while the
+ * device writes one half, the next batch is acknowledged, travels, is hashed and fills the other. With
+ * a single staging buffer, one stream waited for the device about once per batch (one 1 GiB stream:
+ * 1.44x faster with two). Only full halves are written while the body streams in, so writes stay 1 MiB
+ * and at most two per upload are in flight: also writing each batch's whole pages at its end (more,
+ * smaller writes at once) made eight parallel 256 MiB uploads 0.93x.
  */
 const HALF = 1 << 20;
-const PAIRS = 16;
-
-// The ES library types do not include WebAssembly; only its memory is used here.
-declare const WebAssembly: { Memory: new (size: { initial: number }) => { buffer: ArrayBuffer } };
+/** At most this many appends write directly at once (bounds staging memory); more use the page cache. */
+const MAX_DIRECT = 16;
+/**
+ * Staging memory of ended direct appends kept for the next ones: a fresh 2 MiB costs ~1 ms of page
+ * faults, and keeping every buffer would hold 32 MiB for good after a burst of large uploads.
+ */
+const IDLE_STAGING = 2;
 
 /** An append's O_DIRECT side. */
 interface Direct {
   handle: FileHandle;
-  pair: number;
+  /** The halves' memory, kept for another append or unmapped when this one ends. */
+  memory: ArrayBuffer;
   halves: [Buffer, Buffer];
   /** Every write issued from each half and not yet awaited; a half is reused only after its writes. */
   writes: [Promise<void>, Promise<void>];
@@ -243,29 +247,29 @@ async function writeAll(handle: FileHandle, buffers: Buffer[], at: number, bytes
   }
 }
 
-let pairMemory: Buffer | undefined;
-const freePairs = Array.from({ length: PAIRS }, (_, i) => PAIRS - 1 - i);
+let directAppends = 0;
+const idleStaging: ArrayBuffer[] = [];
 /** Set when the file system refused O_DIRECT; it is not asked again (one worker per store). */
 let directRefused = false;
 
 /**
- * Opens the O_DIRECT side of an append whose next byte goes at `at`, or null (no pair of halves free,
- * or no O_DIRECT here). The halves are slices of one WebAssembly memory: V8 maps it with whole pages,
- * so every half starts page-aligned, which direct I/O requires of memory and an ordinary Buffer does
- * not promise; pages never touched take no memory.
+ * Opens the O_DIRECT side of an append whose next byte goes at `at`, or null (too many direct appends
+ * already, or no O_DIRECT here). The staging memory is a resizable ArrayBuffer: V8 reserves those from
+ * its page allocator, so they start page-aligned, which direct I/O requires of memory and an ordinary
+ * Buffer (malloc'd) does not promise, and transfer(0) unmaps one at once, where a WebAssembly memory
+ * (the other page-aligned kind) stays until a collection. (Were one ever unaligned, each write would
+ * be refused with EINVAL and go through the page cache.)
  */
 async function openDirect(path: string, at: number): Promise<Direct | null> {
-  if (directRefused || constants.O_DIRECT === undefined) return null;
-  const pair = freePairs.pop();
-  if (pair === undefined) return null;
+  if (directRefused || constants.O_DIRECT === undefined || directAppends >= MAX_DIRECT) return null;
+  directAppends++;
   try {
     const handle = await open(path, constants.O_WRONLY | constants.O_DIRECT);
-    pairMemory ??= Buffer.from(new WebAssembly.Memory({ initial: (PAIRS * 2 * HALF) / 65536 }).buffer);
-    const half = (i: number) => pairMemory!.subarray((2 * pair + i) * HALF, (2 * pair + i + 1) * HALF);
+    const memory = idleStaging.pop() ?? new ArrayBuffer(2 * HALF, { maxByteLength: 2 * HALF });
     return {
       handle,
-      pair,
-      halves: [half(0), half(1)],
+      memory,
+      halves: [Buffer.from(memory, 0, HALF), Buffer.from(memory, HALF, HALF)],
       writes: [Promise.resolve(), Promise.resolve()],
       half: 0,
       at: Math.ceil(at / ALIGN) * ALIGN,
@@ -274,7 +278,7 @@ async function openDirect(path: string, at: number): Promise<Direct | null> {
       refused: false,
     };
   } catch (err) {
-    freePairs.push(pair);
+    directAppends--;
     if ((err as NodeJS.ErrnoException).code === 'EINVAL') directRefused = true;
     return null;
   }
@@ -375,7 +379,7 @@ async function writeRegion(
 /**
  * Ends the direct side and lets its halves go. With `flush`, the whole pages still staged are written
  * directly and the last partial page through the page cache. The first write failure throws, after
- * every issued write has ended (the halves are not handed to another upload while the kernel reads them).
+ * every issued write has ended (the halves' memory is not reused or unmapped while the kernel reads it).
  */
 async function closeDirect(append: Append, handle: FileHandle, flush: boolean): Promise<void> {
   const direct = append.direct;
@@ -396,7 +400,9 @@ async function closeDirect(append: Append, handle: FileHandle, flush: boolean): 
       append.unsynced += rest;
     }
   } finally {
-    freePairs.push(direct.pair);
+    directAppends--;
+    if (idleStaging.length < IDLE_STAGING) idleStaging.push(direct.memory);
+    else direct.memory.transfer(0);
     await direct.handle.close();
   }
 }
