@@ -36,6 +36,7 @@ const { values } = parseArgs({
   },
 });
 const run = runner(values.workload);
+const pulls = values.workload === 'pull' || values.workload === 'blob-pull';
 if (!values.base || !run) {
   console.error(
     `usage: node bench/ab.ts --base <git rev> [--head <git rev>] [--workload ${workloadNames.join('|')}] [--size MB] [--c N] [--n N] [--chunked] [--hot N --total N --filter | --count N] [--pairs N] [--fsync-off]`,
@@ -146,7 +147,9 @@ async function measure(side: Side, pair: number): Promise<Run> {
 /** Refuses to start when the runs' data (kept until the end) would not fit. */
 async function checkFreeSpace(): Promise<void> {
   const { bavail, bsize } = await statfs(dir);
-  const perRun = ((options.size ?? MB) * options.n + (warmUp.size ?? MB) * warmUp.n) * 1.1 + 64 * MB;
+  // A pull workload pushes what it pulls once; the others store each operation's bytes.
+  const stored = (o: { size?: number; n: number }) => (o.size ?? MB) * (pulls ? 1 : o.n);
+  const perRun = (stored(options) + stored(warmUp)) * 1.1 + 64 * MB;
   const need = perRun * pairs * 2;
   if (bavail * bsize < need) {
     throw new Error(`ab: needs about ${Math.ceil(need / (1024 * MB))} GiB free under .tools/`);
