@@ -15,7 +15,7 @@ export type IngestRequest =
   | { op: 'open'; append: number; path: string; offset: number; hash: number; fsync: boolean }
   /**
    * Body bytes, transferred: hashed, then written at the append's position. Acknowledged once written (or,
-   * on the O_DIRECT side, once copied into its staging slot): the acknowledgement paces the sender; only
+   * on the O_DIRECT side, once copied into its staging memory): the acknowledgement paces the sender; only
    * `end` says the bytes are durable.
    */
   | { op: 'data'; append: number; chunks: Uint8Array<ArrayBuffer>[] }

@@ -55,7 +55,7 @@ interface Direct {
   /** The halves' memory, kept for another append or unmapped when this one ends. */
   memory: ArrayBuffer;
   halves: [Buffer, Buffer];
-  /** Every write issued from each half and not yet awaited; a half is reused only after its writes. */
+  /** The write issued from each half and not yet awaited; a half is refilled only after it. */
   writes: [Promise<void>, Promise<void>];
   /** The half being filled. */
   half: 0 | 1;
@@ -63,8 +63,6 @@ interface Direct {
   at: number;
   /** Bytes in the current half. */
   filled: number;
-  /** Bytes at the current half's start already written or being written (whole pages). */
-  issued: number;
   /** Set when the kernel refused a direct write: the append goes on in the page cache. */
   refused: boolean;
 }
@@ -274,7 +272,6 @@ async function openDirect(path: string, at: number): Promise<Direct | null> {
       half: 0,
       at: Math.ceil(at / ALIGN) * ALIGN,
       filled: 0,
-      issued: 0,
       refused: false,
     };
   } catch (err) {
@@ -315,34 +312,24 @@ async function writeDirect(
       direct.half = direct.half === 0 ? 1 : 0;
       direct.at += HALF;
       direct.filled = 0;
-      direct.issued = 0;
       await settle(direct, direct.half);
     }
   }
 }
 
-/** Starts writing the current half's staged bytes up to `end` (whole pages) that are not issued yet. */
+/**
+ * Starts writing the first `end` bytes (whole pages) of the current half, which holds no write in
+ * flight: it was settled when it became current, and is written once, when full or at the finish.
+ */
 function issue(append: Append, handle: FileHandle, direct: Direct, end: number): void {
-  const from = direct.issued;
-  if (end <= from) return;
-  direct.issued = end;
-  const half = direct.half;
-  const write = writeRegion(
-    append,
-    handle,
-    direct,
-    direct.halves[half].subarray(from, end),
-    direct.at + from,
-  );
+  if (end === 0) return;
+  const write = writeRegion(append, handle, direct, direct.halves[direct.half].subarray(0, end), direct.at);
   // Its failure is kept by whoever settles this half next (a later batch or the finish).
   write.catch(() => {});
-  direct.writes[half] = Promise.allSettled([direct.writes[half], write]).then(([earlier, later]) => {
-    if (earlier.status === 'rejected') throw earlier.reason;
-    if (later.status === 'rejected') throw later.reason;
-  });
+  direct.writes[direct.half] = write;
 }
 
-/** Waits for every write issued from a half; the first failure throws. */
+/** Waits for the write issued from a half, if any; its failure throws. */
 async function settle(direct: Direct, half: 0 | 1): Promise<void> {
   const writes = direct.writes[half];
   direct.writes[half] = Promise.resolve();
@@ -386,15 +373,16 @@ async function closeDirect(append: Append, handle: FileHandle, flush: boolean): 
   if (!direct) return;
   append.direct = null;
   try {
-    if (flush) issue(append, handle, direct, direct.filled - (direct.filled % ALIGN));
+    const pages = flush ? direct.filled - (direct.filled % ALIGN) : 0;
+    issue(append, handle, direct, pages);
     const settled = await Promise.allSettled([settle(direct, 0), settle(direct, 1)]);
     for (const outcome of settled) if (outcome.status === 'rejected') throw outcome.reason;
-    const rest = direct.filled - direct.issued;
+    const rest = direct.filled - pages;
     if (flush && rest > 0) {
       await writeAll(
         handle,
-        [direct.halves[direct.half].subarray(direct.issued, direct.filled)],
-        direct.at + direct.issued,
+        [direct.halves[direct.half].subarray(pages, direct.filled)],
+        direct.at + pages,
         rest,
       );
       append.unsynced += rest;
