@@ -2,17 +2,18 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { constants, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { readSyncTrace, straceSkip, straceSyncArgs, syncsAfterMark } from '../helpers/strace.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 const STORE = new URL('../../src/storage/blob/fs.ts', import.meta.url).href;
 
 /**
- * Runs `steps` against an FsBlobStore in a child process under strace; `mark(name)` separates the steps.
- * Returns, for each pair of consecutive marks, the syncs that completed between them.
+ * Runs `steps` against an FsBlobStore (`store`, under `root/store`) in a child process under strace,
+ * with `straceArgs` added; `mark(name)` writes a mark, `body(n)` is a body of n bytes. Returns the
+ * child's standard output and the path of the trace (straceSyncArgs).
  */
-async function syncsBetweenMarks(root: string, steps: string): Promise<string[][]> {
+function runStoreUnderStrace(root: string, steps: string, straceArgs: string[] = []) {
   const script = `
     import { FsBlobStore } from ${JSON.stringify(STORE)};
     const store = await FsBlobStore.open(${JSON.stringify(join(root, 'store'))});
@@ -22,13 +23,19 @@ async function syncsBetweenMarks(root: string, steps: string): Promise<string[][
   const log = join(root, 'trace.txt');
   const run = spawnSync(
     'strace',
-    [...straceSyncArgs(log), process.execPath, '--input-type=module', '-e', script],
-    {
-      encoding: 'utf8',
-      timeout: 30_000,
-    },
+    [...straceSyncArgs(log), ...straceArgs, process.execPath, '--input-type=module', '-e', script],
+    { encoding: 'utf8', timeout: 30_000 },
   );
   assert.equal(run.status, 0, run.stderr);
+  return { stdout: run.stdout, log };
+}
+
+/**
+ * Runs `steps` as runStoreUnderStrace does; `mark(name)` separates the steps. Returns, for each pair of
+ * consecutive marks, the syncs that completed between them.
+ */
+async function syncsBetweenMarks(root: string, steps: string): Promise<string[][]> {
+  const { log } = runStoreUnderStrace(root, steps);
   const events = await readSyncTrace(log, /"MARK (\w+)/);
   const marks = events.filter((e) => 'mark' in e).length;
   return Array.from({ length: marks - 1 }, (_, n) => syncsAfterMark(events, n));
@@ -101,24 +108,29 @@ test('a large append starts write-back while its body still streams in', { skip:
   assert.ok(ending?.includes(staged), JSON.stringify(ending));
 });
 
-/** Whether the file system under `dir` takes O_DIRECT (tmpfs before Linux 6.6 does not). */
-async function takesDirectIO(dir: string): Promise<boolean> {
+/**
+ * A fresh data directory, removed after the test, on a file system that takes O_DIRECT; undefined (and
+ * the test skipped) where it does not (tmpfs before Linux 6.6).
+ */
+async function directIODir(t: TestContext): Promise<string | undefined> {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
   const probe = join(dir, 'direct-probe');
   try {
     await (await open(probe, constants.O_CREAT | constants.O_WRONLY | constants.O_DIRECT)).close();
     await unlink(probe);
-    return true;
+    return dir;
   } catch {
-    return false;
+    t.skip('this file system refuses O_DIRECT');
+    return undefined;
   }
 }
 
 test('past its first 2 MiB a durable append writes with O_DIRECT as its body streams in; the acknowledgement still waits for a datasync', {
   skip: straceSkip,
 }, async (t) => {
-  const { dir: root, cleanup } = await tempDataDir();
-  t.after(cleanup);
-  if (!(await takesDirectIO(root))) return t.skip('this file system refuses O_DIRECT');
+  const root = await directIODir(t);
+  if (root === undefined) return;
   const id = '5b8d3f72-1c4a-4e96-b0d7-9a2e6c1f4b58';
   // 14 MiB + 100 bytes; the mark is written when the loop asks for the eleventh MiB, with 10 MiB
   // received: past the first 2 MiB (page cache) and the few MiB the worker may still hold, some must
@@ -155,19 +167,16 @@ test('past its first 2 MiB a durable append writes with O_DIRECT as its body str
 test('direct writes still in flight when later batches arrive leave the staged file exact', {
   skip: straceSkip,
 }, async (t) => {
-  const { dir: root, cleanup } = await tempDataDir();
-  t.after(cleanup);
-  if (!(await takesDirectIO(root))) return t.skip('this file system refuses O_DIRECT');
+  const root = await directIODir(t);
+  if (root === undefined) return;
   // strace holds every pwrite64 (the direct writes; the page cache side uses pwritev) for 20 ms before
   // the kernel reads its memory, so the body arrives far faster than the device "writes": a staging
-  // half refilled before its own write ran would put later bytes where earlier ones belong. The odd first piece shifts every
-  // direct write off the batch boundaries.
+  // half refilled before its own write ran would put later bytes where earlier ones belong. The odd
+  // first piece shifts every direct write off the batch boundaries.
   const id = '9c3e7a15-6b2d-4f08-a1e4-3d5f8b0c7e26';
-  const script = `
-    import { createHash, randomBytes } from 'node:crypto';
-    import { readFile } from 'node:fs/promises';
-    import { FsBlobStore } from ${JSON.stringify(STORE)};
-    const store = await FsBlobStore.open(${JSON.stringify(join(root, 'store'))});
+  const steps = `
+    const { createHash, randomBytes } = await import('node:crypto');
+    const { readFile } = await import('node:fs/promises');
     const bytes = randomBytes((12 << 20) + 4321);
     const pieces = async function* () {
       yield bytes.subarray(0, 777);
@@ -181,22 +190,8 @@ test('direct writes still in flight when later batches arrive leave the staged f
     const digest = (await hash.digest()) === createHash('sha256').update(bytes).digest('hex');
     await store.close();
     process.stdout.write(JSON.stringify({ same, digest }));`;
-  const log = join(root, 'trace.txt');
-  const run = spawnSync(
-    'strace',
-    [
-      ...straceSyncArgs(log),
-      '-e',
-      'inject=pwrite64:delay_enter=20000',
-      process.execPath,
-      '--input-type=module',
-      '-e',
-      script,
-    ],
-    { encoding: 'utf8', timeout: 60_000 },
-  );
-  assert.equal(run.status, 0, run.stderr);
-  assert.deepEqual(JSON.parse(run.stdout), { same: true, digest: true });
+  const { stdout, log } = runStoreUnderStrace(root, steps, ['-e', 'inject=pwrite64:delay_enter=20000']);
+  assert.deepEqual(JSON.parse(stdout), { same: true, digest: true });
   const directWrites = (await readSyncTrace(log, /^$/)).filter(
     (e) => 'sync' in e && e.sync === 'O_DIRECT write',
   );
