@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -45,6 +46,17 @@ describe('sendFileRange', () => {
     }
     assert.ok(sink.writableFinished);
     assert.ok(bytes().equals(content));
+  });
+
+  test('several transfers at once (past the read-ahead limit) each send byte for byte', async () => {
+    const handle = await open(file);
+    try {
+      const sinks = Array.from({ length: 4 }, (_, i) => slowSink(i % 2));
+      await Promise.all(sinks.map(({ sink }) => sendFileRange(handle, 0, content.length, sink)));
+      for (const { bytes } of sinks) assert.ok(bytes().equals(content));
+    } finally {
+      await handle.close();
+    }
   });
 
   test('sends a range that crosses buffer boundaries', async () => {
@@ -98,6 +110,22 @@ describe('sendFileRange', () => {
     sink.on('error', () => {});
     try {
       await assert.rejects(sendFileRange(handle, 0, content.length, sink));
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('rejects at once when the receiver was gone before the call, for an empty blob too', {
+    timeout: 5000,
+  }, async () => {
+    const handle = await open(file);
+    try {
+      for (const length of [0, 10]) {
+        const sink = new Writable({ write: (_chunk, _enc, done) => done() });
+        sink.destroy();
+        await once(sink, 'close');
+        await assert.rejects(sendFileRange(handle, 0, length, sink), /receiver closed/);
+      }
     } finally {
       await handle.close();
     }
