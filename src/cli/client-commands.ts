@@ -1,4 +1,3 @@
-import { createWriteStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -11,6 +10,7 @@ import {
   RegistryClient,
 } from '../client/client.ts';
 import { type CopyResult, copyGraph } from '../client/copy.ts';
+import { fileWriter } from '../client/file-streams.ts';
 import { type Endpoint, parseEndpoint, parseImageReference } from '../client/reference.ts';
 import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/target.ts';
 import { ConfigError } from '../config.ts';
@@ -220,7 +220,7 @@ export async function blobCommand(argv: string[]): Promise<void> {
     // Written beside the target and renamed once verified, so a bad download never replaces a file.
     const temp = `${values.output}.tether-partial`;
     try {
-      await pipeline(blob, createWriteStream(temp));
+      await pipeline(blob, fileWriter(temp));
       await rename(temp, values.output);
     } catch (err) {
       await rm(temp, { force: true });

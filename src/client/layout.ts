@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,6 +8,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
 import { ClientError } from './errors.ts';
+import { fileReader, fileWriter } from './file-streams.ts';
 import { verifying } from './verify-stream.ts';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -110,7 +110,7 @@ export class OciLayout {
       throw err;
     }
     const check = verifying(digest, size, `blob ${digest} in ${this.dir}`);
-    pipeline(createReadStream(path), check).catch(() => {});
+    pipeline(fileReader(path), check).catch(() => {});
     return check;
   }
 
@@ -136,7 +136,7 @@ export class OciLayout {
     await mkdir(dir, { recursive: true });
     const temp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
-      await pipeline(source, verifying(digest, size), createWriteStream(temp, { flags: 'wx' }));
+      await pipeline(source, verifying(digest, size), fileWriter(temp, 'wx'));
       const handle = await open(temp, 'r');
       try {
         await handle.sync();

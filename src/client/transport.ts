@@ -1,4 +1,4 @@
-import http from 'node:http';
+import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -18,6 +18,13 @@ const agents = {
   http: new http.Agent({ keepAlive: true }),
   https: new https.Agent({ keepAlive: true }),
 };
+
+/**
+ * The node:http body behind each `Response` this module made. Large reads (blob downloads) take it
+ * through `nodeBody` instead of converting Node stream → web stream → Node stream, which cost a 1 GiB
+ * download ~0.35 s of CPU in the adapter and more in garbage collection.
+ */
+const nodeBodies = new WeakMap<Response, IncomingMessage>();
 
 const MAX_REDIRECTS = 5;
 /** A connection silent this long (no bytes either way) is given up; reads are then retried. */
@@ -95,13 +102,13 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
       // A web Response cannot carry a body with these statuses (and HEAD has none on the wire).
       const bodiless = method === 'HEAD' || status === 204 || status === 304 || status < 200;
       if (bodiless) incoming.resume();
-      resolve(
-        new Response(bodiless ? null : (Readable.toWeb(incoming) as unknown as ReadableStream<Uint8Array>), {
-          status: status < 200 || status > 599 ? 502 : status,
-          statusText: incoming.statusMessage ?? '',
-          headers: responseHeaders,
-        }),
-      );
+      const response = new Response(bodiless ? null : lazyWebBody(incoming), {
+        status: status < 200 || status > 599 ? 502 : status,
+        statusText: incoming.statusMessage ?? '',
+        headers: responseHeaders,
+      });
+      if (!bodiless) nodeBodies.set(response, incoming);
+      resolve(response);
     });
     if (body === undefined) {
       request.end();
@@ -115,4 +122,39 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
       });
     }
   });
+}
+
+/**
+ * The web body of a response, attached to the socket only when first read: its high-water mark of 0
+ * keeps the stream from pulling before anyone asks, so `nodeBody` can still take the Node stream.
+ */
+function lazyWebBody(incoming: IncomingMessage): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        reader ??= (Readable.toWeb(incoming) as unknown as ReadableStream<Uint8Array>).getReader();
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      async cancel(reason) {
+        if (reader) await reader.cancel(reason);
+        else incoming.destroy();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/**
+ * A response's body as a Node stream. For responses from `send` whose web body was never touched this
+ * is the node:http stream itself (no adapters, no per-chunk promises); otherwise the web body, adapted.
+ */
+export function nodeBody(response: Response): Readable {
+  const incoming = nodeBodies.get(response);
+  nodeBodies.delete(response);
+  if (incoming && response.body && !response.bodyUsed && !response.body.locked) return incoming;
+  if (!response.body) return Readable.from([]);
+  return Readable.fromWeb(response.body as unknown as WebReadableStream<Uint8Array>);
 }
