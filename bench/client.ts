@@ -1,12 +1,15 @@
 /**
- * Client transfer benchmark: the `tether` CLI pushing and pulling one large blob against a Tether server
- * (or any registry with --target), each run in its own process so its peak RSS is the client's alone.
- *   node bench/client.ts [--size-mb 1024] [--runs 3] [--target HOST:PORT]
- * Reports wall time, MB/s and the client's max RSS for: monolithic push, chunked push, pull to a file.
+ * Client transfer benchmark: the `tether` CLI pushing and pulling one large blob, and `oras` doing the
+ * same against the same server when it is installed (`bash scripts/ensure-tools.sh oras`), each run in
+ * its own process so its peak RSS is that client's alone. Both CLIs hash the file before a push.
+ *   node bench/client.ts [--size-mb 1024] [--runs 3] [--target HOST:PORT] [--oras PATH]
+ * Without --target it builds Tether (`tsc -p tsconfig.build.json`) and starts the compiled server,
+ * as `npm start` runs it, on a fresh store; the CLI runs compiled too.
+ * Reports wall time, MB/s and max RSS for: monolithic push, chunked push (Tether only), pull to a file.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,15 +21,28 @@ const { values } = parseArgs({
     'size-mb': { type: 'string', default: '1024' },
     runs: { type: 'string', default: '3' },
     target: { type: 'string' },
+    oras: { type: 'string' },
   },
 });
 const MB = 1024 * 1024;
 const size = Number(values['size-mb']) * MB;
 const runs = Number(values.runs);
-const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
+const ROOT = new URL('..', import.meta.url).pathname;
+const CLI = join(ROOT, 'dist/cli/main.js');
+const oras = values.oras ?? join(ROOT, '.tools/bin/oras');
+const withOras = existsSync(oras);
 
+if (!existsSync('/usr/bin/time')) {
+  console.error('bench/client.ts measures peak RSS with /usr/bin/time: apt-get install time');
+  process.exit(2);
+}
+execFileSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', join(ROOT, 'tsconfig.build.json')], {
+  stdio: 'inherit',
+});
 const dir = await mkdtemp(join(tmpdir(), 'tether-bench-client-'));
-const server = values.target ? undefined : await spawnTether(join(dir, 'data'));
+const server = values.target
+  ? undefined
+  : await spawnTether(join(dir, 'data'), ['--log-level', 'warn'], {}, { entry: 'dist/cli/main.js' });
 const host = values.target ?? server!.host;
 try {
   const file = join(dir, 'blob.bin');
@@ -40,49 +56,83 @@ try {
   await new Promise<void>((r) => out.end(() => r()));
   const digest = `sha256:${hash.digest('hex')}`;
 
-  /** Runs the CLI under `/usr/bin/time` semantics: wall time here, max RSS from the child's rusage. */
-  const timed = (args: string[]) =>
+  /** Runs a client to completion: wall time measured here, its max RSS from `/usr/bin/time`. */
+  const run = (command: string, args: string[]) =>
     new Promise<{ ms: number; rssMB: number }>((resolve, reject) => {
       const started = performance.now();
-      const child = execFile(
-        process.execPath,
-        [
-          '--import',
-          'data:text/javascript,process.on("exit",()=>process.stderr.write("\\nRSS="+process.resourceUsage().maxRSS+"\\n"))',
-          CLI,
-          ...args,
-        ],
-        { env: { ...process.env, HOME: dir, DOCKER_CONFIG: join(dir, 'docker') }, maxBuffer: 1 << 20 },
+      execFile(
+        '/usr/bin/time',
+        ['-f', 'MAXRSS=%M', command, ...args],
+        { env: { ...process.env, HOME: dir, DOCKER_CONFIG: join(dir, 'docker') }, maxBuffer: 1 << 22 },
         (err, _stdout, stderr) => {
-          if (err) return reject(new Error(`${args.join(' ')}: ${stderr}`));
-          const rss = Number(/RSS=(\d+)/.exec(stderr)?.[1] ?? 0) / 1024;
-          resolve({ ms: performance.now() - started, rssMB: Math.round(rss) });
+          const ms = performance.now() - started;
+          if (err) return reject(new Error(`${command} ${args.join(' ')}: ${stderr}`));
+          const rss = Number(/MAXRSS=(\d+)/.exec(stderr)?.[1] ?? 0) / 1024;
+          resolve({ ms, rssMB: Math.round(rss) });
         },
       );
-      child.stdin?.end();
     });
+  const tether = (args: string[]) => run(process.execPath, [CLI, ...args]);
+  const orasRun = (args: string[]) => run(oras, [...args, '--plain-http']);
 
-  const rows: { op: string; ms: number; mbps: number; rssMB: number }[] = [];
-  for (let run = 0; run < runs; run++) {
-    const ops: [string, string[]][] = [
-      ['push (monolithic)', ['blob', 'put', `${host}/bench/mono-${run}`, file, '--monolithic']],
-      ['push (chunked 32 MiB)', ['blob', 'put', `${host}/bench/chunked-${run}`, file, '--chunked']],
-      ['pull to file', ['blob', 'get', `${host}/bench/mono-${run}@${digest}`, '-o', join(dir, `out-${run}`)]],
-    ];
-    for (const [op, args] of ops) {
-      const r = await timed(args);
-      rows.push({ op, ms: Math.round(r.ms), mbps: Math.round(size / MB / (r.ms / 1000)), rssMB: r.rssMB });
+  const rows: { op: string; client: string; ms: number; mbps: number; rssMB: number }[] = [];
+  const record = async (op: string, client: string, measure: Promise<{ ms: number; rssMB: number }>) => {
+    const r = await measure;
+    rows.push({
+      op,
+      client,
+      ms: Math.round(r.ms),
+      mbps: Math.round(size / MB / (r.ms / 1000)),
+      rssMB: r.rssMB,
+    });
+  };
+  for (let i = 0; i < runs; i++) {
+    // Every push goes to a repository that has never seen the blob, so no client can skip the upload.
+    await record(
+      'push (one PUT)',
+      'tether',
+      tether(['blob', 'put', `${host}/bench/t-${i}`, file, '--monolithic']),
+    );
+    if (withOras)
+      await record('push (one PUT)', 'oras', orasRun(['blob', 'push', `${host}/bench/o-${i}`, file]));
+    await record(
+      'push (chunked 32 MiB)',
+      'tether',
+      tether(['blob', 'put', `${host}/bench/c-${i}`, file, '--chunked']),
+    );
+    // Read once first: a blob the server has just written with O_DIRECT is not in its page cache yet,
+    // and the first reader pays that fill (docs/performance.md). Both clients then pull a warm blob.
+    const warm = await fetch(`http://${host}/v2/bench/t-${i}/blobs/${digest}`);
+    for await (const _ of warm.body!);
+    await record(
+      'pull to a file',
+      'tether',
+      tether(['blob', 'get', `${host}/bench/t-${i}@${digest}`, '-o', join(dir, `t-${i}`)]),
+    );
+    await rm(join(dir, `t-${i}`));
+    if (withOras) {
+      await record(
+        'pull to a file',
+        'oras',
+        orasRun(['blob', 'fetch', `${host}/bench/o-${i}@${digest}`, '--output', join(dir, `o-${i}`)]),
+      );
+      await rm(join(dir, `o-${i}`));
     }
   }
-  const summary = new Map<string, typeof rows>();
-  for (const r of rows) summary.set(r.op, [...(summary.get(r.op) ?? []), r]);
-  console.log(`client transfers of ${size / MB} MiB against ${host} (${runs} runs; median)`);
-  for (const [op, list] of summary) {
-    const median = list.sort((a, b) => a.ms - b.ms)[Math.floor(list.length / 2)]!;
+  console.log(`client transfers of ${size / MB} MiB against ${host} (${runs} runs, alternating; median)`);
+  console.log('| transfer | client | median ms | MB/s | all runs, ms | max RSS MB |');
+  console.log('|---|---|---:|---:|---|---:|');
+  const groups = new Map<string, typeof rows>();
+  for (const r of rows)
+    groups.set(`${r.op}\0${r.client}`, [...(groups.get(`${r.op}\0${r.client}`) ?? []), r]);
+  for (const list of groups.values()) {
+    const sorted = [...list].sort((a, b) => a.ms - b.ms);
+    const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
     console.log(
-      `${op.padEnd(24)} ${String(median.ms).padStart(7)} ms ${String(median.mbps).padStart(6)} MB/s  max RSS ${median.rssMB} MB`,
+      `| ${median.op} | ${median.client} | ${median.ms} | ${median.mbps} | ${list.map((r) => r.ms).join(', ')} | ${Math.max(...list.map((r) => r.rssMB))} |`,
     );
   }
+  if (!withOras) console.log(`oras not found at ${oras}: bash scripts/ensure-tools.sh oras`);
 } finally {
   await server?.stop();
   await rm(dir, { recursive: true, force: true });
