@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { bufferSource, RegistryClient } from '../../src/client/client.ts';
 import { copyGraph } from '../../src/client/copy.ts';
@@ -139,6 +140,62 @@ describe('client transport', () => {
       } finally {
         await proxy.close();
       }
+    }
+  });
+
+  test('a chunked upload reads the next chunk from its source while the registry takes the current one', async () => {
+    const bytes = randomBytes(4 * MiB + 5);
+    let pulled = 0;
+    let pulledWhileFirstHeld = -1;
+    const proxy = await startProxy(registry.host, {
+      async before(req) {
+        if (req.method !== 'PATCH' || pulledWhileFirstHeld >= 0) return false;
+        // Hold the first chunk's answer until the source has given the second chunk (or 2 s pass).
+        for (let i = 0; i < 200 && pulled < 2 * MiB; i++) await new Promise((r) => setTimeout(r, 10));
+        pulledWhileFirstHeld = pulled;
+        return false;
+      },
+    });
+    try {
+      const client = new RegistryClient({ ...anonymous, chunked: true, chunkSize: MiB });
+      const ref = parseImageReference(`${proxy.host}/transport/overlap`);
+      const digest = sha256(bytes);
+      const source = {
+        digest,
+        size: bytes.length,
+        // One piece of read-ahead in the stream, so `pulled` tracks what the upload consumed.
+        open: async () =>
+          Readable.from(
+            (async function* () {
+              for (let at = 0; at < bytes.length; at += 256 * 1024) {
+                const piece = bytes.subarray(at, at + 256 * 1024);
+                pulled += piece.length;
+                yield piece;
+              }
+            })(),
+            { highWaterMark: 1 },
+          ),
+      };
+      assert.equal(await client.uploadBlob(ref, source), 'transferred');
+      assert.ok(
+        pulledWhileFirstHeld >= 2 * MiB,
+        `while the first PATCH was unanswered the source gave ${pulledWhileFirstHeld} bytes`,
+      );
+      // Never a third chunk while the first is unanswered (beyond the stream's own piece or two ahead).
+      assert.ok(pulledWhileFirstHeld <= 2 * MiB + 512 * 1024, `read ${pulledWhileFirstHeld} bytes ahead`);
+      assert.deepEqual(
+        proxy.seen.filter((r) => r.method === 'PATCH').map((r) => r.headers['content-range']),
+        [
+          `0-${MiB - 1}`,
+          `${MiB}-${2 * MiB - 1}`,
+          `${2 * MiB}-${3 * MiB - 1}`,
+          `${3 * MiB}-${4 * MiB - 1}`,
+          `${4 * MiB}-${4 * MiB + 4}`,
+        ],
+      );
+      assert.deepEqual(await client.getBlob(ref, digest), bytes);
+    } finally {
+      await proxy.close();
     }
   });
 
