@@ -5,7 +5,8 @@
  *   node bench/client.ts [--size-mb 1024] [--runs 3] [--target HOST:PORT] [--oras PATH]
  * Without --target it builds Tether (`tsc -p tsconfig.build.json`) and starts the compiled server,
  * as `npm start` runs it, on a fresh store; the CLI runs compiled too.
- * Reports wall time, MB/s and max RSS for: monolithic push, chunked push (Tether only), pull to a file.
+ * Reports wall time, MB/s and max RSS for: monolithic push, chunked push (Tether only), pushing a
+ * one-file artifact, pull to a file and, without --target, copying the artifact to a second server.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -44,6 +45,10 @@ const server = values.target
   ? undefined
   : await spawnTether(join(dir, 'data'), ['--log-level', 'warn'], {}, { entry: 'dist/cli/main.js' });
 const host = values.target ?? server!.host;
+// A second registry to copy to; only when this run started its own.
+const second = values.target
+  ? undefined
+  : await spawnTether(join(dir, 'data2'), ['--log-level', 'warn'], {}, { entry: 'dist/cli/main.js' });
 try {
   const file = join(dir, 'blob.bin');
   const hash = createHash('sha256');
@@ -63,7 +68,12 @@ try {
       execFile(
         '/usr/bin/time',
         ['-f', 'MAXRSS=%M', command, ...args],
-        { env: { ...process.env, HOME: dir, DOCKER_CONFIG: join(dir, 'docker') }, maxBuffer: 1 << 22 },
+        // In `dir`, so files are named relatively (oras refuses absolute paths in artifacts).
+        {
+          cwd: dir,
+          env: { ...process.env, HOME: dir, DOCKER_CONFIG: join(dir, 'docker') },
+          maxBuffer: 1 << 22,
+        },
         (err, _stdout, stderr) => {
           const ms = performance.now() - started;
           if (err) return reject(new Error(`${command} ${args.join(' ')}: ${stderr}`));
@@ -100,6 +110,25 @@ try {
       'tether',
       tether(['blob', 'put', `${host}/bench/c-${i}`, file, '--chunked']),
     );
+    // The everyday commands: an artifact of one file (Tether: 32 MiB chunks from 128 MiB by default).
+    await record(
+      'push an artifact',
+      'tether',
+      tether([
+        'push',
+        `${host}/bench/a-t-${i}:v1`,
+        'blob.bin',
+        '--artifact-type',
+        'application/x-bench',
+        '-q',
+      ]),
+    );
+    if (withOras)
+      await record(
+        'push an artifact',
+        'oras',
+        orasRun(['push', `${host}/bench/a-o-${i}:v1`, 'blob.bin', '--artifact-type', 'application/x-bench']),
+      );
     // Read once first: a blob the server has just written with O_DIRECT is not in its page cache yet,
     // and the first reader pays that fill (docs/performance.md). Both clients then pull a warm blob.
     const warm = await fetch(`http://${host}/v2/bench/t-${i}/blobs/${digest}`);
@@ -118,6 +147,25 @@ try {
       );
       await rm(join(dir, `o-${i}`));
     }
+    if (second) {
+      await record(
+        'copy to another registry',
+        'tether',
+        tether(['cp', `${host}/bench/a-t-${i}:v1`, `${second.host}/bench/a-t-${i}:v1`, '-q']),
+      );
+      if (withOras)
+        await record(
+          'copy to another registry',
+          'oras',
+          run(oras, [
+            'cp',
+            '--from-plain-http',
+            '--to-plain-http',
+            `${host}/bench/a-o-${i}:v1`,
+            `${second.host}/bench/a-o-${i}:v1`,
+          ]),
+        );
+    }
   }
   console.log(`client transfers of ${size / MB} MiB against ${host} (${runs} runs, alternating; median)`);
   console.log('| transfer | client | median ms | MB/s | all runs, ms | max RSS MB |');
@@ -135,5 +183,6 @@ try {
   if (!withOras) console.log(`oras not found at ${oras}: bash scripts/ensure-tools.sh oras`);
 } finally {
   await server?.stop();
+  await second?.stop();
   await rm(dir, { recursive: true, force: true });
 }
