@@ -1,5 +1,5 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, Readable } from 'node:stream';
 import { pipeline as streamPipeline } from 'node:stream/promises';
@@ -17,7 +17,7 @@ import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
 import { RegistryHttp } from './registry-http.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
-import { nodeBody } from './transport.ts';
+import { FileBody, nodeBody } from './transport.ts';
 import { counting, verifying } from './verify-stream.ts';
 
 /**
@@ -52,6 +52,11 @@ export interface BlobSource {
   digest: string;
   size: number;
   open(): Promise<Readable>;
+  /**
+   * Set when the bytes are a whole file: one-PUT uploads then send it with reused buffers instead of
+   * reading `open()`, and report what they sent to `onBytes` (the progress `open()` would have given).
+   */
+  file?: { path: string; onBytes?: (bytes: number) => void };
 }
 
 const MiB = 1024 * 1024;
@@ -76,7 +81,7 @@ export function bufferSource(bytes: Buffer, algorithm: 'sha256' | 'sha512' = 'sh
 /** A file as a blob source: hashed once up front, streamed from disk for each upload attempt. */
 export async function fileSource(path: string): Promise<BlobSource> {
   const { digest, size } = await hashFile(path);
-  return { digest, size, open: async () => fileReader(path) };
+  return { digest, size, file: { path }, open: async () => fileReader(path) };
 }
 
 function pushScope(ref: ImageReference): string {
@@ -304,7 +309,8 @@ export class RegistryClient {
           Math.max(this.#options.chunkSize ?? 32 * MiB, minChunk),
         )
       : await this.http(ref.host).requestUrl('PUT', withDigest(location, source.digest), {
-          body: () => source.open(),
+          body: () =>
+            source.file ? new FileBody(source.file.path, source.size, source.file.onBytes) : source.open(),
           headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(source.size) },
           scope: pushScope(ref),
         });
@@ -387,19 +393,43 @@ export class RegistryClient {
       turn ^= 1;
       filled = 0;
     };
-    for await (const piece of await source.open()) {
-      let data = piece as Buffer;
-      while (data.length > 0) {
-        buffers[turn] ??= Buffer.allocUnsafe(length);
-        const chunk = buffers[turn]!;
-        const take = Math.min(chunk.length - filled, data.length);
-        data.copy(chunk, filled, 0, take);
-        filled += take;
-        data = data.subarray(take);
-        if (filled === chunk.length) await flush(chunk);
+    if (source.file) {
+      // A file is read straight into the chunk buffers: no read-stream buffer per MiB, no copy.
+      const handle = await open(source.file.path, 'r');
+      try {
+        while (offset < source.size) {
+          buffers[turn] ??= Buffer.allocUnsafe(length);
+          const chunk = buffers[turn]!;
+          const want = Math.min(chunk.length, source.size - offset);
+          while (filled < want) {
+            const { bytesRead } = await handle.read(chunk, filled, want - filled, offset + filled);
+            if (bytesRead === 0)
+              throw new ClientError(
+                `upload of ${source.digest}: ${source.file.path} shrank while it was sent`,
+              );
+            filled += bytesRead;
+          }
+          source.file.onBytes?.(want);
+          await flush(want === chunk.length ? chunk : chunk.subarray(0, want));
+        }
+      } finally {
+        await handle.close();
       }
+    } else {
+      for await (const piece of await source.open()) {
+        let data = piece as Buffer;
+        while (data.length > 0) {
+          buffers[turn] ??= Buffer.allocUnsafe(length);
+          const chunk = buffers[turn]!;
+          const take = Math.min(chunk.length - filled, data.length);
+          data.copy(chunk, filled, 0, take);
+          filled += take;
+          data = data.subarray(take);
+          if (filled === chunk.length) await flush(chunk);
+        }
+      }
+      if (filled > 0) await flush(buffers[turn]!.subarray(0, filled));
     }
-    if (filled > 0) await flush(buffers[turn]!.subarray(0, filled));
     if (inFlight) await inFlight;
     if (offset !== source.size)
       throw new ClientError(
@@ -716,9 +746,11 @@ export class RegistryClient {
     const progress = this.#options.progress;
     await this.limiter(host).run(async () => {
       progress?.start?.(descriptor);
+      const report = (n: number) => progress?.bytes?.(descriptor, n);
       const outcome = await work((source) => ({
         ...source,
-        open: async () => (await source.open()).pipe(counting((n) => progress?.bytes?.(descriptor, n))),
+        open: async () => (await source.open()).pipe(counting(report)),
+        ...(source.file ? { file: { ...source.file, onBytes: report } } : {}),
       }));
       progress?.done?.(descriptor, outcome);
     });

@@ -1,10 +1,35 @@
+import { open } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { sendFileRange } from '../io/file-sender.ts';
 
-export type SendBody = Buffer | string | Readable | AsyncIterable<Uint8Array> | WebReadableStream<Uint8Array>;
+/**
+ * A request body that is the first `size` bytes of a file. It is sent through a few reused buffers, each
+ * refilled only once the socket has taken it (`sendFileRange`, as the registry sends blobs), where a read
+ * stream allocates a fresh buffer per read: a 1 GiB push spent 0.2–0.4 s less CPU this way.
+ */
+export class FileBody {
+  readonly path: string;
+  readonly size: number;
+  /** Hears each piece the socket has taken, for progress. */
+  readonly onSent: ((bytes: number) => void) | undefined;
+  constructor(path: string, size: number, onSent?: (bytes: number) => void) {
+    this.path = path;
+    this.size = size;
+    this.onSent = onSent;
+  }
+}
+
+export type SendBody =
+  | Buffer
+  | string
+  | FileBody
+  | Readable
+  | AsyncIterable<Uint8Array>
+  | WebReadableStream<Uint8Array>;
 
 export interface SendOptions {
   method: string;
@@ -114,6 +139,11 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
       request.end();
     } else if (typeof body === 'string' || Buffer.isBuffer(body)) {
       request.end(body);
+    } else if (body instanceof FileBody) {
+      sendFile(body, request).catch((err: unknown) => {
+        request.destroy(err as Error);
+        reject(err);
+      });
     } else {
       const stream = body instanceof Readable ? body : Readable.from(body as AsyncIterable<Uint8Array>);
       pipeline(stream, request).catch((err: unknown) => {
@@ -157,4 +187,13 @@ export function nodeBody(response: Response): Readable {
   if (incoming && response.body && !response.bodyUsed && !response.body.locked) return incoming;
   if (!response.body) return Readable.from([]);
   return Readable.fromWeb(response.body as unknown as WebReadableStream<Uint8Array>);
+}
+
+async function sendFile(body: FileBody, request: http.ClientRequest): Promise<void> {
+  const handle = await open(body.path, 'r');
+  try {
+    await sendFileRange(handle, 0, body.size, request, body.onSent);
+  } finally {
+    await handle.close();
+  }
 }

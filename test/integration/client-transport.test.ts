@@ -5,7 +5,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { bufferSource, RegistryClient } from '../../src/client/client.ts';
+import { bufferSource, fileSource, RegistryClient } from '../../src/client/client.ts';
 import { copyGraph } from '../../src/client/copy.ts';
 import { ClientError } from '../../src/client/errors.ts';
 import { Limiter } from '../../src/client/limiter.ts';
@@ -140,6 +140,66 @@ describe('client transport', () => {
       } finally {
         await proxy.close();
       }
+    }
+  });
+
+  test('a file goes up read straight from disk, in one PUT or in chunks, and progress hears every byte once', async () => {
+    const proxy = await startProxy(registry.host);
+    try {
+      const bytes = randomBytes(3 * MiB + 11);
+      const path = join(dir, 'upload-from-file.bin');
+      await writeFile(path, bytes);
+      const source = await fileSource(path);
+      assert.equal(source.file?.path, path);
+      let opened = false;
+      const heard = new Map<string, number>();
+      const client = new RegistryClient({
+        ...anonymous,
+        progress: { bytes: (d, n) => heard.set(d.digest, (heard.get(d.digest) ?? 0) + n) },
+      });
+      const ref = parseImageReference(`${proxy.host}/transport/from-file`);
+      // The read stream is there for chunked uploads; a one-PUT upload of a file must not need it.
+      const watched = {
+        ...source,
+        open: async () => {
+          opened = true;
+          return source.open();
+        },
+      };
+      assert.equal(await client.uploadBlob(ref, watched), 'transferred');
+      assert.equal(opened, false);
+      const put = proxy.seen.find((r) => r.method === 'PUT');
+      assert.equal(put?.bodyBytes, bytes.length);
+      assert.deepEqual(await client.getBlob(ref, source.digest), bytes);
+      // Through pushArtifact, which reports progress, the same upload counts each byte once.
+      await client.pushArtifact(parseImageReference(`${proxy.host}/transport/from-file-artifact`), {
+        artifactType: 'application/x-test',
+        files: [{ mediaType: 'application/octet-stream', path, title: 'upload-from-file.bin' }],
+      });
+      assert.equal(heard.get(source.digest), bytes.length);
+
+      // Chunked, a file is read straight into the chunk buffers: same bytes, same ranges, no stream.
+      proxy.resetCounters();
+      const chunked = new RegistryClient({ ...anonymous, chunked: true, chunkSize: MiB });
+      const chunkedRef = parseImageReference(`${proxy.host}/transport/from-file-chunked`);
+      assert.equal(await chunked.uploadBlob(chunkedRef, watched), 'transferred');
+      assert.equal(opened, false);
+      assert.deepEqual(
+        proxy.seen.filter((r) => r.method === 'PATCH').map((r) => r.headers['content-range']),
+        [`0-${MiB - 1}`, `${MiB}-${2 * MiB - 1}`, `${2 * MiB}-${3 * MiB - 1}`, `${3 * MiB}-${3 * MiB + 10}`],
+      );
+      assert.deepEqual(await chunked.getBlob(chunkedRef, source.digest), bytes);
+      // An empty file: no PATCH at all, just the closing PUT.
+      const emptyPath = join(dir, 'upload-empty.bin');
+      await writeFile(emptyPath, Buffer.alloc(0));
+      proxy.resetCounters();
+      assert.equal(await chunked.uploadBlob(chunkedRef, await fileSource(emptyPath)), 'transferred');
+      assert.deepEqual(
+        proxy.seen.filter((r) => r.method === 'PATCH' || r.method === 'PUT').map((r) => r.method),
+        ['PUT'],
+      );
+    } finally {
+      await proxy.close();
     }
   });
 

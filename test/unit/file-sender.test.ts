@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { sendFileRange } from '../../src/storage/blob/file-sender.ts';
+import { sendFileRange } from '../../src/io/file-sender.ts';
 
 /** A receiver that takes each chunk after a delay, so the sender meets backpressure and reuses buffers. */
 function slowSink(delayMs: number, highWaterMark = 64 * 1024) {
@@ -46,6 +46,23 @@ describe('sendFileRange', () => {
     }
     assert.ok(sink.writableFinished);
     assert.ok(bytes().equals(content));
+  });
+
+  test('onSent hears every piece the receiver took, once, adding up to the range', async () => {
+    const handle = await open(file);
+    const { sink, bytes } = slowSink(0);
+    const heard: number[] = [];
+    try {
+      await sendFileRange(handle, 3, content.length - 3, sink, (n) => heard.push(n));
+    } finally {
+      await handle.close();
+    }
+    assert.ok(bytes().equals(content.subarray(3)));
+    assert.equal(
+      heard.reduce((a, b) => a + b, 0),
+      content.length - 3,
+    );
+    assert.ok(heard.length >= 5, `${heard.length} pieces for a range of more than 5 buffers`);
   });
 
   test('several transfers at once (past the read-ahead limit) each send byte for byte', async () => {

@@ -1,9 +1,9 @@
 import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { sendFileRange } from '../../io/file-sender.ts';
 import { tryParseDigest } from '../../oci/digest.ts';
 import { GroupSync } from '../group-sync.ts';
 import { syncDirectory } from '../sync-directory.ts';
-import { sendFileRange } from './file-sender.ts';
 import { IngestWorker } from './ingest.ts';
 import type { BlobReader, BlobStore, UploadHash } from './types.ts';
 

@@ -47,12 +47,14 @@ interface PendingRead {
  * RSS 158 -> 83 MB.
  *
  * Rejects when `out` is destroyed (the client went away) or a read fails; the caller closes `handle`.
+ * `onSent`, when given, hears the size of each piece the socket has taken (upload progress).
  */
 export async function sendFileRange(
   handle: FileHandle,
   start: number,
   length: number,
   out: Writable,
+  onSent?: (bytes: number) => void,
 ): Promise<void> {
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
@@ -127,7 +129,10 @@ export async function sendFileRange(
       const accepted = out.write(want === buffer.length ? buffer : buffer.subarray(0, want), (err) => {
         // A failed write (the socket was destroyed) may leave the buffer referenced: not reused.
         if (err) failure ??= err;
-        else free.push(buffer);
+        else {
+          free.push(buffer);
+          onSent?.(want);
+        }
         signal();
       });
       if (!accepted) needDrain = true;
