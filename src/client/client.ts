@@ -384,6 +384,11 @@ export class RegistryClient {
     let turn = 0;
     let filled = 0;
     let inFlight: Promise<void> | undefined;
+    /** The buffer whose turn it is to be filled, allocated on first use (a small blob needs one). */
+    const fillable = (): Buffer => {
+      buffers[turn] ??= Buffer.allocUnsafe(length);
+      return buffers[turn]!;
+    };
     const flush = async (chunk: Buffer) => {
       if (inFlight) await inFlight;
       inFlight = send(chunk, offset);
@@ -398,8 +403,7 @@ export class RegistryClient {
       const handle = await open(source.file.path, 'r');
       try {
         while (offset < source.size) {
-          buffers[turn] ??= Buffer.allocUnsafe(length);
-          const chunk = buffers[turn]!;
+          const chunk = fillable();
           const want = Math.min(chunk.length, source.size - offset);
           while (filled < want) {
             const { bytesRead } = await handle.read(chunk, filled, want - filled, offset + filled);
@@ -419,8 +423,7 @@ export class RegistryClient {
       for await (const piece of await source.open()) {
         let data = piece as Buffer;
         while (data.length > 0) {
-          buffers[turn] ??= Buffer.allocUnsafe(length);
-          const chunk = buffers[turn]!;
+          const chunk = fillable();
           const take = Math.min(chunk.length - filled, data.length);
           data.copy(chunk, filled, 0, take);
           filled += take;

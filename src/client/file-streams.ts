@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { createHasher } from '../oci/digest.ts';
 
 /**
  * File streams for blob transfers. Node's defaults (64 KiB reads, a 16 KiB write high-water mark) cost
@@ -29,7 +29,7 @@ export function fileWriter(path: string, flags: 'w' | 'wx' = 'w'): WriteStream {
  * fresh buffer per read cost ~0.1 s per GiB in allocation and collection).
  */
 export async function hashFile(path: string): Promise<{ digest: string; size: number }> {
-  const hash = createHash('sha256');
+  const hash = createHasher('sha256');
   const handle = await open(path, 'r');
   try {
     const buffers = [Buffer.allocUnsafeSlow(READ_BYTES), Buffer.allocUnsafeSlow(READ_BYTES)] as const;

@@ -1,23 +1,22 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { fileReader, fileWriter, hashFile } from '../../src/client/file-streams.ts';
+import { tempDataDir } from '../helpers/tether-process.ts';
 
 const MiB = 1024 * 1024;
 
 describe('client file streams', () => {
   let dir: string;
+  let cleanup: () => Promise<void>;
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'tether-file-streams-'));
+    ({ dir, cleanup } = await tempDataDir());
   });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => cleanup());
 
   test('hashFile gives the digest and size of empty, buffer-sized and ragged files', async () => {
     // Sizes around the 1 MiB read: none, one byte, exactly one and two buffers, and a short last read.
