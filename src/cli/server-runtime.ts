@@ -36,8 +36,13 @@ const isV8Internal = (flag: string) => (V8_SCHEDULE_FLAGS as readonly string[]).
  * threads, a few slow syncs held up every other upload's writes: 8 parallel 256 MiB pushes on disk ran at
  * a median 490 MB/s, with 64 threads at 575 (docs/performance.md). Idle threads cost ~0.4 MB of RSS in
  * all. libuv reads the size once, when the pool starts, hence the environment and not code.
+ *
+ * glibc's malloc gives each thread that meets a busy lock an arena of its own, up to 8 per core, and an
+ * arena keeps the memory freed into it. With 64 pool threads and the ingest worker the server held
+ * 3-9 MB more at every workload's peak than with two arenas, at the same throughput (three `--full`
+ * runs each, docs/performance.md). glibc reads it at start-up; other C libraries ignore it.
  */
-export const SERVER_ENV = { UV_THREADPOOL_SIZE: '64' } as const;
+export const SERVER_ENV = { UV_THREADPOOL_SIZE: '64', MALLOC_ARENA_MAX: '2' } as const;
 
 /** Set in the environment of the re-executed process, so a failure to apply the settings cannot loop. */
 const REEXEC_MARK = 'TETHER_SERVER_RUNTIME_APPLIED';

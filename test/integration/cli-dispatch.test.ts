@@ -45,7 +45,7 @@ test("`tether serve` runs with the server heap flags and thread pool however it 
   const { dir, cleanup } = await tempDataDir();
   t.after(cleanup);
 
-  const bare = await spawnTether(dir, [], { UV_THREADPOOL_SIZE: undefined });
+  const bare = await spawnTether(dir, [], { UV_THREADPOOL_SIZE: undefined, MALLOC_ARENA_MAX: undefined });
   const bareArgs = cmdline(bare.proc.pid!);
   const bareEnv = environ(bare.proc.pid!);
   const bareThreads = threads(bare.proc.pid!);
@@ -55,12 +55,13 @@ test("`tether serve` runs with the server heap flags and thread pool however it 
   // V8's marking triggers, which this node accepts (the probe passes them on).
   assert.ok(bareArgs.includes('--incremental-marking-hard-trigger=90'), bareArgs.join(' '));
   assert.ok(bareEnv.includes('UV_THREADPOOL_SIZE=64'), 'UV_THREADPOOL_SIZE=64 in the environment');
+  assert.ok(bareEnv.includes('MALLOC_ARENA_MAX=2'), 'MALLOC_ARENA_MAX=2 in the environment');
   assert.ok(bareThreads > 64, `${bareThreads} threads`);
 
   const own = await spawnTether(
     dir,
     [],
-    { UV_THREADPOOL_SIZE: '6' },
+    { UV_THREADPOOL_SIZE: '6', MALLOC_ARENA_MAX: '1' },
     { nodeFlags: ['--max-old-space-size=300'] },
   );
   const ownArgs = cmdline(own.proc.pid!);
@@ -71,5 +72,6 @@ test("`tether serve` runs with the server heap flags and thread pool however it 
   assert.ok(!ownArgs.includes('--max-old-space-size=128'), ownArgs.join(' '));
   assert.ok(ownArgs.includes('--max-semi-space-size=1'), ownArgs.join(' '));
   assert.ok(ownEnv.includes('UV_THREADPOOL_SIZE=6'), "the operator's UV_THREADPOOL_SIZE is kept");
+  assert.ok(ownEnv.includes('MALLOC_ARENA_MAX=1'), "the operator's MALLOC_ARENA_MAX is kept");
   assert.ok(ownThreads < 64, `${ownThreads} threads`);
 });

@@ -31,13 +31,13 @@ test("an operator's own heap size wins, on the command line or in NODE_OPTIONS, 
   );
 });
 
-test("an operator's own thread pool size wins, even an empty one", () => {
-  assert.deepEqual(missingServerSettings([], { UV_THREADPOOL_SIZE: '8' }).env, {});
-  assert.deepEqual(missingServerSettings([], { UV_THREADPOOL_SIZE: '' }).env, {});
-  assert.deepEqual(missingServerSettings(SERVER_NODE_FLAGS, { UV_THREADPOOL_SIZE: '8' }), {
-    flags: [],
-    env: {},
-  });
+test("an operator's own thread pool size and malloc arenas win, even empty ones", () => {
+  assert.deepEqual(missingServerSettings([], { UV_THREADPOOL_SIZE: '8' }).env, { MALLOC_ARENA_MAX: '2' });
+  assert.deepEqual(missingServerSettings([], { MALLOC_ARENA_MAX: '' }).env, { UV_THREADPOOL_SIZE: '64' });
+  assert.deepEqual(
+    missingServerSettings(SERVER_NODE_FLAGS, { UV_THREADPOOL_SIZE: '8', MALLOC_ARENA_MAX: '4' }),
+    { flags: [], env: {} },
+  );
 });
 
 test('the probe tells the V8 flags this node accepts from those it would refuse to start with', () => {
