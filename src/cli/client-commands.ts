@@ -10,7 +10,7 @@ import {
   RegistryClient,
 } from '../client/client.ts';
 import { type CopyResult, copyGraph } from '../client/copy.ts';
-import { fileWriter } from '../client/file-streams.ts';
+import { pourToFile } from '../client/file-streams.ts';
 import { type Endpoint, parseEndpoint, parseImageReference } from '../client/reference.ts';
 import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/target.ts';
 import { ConfigError } from '../config.ts';
@@ -212,15 +212,15 @@ export async function blobCommand(argv: string[]): Promise<void> {
   }
   if (!ref.digest) throw new ConfigError(BLOB_USAGE);
   if (action === 'get') {
-    const blob = await c.openBlob(ref, ref.digest);
+    const digest = ref.digest;
     if (!values.output) {
-      await pipeline(blob, process.stdout, { end: false });
+      await pipeline(await c.openBlob(ref, digest), process.stdout, { end: false });
       return;
     }
     // Written beside the target and renamed once verified, so a bad download never replaces a file.
     const temp = `${values.output}.tether-partial`;
     try {
-      await pipeline(blob, fileWriter(temp));
+      await pourToFile(temp, (sink) => c.readBlob(ref, digest, sink));
       await rename(temp, values.output);
     } catch (err) {
       await rm(temp, { force: true });

@@ -1,24 +1,24 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline, Readable } from 'node:stream';
-import { pipeline as streamPipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
 import { Authenticator } from './auth.ts';
+import { type BodySink, sinkReadable, tap } from './body-sink.ts';
 import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
 import { ClientError } from './errors.ts';
-import { fileReader, fileWriter, hashFile } from './file-streams.ts';
+import { fileReader, hashFile, pourToFile } from './file-streams.ts';
 import { Limiter } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
 import { RegistryHttp } from './registry-http.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
-import { FileBody, nodeBody } from './transport.ts';
-import { counting, verifying } from './verify-stream.ts';
+import { FileBody, pourBody } from './transport.ts';
+import { ContentCheck, counting } from './verify-stream.ts';
 
 /**
  * A registry client for any OCI registry. Every byte it reads is checked against the digest it asked
@@ -52,6 +52,11 @@ export interface BlobSource {
   digest: string;
   size: number;
   open(): Promise<Readable>;
+  /**
+   * Lends the bytes to `sink` instead of streaming them (a download's reused buffers; see
+   * `BodySink`); set for blobs read from a registry. Transfers use it when it is there.
+   */
+  pour?(sink: BodySink): Promise<void>;
   /**
    * Set when the bytes are a whole file: one-PUT uploads then send it with reused buffers instead of
    * reading `open()`, and report what they sent to `onBytes` (the progress `open()` would have given).
@@ -420,17 +425,19 @@ export class RegistryClient {
         await handle.close();
       }
     } else {
-      for await (const piece of await source.open()) {
-        let data = piece as Buffer;
-        while (data.length > 0) {
+      // Copies a piece into the chunk buffers; a promise (the source waits) only where a chunk fills.
+      const fill = (piece: Uint8Array): void | Promise<void> => {
+        for (let at = 0; at < piece.length; ) {
           const chunk = fillable();
-          const take = Math.min(chunk.length - filled, data.length);
-          data.copy(chunk, filled, 0, take);
+          const take = Math.min(chunk.length - filled, piece.length - at);
+          chunk.set(piece.subarray(at, at + take), filled);
           filled += take;
-          data = data.subarray(take);
-          if (filled === chunk.length) await flush(chunk);
+          at += take;
+          if (filled === chunk.length) return flush(chunk).then(() => fill(piece.subarray(at)));
         }
-      }
+      };
+      if (source.pour) await source.pour({ write: fill });
+      else for await (const piece of await source.open()) await fill(piece as Buffer);
       if (filled > 0) await flush(buffers[turn]!.subarray(0, filled));
     }
     if (inFlight) await inFlight;
@@ -449,7 +456,25 @@ export class RegistryClient {
    * when given, `size`, so a registry that sends the wrong or truncated content cannot slip it through.
    */
   async openBlob(ref: ImageReference, digest: string, size?: number): Promise<Readable> {
-    const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false);
+    return sinkReadable(await this.#blobBody(ref, digest, size));
+  }
+
+  /**
+   * Reads a blob into `sink`, lending it each chunk (see `BodySink`): the way to download large blobs.
+   * Resolves only once every byte arrived and matched `digest` (and `size`, when given); the sink may
+   * have taken some bytes of a blob that then fails.
+   */
+  async readBlob(ref: ImageReference, digest: string, sink: BodySink, size?: number): Promise<void> {
+    return (await this.#blobBody(ref, digest, size))(sink);
+  }
+
+  /** GETs a blob and checks its status and length; returns what pours its verified bytes. */
+  async #blobBody(
+    ref: ImageReference,
+    digest: string,
+    size: number | undefined,
+  ): Promise<(sink: BodySink) => Promise<void>> {
+    const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false, { download: true });
     if (res.status !== 200 || !res.body) return this.#fail(res, `get blob ${digest}`);
     const length = Number(res.headers.get('content-length'));
     if (
@@ -463,9 +488,20 @@ export class RegistryClient {
         `blob ${digest}: the registry sends ${length} bytes, its descriptor says ${size}`,
       );
     }
-    const check = verifying(digest, size);
-    pipeline(nodeBody(res), check, () => {});
-    return check;
+    let check: ContentCheck;
+    try {
+      check = new ContentCheck(digest, size);
+    } catch (err) {
+      await res.body.cancel().catch(() => {});
+      throw err;
+    }
+    return async (sink) => {
+      await pourBody(
+        res,
+        tap(sink, (chunk) => check.update(chunk)),
+      );
+      check.finish();
+    };
   }
 
   /** Reads a whole (small) blob into memory, verified; `maxBytes` (default 64 MiB) guards memory. */
@@ -719,7 +755,7 @@ export class RegistryClient {
           const path = join(dir, layer.annotations![TITLE]!);
           const temp = `${path}.tether-${randomBytes(4).toString('hex')}`;
           try {
-            await streamPipeline(await counted(this.#blobSource(ref, layer)).open(), fileWriter(temp));
+            await pourToFile(temp, counted(this.#blobSource(ref, layer)).pour!);
             await rename(temp, path);
           } catch (err) {
             await rm(temp, { force: true });
@@ -737,6 +773,7 @@ export class RegistryClient {
       digest: descriptor.digest,
       size: descriptor.size,
       open: () => this.openBlob(ref, descriptor.digest, descriptor.size),
+      pour: (sink) => this.readBlob(ref, descriptor.digest, sink, descriptor.size),
     };
   }
 
@@ -753,6 +790,9 @@ export class RegistryClient {
       const outcome = await work((source) => ({
         ...source,
         open: async () => (await source.open()).pipe(counting(report)),
+        ...(source.pour
+          ? { pour: (sink: BodySink) => source.pour!(tap(sink, (chunk) => report(chunk.length))) }
+          : {}),
         ...(source.file ? { file: { ...source.file, onBytes: report } } : {}),
       }));
       progress?.done?.(descriptor, outcome);

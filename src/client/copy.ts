@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
+import { type BodySink, tap } from './body-sink.ts';
 import type { FetchedManifest } from './client.ts';
 import { ClientError } from './errors.ts';
 import { acquireAll } from './limiter.ts';
@@ -154,20 +155,25 @@ class GraphCopy {
     const progress = this.#options.progress;
     try {
       progress?.start?.(descriptor);
+      const count = (n: number) => {
+        this.#result.bytes += n;
+        progress?.bytes?.(descriptor, n);
+      };
       const outcome = await to.pushBlob(
         descriptor,
         {
           digest: descriptor.digest,
           size: descriptor.size,
-          open: async (): Promise<Readable> => {
-            const stream = await from.openBlob(descriptor);
-            return stream.pipe(
-              counting((n) => {
-                this.#result.bytes += n;
-                progress?.bytes?.(descriptor, n);
-              }),
-            );
-          },
+          open: async (): Promise<Readable> => (await from.openBlob(descriptor)).pipe(counting(count)),
+          ...(from.readBlob
+            ? {
+                pour: (sink: BodySink) =>
+                  from.readBlob!(
+                    descriptor,
+                    tap(sink, (chunk) => count(chunk.length)),
+                  ),
+              }
+            : {}),
         },
         from,
       );

@@ -1,6 +1,7 @@
 import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { createHasher } from '../oci/digest.ts';
+import type { BodySink } from './body-sink.ts';
 
 /**
  * File streams for blob transfers. Node's defaults (64 KiB reads, a 16 KiB write high-water mark) cost
@@ -49,4 +50,103 @@ export async function hashFile(path: string): Promise<{ digest: string; size: nu
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * A file written from lent chunks (a `BodySink`, as downloads give them). Chunks are copied into two
+ * 4 MiB batches that take turns, one written while the other fills, so the source waits for the disk
+ * only when both are busy and no memory is allocated per chunk. `close` writes the rest; `abort`
+ * leaves the file to its caller to remove.
+ */
+export class FileSink implements BodySink {
+  readonly #handle: FileHandle;
+  readonly #batches: Buffer[] = [];
+  readonly #writing: (Promise<void> | undefined)[] = [undefined, undefined];
+  #turn = 0;
+  #filled = 0;
+  #position = 0;
+
+  private constructor(handle: FileHandle) {
+    this.#handle = handle;
+  }
+
+  /** `flags` as for `fs.open`: `w` (default) replaces, `wx` refuses an existing file. */
+  static async open(path: string, flags: 'w' | 'wx' = 'w'): Promise<FileSink> {
+    return new FileSink(await open(path, flags));
+  }
+
+  write(chunk: Uint8Array): void | Promise<void> {
+    for (let at = 0; at < chunk.length; ) {
+      const pending = this.#writing[this.#turn];
+      if (pending) return pending.then(() => this.write(chunk.subarray(at)));
+      // Allocated on first use: a small file needs one batch.
+      this.#batches[this.#turn] ??= Buffer.allocUnsafeSlow(WRITE_BUFFER_BYTES);
+      const batch = this.#batches[this.#turn]!;
+      const take = Math.min(batch.length - this.#filled, chunk.length - at);
+      batch.set(chunk.subarray(at, at + take), this.#filled);
+      this.#filled += take;
+      at += take;
+      if (this.#filled === batch.length) this.#flush();
+    }
+    // The next batch still being written is the disk falling behind: the source waits for it.
+    return this.#writing[this.#turn];
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.#filled > 0) this.#flush();
+      await Promise.all(this.#writing);
+    } finally {
+      await this.#handle.close();
+    }
+  }
+
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.#writing);
+    await this.#handle.close().catch(() => {});
+  }
+
+  #flush(): void {
+    const index = this.#turn;
+    const write: Promise<void> = writeFully(
+      this.#handle,
+      this.#batches[index]!,
+      this.#filled,
+      this.#position,
+    ).then(() => {
+      if (this.#writing[index] === write) this.#writing[index] = undefined;
+    });
+    // Awaited by the next write that needs this batch, or by close; never left unhandled meanwhile.
+    write.catch(() => {});
+    this.#writing[index] = write;
+    this.#position += this.#filled;
+    this.#filled = 0;
+    this.#turn ^= 1;
+  }
+}
+
+async function writeFully(handle: FileHandle, buffer: Buffer, length: number, position: number) {
+  for (let done = 0; done < length; ) {
+    const { bytesWritten } = await handle.write(buffer, done, length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Writes what `pour` lends into a new file at `path` (replaced with `w`, refused if it exists with
+ * `wx`). On failure the partial file is left for the caller, who named it, to remove.
+ */
+export async function pourToFile(
+  path: string,
+  pour: (sink: BodySink) => Promise<void>,
+  flags: 'w' | 'wx' = 'w',
+): Promise<void> {
+  const sink = await FileSink.open(path, flags);
+  try {
+    await pour(sink);
+  } catch (err) {
+    await sink.abort();
+    throw err;
+  }
+  await sink.close();
 }

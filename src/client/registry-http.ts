@@ -15,6 +15,8 @@ export interface RequestOptions {
   body?: Body;
   /** The scope this request needs, e.g. `repository:team/app:pull,push`; sent to token endpoints. */
   scope?: string;
+  /** A GET for a blob body: read through `download` (see `SendOptions.download`). */
+  download?: boolean;
 }
 
 /** localhost, 127.0.0.0/8 and ::1 speak plain HTTP by default (as Docker and crane treat them). */
@@ -81,6 +83,7 @@ export class RegistryHttp {
         method,
         headers: { ...options.headers, ...(authorization ? { Authorization: authorization } : {}) },
         body,
+        ...(options.download ? { download: true } : {}),
       });
       if (res.status !== 401 || attempt >= 2) return res;
       const challenge = parseChallenge(res.headers.get('www-authenticate'));

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
+import type { BodySink } from './body-sink.ts';
 import type { BlobSource, FetchedManifest, RegistryClient } from './client.ts';
 import { OciLayout } from './layout.ts';
 import type { Limiter } from './limiter.ts';
@@ -26,6 +27,8 @@ export interface ContentTarget {
   tag(manifest: FetchedManifest, tag: string): Promise<void>;
   hasBlob(digest: string): Promise<boolean>;
   openBlob(descriptor: Descriptor): Promise<Readable>;
+  /** Lends a blob's verified bytes to `sink`, where the target reads without a stream (a registry). */
+  readBlob?(descriptor: Descriptor, sink: BodySink): Promise<void>;
   /** `from` lets a registry mount the blob from another repository of the same registry. */
   pushBlob(descriptor: Descriptor, source: BlobSource, from?: ContentTarget): Promise<TransferOutcome>;
   referrers(subject: string, artifactType?: string): Promise<Descriptor[]>;
@@ -86,6 +89,10 @@ export class RegistryTarget implements ContentTarget {
 
   openBlob(descriptor: Descriptor): Promise<Readable> {
     return this.client.openBlob(this.ref, descriptor.digest, descriptor.size);
+  }
+
+  readBlob(descriptor: Descriptor, sink: BodySink): Promise<void> {
+    return this.client.readBlob(this.ref, descriptor.digest, sink, descriptor.size);
   }
 
   pushBlob(_descriptor: Descriptor, source: BlobSource, from?: ContentTarget): Promise<TransferOutcome> {

@@ -5,6 +5,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { sendFileRange } from '../io/file-sender.ts';
+import type { BodySink } from './body-sink.ts';
+import { type DownloadBody, download } from './download.ts';
 
 /**
  * A request body that is the first `size` bytes of a file. It is sent through a few reused buffers, each
@@ -37,6 +39,11 @@ export interface SendOptions {
   body?: SendBody | undefined;
   /** Follow 3xx for GET and HEAD (blob downloads are often redirected to storage). Default true. */
   followRedirects?: boolean;
+  /**
+   * A GET for a large body (a blob): sent through `download`, whose body `pourBody` lends to a sink
+   * from reused buffers instead of node:http's fresh Buffer per socket read.
+   */
+  download?: boolean;
 }
 
 const agents = {
@@ -45,11 +52,10 @@ const agents = {
 };
 
 /**
- * The node:http body behind each `Response` this module made. Large reads (blob downloads) take it
- * through `nodeBody` instead of converting Node stream → web stream → Node stream, which cost a 1 GiB
- * download ~0.35 s of CPU in the adapter and more in garbage collection.
+ * The body behind each `Response` this module made, for `pourBody`: a download's reused buffers, or the
+ * node:http stream itself, instead of a web stream's per-chunk promises and copies.
  */
-const nodeBodies = new WeakMap<Response, IncomingMessage>();
+const rawBodies = new WeakMap<Response, IncomingMessage | DownloadBody>();
 
 const MAX_REDIRECTS = 5;
 /** A connection silent this long (no bytes either way) is given up; reads are then retried. */
@@ -87,7 +93,10 @@ export async function send(url: URL, options: SendOptions): Promise<Response> {
   let target = url;
   let headers = { ...options.headers };
   for (let hop = 0; ; hop++) {
-    const res = await once(target, options.method, headers, options.body);
+    const res =
+      options.download && options.method === 'GET' && options.body === undefined
+        ? await downloadOnce(target, headers)
+        : await once(target, options.method, headers, options.body);
     const redirect = res.status >= 300 && res.status < 400 && res.headers.get('location');
     const follow =
       options.followRedirects !== false && (options.method === 'GET' || options.method === 'HEAD');
@@ -127,13 +136,9 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
       // A web Response cannot carry a body with these statuses (and HEAD has none on the wire).
       const bodiless = method === 'HEAD' || status === 204 || status === 304 || status < 200;
       if (bodiless) incoming.resume();
-      const response = new Response(bodiless ? null : lazyWebBody(incoming), {
-        status: status < 200 || status > 599 ? 502 : status,
-        statusText: incoming.statusMessage ?? '',
-        headers: responseHeaders,
-      });
-      if (!bodiless) nodeBodies.set(response, incoming);
-      resolve(response);
+      resolve(
+        toResponse(status, incoming.statusMessage ?? '', responseHeaders, bodiless ? undefined : incoming),
+      );
     });
     if (body === undefined) {
       request.end();
@@ -154,9 +159,36 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
   });
 }
 
+async function downloadOnce(url: URL, headers: Record<string, string>): Promise<Response> {
+  const head = await download(
+    url,
+    headers,
+    IDLE_TIMEOUT_MS,
+    () => new TransportTimeoutError(`GET ${url.host}: no data for ${IDLE_TIMEOUT_MS / 1000} s`),
+  );
+  return toResponse(head.status, head.statusText, head.headers, head.body ?? undefined);
+}
+
+function toResponse(
+  status: number,
+  statusText: string,
+  headers: Headers,
+  body: IncomingMessage | DownloadBody | undefined,
+): Response {
+  const web =
+    body === undefined ? null : body instanceof Readable ? lazyWebBody(body) : downloadWebBody(body);
+  const response = new Response(web, {
+    status: status < 200 || status > 599 ? 502 : status,
+    statusText,
+    headers,
+  });
+  if (body !== undefined) rawBodies.set(response, body);
+  return response;
+}
+
 /**
  * The web body of a response, attached to the socket only when first read: its high-water mark of 0
- * keeps the stream from pulling before anyone asks, so `nodeBody` can still take the Node stream.
+ * keeps the stream from pulling before anyone asks, so `pourBody` can still take the Node stream.
  */
 function lazyWebBody(incoming: IncomingMessage): ReadableStream<Uint8Array> {
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
@@ -177,16 +209,62 @@ function lazyWebBody(incoming: IncomingMessage): ReadableStream<Uint8Array> {
   );
 }
 
+/** A download's web body (for `text()`, `json()`, error bodies): each chunk copied, pulled on demand. */
+function downloadWebBody(body: DownloadBody): ReadableStream<Uint8Array> {
+  let started = false;
+  let resume: (() => void) | undefined;
+  return new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        const go = resume;
+        resume = undefined;
+        go?.();
+        if (started) return;
+        started = true;
+        body
+          .pourInto({
+            write(chunk) {
+              controller.enqueue(Buffer.from(chunk));
+              if ((controller.desiredSize ?? 0) <= 0) return new Promise<void>((r) => (resume = r));
+            },
+          })
+          .then(
+            () => {
+              try {
+                controller.close();
+              } catch {} // cancelled meanwhile
+            },
+            (err: unknown) => controller.error(err),
+          );
+      },
+      cancel(reason) {
+        body.cancel(reason instanceof Error ? reason : undefined);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
 /**
- * A response's body as a Node stream. For responses from `send` whose web body was never touched this
- * is the node:http stream itself (no adapters, no per-chunk promises); otherwise the web body, adapted.
+ * Lends a response's body to `sink`. For responses from `send` whose web body was never touched this
+ * reads the download's reused buffers or the node:http stream directly (no adapters, no per-chunk
+ * promises); otherwise the web body.
  */
-export function nodeBody(response: Response): Readable {
-  const incoming = nodeBodies.get(response);
-  nodeBodies.delete(response);
-  if (incoming && response.body && !response.bodyUsed && !response.body.locked) return incoming;
-  if (!response.body) return Readable.from([]);
-  return Readable.fromWeb(response.body as unknown as WebReadableStream<Uint8Array>);
+export async function pourBody(response: Response, sink: BodySink): Promise<void> {
+  const raw = rawBodies.get(response);
+  rawBodies.delete(response);
+  if (raw && response.body && !response.bodyUsed && !response.body.locked) {
+    if (!(raw instanceof Readable)) return raw.pourInto(sink);
+    for await (const chunk of raw) await sink.write(chunk as Buffer);
+    return;
+  }
+  if (!response.body) return;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    await sink.write(value);
+  }
 }
 
 async function sendFile(body: FileBody, request: http.ClientRequest): Promise<void> {

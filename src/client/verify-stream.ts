@@ -7,33 +7,64 @@ export class ContentMismatchError extends ClientError {
 }
 
 /**
+ * Checks content as it passes: `update` fails as soon as there are more bytes than `size`, `finish`
+ * unless the total is `size` and hashes to `digest`.
+ */
+export class ContentCheck {
+  readonly #digest: string;
+  readonly #size: number | undefined;
+  readonly #what: string;
+  readonly #algorithm: string;
+  readonly #hash: ReturnType<typeof createHasher>;
+  #seen = 0;
+
+  constructor(digest: string, size: number | undefined, what = `blob ${digest}`) {
+    const parsed = tryParseDigest(digest);
+    if (!parsed) throw new ContentMismatchError(`${digest} is not a supported digest`);
+    this.#digest = digest;
+    this.#size = size;
+    this.#what = what;
+    this.#algorithm = parsed.algorithm;
+    this.#hash = createHasher(parsed.algorithm);
+  }
+
+  update(chunk: Uint8Array): void {
+    this.#seen += chunk.length;
+    if (this.#size !== undefined && this.#seen > this.#size)
+      throw new ContentMismatchError(`${this.#what}: more than the ${this.#size} bytes its descriptor says`);
+    this.#hash.update(chunk);
+  }
+
+  finish(): void {
+    if (this.#size !== undefined && this.#seen !== this.#size)
+      throw new ContentMismatchError(`${this.#what}: ${this.#seen} bytes, its descriptor says ${this.#size}`);
+    const actual = `${this.#algorithm}:${this.#hash.digest('hex')}`;
+    if (actual !== this.#digest) throw new ContentMismatchError(`${this.#what}: content hashes to ${actual}`);
+  }
+}
+
+/**
  * A pass-through that hashes what flows and fails the stream (instead of ending it) when the content
  * is longer or shorter than `size` or does not hash to `digest`. Consumers therefore never see a clean
  * end for bad bytes: a file being written is discarded, an upload being fed is aborted.
  */
 export function verifying(digest: string, size: number | undefined, what = `blob ${digest}`): Transform {
-  const parsed = tryParseDigest(digest);
-  if (!parsed) throw new ContentMismatchError(`${digest} is not a supported digest`);
-  const hash = createHasher(parsed.algorithm);
-  let seen = 0;
+  const check = new ContentCheck(digest, size, what);
   return new Transform({
     transform(chunk: Buffer, _encoding, callback: TransformCallback) {
-      seen += chunk.length;
-      if (size !== undefined && seen > size) {
-        callback(new ContentMismatchError(`${what}: more than the ${size} bytes its descriptor says`));
+      try {
+        check.update(chunk);
+      } catch (err) {
+        callback(err as Error);
         return;
       }
-      hash.update(chunk);
       callback(null, chunk);
     },
     flush(callback: TransformCallback) {
-      if (size !== undefined && seen !== size) {
-        callback(new ContentMismatchError(`${what}: ${seen} bytes, its descriptor says ${size}`));
-        return;
-      }
-      const actual = `${parsed.algorithm}:${hash.digest('hex')}`;
-      if (actual !== digest) {
-        callback(new ContentMismatchError(`${what}: content hashes to ${actual}`));
+      try {
+        check.finish();
+      } catch (err) {
+        callback(err as Error);
         return;
       }
       callback();

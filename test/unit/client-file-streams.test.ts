@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
-import { fileReader, fileWriter, hashFile } from '../../src/client/file-streams.ts';
+import { sinkReadable } from '../../src/client/body-sink.ts';
+import { FileSink, fileReader, fileWriter, hashFile, pourToFile } from '../../src/client/file-streams.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 const MiB = 1024 * 1024;
@@ -44,5 +45,67 @@ describe('client file streams', () => {
     const read: Buffer[] = [];
     for await (const chunk of fileReader(path)) read.push(chunk as Buffer);
     assert.ok(Buffer.concat(read).equals(Buffer.concat(chunks)));
+  });
+
+  test('a FileSink keeps every byte of chunks that straddle its batches, across slow and fast writes', async () => {
+    // Chunks of 1 MiB + odd sizes so every batch boundary falls inside a chunk; some lent chunks are
+    // overwritten by their source right after each write settles, as a download's read buffer is.
+    const chunks = Array.from({ length: 14 }, (_, i) => randomBytes(MiB + i * 4099));
+    const path = join(dir, 'sink');
+    const sink = await FileSink.open(path, 'wx');
+    const lent = Buffer.alloc(2 * MiB);
+    for (const chunk of chunks) {
+      chunk.copy(lent);
+      const view = lent.subarray(0, chunk.length);
+      const wait = sink.write(view);
+      if (wait) await wait;
+      lent.fill(0);
+    }
+    await sink.close();
+    assert.ok((await readFile(path)).equals(Buffer.concat(chunks)));
+    await assert.rejects(FileSink.open(path, 'wx'), { code: 'EEXIST' });
+  });
+
+  test("pourToFile leaves a failed pour's partial file to its caller and closes it", async () => {
+    const path = join(dir, 'poured');
+    await assert.rejects(
+      pourToFile(path, async (sink) => {
+        await sink.write(randomBytes(5 * MiB));
+        throw new Error('source broke');
+      }),
+      /source broke/,
+    );
+    assert.equal((await readFile(path)).length, 4 * MiB, 'the whole batch written before the failure');
+    await pourToFile(path, async (sink) => {
+      await sink.write(Buffer.from('replaced'));
+    });
+    assert.equal(await readFile(path, 'utf8'), 'replaced');
+  });
+
+  test('sinkReadable copies what it is lent, pauses its source, and ends or fails with it', async () => {
+    const lent = Buffer.alloc(1000);
+    let waits = 0;
+    const stream = sinkReadable(async (sink) => {
+      for (let i = 0; i < 100; i++) {
+        lent.fill(i);
+        const wait = sink.write(lent);
+        if (wait) {
+          waits++;
+          await wait;
+        }
+      }
+    });
+    const got: Buffer[] = [];
+    for await (const chunk of stream) got.push(chunk as Buffer);
+    // A byte stream may join chunks; what matters is every lent chunk, copied before its reuse.
+    const expected = Buffer.concat(Array.from({ length: 100 }, (_, i) => Buffer.alloc(1000, i)));
+    assert.ok(Buffer.concat(got).equals(expected));
+    assert.ok(waits > 0, 'the stream asked its source to wait');
+    const failing = sinkReadable(async () => {
+      throw new Error('download failed');
+    });
+    await assert.rejects(async () => {
+      for await (const _ of failing);
+    }, /download failed/);
   });
 });
