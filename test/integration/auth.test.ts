@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import type { webcrypto } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -11,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { exportJWK, generateKeyPair, importJWK, SignJWT } from 'jose';
 import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { selfSignedCert } from '../helpers/certs.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
@@ -549,30 +549,7 @@ describe('TLS', () => {
     const { dir, cleanup } = await tempDataDir();
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    const makeCert = (cn: string) =>
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:P-256',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          `/CN=${cn}`,
-          '-addext',
-          'subjectAltName=IP:127.0.0.1',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-        ],
-        { stdio: 'ignore' },
-      );
+    const makeCert = (cn: string) => selfSignedCert({ cert, key }, cn, 'IP:127.0.0.1');
     makeCert('first');
     const reg = await startRegistry({ settings: { 'tls.cert': cert, 'tls.key': key } });
     t.after(async () => {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import https from 'node:https';
@@ -9,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import type { BodySink } from '../../src/client/body-sink.ts';
 import { type DownloadHead, download } from '../../src/client/download.ts';
+import { selfSignedCert } from '../helpers/certs.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -199,28 +199,10 @@ describe('client download', () => {
   test('over TLS, where decrypted records keep arriving while the sink waits', async () => {
     const { dir, cleanup } = await tempDataDir();
     try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:P-256',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          '/CN=localhost',
-          '-addext',
-          'subjectAltName=DNS:localhost',
-          '-keyout',
-          join(dir, 'key.pem'),
-          '-out',
-          join(dir, 'cert.pem'),
-        ],
-        { stdio: 'ignore' },
+      selfSignedCert(
+        { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') },
+        'localhost',
+        'DNS:localhost',
       );
       const payload = randomBytes(5 * 1024 * 1024 + 3);
       const tlsServer = https.createServer(
