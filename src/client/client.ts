@@ -18,7 +18,7 @@ import type { ImageReference } from './reference.ts';
 import { RegistryHttp } from './registry-http.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
 import { FileBody, pourBody } from './transport.ts';
-import { ContentCheck, counting } from './verify-stream.ts';
+import { ContentCheck, countedSource } from './verify-stream.ts';
 
 /**
  * A registry client for any OCI registry. Every byte it reads is checked against the digest it asked
@@ -786,15 +786,7 @@ export class RegistryClient {
     const progress = this.#options.progress;
     await this.limiter(host).run(async () => {
       progress?.start?.(descriptor);
-      const report = (n: number) => progress?.bytes?.(descriptor, n);
-      const outcome = await work((source) => ({
-        ...source,
-        open: async () => (await source.open()).pipe(counting(report)),
-        ...(source.pour
-          ? { pour: (sink: BodySink) => source.pour!(tap(sink, (chunk) => report(chunk.length))) }
-          : {}),
-        ...(source.file ? { file: { ...source.file, onBytes: report } } : {}),
-      }));
+      const outcome = await work((source) => countedSource(source, (n) => progress?.bytes?.(descriptor, n)));
       progress?.done?.(descriptor, outcome);
     });
   }

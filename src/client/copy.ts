@@ -1,13 +1,12 @@
-import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import { type BodySink, tap } from './body-sink.ts';
-import type { FetchedManifest } from './client.ts';
+import type { BodySink } from './body-sink.ts';
+import type { BlobSource, FetchedManifest } from './client.ts';
 import { ClientError } from './errors.ts';
 import { acquireAll } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ContentTarget } from './target.ts';
-import { counting } from './verify-stream.ts';
+import { countedSource } from './verify-stream.ts';
 
 export interface CopyOptions {
   /** Also copy what refers to the image, its index children and its referrers, recursively. */
@@ -155,26 +154,18 @@ class GraphCopy {
     const progress = this.#options.progress;
     try {
       progress?.start?.(descriptor);
-      const count = (n: number) => {
-        this.#result.bytes += n;
-        progress?.bytes?.(descriptor, n);
+      const source: BlobSource = {
+        digest: descriptor.digest,
+        size: descriptor.size,
+        open: () => from.openBlob(descriptor),
+        ...(from.readBlob ? { pour: (sink: BodySink) => from.readBlob!(descriptor, sink) } : {}),
       };
       const outcome = await to.pushBlob(
         descriptor,
-        {
-          digest: descriptor.digest,
-          size: descriptor.size,
-          open: async (): Promise<Readable> => (await from.openBlob(descriptor)).pipe(counting(count)),
-          ...(from.readBlob
-            ? {
-                pour: (sink: BodySink) =>
-                  from.readBlob!(
-                    descriptor,
-                    tap(sink, (chunk) => count(chunk.length)),
-                  ),
-              }
-            : {}),
-        },
+        countedSource(source, (n) => {
+          this.#result.bytes += n;
+          progress?.bytes?.(descriptor, n);
+        }),
         from,
       );
       this.#result.blobs[outcome]++;

@@ -65,6 +65,12 @@ interface Framing {
   endOfInput(): void;
 }
 
+/** Emits all of `data` as one piece (framings whose bytes are all body). */
+function emitAll(data: Uint8Array, emit: BodySink): { used: number; wait?: Promise<void> } {
+  const wait = data.length > 0 ? emit.write(data) : undefined;
+  return wait ? { used: data.length, wait } : { used: data.length };
+}
+
 class LengthFraming implements Framing {
   #left: number;
   constructor(length: number) {
@@ -77,8 +83,7 @@ class LengthFraming implements Framing {
     if (data.length > this.#left)
       throw new DownloadError(`the server sent more than its Content-Length (${this.#left} left)`);
     this.#left -= data.length;
-    const wait = data.length > 0 ? emit.write(data) : undefined;
-    return wait ? { used: data.length, wait } : { used: data.length };
+    return emitAll(data, emit);
   }
   endOfInput() {
     if (this.#left > 0)
@@ -95,8 +100,7 @@ class CloseFraming implements Framing {
     return this.#closed;
   }
   feed(data: Uint8Array, emit: BodySink) {
-    const wait = data.length > 0 ? emit.write(data) : undefined;
-    return wait ? { used: data.length, wait } : { used: data.length };
+    return emitAll(data, emit);
   }
   endOfInput() {
     this.#closed = true;
@@ -190,7 +194,7 @@ class Exchange implements DownloadBody {
     const onread = {
       // Asked before every read: never the buffer a sink still holds.
       buffer: () => (this.#lent === this.#buffers[0] ? this.#buffers[1]! : this.#buffers[0]!),
-      callback: (bytes: number, buffer: Uint8Array) => this.#onRead(buffer.subarray(0, bytes) as Buffer),
+      callback: (bytes: number, buffer: Uint8Array) => this.#onRead(buffer as Buffer, bytes),
     };
     this.#socket = secure
       ? // A TLS socket takes `onread` like any net.Socket; Node's type definitions leave it out.
@@ -238,15 +242,16 @@ class Exchange implements DownloadBody {
   }
 
   /** Returns false to pause the socket. */
-  #onRead(data: Buffer): boolean {
+  #onRead(buffer: Buffer, bytes: number): boolean {
     if (this.#error || this.#finished) return false;
+    const data = buffer.subarray(0, bytes);
     try {
       if (!this.#framing) return this.#readHead(data);
       if (this.#busy) {
         this.#queued.push(Buffer.from(data));
         return false;
       }
-      return this.#feed(data, data.buffer === this.#buffers[0]!.buffer ? this.#buffers[0] : this.#buffers[1]);
+      return this.#feed(data, buffer);
     } catch (err) {
       this.#fail(err as Error);
       return false;
@@ -265,7 +270,7 @@ class Exchange implements DownloadBody {
     const rest = this.#headBytes.subarray(end + 4);
     const head = parseHead(this.#headBytes.subarray(0, end).toString('latin1'));
     this.#headBytes = Buffer.alloc(0);
-    if (head.status < 200) return rest.length > 0 ? this.#readHead(Buffer.from(rest)) : true;
+    if (head.status < 200) return rest.length > 0 ? this.#readHead(rest) : true;
     this.#framing = framingFor(head.status, head.headers);
     if (rest.length > 0) this.#queued.push(rest);
     if (!this.#framing) {

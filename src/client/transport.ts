@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { sendFileRange } from '../io/file-sender.ts';
-import type { BodySink } from './body-sink.ts';
+import { type BodySink, sinkReadable } from './body-sink.ts';
 import { type DownloadBody, download } from './download.ts';
 
 /**
@@ -175,9 +175,7 @@ function toResponse(
   headers: Headers,
   body: IncomingMessage | DownloadBody | undefined,
 ): Response {
-  const web =
-    body === undefined ? null : body instanceof Readable ? lazyWebBody(body) : downloadWebBody(body);
-  const response = new Response(web, {
+  const response = new Response(body === undefined ? null : lazyWebBody(body), {
     status: status < 200 || status > 599 ? 502 : status,
     statusText,
     headers,
@@ -187,58 +185,27 @@ function toResponse(
 }
 
 /**
- * The web body of a response, attached to the socket only when first read: its high-water mark of 0
- * keeps the stream from pulling before anyone asks, so `pourBody` can still take the Node stream.
+ * The web body of a response, attached to its source only when first read: its high-water mark of 0
+ * keeps the stream from pulling before anyone asks, so `pourBody` can still take the body itself.
+ * A download's bytes reach it through `sinkReadable`, copied (error bodies, `text()`, `json()`).
  */
-function lazyWebBody(incoming: IncomingMessage): ReadableStream<Uint8Array> {
+function lazyWebBody(body: IncomingMessage | DownloadBody): ReadableStream<Uint8Array> {
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        reader ??= (Readable.toWeb(incoming) as unknown as ReadableStream<Uint8Array>).getReader();
+        if (!reader) {
+          const source = body instanceof Readable ? body : sinkReadable((sink) => body.pourInto(sink));
+          reader = (Readable.toWeb(source) as unknown as ReadableStream<Uint8Array>).getReader();
+        }
         const { done, value } = await reader.read();
         if (done) controller.close();
         else controller.enqueue(value);
       },
       async cancel(reason) {
         if (reader) await reader.cancel(reason);
-        else incoming.destroy();
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
-/** A download's web body (for `text()`, `json()`, error bodies): each chunk copied, pulled on demand. */
-function downloadWebBody(body: DownloadBody): ReadableStream<Uint8Array> {
-  let started = false;
-  let resume: (() => void) | undefined;
-  return new ReadableStream<Uint8Array>(
-    {
-      pull(controller) {
-        const go = resume;
-        resume = undefined;
-        go?.();
-        if (started) return;
-        started = true;
-        body
-          .pourInto({
-            write(chunk) {
-              controller.enqueue(Buffer.from(chunk));
-              if ((controller.desiredSize ?? 0) <= 0) return new Promise<void>((r) => (resume = r));
-            },
-          })
-          .then(
-            () => {
-              try {
-                controller.close();
-              } catch {} // cancelled meanwhile
-            },
-            (err: unknown) => controller.error(err),
-          );
-      },
-      cancel(reason) {
-        body.cancel(reason instanceof Error ? reason : undefined);
+        else if (body instanceof Readable) body.destroy();
+        else body.cancel();
       },
     },
     { highWaterMark: 0 },

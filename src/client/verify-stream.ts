@@ -1,5 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { createHasher, tryParseDigest } from '../oci/digest.ts';
+import { type BodySink, tap } from './body-sink.ts';
+import type { BlobSource } from './client.ts';
 import { ClientError } from './errors.ts';
 
 export class ContentMismatchError extends ClientError {
@@ -80,4 +82,16 @@ export function counting(onBytes: (n: number) => void): Transform {
       callback(null, chunk);
     },
   });
+}
+
+/** The same source, telling `onBytes` of every byte it gives, however it is read. */
+export function countedSource(source: BlobSource, onBytes: (bytes: number) => void): BlobSource {
+  return {
+    ...source,
+    open: async () => (await source.open()).pipe(counting(onBytes)),
+    ...(source.pour
+      ? { pour: (sink: BodySink) => source.pour!(tap(sink, (chunk) => onBytes(chunk.length))) }
+      : {}),
+    ...(source.file ? { file: { ...source.file, onBytes } } : {}),
+  };
 }
