@@ -65,6 +65,14 @@ export interface BlobSource {
 }
 
 const MiB = 1024 * 1024;
+/**
+ * Blobs of at least this size, or of unknown size, are read through the download reader (reused buffers
+ * on a connection of its own). Smaller ones (configs, signature envelopes, small layers) ride the
+ * kept-alive connections that manifests use: for them a new connection, with TLS a handshake, costs
+ * more than the copies the reader saves.
+ */
+const DOWNLOAD_FROM = MiB;
+const worthDownloading = (size: number | undefined) => size === undefined || size >= DOWNLOAD_FROM;
 const TITLE = 'org.opencontainers.image.title';
 
 /** A file of an artifact: bytes in memory or a path streamed from disk. */
@@ -456,7 +464,7 @@ export class RegistryClient {
    * when given, `size`, so a registry that sends the wrong or truncated content cannot slip it through.
    */
   async openBlob(ref: ImageReference, digest: string, size?: number): Promise<Readable> {
-    return sinkReadable(await this.#blobBody(ref, digest, size));
+    return sinkReadable(await this.#blobBody(ref, digest, size, worthDownloading(size)));
   }
 
   /**
@@ -465,16 +473,20 @@ export class RegistryClient {
    * have taken some bytes of a blob that then fails.
    */
   async readBlob(ref: ImageReference, digest: string, sink: BodySink, size?: number): Promise<void> {
-    return (await this.#blobBody(ref, digest, size))(sink);
+    return (await this.#blobBody(ref, digest, size, worthDownloading(size)))(sink);
   }
 
-  /** GETs a blob and checks its status and length; returns what pours its verified bytes. */
+  /**
+   * GETs a blob and checks its status and length; returns what pours its verified bytes. `large` sends
+   * the GET through the download reader (see DOWNLOAD_FROM).
+   */
   async #blobBody(
     ref: ImageReference,
     digest: string,
     size: number | undefined,
+    large: boolean,
   ): Promise<(sink: BodySink) => Promise<void>> {
-    const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false, { download: true });
+    const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false, large ? { download: true } : {});
     if (res.status !== 200 || !res.body) return this.#fail(res, `get blob ${digest}`);
     const length = Number(res.headers.get('content-length'));
     if (
@@ -504,16 +516,23 @@ export class RegistryClient {
     };
   }
 
-  /** Reads a whole (small) blob into memory, verified; `maxBytes` (default 64 MiB) guards memory. */
+  /**
+   * Reads a whole (small) blob into memory, verified; `maxBytes` (default 64 MiB) guards memory. It
+   * keeps to the kept-alive connections: its chunks are copied into memory anyway, so the download
+   * reader's reused buffers would save nothing.
+   */
   async getBlob(ref: ImageReference, digest: string, maxBytes = 64 * MiB): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let total = 0;
-    for await (const chunk of await this.openBlob(ref, digest)) {
-      total += (chunk as Buffer).length;
-      if (total > maxBytes)
-        throw new ClientError(`blob ${digest} is larger than ${maxBytes} bytes; stream it instead`);
-      chunks.push(chunk as Buffer);
-    }
+    const pour = await this.#blobBody(ref, digest, undefined, false);
+    await pour({
+      write(chunk) {
+        total += chunk.length;
+        if (total > maxBytes)
+          throw new ClientError(`blob ${digest} is larger than ${maxBytes} bytes; stream it instead`);
+        chunks.push(Buffer.from(chunk));
+      },
+    });
     return Buffer.concat(chunks, total);
   }
 

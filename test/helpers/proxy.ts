@@ -30,6 +30,7 @@ export async function startProxy(upstream: string, hooks: ProxyHooks = {}) {
   const seen: SeenRequest[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
+  let connections = 0;
   const server = http.createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -69,12 +70,17 @@ export async function startProxy(upstream: string, hooks: ProxyHooks = {}) {
       inFlight--;
     }
   });
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     host: `127.0.0.1:${port}`,
     seen,
     maxInFlight: () => maxInFlight,
+    /** TCP connections accepted so far. */
+    connections: () => connections,
     resetCounters: () => {
       seen.length = 0;
       maxInFlight = 0;

@@ -401,6 +401,47 @@ describe('client transport', () => {
     assert.ok(await client.blobExists(second, other.digest));
   });
 
+  test('small blobs share kept-alive connections; large ones, or of unknown size, come through the download reader', async () => {
+    const proxy = await startProxy(registry.host);
+    try {
+      const client = new RegistryClient(anonymous);
+      const ref = parseImageReference(`${proxy.host}/transport/connections`);
+      const small = Array.from({ length: 4 }, () => bufferSource(randomBytes(1000)));
+      const large = bufferSource(randomBytes(MiB + 1));
+      for (const blob of [...small, large]) await client.uploadBlob(ref, blob);
+      proxy.resetCounters();
+      const connected = proxy.connections();
+      const sink = (into: Buffer[]) => ({ write: (chunk: Uint8Array) => void into.push(Buffer.from(chunk)) });
+      for (const blob of small) {
+        const into: Buffer[] = [];
+        await client.readBlob(ref, blob.digest, sink(into), blob.size);
+        assert.equal(Buffer.concat(into).length, blob.size);
+        assert.equal((await client.getBlob(ref, blob.digest)).length, blob.size);
+      }
+      assert.equal(proxy.seen.length, 8);
+      assert.ok(proxy.seen.every((r) => r.headers.connection !== 'close'));
+      // The uploads' idle connection may serve them all; at most one new one.
+      assert.ok(
+        proxy.connections() - connected <= 1,
+        'eight small GETs, one after another, on one connection',
+      );
+
+      proxy.resetCounters();
+      const beforeLarge = proxy.connections();
+      const into: Buffer[] = [];
+      await client.readBlob(ref, large.digest, sink(into), large.size);
+      await client.readBlob(ref, small[0]!.digest, sink(into));
+      assert.equal(Buffer.concat(into).length, large.size + small[0]!.size);
+      assert.deepEqual(
+        proxy.seen.map((r) => r.headers.connection),
+        ['close', 'close'],
+      );
+      assert.equal(proxy.connections() - beforeLarge, 2, 'each download has a connection of its own');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test('pull streams files through a temporary name and refuses titles that leave the directory', async () => {
     const client = new RegistryClient(anonymous);
     const ref = parseImageReference(`${registry.host}/transport/files:v1`);
