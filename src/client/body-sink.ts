@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import type { BlobSource } from './client.ts';
 
 /**
  * Where the bytes of a body go, pushed by their source. A chunk is lent: it stays valid until `write`
@@ -22,6 +23,20 @@ export function tap(next: BodySink, observe: (chunk: Uint8Array) => void): BodyS
       return next.write(chunk);
     },
   };
+}
+
+/**
+ * Lends a stream's chunks to `sink`, one at a time, waiting for each write; a sink that throws ends the
+ * iteration, which destroys the stream.
+ */
+export async function pourReadable(readable: AsyncIterable<unknown>, sink: BodySink): Promise<void> {
+  for await (const chunk of readable) await sink.write(chunk as Uint8Array);
+}
+
+/** Lends a blob source's bytes to `sink`: through its `pour` when it has one, else from its stream. */
+export async function pourSource(source: BlobSource, sink: BodySink): Promise<void> {
+  if (source.pour) return source.pour(sink);
+  return pourReadable(await source.open(), sink);
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
 import { Authenticator } from './auth.ts';
-import { type BodySink, sinkReadable, tap } from './body-sink.ts';
+import { type BodySink, pourSource, sinkReadable, tap } from './body-sink.ts';
 import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
 import { ClientError } from './errors.ts';
@@ -62,6 +62,11 @@ export interface BlobSource {
    * reading `open()`, and report what they sent to `onBytes` (the progress `open()` would have given).
    */
   file?: { path: string; onBytes?: (bytes: number) => void };
+  /**
+   * Set when `open` and `pour` fail unless the bytes match `digest` and `size` (blobs read from a
+   * registry or a layout): a writer that checks what it stores need not hash them a second time.
+   */
+  verified?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -444,8 +449,7 @@ export class RegistryClient {
           if (filled === chunk.length) return flush(chunk).then(() => fill(piece.subarray(at)));
         }
       };
-      if (source.pour) await source.pour({ write: fill });
-      else for await (const piece of await source.open()) await fill(piece as Buffer);
+      await pourSource(source, { write: (piece) => fill(piece as Buffer) });
       if (filled > 0) await flush(buffers[turn]!.subarray(0, filled));
     }
     if (inFlight) await inFlight;
@@ -793,6 +797,7 @@ export class RegistryClient {
       size: descriptor.size,
       open: () => this.openBlob(ref, descriptor.digest, descriptor.size),
       pour: (sink) => this.readBlob(ref, descriptor.digest, sink, descriptor.size),
+      verified: true,
     };
   }
 

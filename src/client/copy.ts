@@ -159,6 +159,7 @@ class GraphCopy {
         size: descriptor.size,
         open: () => from.openBlob(descriptor),
         ...(from.readBlob ? { pour: (sink: BodySink) => from.readBlob!(descriptor, sink) } : {}),
+        verified: true,
       };
       const outcome = await to.pushBlob(
         descriptor,

@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { createHasher } from '../oci/digest.ts';
 import type { BodySink } from './body-sink.ts';
@@ -12,16 +12,11 @@ import type { BodySink } from './body-sink.ts';
  * Hashing reads into two reused buffers instead: 0.65–0.70 s, the speed of sha256 on one core.
  */
 const READ_BYTES = 1024 * 1024;
-/** Bytes a file writer accepts before it asks the source to wait; they go out in one `writev`. */
+/** Bytes of a file sink's batch: each goes out in one write. */
 const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export function fileReader(path: string): ReadStream {
   return createReadStream(path, { highWaterMark: READ_BYTES });
-}
-
-/** `flags` as for `fs.open`: `w` (default) replaces, `wx` refuses an existing file. */
-export function fileWriter(path: string, flags: 'w' | 'wx' = 'w'): WriteStream {
-  return createWriteStream(path, { flags, highWaterMark: WRITE_BUFFER_BYTES });
 }
 
 /**
@@ -92,10 +87,12 @@ export class FileSink implements BodySink {
     return this.#writing[this.#turn];
   }
 
-  async close(): Promise<void> {
+  /** Writes the rest and closes the file; with `sync`, only once the file is on disk (`fsync`). */
+  async close(sync = false): Promise<void> {
     try {
       if (this.#filled > 0) this.#flush();
       await Promise.all(this.#writing);
+      if (sync) await this.#handle.sync();
     } finally {
       await this.#handle.close();
     }
@@ -135,20 +132,21 @@ async function writeFully(handle: FileHandle, buffer: Buffer, length: number, po
 }
 
 /**
- * Writes what `pour` lends into a new file at `path` (replaced with `w`, refused if it exists with
- * `wx`). On failure the partial file is left for the caller, who named it, to remove.
+ * Writes what `pour` lends into a new file at `path`: `flags` as for `fs.open` (`w`, the default,
+ * replaces; `wx` refuses an existing file); with `sync` it resolves only once the file is on disk. On
+ * failure the partial file is left for the caller, who named it, to remove.
  */
 export async function pourToFile(
   path: string,
   pour: (sink: BodySink) => Promise<void>,
-  flags: 'w' | 'wx' = 'w',
+  options: { flags?: 'w' | 'wx'; sync?: boolean } = {},
 ): Promise<void> {
-  const sink = await FileSink.open(path, flags);
+  const sink = await FileSink.open(path, options.flags);
   try {
     await pour(sink);
   } catch (err) {
     await sink.abort();
     throw err;
   }
-  await sink.close();
+  await sink.close(options.sync);
 }

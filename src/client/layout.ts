@@ -1,15 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
+import { type BodySink, tap } from './body-sink.ts';
 import { ClientError } from './errors.ts';
-import { fileReader, fileWriter } from './file-streams.ts';
-import { verifying } from './verify-stream.ts';
+import { fileReader, pourToFile } from './file-streams.ts';
+import { ContentCheck, verifying } from './verify-stream.ts';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
 const LAYOUT_FILE = 'oci-layout';
@@ -125,29 +126,44 @@ export class OciLayout {
     return Buffer.concat(chunks, total);
   }
 
-  /** Writes a blob from a stream: hashed and size-checked on the way, fsynced, then renamed into place. */
-  async writeBlob(digest: string, size: number, source: Readable): Promise<void> {
+  /**
+   * Writes a blob from what `pour` lends (see `BodySink`): hashed and size-checked on the way, synced,
+   * then renamed into place. `pour` is not called when the layout already has the blob. `verified`
+   * says `pour` fails unless the bytes match (a registry's or another layout's verified read), and
+   * skips the second hash.
+   */
+  async writeBlob(
+    digest: string,
+    size: number,
+    pour: (sink: BodySink) => Promise<void>,
+    options: { verified?: boolean } = {},
+  ): Promise<void> {
     const path = this.blobPath(digest);
-    if (await this.hasBlob(digest)) {
-      source.destroy();
-      return;
-    }
+    if (await this.hasBlob(digest)) return;
+    const check = options.verified ? undefined : new ContentCheck(digest, size);
     const dir = join(path, '..');
     await mkdir(dir, { recursive: true });
     const temp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
-      await pipeline(source, verifying(digest, size), fileWriter(temp, 'wx'));
-      const handle = await open(temp, 'r');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      const checked = check
+        ? async (sink: BodySink) => {
+            await pour(tap(sink, (chunk) => check.update(chunk)));
+            check.finish();
+          }
+        : pour;
+      await pourToFile(temp, checked, { flags: 'wx', sync: true });
       await rename(temp, path);
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
     }
+  }
+
+  /** Writes a blob held in memory (manifests, indexes), as `writeBlob` does. */
+  writeBytes(digest: string, bytes: Uint8Array): Promise<void> {
+    return this.writeBlob(digest, bytes.length, async (sink) => {
+      await sink.write(bytes);
+    });
   }
 
   async readIndex(): Promise<LayoutIndex> {
@@ -296,7 +312,7 @@ export class OciLayout {
       JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...existing, entry] }),
     );
     const digest = digestOf('sha256', bytes);
-    await this.writeBlob(digest, bytes.length, Readable.from([bytes]));
+    await this.writeBytes(digest, bytes);
     await this.addToIndex({ mediaType: MediaType.ociIndex, digest, size: bytes.length }, tag);
   }
 }

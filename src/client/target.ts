@@ -1,8 +1,8 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import type { BodySink } from './body-sink.ts';
+import { type BodySink, pourSource } from './body-sink.ts';
 import type { BlobSource, FetchedManifest, RegistryClient } from './client.ts';
 import { OciLayout } from './layout.ts';
 import type { Limiter } from './limiter.ts';
@@ -26,6 +26,7 @@ export interface ContentTarget {
   /** Points `tag` at a manifest already stored. */
   tag(manifest: FetchedManifest, tag: string): Promise<void>;
   hasBlob(digest: string): Promise<boolean>;
+  /** Streams a blob; the stream fails unless the bytes match the descriptor's digest and size. */
   openBlob(descriptor: Descriptor): Promise<Readable>;
   /** Lends a blob's verified bytes to `sink`, where the target reads without a stream (a registry). */
   readBlob?(descriptor: Descriptor, sink: BodySink): Promise<void>;
@@ -143,7 +144,7 @@ export class LayoutTarget implements ContentTarget {
     const algorithm = tryParseDigest(descriptor.digest)?.algorithm ?? 'sha256';
     if (digestOf(algorithm, bytes) !== descriptor.digest)
       throw new Error(`manifest ${descriptor.digest}: bytes do not match`);
-    await this.layout.writeBlob(descriptor.digest, bytes.length, Readable.from([bytes]));
+    await this.layout.writeBytes(descriptor.digest, bytes);
     // Every manifest is listed, as oras lists them: oras resolves a digest only through index.json, and
     // referrers are found by the `subject` of listed manifests.
     const subject = (json.subject as Descriptor | undefined)?.digest;
@@ -166,7 +167,9 @@ export class LayoutTarget implements ContentTarget {
 
   async pushBlob(descriptor: Descriptor, source: BlobSource): Promise<TransferOutcome> {
     if (await this.layout.hasBlob(descriptor.digest)) return 'exists';
-    await this.layout.writeBlob(descriptor.digest, descriptor.size, await source.open());
+    await this.layout.writeBlob(descriptor.digest, descriptor.size, (sink) => pourSource(source, sink), {
+      verified: source.verified === true,
+    });
     return 'transferred';
   }
 

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { sendFileRange } from '../io/file-sender.ts';
-import { type BodySink, sinkReadable } from './body-sink.ts';
+import { type BodySink, pourReadable, sinkReadable } from './body-sink.ts';
 import { type DownloadBody, download } from './download.ts';
 
 /**
@@ -221,9 +221,7 @@ export async function pourBody(response: Response, sink: BodySink): Promise<void
   const raw = rawBodies.get(response);
   rawBodies.delete(response);
   if (raw && response.body && !response.bodyUsed && !response.body.locked) {
-    if (!(raw instanceof Readable)) return raw.pourInto(sink);
-    for await (const chunk of raw) await sink.write(chunk as Buffer);
-    return;
+    return raw instanceof Readable ? pourReadable(raw, sink) : raw.pourInto(sink);
   }
   if (!response.body) return;
   const reader = response.body.getReader();

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { access, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { bufferSource, fileSource, RegistryClient } from '../../src/client/client.ts';
 import { copyGraph } from '../../src/client/copy.ts';
 import { ClientError } from '../../src/client/errors.ts';
+import { OciLayout } from '../../src/client/layout.ts';
 import { Limiter } from '../../src/client/limiter.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { LayoutTarget, RegistryTarget } from '../../src/client/target.ts';
@@ -282,6 +283,16 @@ describe('client transport', () => {
         assert.match(cli.err, /^tether: blob sha256:/);
         await assert.rejects(access(out), 'no file is left behind');
         await assert.rejects(access(`${out}.tether-partial`));
+        // A layout trusts a registry read to check itself (no second hash), and still keeps nothing.
+        const layout = await OciLayout.open(join(dir, `layout-${damage}`), { create: true });
+        await assert.rejects(
+          layout.writeBlob(digest, good.length, (sink) => client.readBlob(ref, digest, sink, good.length), {
+            verified: true,
+          }),
+          ClientError,
+        );
+        assert.equal(await layout.hasBlob(digest), false);
+        assert.deepEqual(await readdir(join(layout.blobPath(digest), '..')), [], 'no temporary file left');
       } finally {
         await proxy.close();
       }

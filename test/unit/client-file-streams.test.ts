@@ -3,10 +3,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
-import { sinkReadable } from '../../src/client/body-sink.ts';
-import { FileSink, fileReader, fileWriter, hashFile, pourToFile } from '../../src/client/file-streams.ts';
+import { pourReadable, sinkReadable } from '../../src/client/body-sink.ts';
+import { FileSink, fileReader, hashFile, pourToFile } from '../../src/client/file-streams.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 const MiB = 1024 * 1024;
@@ -34,17 +33,32 @@ describe('client file streams', () => {
     await assert.rejects(hashFile(join(dir, 'missing')), { code: 'ENOENT' });
   });
 
-  test('fileWriter keeps every byte of many small chunks in order, and wx refuses an existing file', async () => {
+  test('a stream poured into a file keeps every byte of many small chunks in order; wx refuses an existing file', async () => {
     const chunks = Array.from({ length: 300 }, (_, i) => randomBytes(1000 + i * 97));
     const path = join(dir, 'written');
-    await pipeline(Readable.from(chunks), fileWriter(path, 'wx'));
+    await pourToFile(path, (sink) => pourReadable(Readable.from(chunks), sink), { flags: 'wx', sync: true });
     assert.ok((await readFile(path)).equals(Buffer.concat(chunks)));
-    await assert.rejects(pipeline(Readable.from([Buffer.from('x')]), fileWriter(path, 'wx')), {
-      code: 'EEXIST',
-    });
+    await assert.rejects(
+      pourToFile(path, (sink) => pourReadable(Readable.from([Buffer.from('x')]), sink), { flags: 'wx' }),
+      { code: 'EEXIST' },
+    );
     const read: Buffer[] = [];
     for await (const chunk of fileReader(path)) read.push(chunk as Buffer);
     assert.ok(Buffer.concat(read).equals(Buffer.concat(chunks)));
+  });
+
+  test('a sink that fails ends the stream it is poured from', async () => {
+    const source = new Readable({ read() {} });
+    source.push(Buffer.from('one'));
+    await assert.rejects(
+      pourReadable(source, {
+        write() {
+          throw new Error('disk full');
+        },
+      }),
+      /disk full/,
+    );
+    assert.ok(source.destroyed);
   });
 
   test('a FileSink keeps every byte of chunks that straddle its batches, across slow and fast writes', async () => {

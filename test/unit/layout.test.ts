@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { OciLayout, REF_NAME } from '../../src/client/layout.ts';
 import { parseEndpoint } from '../../src/client/reference.ts';
@@ -15,7 +14,7 @@ const INDEX = 'application/vnd.oci.image.index.v1+json';
 async function put(layout: OciLayout, bytes: Buffer | string): Promise<string> {
   const buffer = Buffer.from(bytes);
   const digest = sha256(buffer);
-  await layout.writeBlob(digest, buffer.length, Readable.from([buffer]));
+  await layout.writeBytes(digest, buffer);
   return digest;
 }
 
@@ -72,10 +71,7 @@ describe('OciLayout', () => {
     const layout = await OciLayout.open(dir, { create: true });
     const digest = await put(layout, 'hello');
     assert.equal((await layout.readBlob(digest)).toString(), 'hello');
-    await assert.rejects(
-      layout.writeBlob(sha256('other'), 5, Readable.from([Buffer.from('wrong')])),
-      /hashes to/,
-    );
+    await assert.rejects(layout.writeBytes(sha256('other'), Buffer.from('wrong')), /hashes to/);
     assert.equal(await layout.hasBlob(sha256('other')), false, 'a bad write leaves nothing');
     await writeFile(layout.blobPath(digest), 'HELLO');
     await assert.rejects(layout.readBlob(digest), /hashes to/);
