@@ -6,7 +6,8 @@
  * Without --target it builds Tether (`tsc -p tsconfig.build.json`) and starts the compiled server,
  * as `npm start` runs it, on a fresh store; the CLI runs compiled too.
  * Reports wall time, MB/s and max RSS for: monolithic push, chunked push (Tether only), pushing a
- * one-file artifact, pull to a file and, without --target, copying the artifact to a second server.
+ * one-file artifact, pull to a file, copying the artifact into an OCI image layout and, without
+ * --target, copying it to a second server.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -14,6 +15,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { spawnTether } from '../test/helpers/tether-process.ts';
 
@@ -26,6 +28,7 @@ const { values } = parseArgs({
   },
 });
 const MB = 1024 * 1024;
+const SETTLE_MS = 5000;
 const size = Number(values['size-mb']) * MB;
 const runs = Number(values.runs);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -86,8 +89,21 @@ try {
   const orasRun = (args: string[]) => run(oras, [...args, '--plain-http']);
 
   const rows: { op: string; client: string; ms: number; mbps: number; rssMB: number }[] = [];
-  const record = async (op: string, client: string, measure: Promise<{ ms: number; rssMB: number }>) => {
-    const r = await measure;
+  /**
+   * Runs one measurement. Transfers that write a new 1 GiB file first wait SETTLE_MS: this guest hands
+   * freed memory back to its host about two seconds after it is freed, and filling the page cache from
+   * memory that was just freed (the previous client's deleted output) is several times cheaper than
+   * from memory handed back (docs/performance.md, "This machine's memory"). Without the pause the
+   * second client of each pair pulled 0.5-1 s faster, whichever client it was.
+   */
+  const record = async (
+    op: string,
+    client: string,
+    measure: () => Promise<{ ms: number; rssMB: number }>,
+    writesFile = false,
+  ) => {
+    if (writesFile) await sleep(SETTLE_MS);
+    const r = await measure();
     rows.push({
       op,
       client,
@@ -98,22 +114,16 @@ try {
   };
   for (let i = 0; i < runs; i++) {
     // Every push goes to a repository that has never seen the blob, so no client can skip the upload.
-    await record(
-      'push (one PUT)',
-      'tether',
+    await record('push (one PUT)', 'tether', () =>
       tether(['blob', 'put', `${host}/bench/t-${i}`, file, '--monolithic']),
     );
     if (withOras)
-      await record('push (one PUT)', 'oras', orasRun(['blob', 'push', `${host}/bench/o-${i}`, file]));
-    await record(
-      'push (chunked 32 MiB)',
-      'tether',
+      await record('push (one PUT)', 'oras', () => orasRun(['blob', 'push', `${host}/bench/o-${i}`, file]));
+    await record('push (chunked 32 MiB)', 'tether', () =>
       tether(['blob', 'put', `${host}/bench/c-${i}`, file, '--chunked']),
     );
     // The everyday commands: an artifact of one file (Tether: 32 MiB chunks from 128 MiB by default).
-    await record(
-      'push an artifact',
-      'tether',
+    await record('push an artifact', 'tether', () =>
       tether([
         'push',
         `${host}/bench/a-t-${i}:v1`,
@@ -124,9 +134,7 @@ try {
       ]),
     );
     if (withOras)
-      await record(
-        'push an artifact',
-        'oras',
+      await record('push an artifact', 'oras', () =>
         orasRun(['push', `${host}/bench/a-o-${i}:v1`, 'blob.bin', '--artifact-type', 'application/x-bench']),
       );
     // Read once first: a blob the server has just written with O_DIRECT is not in its page cache yet,
@@ -136,34 +144,62 @@ try {
     await record(
       'pull to a file',
       'tether',
-      tether(['blob', 'get', `${host}/bench/t-${i}@${digest}`, '-o', join(dir, `t-${i}`)]),
+      () => tether(['blob', 'get', `${host}/bench/t-${i}@${digest}`, '-o', join(dir, `t-${i}`)]),
+      true,
     );
     await rm(join(dir, `t-${i}`));
     if (withOras) {
       await record(
         'pull to a file',
         'oras',
-        orasRun(['blob', 'fetch', `${host}/bench/o-${i}@${digest}`, '--output', join(dir, `o-${i}`)]),
+        () => orasRun(['blob', 'fetch', `${host}/bench/o-${i}@${digest}`, '--output', join(dir, `o-${i}`)]),
+        true,
       );
       await rm(join(dir, `o-${i}`));
+    }
+    await record(
+      'copy into an OCI layout',
+      'tether',
+      () => tether(['cp', `${host}/bench/a-t-${i}:v1`, `oci:${join(dir, `layout-t-${i}`)}:v1`, '-q']),
+      true,
+    );
+    await rm(join(dir, `layout-t-${i}`), { recursive: true });
+    if (withOras) {
+      await record(
+        'copy into an OCI layout',
+        'oras',
+        () =>
+          run(oras, [
+            'cp',
+            '--from-plain-http',
+            '--to-oci-layout',
+            `${host}/bench/a-o-${i}:v1`,
+            `${join(dir, `layout-o-${i}`)}:v1`,
+          ]),
+        true,
+      );
+      await rm(join(dir, `layout-o-${i}`), { recursive: true });
     }
     if (second) {
       await record(
         'copy to another registry',
         'tether',
-        tether(['cp', `${host}/bench/a-t-${i}:v1`, `${second.host}/bench/a-t-${i}:v1`, '-q']),
+        () => tether(['cp', `${host}/bench/a-t-${i}:v1`, `${second.host}/bench/a-t-${i}:v1`, '-q']),
+        true,
       );
       if (withOras)
         await record(
           'copy to another registry',
           'oras',
-          run(oras, [
-            'cp',
-            '--from-plain-http',
-            '--to-plain-http',
-            `${host}/bench/a-o-${i}:v1`,
-            `${second.host}/bench/a-o-${i}:v1`,
-          ]),
+          () =>
+            run(oras, [
+              'cp',
+              '--from-plain-http',
+              '--to-plain-http',
+              `${host}/bench/a-o-${i}:v1`,
+              `${second.host}/bench/a-o-${i}:v1`,
+            ]),
+          true,
         );
     }
   }
