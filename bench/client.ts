@@ -90,7 +90,8 @@ try {
 
   const rows: { op: string; client: string; ms: number; mbps: number; rssMB: number }[] = [];
   /**
-   * Runs one measurement. Transfers that write a new 1 GiB file first wait SETTLE_MS: this guest hands
+   * Runs one measurement. Transfers that write a new 1 GiB file (a pull, a copy into a layout, and a
+   * copy, whose file the second registry writes) first wait SETTLE_MS: this guest hands
    * freed memory back to its host about two seconds after it is freed, and filling the page cache from
    * memory that was just freed (the previous client's deleted output) is several times cheaper than
    * from memory handed back (docs/performance.md, "This machine's memory"). Without the pause the

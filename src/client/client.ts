@@ -7,7 +7,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
 import { Authenticator } from './auth.ts';
-import { type BodySink, pourSource, sinkReadable, tap } from './body-sink.ts';
+import { type BodySink, pourSource, sinkReadable } from './body-sink.ts';
 import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
 import { ClientError } from './errors.ts';
@@ -511,19 +511,13 @@ export class RegistryClient {
       await res.body.cancel().catch(() => {});
       throw err;
     }
-    return async (sink) => {
-      await pourBody(
-        res,
-        tap(sink, (chunk) => check.update(chunk)),
-      );
-      check.finish();
-    };
+    return check.checking((sink) => pourBody(res, sink));
   }
 
   /**
    * Reads a whole (small) blob into memory, verified; `maxBytes` (default 64 MiB) guards memory. It
-   * keeps to the kept-alive connections: its chunks are copied into memory anyway, so the download
-   * reader's reused buffers would save nothing.
+   * keeps to the kept-alive connections whatever the size: it serves small blobs (signature envelopes),
+   * for which a connection of their own costs more than the one copy per chunk the reader would save.
    */
   async getBlob(ref: ImageReference, digest: string, maxBytes = 64 * MiB): Promise<Buffer> {
     const chunks: Buffer[] = [];

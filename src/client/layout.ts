@@ -7,7 +7,7 @@ import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
-import { type BodySink, tap } from './body-sink.ts';
+import type { BodySink } from './body-sink.ts';
 import { ClientError } from './errors.ts';
 import { fileReader, pourToFile } from './file-streams.ts';
 import { ContentCheck, verifying } from './verify-stream.ts';
@@ -128,31 +128,26 @@ export class OciLayout {
 
   /**
    * Writes a blob from what `pour` lends (see `BodySink`): hashed and size-checked on the way, synced,
-   * then renamed into place. `pour` is not called when the layout already has the blob. `verified`
-   * says `pour` fails unless the bytes match (a registry's or another layout's verified read), and
-   * skips the second hash.
+   * then renamed into place. `pour` is not called when the layout already has the blob; the answer
+   * says whether it wrote. `verified` says `pour` fails unless the bytes match (a registry's or another
+   * layout's verified read), and skips the second hash.
    */
   async writeBlob(
     digest: string,
     size: number,
     pour: (sink: BodySink) => Promise<void>,
     options: { verified?: boolean } = {},
-  ): Promise<void> {
+  ): Promise<boolean> {
     const path = this.blobPath(digest);
-    if (await this.hasBlob(digest)) return;
-    const check = options.verified ? undefined : new ContentCheck(digest, size);
+    if (await this.hasBlob(digest)) return false;
+    const checked = options.verified ? pour : new ContentCheck(digest, size).checking(pour);
     const dir = join(path, '..');
     await mkdir(dir, { recursive: true });
     const temp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
-      const checked = check
-        ? async (sink: BodySink) => {
-            await pour(tap(sink, (chunk) => check.update(chunk)));
-            check.finish();
-          }
-        : pour;
       await pourToFile(temp, checked, { flags: 'wx', sync: true });
       await rename(temp, path);
+      return true;
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
@@ -160,7 +155,7 @@ export class OciLayout {
   }
 
   /** Writes a blob held in memory (manifests, indexes), as `writeBlob` does. */
-  writeBytes(digest: string, bytes: Uint8Array): Promise<void> {
+  writeBytes(digest: string, bytes: Uint8Array): Promise<boolean> {
     return this.writeBlob(digest, bytes.length, async (sink) => {
       await sink.write(bytes);
     });

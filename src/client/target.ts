@@ -166,11 +166,10 @@ export class LayoutTarget implements ContentTarget {
   }
 
   async pushBlob(descriptor: Descriptor, source: BlobSource): Promise<TransferOutcome> {
-    if (await this.layout.hasBlob(descriptor.digest)) return 'exists';
-    await this.layout.writeBlob(descriptor.digest, descriptor.size, (sink) => pourSource(source, sink), {
-      verified: source.verified === true,
-    });
-    return 'transferred';
+    const pour = (sink: BodySink) => pourSource(source, sink);
+    const verified = source.verified === true;
+    const wrote = await this.layout.writeBlob(descriptor.digest, descriptor.size, pour, { verified });
+    return wrote ? 'transferred' : 'exists';
   }
 
   referrers(subject: string, artifactType?: string): Promise<Descriptor[]> {

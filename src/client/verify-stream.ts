@@ -37,6 +37,14 @@ export class ContentCheck {
     this.#hash.update(chunk);
   }
 
+  /** `pour`, with every byte it lends checked on the way: it fails unless the whole content matches. */
+  checking(pour: (sink: BodySink) => Promise<void>): (sink: BodySink) => Promise<void> {
+    return async (sink) => {
+      await pour(tap(sink, (chunk) => this.update(chunk)));
+      this.finish();
+    };
+  }
+
   finish(): void {
     if (this.#size !== undefined && this.#seen !== this.#size)
       throw new ContentMismatchError(`${this.#what}: ${this.#seen} bytes, its descriptor says ${this.#size}`);

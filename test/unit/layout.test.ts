@@ -3,9 +3,11 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { OciLayout, REF_NAME } from '../../src/client/layout.ts';
 import { parseEndpoint } from '../../src/client/reference.ts';
+import { LayoutTarget } from '../../src/client/target.ts';
 
 const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -76,6 +78,26 @@ describe('OciLayout', () => {
     await writeFile(layout.blobPath(digest), 'HELLO');
     await assert.rejects(layout.readBlob(digest), /hashes to/);
     assert.throws(() => layout.blobPath('sha256:../../etc/passwd'), /not a valid digest/);
+  });
+
+  test('a blob the layout has is not written again: its source is never read, and the copy says it existed', async () => {
+    const target = await LayoutTarget.open(dir, { create: true });
+    const bytes = Buffer.from('stored once');
+    const descriptor = { mediaType: 'application/octet-stream', digest: sha256(bytes), size: bytes.length };
+    let opened = 0;
+    const source = {
+      digest: descriptor.digest,
+      size: descriptor.size,
+      open: async () => {
+        opened++;
+        return Readable.from([bytes]);
+      },
+    };
+    assert.equal(await target.pushBlob(descriptor, source), 'transferred');
+    assert.equal(await target.pushBlob(descriptor, source), 'exists');
+    assert.equal(opened, 1);
+    assert.equal(await target.layout.writeBytes(descriptor.digest, bytes), false);
+    assert.deepEqual(await readFile(target.layout.blobPath(descriptor.digest)), bytes);
   });
 
   test('tags move between entries; untagged listing is replaced by the tagged one; regctl-style full names resolve', async () => {
