@@ -8,6 +8,7 @@ import {
   parseStringList,
 } from './auth/access.ts';
 import { parseTrustedIssuers, type TrustedIssuer } from './auth/trusted-issuers.ts';
+import { ConfigError } from './config-error.ts';
 import { type PolicyRule, parsePolicyRules } from './registry/policy.ts';
 
 /**
@@ -341,10 +342,6 @@ export const SETTINGS: Setting[] = [
     description: 'Log level of the JSON (pino) log on stdout.',
   },
 ];
-
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
 
 function coerce(setting: Setting, raw: unknown, source: string): Value {
   const where = `${setting.key} (from ${source})`;

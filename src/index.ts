@@ -1,5 +1,6 @@
 /** Public library surface of Tether. */
 export { AuthError, Authenticator, mergeScopes, parseChallenge } from './client/auth.ts';
+export type { BodySink } from './client/body-sink.ts';
 export {
   type ArtifactFile,
   type BlobSource,
@@ -29,9 +30,11 @@ export {
   parseImageReference,
 } from './client/reference.ts';
 export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
+export { HttpResponse, ResponseHeaders } from './client/response.ts';
 export { type ContentTarget, LayoutTarget, RegistryTarget } from './client/target.ts';
 export { ContentMismatchError } from './client/verify-stream.ts';
-export { ConfigError, loadConfig, SETTINGS, type TetherConfig } from './config.ts';
+export { loadConfig, SETTINGS, type TetherConfig } from './config.ts';
+export { ConfigError } from './config-error.ts';
 export { type Digest, parseDigest, tryParseDigest } from './oci/digest.ts';
 export { OciError, type OciErrorCode } from './oci/errors.ts';
 export { type Descriptor, type ParsedManifest, parseManifest } from './oci/manifest.ts';

@@ -7,7 +7,8 @@ import {
   storeCredentials,
 } from '../client/docker-config.ts';
 import { RegistryHttp } from '../client/registry-http.ts';
-import { ConfigError } from '../config.ts';
+import type { HttpResponse } from '../client/response.ts';
+import { ConfigError } from '../config-error.ts';
 
 export const LOGIN_USAGE = `Usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]
        tether logout HOST[:PORT]
@@ -47,7 +48,7 @@ export async function loginCommand(argv: string[]): Promise<void> {
   const credentials: Credentials = { username: values.username, password };
   const auth = new Authenticator(async () => credentials);
   const http = new RegistryHttp(host, auth, { plainHttp: values['plain-http'] === true });
-  let res: Response;
+  let res: HttpResponse;
   try {
     res = await http.request('GET', '/v2/');
   } catch (err) {
@@ -56,7 +57,7 @@ export async function loginCommand(argv: string[]): Promise<void> {
     if (err instanceof AuthError) throw new ConfigError(`login to ${host} refused: ${err.message}`);
     throw new ConfigError(`cannot reach ${http.base}: ${(err as Error).message}`);
   }
-  await res.arrayBuffer().catch(() => {});
+  await res.discard();
   if (res.status === 401) throw new ConfigError(`login to ${host} failed: invalid username or password`);
   if (res.status === 429)
     throw new ConfigError(

@@ -1,9 +1,7 @@
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { ClientError } from '../client/errors.ts';
-import { ConfigError, loadConfig } from '../config.ts';
+import { ConfigError } from '../config-error.ts';
 import { SignatureError } from '../sign/errors.ts';
-import { ensureServerRuntime } from './server-runtime.ts';
 
 const USAGE = `Usage: tether <command> [options]
 
@@ -26,7 +24,7 @@ serve options:
 Precedence: flags > TETHER_* environment > config file > defaults. See docs/configuration.md.`;
 
 async function serve(argv: string[]): Promise<void> {
-  ensureServerRuntime();
+  (await import('./server-runtime.ts')).ensureServerRuntime();
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -42,6 +40,7 @@ async function serve(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
+  const [{ loadConfig }, { pino }] = await Promise.all([import('../config.ts'), import('pino')]);
   const file = values.config ?? process.env.TETHER_CONFIG;
   const config = loadConfig({
     ...(file ? { file } : {}),
@@ -78,7 +77,8 @@ async function serve(argv: string[]): Promise<void> {
 
 /**
  * Each command's module is loaded when that command runs: `tether serve` does not pay (in start-up time
- * and ~30 MB of resident memory) for the client, signing and token-auth code it never calls.
+ * and ~30 MB of resident memory) for the client, signing and token-auth code it never calls, and the
+ * client commands do not load the server's logger and configuration.
  */
 const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
   serve: async () => serve,

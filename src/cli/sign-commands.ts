@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError } from '../config.ts';
+import { ConfigError } from '../config-error.ts';
 import { generateCertificateChain, KEY_TYPES, type KeyType } from '../sign/certs.ts';
 import { loadTrustPolicy, type SignatureShape, signImage, verifyImage } from '../sign/registry.ts';
 import { addToTrustStore, defaultTrustStoreDir } from '../sign/trust-store.ts';

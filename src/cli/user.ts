@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { editHtpasswd, hashPassword, parseHtpasswd, USERNAME } from '../auth/htpasswd.ts';
-import { ConfigError, loadConfig } from '../config.ts';
+import { loadConfig } from '../config.ts';
+import { ConfigError } from '../config-error.ts';
 
 export const USER_USAGE = `Usage: tether user <add|passwd|remove|list> [USER] [options]
 

@@ -1,4 +1,5 @@
 import type { Credentials } from './docker-config.ts';
+import { send } from './transport.ts';
 
 /**
  * Registry authentication as clients speak it: answer a `WWW-Authenticate` challenge with Basic
@@ -28,8 +29,6 @@ interface CachedToken {
   expiresAt: number;
 }
 
-export type FetchLike = typeof fetch;
-
 /** The token endpoint refused the credentials (`rejected`) or is throttling failed logins. */
 export class AuthError extends Error {
   override name = 'AuthError';
@@ -42,7 +41,6 @@ export class AuthError extends Error {
 
 export class Authenticator {
   readonly #credentials: () => Promise<Credentials | undefined>;
-  readonly #fetch: FetchLike;
   /** Tokens by "realm service sorted-scopes". */
   readonly #tokens = new Map<string, CachedToken>();
   #basic: string | undefined;
@@ -50,9 +48,8 @@ export class Authenticator {
   /** How often a token was fetched (tests and diagnostics). */
   tokenRequests: string[] = [];
 
-  constructor(credentials: () => Promise<Credentials | undefined>, fetchImpl: FetchLike = fetch) {
+  constructor(credentials: () => Promise<Credentials | undefined>) {
     this.#credentials = credentials;
-    this.#fetch = fetchImpl;
   }
 
   /** The Authorization header to send proactively for `scope`, if one is known. */
@@ -113,7 +110,10 @@ export class Authenticator {
       ? { Authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` }
       : {};
     this.tokenRequests.push(scopes.join(' '));
-    const res = await this.#fetch(url, { headers });
+    const res = await send(url, { method: 'GET', headers });
+    // Every way out below reads or drops the body: an unread body holds its connection, and the
+    // process, open.
+    if (!res.ok) await res.discard();
     if (res.status === 401 || res.status === 403)
       throw new AuthError(
         'rejected',

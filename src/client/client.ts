@@ -16,8 +16,9 @@ import { Limiter } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
 import { RegistryHttp } from './registry-http.ts';
+import type { HttpResponse } from './response.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
-import { FileBody, pourBody } from './transport.ts';
+import { FileBody } from './transport.ts';
 import { ContentCheck, countedSource } from './verify-stream.ts';
 
 /**
@@ -161,7 +162,7 @@ export class RegistryClient {
     return this.http(ref.host).request(method, `/v2/${ref.repository}${path}`, { ...init, scope });
   }
 
-  async #fail(res: Response, what: string): Promise<never> {
+  async #fail(res: HttpResponse, what: string): Promise<never> {
     let detail = '';
     try {
       const body = (await res.json()) as { errors?: { code: string; message: string }[] };
@@ -184,8 +185,7 @@ export class RegistryClient {
     });
     if (res.status !== 200) return this.#fail(res, `get manifest ${reference}`);
     const max = this.#options.maxManifestBytes ?? 4 * 1024 * 1024;
-    const bytes = Buffer.from(await res.arrayBuffer());
-    if (bytes.length > max) throw new ClientError(`manifest ${reference} is larger than ${max} bytes`);
+    const bytes = await res.bytes(max, `manifest ${reference}`);
     const expected = ref.digest ?? res.headers.get('docker-content-digest') ?? undefined;
     const algorithm = (expected && tryParseDigest(expected)?.algorithm) || 'sha256';
     const digest = digestOf(algorithm, bytes);
@@ -207,7 +207,7 @@ export class RegistryClient {
     mediaType: string,
     headers: Record<string, string> = {},
   ) {
-    let res: Response;
+    let res: HttpResponse;
     for (let retry = 0; ; retry++) {
       res = await this.#request(ref, 'PUT', `/manifests/${reference}`, true, {
         body: bytes,
@@ -218,16 +218,16 @@ export class RegistryClient {
       // empty config `{}` of every artifact) can be told the blob is unknown. The blobs were confirmed
       // before this PUT, so a short backoff and a retry is right; a truly missing blob still fails.
       if (res.status !== 400 || retry >= 3) break;
-      const body = Buffer.from(await res.arrayBuffer());
-      if (!body.includes('MANIFEST_BLOB_UNKNOWN')) {
-        res = new Response(body, { status: res.status, headers: res.headers });
-        break;
-      }
+      // Read once and kept: #fail reads the same bytes again.
+      if (!(await res.bytes()).includes('MANIFEST_BLOB_UNKNOWN')) break;
       await new Promise((r) => setTimeout(r, 100 * 3 ** retry + randomInt(100)));
     }
-    if (res.status === 412) return { digest: '', subjectAccepted: false, preconditionFailed: true };
+    if (res.status === 412) {
+      await res.discard();
+      return { digest: '', subjectAccepted: false, preconditionFailed: true };
+    }
     if (res.status !== 201) return this.#fail(res, `put manifest ${reference}`);
-    await res.arrayBuffer();
+    await res.discard();
     return {
       digest: digestOf('sha256', bytes),
       subjectAccepted: res.headers.has('oci-subject'),
@@ -239,7 +239,7 @@ export class RegistryClient {
     const res = await this.#request(ref, 'HEAD', `/manifests/${reference}`, false, {
       headers: { Accept: MANIFEST_ACCEPT },
     });
-    await res.arrayBuffer().catch(() => {});
+    await res.discard();
     return res.status === 200;
   }
 
@@ -267,7 +267,7 @@ export class RegistryClient {
 
   async blobExists(ref: ImageReference, digest: string): Promise<boolean> {
     const res = await this.#request(ref, 'HEAD', `/blobs/${digest}`, false);
-    await res.arrayBuffer().catch(() => {});
+    await res.discard();
     return res.status === 200;
   }
 
@@ -309,7 +309,7 @@ export class RegistryClient {
       mount ? `/blobs/uploads/?mount=${source.digest}&from=${options.mountFrom}` : '/blobs/uploads/',
       true,
     );
-    await start.arrayBuffer().catch(() => {});
+    await start.discard();
     if (mount && start.status === 201) return 'mounted';
     if (start.status !== 202) return this.#fail(start, `start upload of ${source.digest}`);
     const location = start.headers.get('location');
@@ -333,7 +333,7 @@ export class RegistryClient {
           scope: pushScope(ref),
         });
     if (done.status !== 201) return this.#fail(done, `upload ${source.digest}`);
-    await done.arrayBuffer().catch(() => {});
+    await done.discard();
     return 'transferred';
   }
 
@@ -347,13 +347,13 @@ export class RegistryClient {
     source: BlobSource,
     firstLocation: string,
     chunkSize: number,
-  ): Promise<Response> {
+  ): Promise<HttpResponse> {
     const http = this.http(ref.host);
     let location = firstLocation;
     let offset = 0;
     const send = async (chunk: Buffer, at: number): Promise<void> => {
       for (let attempt = 0; ; attempt++) {
-        let res: Response | undefined;
+        let res: HttpResponse | undefined;
         try {
           res = await http.requestUrl('PATCH', location, {
             body: chunk,
@@ -365,13 +365,13 @@ export class RegistryClient {
             scope: pushScope(ref),
           });
           if (res.status === 202) {
-            await res.arrayBuffer().catch(() => {});
+            await res.discard();
             location = res.headers.get('location') ?? location;
             return;
           }
           if (res.status < 500 && res.status !== 408 && res.status !== 429)
             return this.#fail(res, `upload chunk ${at}-${at + chunk.length - 1} of ${source.digest}`);
-          await res.arrayBuffer().catch(() => {});
+          await res.discard();
         } catch (err) {
           if (err instanceof ClientError || attempt >= 3) throw err;
         }
@@ -379,7 +379,7 @@ export class RegistryClient {
         await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
         // Ask the session how much it kept and send only the rest of this chunk.
         const status = await http.requestUrl('GET', location, { scope: pushScope(ref) });
-        await status.arrayBuffer().catch(() => {});
+        await status.discard();
         if (status.status !== 204) return this.#fail(status, `upload status of ${source.digest}`);
         location = status.headers.get('location') ?? location;
         const end = Number(/^0-(\d+)$/.exec(status.headers.get('range') ?? '')?.[1] ?? -1);
@@ -491,7 +491,7 @@ export class RegistryClient {
     large: boolean,
   ): Promise<(sink: BodySink) => Promise<void>> {
     const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false, large ? { download: true } : {});
-    if (res.status !== 200 || !res.body) return this.#fail(res, `get blob ${digest}`);
+    if (res.status !== 200) return this.#fail(res, `get blob ${digest}`);
     const length = Number(res.headers.get('content-length'));
     if (
       size !== undefined &&
@@ -499,7 +499,7 @@ export class RegistryClient {
       res.headers.has('content-length') &&
       length !== size
     ) {
-      await res.body.cancel().catch(() => {});
+      await res.discard();
       throw new ClientError(
         `blob ${digest}: the registry sends ${length} bytes, its descriptor says ${size}`,
       );
@@ -508,10 +508,10 @@ export class RegistryClient {
     try {
       check = new ContentCheck(digest, size);
     } catch (err) {
-      await res.body.cancel().catch(() => {});
+      await res.discard();
       throw err;
     }
-    return check.checking((sink) => pourBody(res, sink));
+    return check.checking((sink) => res.pour(sink));
   }
 
   /**
@@ -571,14 +571,14 @@ export class RegistryClient {
     for (let pages = 0; path && pages < 1000; pages++) {
       const res = await this.#request(subject, 'GET', path, false);
       if (res.status === 404) {
-        await res.arrayBuffer();
+        await res.discard();
         return pages === 0 ? undefined : out;
       }
       if (res.status !== 200) return this.#fail(res, 'list referrers');
       const type = res.headers.get('content-type') ?? '';
       if (!type.startsWith(MediaType.ociIndex)) {
         // A 200 that is not an index (a login page, a proxy) is not the API.
-        await res.arrayBuffer();
+        await res.discard();
         return pages === 0 ? undefined : out;
       }
       const body = (await res.json()) as { manifests?: Descriptor[] };
@@ -602,12 +602,12 @@ export class RegistryClient {
       headers: { Accept: MediaType.ociIndex },
     });
     if (res.status === 404) {
-      await res.arrayBuffer();
+      await res.discard();
       return { manifests: [], exists: false };
     }
     if (res.status !== 200) return this.#fail(res, `get ${tag}`);
     const etag = res.headers.get('etag') ?? undefined;
-    const bytes = Buffer.from(await res.arrayBuffer());
+    const bytes = await res.bytes();
     try {
       const index = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; manifests?: unknown };
       // A fallback index must be an OCI index of descriptors; anything else counts as "no referrers".
@@ -818,7 +818,7 @@ export class RegistryClient {
     const subject = json.subject as Descriptor | undefined;
     const res = await this.#request(ref, 'DELETE', `/manifests/${descriptor.digest}`, true);
     if (res.status !== 202 && res.status !== 200) return this.#fail(res, `delete ${descriptor.digest}`);
-    await res.arrayBuffer();
+    await res.discard();
     const mode = this.#options.referrersMode ?? 'auto';
     const key = `${ref.host}/${ref.repository}`;
     if (subject?.digest && tryParseDigest(subject.digest)) {
@@ -842,7 +842,7 @@ export class RegistryClient {
   async deleteBlob(ref: ImageReference, digest: string): Promise<void> {
     const res = await this.#request(ref, 'DELETE', `/blobs/${digest}`, true);
     if (res.status !== 202 && res.status !== 200) return this.#fail(res, `delete blob ${digest}`);
-    await res.arrayBuffer();
+    await res.discard();
   }
 
   /** Every tag of a repository, following Link pages. */

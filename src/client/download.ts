@@ -1,7 +1,8 @@
-import { validateHeaderName, validateHeaderValue } from 'node:http';
 import net from 'node:net';
-import tls from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
+import { http, tls } from '../io/node-http.ts';
 import type { BodySink } from './body-sink.ts';
+import { ResponseHeaders } from './response.ts';
 
 /**
  * An HTTP/1.1 GET whose response body is read into two reused buffers and lent to a `BodySink`.
@@ -35,7 +36,7 @@ export class DownloadError extends Error {
 export interface DownloadHead {
   status: number;
   statusText: string;
-  headers: Headers;
+  headers: ResponseHeaders;
   /** Null when the response has no body (HEAD, 1xx, 204, 304). */
   body: DownloadBody | null;
 }
@@ -198,13 +199,13 @@ class Exchange implements DownloadBody {
     };
     this.#socket = secure
       ? // A TLS socket takes `onread` like any net.Socket; Node's type definitions leave it out.
-        tls.connect({
+        tls().connect({
           host,
           port,
           ...(net.isIP(host) ? {} : { servername: host }),
           ALPNProtocols: ['http/1.1'],
           onread,
-        } as tls.ConnectionOptions)
+        } as ConnectionOptions)
       : net.connect({ host, port, onread });
     this.#socket.setNoDelay(true);
     this.#socket.setTimeout(idleTimeoutMs, () => this.#fail(timeoutError()));
@@ -352,18 +353,18 @@ function requestHead(url: URL, headers: Record<string, string>): string {
     const lower = name.toLowerCase();
     if (lower === 'host' || lower === 'connection') continue;
     // Throws for names that are not tokens and for values with CR, LF or NUL, as node:http does.
-    validateHeaderName(name);
-    validateHeaderValue(name, value);
+    http.validateHeaderName(name);
+    http.validateHeaderValue(name, value);
     head += `${name}: ${value}\r\n`;
   }
   return `${head}Connection: close\r\n\r\n`;
 }
 
-function parseHead(text: string): { status: number; statusText: string; headers: Headers } {
+function parseHead(text: string): { status: number; statusText: string; headers: ResponseHeaders } {
   const lines = text.split('\r\n');
   const statusLine = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0]!);
   if (!statusLine) throw new DownloadError(`not an HTTP/1.1 response: "${lines[0]!.slice(0, 40)}"`);
-  const headers = new Headers();
+  const headers = new ResponseHeaders();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(':');
     if (colon <= 0 || line[0] === ' ' || line[0] === '\t')
@@ -377,7 +378,7 @@ function parseHead(text: string): { status: number; statusText: string; headers:
   return { status: Number(statusLine[1]), statusText: statusLine[2] ?? '', headers };
 }
 
-function framingFor(status: number, headers: Headers): Framing | undefined {
+function framingFor(status: number, headers: ResponseHeaders): Framing | undefined {
   if (status === 204 || status === 304) return undefined;
   const coding = headers.get('transfer-encoding');
   if (coding !== null) {

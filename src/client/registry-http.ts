@@ -1,4 +1,5 @@
 import { type Authenticator, parseChallenge } from './auth.ts';
+import type { HttpResponse } from './response.ts';
 import { isTransientNetworkError, type SendBody, send } from './transport.ts';
 
 /**
@@ -37,12 +38,12 @@ export class RegistryHttp {
   }
 
   /** Sends a request; idempotent ones (GET, HEAD) are retried on 408, 429 and 5xx with backoff. */
-  async request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+  async request(method: string, path: string, options: RequestOptions = {}): Promise<HttpResponse> {
     if (!path.startsWith('/') || path.startsWith('//'))
       throw new Error(`request path must start with a single "/": ${path}`);
     const idempotent = method === 'GET' || method === 'HEAD';
     for (let retry = 0; ; retry++) {
-      let res: Response;
+      let res: HttpResponse;
       try {
         res = await this.#once(method, path, options);
       } catch (err) {
@@ -53,7 +54,7 @@ export class RegistryHttp {
       }
       const transient = res.status === 408 || res.status === 429 || res.status >= 500;
       if (!idempotent || !transient || retry >= RETRIES) return res;
-      await res.arrayBuffer().catch(() => {});
+      await res.discard();
       const after = Number(res.headers.get('retry-after'));
       const backoff = Number.isFinite(after) && after > 0 ? Math.min(after, 30) * 1000 : 100 * 2 ** retry;
       await new Promise((r) => setTimeout(r, backoff + Math.random() * 100));
@@ -65,7 +66,7 @@ export class RegistryHttp {
    * it is an ordinary request; elsewhere (a storage backend) it goes without our credentials, which
    * belong to the registry alone.
    */
-  async requestUrl(method: string, location: string, options: RequestOptions = {}): Promise<Response> {
+  async requestUrl(method: string, location: string, options: RequestOptions = {}): Promise<HttpResponse> {
     const url = new URL(location, this.base);
     if (url.origin === new URL(this.base).origin)
       return this.request(method, url.pathname + url.search, options);
@@ -75,7 +76,7 @@ export class RegistryHttp {
     return send(url, { method, ...(options.headers ? { headers: options.headers } : {}), body });
   }
 
-  async #once(method: string, path: string, options: RequestOptions): Promise<Response> {
+  async #once(method: string, path: string, options: RequestOptions): Promise<HttpResponse> {
     let authorization = this.auth.headerFor(options.scope);
     for (let attempt = 0; ; attempt++) {
       const body = typeof options.body === 'function' ? await options.body() : options.body;
@@ -86,10 +87,12 @@ export class RegistryHttp {
         ...(options.download ? { download: true } : {}),
       });
       if (res.status !== 401 || attempt >= 2) return res;
+      // Read before asking a token endpoint: an unread body would hold this connection (and, should
+      // the token request fail, the process) open. The bytes stay for the caller's error message.
+      await res.bytes().catch(() => {});
       const challenge = parseChallenge(res.headers.get('www-authenticate'));
       const next = challenge ? await this.auth.respond(challenge, options.scope, authorization) : undefined;
       if (!next) return res;
-      await res.arrayBuffer().catch(() => {});
       authorization = next;
     }
   }

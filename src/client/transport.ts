@@ -1,12 +1,12 @@
 import { open } from 'node:fs/promises';
-import http, { type IncomingMessage } from 'node:http';
-import https from 'node:https';
+import type { ClientRequest } from 'node:http';
+import type * as NodeHttps from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { sendFileRange } from '../io/file-sender.ts';
-import { type BodySink, pourReadable, sinkReadable } from './body-sink.ts';
-import { type DownloadBody, download } from './download.ts';
+import { http, https } from '../io/node-http.ts';
+import { download } from './download.ts';
+import { HttpResponse, ResponseHeaders } from './response.ts';
 
 /**
  * A request body that is the first `size` bytes of a file. It is sent through a few reused buffers, each
@@ -25,13 +25,7 @@ export class FileBody {
   }
 }
 
-export type SendBody =
-  | Buffer
-  | string
-  | FileBody
-  | Readable
-  | AsyncIterable<Uint8Array>
-  | WebReadableStream<Uint8Array>;
+export type SendBody = Buffer | string | FileBody | Readable | AsyncIterable<Uint8Array>;
 
 export interface SendOptions {
   method: string;
@@ -40,22 +34,19 @@ export interface SendOptions {
   /** Follow 3xx for GET and HEAD (blob downloads are often redirected to storage). Default true. */
   followRedirects?: boolean;
   /**
-   * A GET for a large body (a blob): sent through `download`, whose body `pourBody` lends to a sink
-   * from reused buffers instead of node:http's fresh Buffer per socket read.
+   * A GET for a large body (a blob): sent through `download`, whose body the response's `pour` lends
+   * to a sink from reused buffers instead of node:http's fresh Buffer per socket read.
    */
   download?: boolean;
 }
 
-const agents = {
-  http: new http.Agent({ keepAlive: true }),
-  https: new https.Agent({ keepAlive: true }),
-};
-
-/**
- * The body behind each `Response` this module made, for `pourBody`: a download's reused buffers, or the
- * node:http stream itself, instead of a web stream's per-chunk promises and copies.
- */
-const rawBodies = new WeakMap<Response, IncomingMessage | DownloadBody>();
+const httpAgent = new http.Agent({ keepAlive: true });
+let secureAgent: NodeHttps.Agent | undefined;
+/** The kept-alive agent for HTTPS, made on first use (see `https`). */
+function httpsAgent(): NodeHttps.Agent {
+  secureAgent ??= new (https().Agent)({ keepAlive: true });
+  return secureAgent;
+}
 
 const MAX_REDIRECTS = 5;
 /** A connection silent this long (no bytes either way) is given up; reads are then retried. */
@@ -81,7 +72,7 @@ export class TransportTimeoutError extends Error {
 }
 
 /**
- * One HTTP exchange over node:http(s), answered as a web `Response` so callers use one API.
+ * One HTTP exchange over node:http(s).
  *
  * Why not `fetch`: Node's fetch reads a streamed request body far ahead of the socket (a 1 GiB upload
  * grew the client to 1.2 GB resident in bench runs), while node:http respects backpressure (140 MB
@@ -89,7 +80,7 @@ export class TransportTimeoutError extends Error {
  *
  * Redirects of GET/HEAD are followed; credentials (`Authorization`) go only to the original origin.
  */
-export async function send(url: URL, options: SendOptions): Promise<Response> {
+export async function send(url: URL, options: SendOptions): Promise<HttpResponse> {
   let target = url;
   let headers = { ...options.headers };
   for (let hop = 0; ; hop++) {
@@ -101,7 +92,7 @@ export async function send(url: URL, options: SendOptions): Promise<Response> {
     const follow =
       options.followRedirects !== false && (options.method === 'GET' || options.method === 'HEAD');
     if (!redirect || !follow || hop >= MAX_REDIRECTS) return res;
-    await res.body?.cancel().catch(() => {});
+    await res.discard().catch(() => {});
     const next = new URL(redirect, target);
     if (next.protocol !== 'http:' && next.protocol !== 'https:') return res;
     if (next.origin !== url.origin) {
@@ -113,13 +104,11 @@ export async function send(url: URL, options: SendOptions): Promise<Response> {
 }
 
 function once(url: URL, method: string, headers: Record<string, string>, body: SendBody | undefined) {
-  return new Promise<Response>((resolve, reject) => {
+  return new Promise<HttpResponse>((resolve, reject) => {
     const secure = url.protocol === 'https:';
-    const request = (secure ? https : http).request(url, {
-      method,
-      headers,
-      agent: secure ? agents.https : agents.http,
-    });
+    const request = secure
+      ? https().request(url, { method, headers, agent: httpsAgent() })
+      : http.request(url, { method, headers, agent: httpAgent });
     request.on('error', reject);
     request.setTimeout(IDLE_TIMEOUT_MS, () => {
       request.destroy(
@@ -127,17 +116,17 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
       );
     });
     request.on('response', (incoming) => {
-      const responseHeaders = new Headers();
-      for (const [name, value] of Object.entries(incoming.headers)) {
-        if (value === undefined) continue;
-        for (const v of Array.isArray(value) ? value : [value]) responseHeaders.append(name, v);
-      }
       const status = incoming.statusCode ?? 502;
-      // A web Response cannot carry a body with these statuses (and HEAD has none on the wire).
+      // Statuses whose responses have no body (and HEAD has none on the wire).
       const bodiless = method === 'HEAD' || status === 204 || status === 304 || status < 200;
       if (bodiless) incoming.resume();
       resolve(
-        toResponse(status, incoming.statusMessage ?? '', responseHeaders, bodiless ? undefined : incoming),
+        new HttpResponse(
+          validStatus(status),
+          incoming.statusMessage ?? '',
+          ResponseHeaders.fromIncoming(incoming),
+          bodiless ? undefined : incoming,
+        ),
       );
     });
     if (body === undefined) {
@@ -159,80 +148,22 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
   });
 }
 
-async function downloadOnce(url: URL, headers: Record<string, string>): Promise<Response> {
+async function downloadOnce(url: URL, headers: Record<string, string>): Promise<HttpResponse> {
   const head = await download(
     url,
     headers,
     IDLE_TIMEOUT_MS,
     () => new TransportTimeoutError(`GET ${url.host}: no data for ${IDLE_TIMEOUT_MS / 1000} s`),
   );
-  return toResponse(head.status, head.statusText, head.headers, head.body ?? undefined);
+  return new HttpResponse(validStatus(head.status), head.statusText, head.headers, head.body ?? undefined);
 }
 
-function toResponse(
-  status: number,
-  statusText: string,
-  headers: Headers,
-  body: IncomingMessage | DownloadBody | undefined,
-): Response {
-  const response = new Response(body === undefined ? null : lazyWebBody(body), {
-    status: status < 200 || status > 599 ? 502 : status,
-    statusText,
-    headers,
-  });
-  if (body !== undefined) rawBodies.set(response, body);
-  return response;
+/** A status outside 200-599 (or a missing one) is the peer's fault: answered as 502, Bad Gateway. */
+function validStatus(status: number): number {
+  return status < 200 || status > 599 ? 502 : status;
 }
 
-/**
- * The web body of a response, attached to its source only when first read: its high-water mark of 0
- * keeps the stream from pulling before anyone asks, so `pourBody` can still take the body itself.
- * A download's bytes reach it through `sinkReadable`, copied (error bodies, `text()`, `json()`).
- */
-function lazyWebBody(body: IncomingMessage | DownloadBody): ReadableStream<Uint8Array> {
-  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        if (!reader) {
-          const source = body instanceof Readable ? body : sinkReadable((sink) => body.pourInto(sink));
-          reader = (Readable.toWeb(source) as unknown as ReadableStream<Uint8Array>).getReader();
-        }
-        const { done, value } = await reader.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-      async cancel(reason) {
-        if (reader) await reader.cancel(reason);
-        else if (body instanceof Readable) body.destroy();
-        else body.cancel();
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
-/**
- * Lends a response's body to `sink`. For responses from `send` whose web body was never touched this
- * reads the download's reused buffers or the node:http stream directly (no adapters, no per-chunk
- * promises); otherwise the web body.
- */
-export async function pourBody(response: Response, sink: BodySink): Promise<void> {
-  const raw = rawBodies.get(response);
-  rawBodies.delete(response);
-  if (raw && response.body && !response.bodyUsed && !response.body.locked) {
-    return raw instanceof Readable ? pourReadable(raw, sink) : raw.pourInto(sink);
-  }
-  if (!response.body) return;
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return;
-    await sink.write(value);
-  }
-}
-
-async function sendFile(body: FileBody, request: http.ClientRequest): Promise<void> {
+async function sendFile(body: FileBody, request: ClientRequest): Promise<void> {
   const handle = await open(body.path, 'r');
   try {
     await sendFileRange(handle, 0, body.size, request, body.onSent);

@@ -1,8 +1,8 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createSecureServer } from 'node:http2';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { http, http2 } from '../io/node-http.ts';
 import { OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
 import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
@@ -129,11 +129,11 @@ export async function listen(
   };
   const { tls } = options;
   const server: Server = tls
-    ? (createSecureServer(
+    ? (http2().createSecureServer(
         { allowHTTP1: true, cert: readFileSync(tls.cert), key: readFileSync(tls.key) },
         onRequest as never,
       ) as unknown as Server)
-    : createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+    : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
   let stopWatching = () => {};
   if (tls) {
     const reload = () => {

@@ -26,13 +26,9 @@ export type { SignatureErrorCode } from './errors.ts';
 export { SignatureError } from './errors.ts';
 export type { NotaryPayload, ParsedJwsEnvelope, SigningScheme, SignJwsOptions } from './jws.ts';
 export {
-  COSE_ENVELOPE_MEDIA_TYPE,
   encodePayload,
   formatRfc3339,
   HEADER,
-  JWS_ENVELOPE_MEDIA_TYPE,
-  NOTARY_PAYLOAD_MEDIA_TYPE,
-  NOTARY_SIGNATURE_ARTIFACT_TYPE,
   parseJwsEnvelope,
   parseRfc3339,
   SIGNING_SCHEME_SIGNING_AUTHORITY,
@@ -40,6 +36,12 @@ export {
   sanitizeTarget,
   signJwsEnvelope,
 } from './jws.ts';
+export {
+  COSE_ENVELOPE_MEDIA_TYPE,
+  JWS_ENVELOPE_MEDIA_TYPE,
+  NOTARY_PAYLOAD_MEDIA_TYPE,
+  NOTARY_SIGNATURE_ARTIFACT_TYPE,
+} from './media-types.ts';
 export type {
   ImageVerification,
   SignatureOutcome,

@@ -9,12 +9,7 @@ import { parseCertificates } from './cert-info.ts';
 import { loadPrivateKey } from './certs.ts';
 import { JWS_ALGORITHMS, type JwsAlgorithm, keySpecOf, validateCodeSigningChain } from './chain.ts';
 import { SignatureError } from './errors.ts';
-
-export const JWS_ENVELOPE_MEDIA_TYPE = 'application/jose+json';
-export const COSE_ENVELOPE_MEDIA_TYPE = 'application/cose';
-export const NOTARY_PAYLOAD_MEDIA_TYPE = 'application/vnd.cncf.notary.payload.v1+json';
-/** artifactType / config mediaType of a Notary Project signature manifest. */
-export const NOTARY_SIGNATURE_ARTIFACT_TYPE = 'application/vnd.cncf.notary.signature';
+import { NOTARY_PAYLOAD_MEDIA_TYPE } from './media-types.ts';
 
 export const SIGNING_SCHEME_X509 = 'notary.x509';
 export const SIGNING_SCHEME_SIGNING_AUTHORITY = 'notary.x509.signingAuthority';

@@ -7,13 +7,12 @@ import { digestOf } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { parseCertificates } from './cert-info.ts';
+import { formatRfc3339, signJwsEnvelope } from './jws.ts';
 import {
   COSE_ENVELOPE_MEDIA_TYPE,
-  formatRfc3339,
   JWS_ENVELOPE_MEDIA_TYPE,
   NOTARY_SIGNATURE_ARTIFACT_TYPE,
-  signJwsEnvelope,
-} from './jws.ts';
+} from './media-types.ts';
 import { parseTrustPolicy, type TrustPolicyDocument } from './trust-policy.ts';
 import { trustPolicyPaths } from './trust-store.ts';
 import { type VerificationResult, verifyNotarySignature } from './verify.ts';

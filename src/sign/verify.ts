@@ -10,12 +10,8 @@ import { certificateInfo, formatSubject } from './cert-info.ts';
 import { chainValidAt } from './chain.ts';
 import { certificateSubjectDN, isSubsetDN } from './dn.ts';
 import { SignatureError } from './errors.ts';
-import {
-  JWS_ENVELOPE_MEDIA_TYPE,
-  type ParsedJwsEnvelope,
-  parseJwsEnvelope,
-  SIGNING_SCHEME_X509,
-} from './jws.ts';
+import { type ParsedJwsEnvelope, parseJwsEnvelope, SIGNING_SCHEME_X509 } from './jws.ts';
+import { JWS_ENVELOPE_MEDIA_TYPE } from './media-types.ts';
 import {
   parseTrustStoreReference,
   selectTrustPolicy,

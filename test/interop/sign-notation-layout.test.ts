@@ -13,12 +13,8 @@ import { after, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { Descriptor } from '../../src/oci/manifest.ts';
 import { type GeneratedChain, generateCertificateChain, KEY_TYPES } from '../../src/sign/certs.ts';
-import {
-  formatRfc3339,
-  JWS_ENVELOPE_MEDIA_TYPE,
-  NOTARY_SIGNATURE_ARTIFACT_TYPE,
-  signJwsEnvelope,
-} from '../../src/sign/jws.ts';
+import { formatRfc3339, signJwsEnvelope } from '../../src/sign/jws.ts';
+import { JWS_ENVELOPE_MEDIA_TYPE, NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../../src/sign/media-types.ts';
 import { parseTrustPolicy } from '../../src/sign/trust-policy.ts';
 import { addToTrustStore } from '../../src/sign/trust-store.ts';
 import { verifyNotarySignature } from '../../src/sign/verify.ts';

@@ -4,18 +4,25 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { BodySink } from '../../src/client/body-sink.ts';
-import { pourBody, send } from '../../src/client/transport.ts';
+import { ClientError } from '../../src/client/errors.ts';
+import { send } from '../../src/client/transport.ts';
 
-/** Response bodies from `send`: a web body read lazily, or poured into a sink with no adapters. */
+/** Response bodies from `send`: read into memory once, poured into a sink, or discarded. */
 describe('client transport bodies', () => {
   const payload = randomBytes(3 * 1024 * 1024 + 17);
   let server: http.Server;
   let base: string;
   const closedEarly: boolean[] = [];
+  let connections = 0;
 
   before(async () => {
     server = http.createServer((req, res) => {
       res.on('close', () => closedEarly.push(!res.writableFinished));
+      if (req.url === '/small') {
+        res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': '17' });
+        res.end('{"errors":["no"]}');
+        return;
+      }
       if (req.url === '/endless') {
         // Far more than any socket buffer, so only a client that reads to the end lets it finish.
         res.writeHead(200, { 'Content-Length': String(64 * payload.length) });
@@ -29,6 +36,7 @@ describe('client transport bodies', () => {
       res.writeHead(200, { 'Content-Length': String(payload.length) });
       res.end(payload);
     });
+    server.on('connection', () => connections++);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
@@ -52,27 +60,34 @@ describe('client transport bodies', () => {
 
   for (const download of [false, true]) {
     const how = download ? 'a download' : 'a node:http response';
-    test(`pourBody lends every byte of ${how} whose web body was never read`, async () => {
+    test(`pour lends every byte of ${how}, once`, async () => {
       const res = await send(new URL('/blob', base), { method: 'GET', download });
       const sink = collector();
-      await pourBody(res, sink);
+      await res.pour(sink);
       assert.ok(sink.bytes().equals(payload));
+      await assert.rejects(res.bytes(), /already read/);
+      await assert.rejects(res.pour(collector()), /already read/);
+      await res.discard();
     });
 
-    test(`the web body of ${how} still reads every byte, through the usual Response methods`, async () => {
+    test(`bytes reads every byte of ${how} once; later reads answer the same bytes`, async () => {
       const res = await send(new URL('/blob', base), { method: 'GET', download });
-      assert.ok(Buffer.from(await res.arrayBuffer()).equals(payload));
+      const first = await res.bytes();
+      assert.ok(first.equals(payload));
+      assert.equal(await res.bytes(), first);
+      await res.discard();
+      await assert.rejects(res.pour(collector()), /already read/);
     });
 
-    test(`${how} partly read through the web stream continues, without a gap, through pourBody`, async () => {
-      const res = await send(new URL('/blob', base), { method: 'GET', download });
-      const reader = res.body!.getReader();
-      const first = await reader.read();
-      assert.ok(!first.done && first.value.length > 0);
-      reader.releaseLock();
-      const sink = collector();
-      await pourBody(res, sink);
-      assert.ok(Buffer.concat([first.value, sink.bytes()]).equals(payload));
+    test(`bytes refuses ${how} larger than its limit and closes the connection`, async () => {
+      const before = closedEarly.length;
+      const res = await send(new URL('/endless', base), { method: 'GET', download });
+      await assert.rejects(
+        res.bytes(1024 * 1024, 'the test body'),
+        (err: unknown) =>
+          err instanceof ClientError && /the test body is larger than 1048576 bytes/.test(err.message),
+      );
+      await closed(before);
     });
   }
 
@@ -96,7 +111,7 @@ describe('client transport bodies', () => {
       const res = await send(url, { method: 'GET', download: true, headers: { Authorization: 'Bearer t' } });
       assert.equal(res.status, 200);
       const sink = collector();
-      await pourBody(res, sink);
+      await res.pour(sink);
       assert.ok(sink.bytes().equals(payload));
       assert.deepEqual(seen, ['Bearer t', undefined]);
     } finally {
@@ -106,14 +121,31 @@ describe('client transport bodies', () => {
     }
   });
 
+  /** Waits until the server saw one more response closed before it finished. */
+  async function closed(before: number) {
+    for (let i = 0; i < 100 && closedEarly.length === before; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(closedEarly.slice(before), [true]);
+  }
+
   for (const download of [false, true]) {
-    test(`cancelling a body nobody read closes the connection (download: ${download})`, async () => {
+    test(`discarding a long body nobody read closes the connection (download: ${download})`, async () => {
       const before = closedEarly.length;
       const res = await send(new URL('/endless', base), { method: 'GET', download });
-      await res.body!.cancel();
-      for (let i = 0; i < 100 && closedEarly.length === before; i++)
-        await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(closedEarly.slice(before), [true]);
+      await res.discard();
+      await closed(before);
     });
   }
+
+  test('discarding a short body reads it, so its kept-alive connection serves the next request', async () => {
+    const res = await send(new URL('/small', base), { method: 'GET' });
+    assert.equal(res.status, 404);
+    await res.discard();
+    const before = connections;
+    for (let i = 0; i < 3; i++) {
+      const next = await send(new URL('/small', base), { method: 'GET' });
+      assert.deepEqual(await next.json(), { errors: ['no'] });
+    }
+    assert.equal(connections, before);
+  });
 });

@@ -10,14 +10,8 @@ import {
   type KeyType,
 } from '../../src/sign/certs.ts';
 import { SignatureError, type SignatureErrorCode } from '../../src/sign/errors.ts';
-import {
-  formatRfc3339,
-  JWS_ENVELOPE_MEDIA_TYPE,
-  NOTARY_PAYLOAD_MEDIA_TYPE,
-  parseJwsEnvelope,
-  parseRfc3339,
-  signJwsEnvelope,
-} from '../../src/sign/jws.ts';
+import { formatRfc3339, parseJwsEnvelope, parseRfc3339, signJwsEnvelope } from '../../src/sign/jws.ts';
+import { JWS_ENVELOPE_MEDIA_TYPE, NOTARY_PAYLOAD_MEDIA_TYPE } from '../../src/sign/media-types.ts';
 
 const target: Descriptor = {
   mediaType: 'application/vnd.oci.image.manifest.v1+json',

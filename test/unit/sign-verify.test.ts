@@ -15,7 +15,8 @@ import {
   type SubjectName,
 } from '../../src/sign/certs.ts';
 import { derExplicit, derImplicit, derSequence } from '../../src/sign/der.ts';
-import { COSE_ENVELOPE_MEDIA_TYPE, JWS_ENVELOPE_MEDIA_TYPE, signJwsEnvelope } from '../../src/sign/jws.ts';
+import { signJwsEnvelope } from '../../src/sign/jws.ts';
+import { COSE_ENVELOPE_MEDIA_TYPE, JWS_ENVELOPE_MEDIA_TYPE } from '../../src/sign/media-types.ts';
 import { parseTrustPolicy } from '../../src/sign/trust-policy.ts';
 import { addToTrustStore } from '../../src/sign/trust-store.ts';
 import { type VerificationResult, type VerifyOptions, verifyNotarySignature } from '../../src/sign/verify.ts';
