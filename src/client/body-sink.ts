@@ -40,6 +40,29 @@ export async function pourSource(source: BlobSource, sink: BodySink): Promise<vo
 }
 
 /**
+ * What `pour` lends, gathered into one Buffer. Once the bytes pass `maxBytes` the sink throws
+ * `tooLarge()`, which ends the pour. Each chunk is copied, since it is valid only during the call,
+ * unless `owned` says the source gives every chunk memory of its own (node:http's body).
+ */
+export async function collect(
+  pour: (sink: BodySink) => Promise<void>,
+  maxBytes: number,
+  tooLarge: () => Error,
+  options: { owned?: boolean } = {},
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  await pour({
+    write(chunk) {
+      total += chunk.length;
+      if (total > maxBytes) throw tooLarge();
+      chunks.push(options.owned ? (chunk as Buffer) : Buffer.from(chunk));
+    },
+  });
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+}
+
+/**
  * A Node stream fed by `pour`, for consumers that need one (pipelines, small reads). Each chunk is
  * copied, since a stream's chunks must outlive the call; the stream's backpressure pauses the source.
  * Destroying the stream ends the transfer.

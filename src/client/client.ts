@@ -7,7 +7,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
 import { Authenticator } from './auth.ts';
-import { type BodySink, pourSource, sinkReadable } from './body-sink.ts';
+import { type BodySink, collect, pourSource, sinkReadable } from './body-sink.ts';
 import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
 import { ClientError } from './errors.ts';
@@ -520,18 +520,12 @@ export class RegistryClient {
    * for which a connection of their own costs more than the one copy per chunk the reader would save.
    */
   async getBlob(ref: ImageReference, digest: string, maxBytes = 64 * MiB): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    let total = 0;
     const pour = await this.#blobBody(ref, digest, undefined, false);
-    await pour({
-      write(chunk) {
-        total += chunk.length;
-        if (total > maxBytes)
-          throw new ClientError(`blob ${digest} is larger than ${maxBytes} bytes; stream it instead`);
-        chunks.push(Buffer.from(chunk));
-      },
-    });
-    return Buffer.concat(chunks, total);
+    return collect(
+      pour,
+      maxBytes,
+      () => new ClientError(`blob ${digest} is larger than ${maxBytes} bytes; stream it instead`),
+    );
   }
 
   async tag(ref: ImageReference, newTag: string): Promise<string> {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { http } from '../io/node-http.ts';
-import { type BodySink, pourReadable } from './body-sink.ts';
+import { type BodySink, collect, pourReadable } from './body-sink.ts';
 import type { DownloadBody } from './download.ts';
 import { ClientError } from './errors.ts';
 
@@ -107,7 +107,7 @@ export class HttpResponse {
   /** Lends the body's bytes to `sink` (see `BodySink`), from the buffers they arrived in. Once per response. */
   async pour(sink: BodySink): Promise<void> {
     const body = this.#take();
-    if (body) await ('pourInto' in body ? body.pourInto(sink) : pourReadable(body, sink));
+    if (body) await pourBody(body, sink);
   }
 
   /**
@@ -155,18 +155,17 @@ export class HttpResponse {
     what: string,
   ): Promise<Buffer> {
     if (!body) return Buffer.alloc(0);
-    const chunks: Buffer[] = [];
-    let total = 0;
-    // node:http gives each chunk memory of its own; a download lends its buffers only for the call.
-    const lent = 'pourInto' in body;
-    const collector: BodySink = {
-      write(chunk) {
-        total += chunk.length;
-        if (total > maxBytes) throw new ClientError(`${what} is larger than ${maxBytes} bytes`);
-        chunks.push(lent ? Buffer.from(chunk) : (chunk as Buffer));
-      },
-    };
-    await (lent ? body.pourInto(collector) : pourReadable(body, collector));
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+    return collect(
+      (sink) => pourBody(body, sink),
+      maxBytes,
+      () => new ClientError(`${what} is larger than ${maxBytes} bytes`),
+      // node:http gives each chunk memory of its own; a download lends its buffers only for the call.
+      { owned: !('pourInto' in body) },
+    );
   }
+}
+
+/** Lends a body's bytes to `sink`: a download from its reused buffers, node:http's as they come. */
+function pourBody(body: IncomingMessage | DownloadBody, sink: BodySink): Promise<void> {
+  return 'pourInto' in body ? body.pourInto(sink) : pourReadable(body, sink);
 }

@@ -92,7 +92,7 @@ export async function send(url: URL, options: SendOptions): Promise<HttpResponse
     const follow =
       options.followRedirects !== false && (options.method === 'GET' || options.method === 'HEAD');
     if (!redirect || !follow || hop >= MAX_REDIRECTS) return res;
-    await res.discard().catch(() => {});
+    await res.discard();
     const next = new URL(redirect, target);
     if (next.protocol !== 'http:' && next.protocol !== 'https:') return res;
     if (next.origin !== url.origin) {

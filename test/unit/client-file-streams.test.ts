@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { pourReadable, sinkReadable } from '../../src/client/body-sink.ts';
+import { collect, pourReadable, sinkReadable } from '../../src/client/body-sink.ts';
 import { FileSink, fileReader, hashFile, pourToFile } from '../../src/client/file-streams.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
@@ -94,6 +94,21 @@ describe('client file streams', () => {
       await sink.write(Buffer.from('replaced'));
     });
     assert.equal(await readFile(path, 'utf8'), 'replaced');
+  });
+
+  test('collect keeps lent chunks whose memory the source reuses, and stops past its limit', async () => {
+    // The source lends one buffer, refilled before each write, as a download does.
+    const lending = async (sink: { write(chunk: Uint8Array): void | Promise<void> }) => {
+      const buffer = Buffer.alloc(4);
+      for (const fill of [1, 2, 3]) {
+        buffer.fill(fill);
+        await sink.write(buffer);
+      }
+    };
+    const tooLarge = () => new Error('too large');
+    assert.deepEqual([...(await collect(lending, 12, tooLarge))], [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+    await assert.rejects(collect(lending, 11, tooLarge), /too large/);
+    assert.equal((await collect(async () => {}, 0, tooLarge)).length, 0);
   });
 
   test('sinkReadable copies what it is lent, pauses its source, and ends or fails with it', async () => {
