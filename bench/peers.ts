@@ -40,6 +40,8 @@ interface Peer {
   url: string;
   pid: number;
   stop(): Promise<void>;
+  /** What the server has logged (Tether, at warn level), shown when a run has errors. */
+  output?: () => string;
 }
 
 async function waitFor(url: string): Promise<void> {
@@ -63,7 +65,13 @@ async function startTether(dir: string, fsync = true): Promise<Peer> {
     fsync ? {} : { TETHER_STORAGE_FSYNC: 'false', TETHER_SQLITE_SYNCHRONOUS: 'NORMAL' },
     { entry: 'dist/cli/main.js' },
   );
-  return { name, url: t.url, pid: t.proc.pid!, stop: async () => void (await t.stop()) };
+  return {
+    name,
+    url: t.url,
+    pid: t.proc.pid!,
+    stop: async () => void (await t.stop()),
+    output: () => t.output(),
+  };
 }
 
 /**
@@ -321,6 +329,8 @@ try {
         if (limits && peer.name === 'tether')
           limitRuns.push({ workload, round: round + 1, figure: result.mbPerSec, limits });
         runs.set(peer.name, [...(runs.get(peer.name) ?? []), result]);
+        if (result.errors > 0 && peer.output)
+          console.error(`${peer.name} logged (last 4000 characters):\n${peer.output().slice(-4000)}`);
         console.error(
           `${workload.label} | ${peer.name}: ${result[workload.higherIsBetter]} ${workload.higherIsBetter} p50 ${result.p50ms} ms, rss ${result.peakRssMB} MB, errors ${result.errors}`,
         );

@@ -30,7 +30,9 @@ export interface Result {
   errors: number;
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+// Idle connections are closed before the server closes them (src/client/transport.ts explains why),
+// so no request goes out on a connection the server is closing.
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256, timeout: 15_000 });
 
 /** A body of `size` bytes: `chunk` repeated, then a unique tail; its digest comes from a hash state copy. */
 export class BodySource {

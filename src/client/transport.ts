@@ -40,11 +40,21 @@ export interface SendOptions {
   download?: boolean;
 }
 
-const httpAgent = new http.Agent({ keepAlive: true });
+/**
+ * A kept-alive connection idle this long is closed by the client, or a second before the server's
+ * `Keep-Alive: timeout=N` hint when that is shorter. Node reads the hint only when the agent has a
+ * timeout of its own (measured: with none, an idle connection stayed open until the server closed
+ * it). A request sent on a connection just as the server closes it fails with "socket hang up",
+ * which a write cannot retry. Servers that send no hint (Go's, nginx, load balancers) keep idle
+ * connections 60 s or more, so 15 s stays clear of them; a new connection costs one round trip
+ * (and a TLS handshake). Requests in flight keep their own timeout (IDLE_TIMEOUT_MS below).
+ */
+const FREE_CONNECTION_TIMEOUT_MS = 15_000;
+const httpAgent = new http.Agent({ keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS });
 let secureAgent: NodeHttps.Agent | undefined;
 /** The kept-alive agent for HTTPS, made on first use (see `https`). */
 function httpsAgent(): NodeHttps.Agent {
-  secureAgent ??= new (https().Agent)({ keepAlive: true });
+  secureAgent ??= new (https().Agent)({ keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS });
   return secureAgent;
 }
 

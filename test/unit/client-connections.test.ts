@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { AuthError } from '../../src/client/auth.ts';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
+import { send } from '../../src/client/transport.ts';
 
 /**
  * A response the client gives up on must still be read or dropped: an unread body keeps its
@@ -71,5 +72,34 @@ describe('client connections', () => {
     }
     // One kept-alive connection (or the one the previous test left) serves all six requests.
     assert.ok(connections - before <= 1, `${connections - before} connections for six requests`);
+  });
+});
+
+/**
+ * An idle kept-alive connection must be closed by the client before the server closes it: a request
+ * sent on it just as the server does fails with "socket hang up". Node's agent closes it a second
+ * before the server's `Keep-Alive: timeout=N` hint, but only when the agent has a timeout of its own.
+ */
+describe('idle client connections', () => {
+  test('are closed before the Keep-Alive timeout the server announces', async () => {
+    // The server announces timeout=2 (and, like any Node server, waits a little longer itself).
+    const server = http.createServer({ keepAliveTimeout: 2000 }, (_req, res) => res.end('{}'));
+    let closedAt: number | undefined;
+    server.on('connection', (socket) => socket.on('close', () => (closedAt ??= performance.now())));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const res = await send(new URL(`http://127.0.0.1:${port}/v2/`), { method: 'GET' });
+      assert.equal(res.headers.get('keep-alive'), 'timeout=2');
+      await res.discard();
+      const idleSince = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, 1600));
+      assert.ok(closedAt !== undefined, 'the connection was still open after 1.6 s idle');
+      const idleMs = closedAt - idleSince;
+      assert.ok(idleMs >= 800 && idleMs < 1500, `closed after ${Math.round(idleMs)} ms idle`);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
