@@ -120,11 +120,7 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
       ? https().request(url, { method, headers, agent: httpsAgent() })
       : http.request(url, { method, headers, agent: httpAgent });
     request.on('error', reject);
-    request.setTimeout(IDLE_TIMEOUT_MS, () => {
-      request.destroy(
-        new TransportTimeoutError(`${method} ${url.host}: no data for ${IDLE_TIMEOUT_MS / 1000} s`),
-      );
-    });
+    request.setTimeout(IDLE_TIMEOUT_MS, () => request.destroy(idleTimeoutError(method, url)));
     request.on('response', (incoming) => {
       const status = incoming.statusCode ?? 502;
       // Statuses whose responses have no body (and HEAD has none on the wire).
@@ -159,13 +155,13 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
 }
 
 async function downloadOnce(url: URL, headers: Record<string, string>): Promise<HttpResponse> {
-  const head = await download(
-    url,
-    headers,
-    IDLE_TIMEOUT_MS,
-    () => new TransportTimeoutError(`GET ${url.host}: no data for ${IDLE_TIMEOUT_MS / 1000} s`),
-  );
+  const head = await download(url, headers, IDLE_TIMEOUT_MS, () => idleTimeoutError('GET', url));
   return new HttpResponse(validStatus(head.status), head.statusText, head.headers, head.body ?? undefined);
+}
+
+/** What a request whose connection stayed silent for IDLE_TIMEOUT_MS fails with. */
+function idleTimeoutError(method: string, url: URL): TransportTimeoutError {
+  return new TransportTimeoutError(`${method} ${url.host}: no data for ${IDLE_TIMEOUT_MS / 1000} s`);
 }
 
 /** A status outside 200-599 (or a missing one) is the peer's fault: answered as 502, Bad Gateway. */
