@@ -7,10 +7,12 @@
  * referrers repository, 4 GiB blob); --rounds N runs every workload N times per registry, interleaved, and
  * reports the median (this machine's disk and CPU vary by ±20-30 % between runs). The write workloads also
  * run against Tether with syncs off, the durability Distribution and zot give, as a separate column.
+ * After each run of a blob row a registry starts again on an empty store (see FRESH_AFTER).
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort } from '../test/helpers/interop.ts';
@@ -39,7 +41,10 @@ interface Peer {
   name: string;
   url: string;
   pid: number;
+  /** Stops the server and waits for it to exit. */
   stop(): Promise<void>;
+  /** The store's folder. */
+  store: string;
   /** What the server has logged (Tether, at warn level), shown when a run has errors. */
   output?: () => string;
 }
@@ -70,6 +75,7 @@ async function startTether(dir: string, fsync = true): Promise<Peer> {
     url: t.url,
     pid: t.proc.pid!,
     stop: async () => void (await t.stop()),
+    store: data,
     output: () => t.output(),
   };
 }
@@ -86,6 +92,7 @@ async function startGoRegistry(
   name: string,
   binary: string,
   configFile: string,
+  store: string,
   config: (port: number) => string,
   env: NodeJS.ProcessEnv = {},
 ): Promise<Peer | undefined> {
@@ -94,9 +101,14 @@ async function startGoRegistry(
   const port = await freePort();
   await writeFile(configFile, config(port));
   const proc = spawn(bin, ['serve', configFile], { stdio: 'ignore', env: { ...process.env, ...env } });
+  const exited = once(proc, 'exit');
   const url = `http://127.0.0.1:${port}`;
   await waitFor(url);
-  return { name, url, pid: proc.pid!, stop: async () => void proc.kill('SIGTERM') };
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    await exited;
+  };
+  return { name, url, pid: proc.pid!, stop, store };
 }
 
 const startDistribution = (dir: string) =>
@@ -104,13 +116,14 @@ const startDistribution = (dir: string) =>
     'distribution',
     'registry-v3',
     join(dir, 'distribution.yml'),
+    join(dir, 'distribution'),
     (port) =>
       `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
     { OTEL_TRACES_EXPORTER: 'none' },
   );
 
 const startZot = (dir: string) =>
-  startGoRegistry('zot', 'zot', join(dir, 'zot.json'), (port) =>
+  startGoRegistry('zot', 'zot', join(dir, 'zot.json'), join(dir, 'zot'), (port) =>
     JSON.stringify({
       distSpecVersion: '1.1.1',
       storage: { rootDirectory: join(dir, 'zot') },
@@ -134,12 +147,27 @@ type Workload = {
    * page cache that the run after it may reuse.
    */
   limit?: 'push' | 'pull';
-  /** Bytes a run leaves in the registry's store (for the free-space check). */
+  /**
+   * Bytes a run leaves in the registry's store. From FRESH_AFTER up, the registry is restarted on an
+   * empty store after the run and the old store's large files are deleted, so rounds of the full sizes
+   * fit on the disk (and the free-space check counts such a row once).
+   */
   stores: number;
   run: (url: string, name: string) => Promise<Result>;
 };
 
 const gib = 1024 * MB;
+/**
+ * A registry gets a fresh store after a run that left this much in it. Without it, the --full set left
+ * ~15 GiB per registry and round, so three rounds did not fit on a 76 GiB disk.
+ */
+const FRESH_AFTER = gib;
+/**
+ * Of a store left behind, only files this large are deleted during the run: a few inodes that free
+ * nearly all of its bytes. Deleting the whole store would slow every file creation of the next ~35 s
+ * (docs/performance-log.md, "Recently deleted inodes"), which the next registry's run would pay.
+ */
+const DELETE_FROM = 64 * MB;
 const workloads: Workload[] = [
   {
     label: 'push 1 MB image',
@@ -281,11 +309,11 @@ const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
   const { bavail, bsize } = await statfs(dir);
   // Tether, plus the peers whose binaries are installed, plus Tether with fsync off for write workloads.
   const registries = 1 + ['registry-v3', 'zot'].filter((b) => existsSync(join(BIN, b))).length;
-  const perRound = selected.reduce(
-    (sum, w) => sum + w.stores * (w.tetherOnly ? 1 : registries + (w.writes ? 1 : 0)),
-    0,
-  );
-  const needGiB = Math.ceil((1.1 * perRound * rounds) / gib);
+  const stored = (w: Workload) => w.stores * (w.tetherOnly ? 1 : registries + (w.writes ? 1 : 0));
+  // Light rows accumulate over every round; of the heavy ones, at most one run's worth is there at once.
+  const light = selected.filter((w) => w.stores < FRESH_AFTER).reduce((sum, w) => sum + stored(w), 0);
+  const heavy = Math.max(0, ...selected.filter((w) => w.stores >= FRESH_AFTER).map((w) => w.stores));
+  const needGiB = Math.ceil((1.1 * (light * rounds + heavy)) / gib);
   const freeGiB = (bavail * bsize) / gib;
   if (freeGiB < needGiB) {
     await rm(dir, { recursive: true, force: true });
@@ -294,16 +322,37 @@ const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
   }
 }
 // Only the registries selected are started: one left running would keep this process alive.
-const starters: [string, () => Promise<Peer | undefined>][] = [
-  ['tether', () => startTether(dir)],
-  [NO_FSYNC, () => startTether(dir, false)],
-  ['distribution', () => startDistribution(dir)],
-  ['zot', () => startZot(dir)],
+const starters: [string, (base: string) => Promise<Peer | undefined>][] = [
+  ['tether', (base) => startTether(base)],
+  [NO_FSYNC, (base) => startTether(base, false)],
+  ['distribution', (base) => startDistribution(base)],
+  ['zot', (base) => startZot(base)],
 ];
 const peers: Peer[] = [];
+let restarts = 0;
+/**
+ * Replaces a registry by a new process on an empty store (in a folder of its own), warmed up like the
+ * first; the old store's large files are deleted, its small ones stay until the end.
+ */
+async function restartFresh(peer: Peer): Promise<Peer> {
+  const start = starters.find(([name]) => name === peer.name)?.[1];
+  if (!start) throw new Error(`no starter for ${peer.name}`);
+  await peer.stop();
+  for (const entry of await readdir(peer.store, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath, entry.name);
+    if (entry.isFile() && (await stat(path)).size >= DELETE_FROM) await rm(path);
+  }
+  const base = join(dir, `fresh-${++restarts}`);
+  await mkdir(base);
+  const fresh = await start(base);
+  if (!fresh) throw new Error(`${peer.name} did not start again`);
+  await warmUp(fresh);
+  peers[peers.indexOf(peer)] = fresh;
+  return fresh;
+}
 for (const [name, start] of starters) {
   if (values.only && name !== values.only) continue;
-  const peer = await start();
+  const peer = await start(dir);
   if (peer) peers.push(peer);
 }
 const missing = ['distribution', 'zot'].filter(
@@ -317,7 +366,7 @@ try {
   for (const workload of selected) {
     const runs = new Map<string, (Result & { peakRssMB: number })[]>();
     for (let round = 0; round < rounds; round++) {
-      for (const peer of peers) {
+      for (const peer of [...peers]) {
         if (workload.tetherOnly && peer.name !== 'tether') continue;
         if (peer.name === NO_FSYNC && !workload.writes) continue;
         if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
@@ -334,6 +383,8 @@ try {
         console.error(
           `${workload.label} | ${peer.name}: ${result[workload.higherIsBetter]} ${workload.higherIsBetter} p50 ${result.p50ms} ms, rss ${result.peakRssMB} MB, errors ${result.errors}`,
         );
+        const last = workload === selected.at(-1) && round === rounds - 1;
+        if (workload.stores >= FRESH_AFTER && !last) await restartFresh(peer);
       }
     }
     const results = new Map<string, Result & { peakRssMB: number }>();
