@@ -168,6 +168,14 @@ const FRESH_AFTER = gib;
  * (docs/performance-log.md, "Recently deleted inodes"), which the next registry's run would pay.
  */
 const DELETE_FROM = 64 * MB;
+/**
+ * Memory a deletion frees stays cheap to fill for ~15 s, until this guest hands it back to its host
+ * (docs/performance.md, "This machine's memory"), so whichever registry wrote through the page cache
+ * next would get warm pages the others did not. Measured with 1 GiB written into the page cache after
+ * 2 GiB were freed: 0.19 s after 0-3 s, 0.25-0.27 s after 6-12 s, 0.63-0.76 s after 15-30 s, 0.68 s
+ * with nothing freed. A restart therefore ends no sooner than this long after its deletions.
+ */
+const SETTLE_MS = 20_000;
 const workloads: Workload[] = [
   {
     label: 'push 1 MB image',
@@ -342,11 +350,13 @@ async function restartFresh(peer: Peer): Promise<Peer> {
     const path = join(entry.parentPath, entry.name);
     if (entry.isFile() && (await stat(path)).size >= DELETE_FROM) await rm(path);
   }
+  const deleted = performance.now();
   const base = join(dir, `fresh-${++restarts}`);
   await mkdir(base);
   const fresh = await start(base);
   if (!fresh) throw new Error(`${peer.name} did not start again`);
   await warmUp(fresh);
+  await new Promise((r) => setTimeout(r, Math.max(0, SETTLE_MS - (performance.now() - deleted))));
   peers[peers.indexOf(peer)] = fresh;
   return fresh;
 }
