@@ -111,26 +111,30 @@ async function startGoRegistry(
   return { name, url, pid: proc.pid!, stop, store };
 }
 
-const startDistribution = (dir: string) =>
-  startGoRegistry(
+function startDistribution(dir: string) {
+  const store = join(dir, 'distribution');
+  return startGoRegistry(
     'distribution',
     'registry-v3',
     join(dir, 'distribution.yml'),
-    join(dir, 'distribution'),
+    store,
     (port) =>
-      `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
+      `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${store}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
     { OTEL_TRACES_EXPORTER: 'none' },
   );
+}
 
-const startZot = (dir: string) =>
-  startGoRegistry('zot', 'zot', join(dir, 'zot.json'), join(dir, 'zot'), (port) =>
+function startZot(dir: string) {
+  const store = join(dir, 'zot');
+  return startGoRegistry('zot', 'zot', join(dir, 'zot.json'), store, (port) =>
     JSON.stringify({
       distSpecVersion: '1.1.1',
-      storage: { rootDirectory: join(dir, 'zot') },
+      storage: { rootDirectory: store },
       http: { address: '127.0.0.1', port: String(port) },
       log: { level: 'error' },
     }),
   );
+}
 
 type Workload = {
   label: string;
@@ -333,8 +337,8 @@ const dir = await mkdtemp(join(ROOT, '.tools', 'bench-'));
 const starters: [string, (base: string) => Promise<Peer | undefined>][] = [
   ['tether', (base) => startTether(base)],
   [NO_FSYNC, (base) => startTether(base, false)],
-  ['distribution', (base) => startDistribution(base)],
-  ['zot', (base) => startZot(base)],
+  ['distribution', startDistribution],
+  ['zot', startZot],
 ];
 const peers: Peer[] = [];
 let restarts = 0;
@@ -342,7 +346,7 @@ let restarts = 0;
  * Replaces a registry by a new process on an empty store (in a folder of its own), warmed up like the
  * first; the old store's large files are deleted, its small ones stay until the end.
  */
-async function restartFresh(peer: Peer): Promise<Peer> {
+async function restartFresh(peer: Peer): Promise<void> {
   const start = starters.find(([name]) => name === peer.name)?.[1];
   if (!start) throw new Error(`no starter for ${peer.name}`);
   await peer.stop();
@@ -358,7 +362,6 @@ async function restartFresh(peer: Peer): Promise<Peer> {
   await warmUp(fresh);
   await new Promise((r) => setTimeout(r, Math.max(0, SETTLE_MS - (performance.now() - deleted))));
   peers[peers.indexOf(peer)] = fresh;
-  return fresh;
 }
 for (const [name, start] of starters) {
   if (values.only && name !== values.only) continue;
