@@ -164,6 +164,30 @@ test('past its first 2 MiB a durable append writes with O_DIRECT as its body str
   assert.ok(!smallAppend?.some((s) => s.startsWith('O_DIRECT')), JSON.stringify(smallAppend));
 });
 
+test("a later append past the upload's first 2 MiB (a chunked PATCH) writes with O_DIRECT from its start; one under 1 MiB stays in the page cache", {
+  skip: straceSkip,
+}, async (t) => {
+  const root = await directIODir(t);
+  if (root === undefined) return;
+  const id = '2d7f4c91-8e3b-4a65-9f10-c6b8e2a4d735';
+  // Each body is one piece, so each append is one batch: the first (2 MiB from 0) never reaches the
+  // threshold; the second starts at it, unaligned at its end; the third is too short to stage a half.
+  const [second, third] = await syncsBetweenMarks(
+    root,
+    `await store.createUpload('${id}');
+     await store.appendUpload('${id}', 0, body(2 << 20), await store.uploadHash('${id}', 'sha256', 0));
+     mark('first');
+     await store.appendUpload('${id}', 2 << 20, body((2 << 20) + 100), await store.uploadHash('${id}', 'sha256', 2 << 20));
+     mark('second');
+     await store.appendUpload('${id}', (4 << 20) + 100, body(512 << 10), await store.uploadHash('${id}', 'sha256', (4 << 20) + 100));
+     mark('third');`,
+  );
+  const staged = join(root, 'store', 'uploads', id);
+  assert.ok(second?.includes(`O_DIRECT write ${staged}`), JSON.stringify(second));
+  assert.ok(second?.includes(`fdatasync ${staged}`), JSON.stringify(second));
+  assert.deepEqual(third, [`fdatasync ${staged}`]);
+});
+
 test('direct writes still in flight when later batches arrive leave the staged file exact', {
   skip: straceSkip,
 }, async (t) => {

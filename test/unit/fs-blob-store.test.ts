@@ -79,10 +79,10 @@ for (const fsync of [true, false]) {
     });
 
     test('large appends from unaligned offsets, more at once than direct-write staging, store exact bytes', async () => {
-      // Past its first 2 MiB a durable append writes its page-aligned middle with O_DIRECT from staging
-      // memory, and its unaligned head and tail through the page cache; at most 16 appends write
+      // Past the upload's first 2 MiB a durable append writes its page-aligned middle with O_DIRECT from
+      // staging memory, and its unaligned head and tail through the page cache; at most 16 appends write
       // directly at once, so twenty uploads at once leave some in the page cache. Each upload is two
-      // appends, the second from an odd offset.
+      // appends, the second from an odd offset past 2 MiB (direct from its start).
       const uploads = Array.from({ length: 20 }, (_, i) => ({
         id: randomUUID(),
         first: randomBytes(2 * 1024 * 1024 + 4096 * i + 777),
