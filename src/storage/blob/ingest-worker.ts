@@ -22,16 +22,16 @@ const SEED_READ = 1 << 20;
  * A durable append writes past the upload's first DIRECT_FROM bytes with O_DIRECT: its page-aligned
  * middle goes from reused, page-aligned staging memory straight to the device, and only the unaligned
  * head and tail go through the page cache (the final datasync covers those, the file's size and the
- * device's cache). Why: the acknowledgement waits for the bytes to reach the disk anyway, so caching them first buys
- * nothing, and it costs: copying gigabytes into newly allocated page-cache pages and writing them back
- * took this machine's kernel ~2 s of CPU per GiB on eight parallel 1 GiB pushes, and many times that
- * while the host was handing the guest fresh memory (docs/performance.md). Small blobs (one batch)
- * never get there and pay no second open. The threshold counts from the start of the upload, not of the
- * append, so each PATCH of a chunked upload past it goes direct from its first full half on (counting
- * from the append's start, a 5 MiB PATCH sent 2 MiB through the page cache: chunked 100 MB pushes 1.39x
- * faster, half the system CPU); a PATCH smaller than a half stays in the page cache and pays no second
- * open. When the file system refuses O_DIRECT, or all staging memory is in use, an append stays in the
- * page cache with the early write-back above.
+ * device's cache). Why: the acknowledgement waits for the bytes to reach the disk anyway, so caching
+ * them first buys nothing, and it costs: copying gigabytes into newly allocated page-cache pages and
+ * writing them back took this machine's kernel ~2 s of CPU per GiB on eight parallel 1 GiB pushes, and
+ * many times that while the host was handing the guest fresh memory (docs/performance.md).
+ * The threshold counts from the start of the upload, not of the append, so a PATCH of a chunked upload
+ * past it goes direct as soon as it has a full staging half (HALF) to write: counted from the append's
+ * start, each 5 MiB PATCH sent 2 MiB through the page cache (going direct made chunked 100 MB pushes
+ * 1.2-1.4x faster for half the system CPU). Small blobs, and PATCHes shorter than a half, never get
+ * there and pay no second open. When the file system refuses O_DIRECT, or all staging memory is in use,
+ * an append stays in the page cache with the early write-back above.
  */
 const DIRECT_FROM = 2 << 20;
 /** Offsets, lengths and memory of direct writes: a page, which covers 512 and 4096 byte sectors. */
