@@ -132,7 +132,9 @@ const NETWORK = new Set([
   'EPIPE',
 ]);
 
-main(process.argv.slice(2)).catch((err: unknown) => {
+main(process.argv.slice(2)).catch(reportFailure);
+
+function reportFailure(err: unknown): void {
   if (err instanceof ClientError || err instanceof SignatureError) {
     console.error(`tether: ${err.message}`);
     process.exitCode = 1;
@@ -143,7 +145,12 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     process.exitCode = 2;
     return;
   }
-  // Network and file-system failures are the user's to fix, not bugs: one line, no stack.
+  // Network, proxy and file-system failures are the user's to fix, not bugs: one line, no stack.
+  if ((err as { code?: unknown }).code === 'ERR_PROXY_TUNNEL') {
+    console.error(`tether: ${(err as Error).message}`);
+    process.exitCode = 1;
+    return;
+  }
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
   const code = (err as { code?: unknown }).code;
   if (
@@ -162,4 +169,4 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   }
   console.error(err);
   process.exitCode = 1;
-});
+}

@@ -168,7 +168,14 @@ export class RegistryClient {
       const body = (await res.json()) as { errors?: { code: string; message: string }[] };
       detail = body.errors?.map((e) => `${e.code}: ${e.message}`).join('; ') ?? '';
     } catch {}
-    const hint = res.status === 401 ? ' (run `tether login`)' : res.status === 403 ? ' (access denied)' : '';
+    const hint =
+      res.status === 401
+        ? ' (run `tether login`)'
+        : res.status === 403
+          ? ' (access denied)'
+          : res.status === 407
+            ? ' (the HTTP proxy wants credentials: http://USER:PASSWORD@HOST:PORT in HTTP_PROXY or HTTPS_PROXY)'
+            : '';
     throw new ClientError(`${what}: HTTP ${res.status}${detail ? ` (${detail})` : ''}${hint}`, res.status);
   }
 

@@ -2,7 +2,9 @@ import net from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import { http, tls } from '../io/node-http.ts';
 import type { BodySink } from './body-sink.ts';
+import { bareHost, proxyAuthorization, proxyFor } from './proxy.ts';
 import { ResponseHeaders } from './response.ts';
+import { connectToProxy, openTunnel, readyEvent } from './tunnel.ts';
 
 /**
  * An HTTP/1.1 GET whose response body is read into two reused buffers and lent to a `BodySink`.
@@ -167,7 +169,8 @@ class Exchange implements DownloadBody {
   readonly head: Promise<DownloadHead>;
   #resolveHead!: (head: DownloadHead) => void;
   #rejectHead!: (err: Error) => void;
-  #socket: net.Socket;
+  /** Set once connected (through a proxy's tunnel: once the proxy opened it). */
+  #socket: net.Socket | undefined;
   #buffers = [Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)];
   /** The read buffer whose bytes a sink still holds, or whose rest waits to be fed. */
   #lent: Buffer | undefined;
@@ -188,29 +191,63 @@ class Exchange implements DownloadBody {
       this.#resolveHead = resolve;
       this.#rejectHead = reject;
     });
-    const request = requestHead(url, headers);
-    const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const host = bareHost(url.hostname);
     const secure = url.protocol === 'https:';
     const port = Number(url.port) || (secure ? 443 : 80);
+    const proxy = proxyFor(url);
+    // Built (and its headers checked) before anything connects. A plain-HTTP target behind a proxy
+    // is named by its whole URL, to the proxy.
+    const request = requestHead(url, headers, secure ? undefined : proxy);
     const onread = {
       // Asked before every read: never the buffer a sink still holds.
       buffer: () => (this.#lent === this.#buffers[0] ? this.#buffers[1]! : this.#buffers[0]!),
       callback: (bytes: number, buffer: Uint8Array) => this.#onRead(buffer as Buffer, bytes),
     };
-    this.#socket = secure
-      ? // A TLS socket takes `onread` like any net.Socket; Node's type definitions leave it out.
-        tls().connect({
-          host,
-          port,
-          ...(net.isIP(host) ? {} : { servername: host }),
-          ALPNProtocols: ['http/1.1'],
-          onread,
-        } as ConnectionOptions)
-      : net.connect({ host, port, onread });
-    this.#socket.setNoDelay(true);
-    this.#socket.setTimeout(idleTimeoutMs, () => this.#fail(timeoutError()));
-    this.#socket.on(secure ? 'secureConnect' : 'connect', () => this.#socket.write(request));
-    this.#socket.on('error', (err) => this.#fail(err));
+    const overTls = (socket?: net.Socket) => {
+      // A TLS socket takes `onread` like any net.Socket (Node's type definitions leave it out), but
+      // not one made over a socket it is given: that one's reads arrive as 'data' events.
+      const options: ConnectionOptions & { onread?: net.OnReadOpts } = {
+        ...(socket ? { socket } : { host, port, onread }),
+        ...(net.isIP(host) ? {} : { servername: host }),
+        ALPNProtocols: ['http/1.1'],
+      };
+      return tls().connect(options);
+    };
+    const attach = (socket: net.Socket, readsWithOnread = true) =>
+      this.#attach(socket, request, idleTimeoutMs, timeoutError, readsWithOnread);
+    if (!proxy) attach(secure ? overTls() : net.connect({ host, port, onread }));
+    else if (!secure) attach(connectToProxy(proxy, onread));
+    else {
+      openTunnel(proxy, host, port, idleTimeoutMs).then(
+        (tunnel) => {
+          if (this.#error) tunnel.destroy();
+          else attach(overTls(tunnel), false);
+        },
+        (err: Error) => this.#fail(err),
+      );
+    }
+  }
+
+  /**
+   * Sends the request on `socket` once it is ready and reads the response from it: through `onread`,
+   * or (`readsWithOnread` false) from 'data' events, whose fresh buffers may be lent to the sink as well.
+   */
+  #attach(
+    socket: net.Socket,
+    request: string,
+    idleTimeoutMs: number,
+    timeoutError: () => Error,
+    readsWithOnread: boolean,
+  ): void {
+    this.#socket = socket;
+    if (!readsWithOnread)
+      socket.on('data', (data: Buffer) => {
+        if (!this.#onRead(data, data.length)) socket.pause();
+      });
+    socket.setNoDelay(true);
+    socket.setTimeout(idleTimeoutMs, () => this.#fail(timeoutError()));
+    socket.once(readyEvent(socket), () => socket.write(request));
+    socket.on('error', (err) => this.#fail(err));
     // The end of input decides only once every byte before it was fed (see #continue).
     const onEnd = () => {
       this.#eof = true;
@@ -218,8 +255,8 @@ class Exchange implements DownloadBody {
         this.#fail(new DownloadError('the connection closed before the response ended', 'ECONNRESET'));
       else this.#continue();
     };
-    this.#socket.on('end', onEnd);
-    this.#socket.on('close', onEnd);
+    socket.on('end', onEnd);
+    socket.on('close', onEnd);
   }
 
   pourInto(sink: BodySink): Promise<void> {
@@ -323,7 +360,7 @@ class Exchange implements DownloadBody {
         // Throws unless the body runs to the connection's close.
         if (this.#eof && !this.#framing!.complete) this.#framing!.endOfInput();
         if (this.#framing!.complete) this.#finish();
-        else this.#socket.resume();
+        else this.#socket!.resume();
         return;
       }
     } catch (err) {
@@ -334,24 +371,28 @@ class Exchange implements DownloadBody {
   #finish(): void {
     if (this.#finished || this.#error) return;
     this.#finished = true;
-    this.#socket.destroy();
+    this.#socket?.destroy();
     this.#resolveBody?.();
   }
 
   #fail(err: Error): void {
     if (this.#finished || this.#error) return;
     this.#error = err;
-    this.#socket.destroy();
+    this.#socket?.destroy();
     this.#rejectHead(err);
     this.#rejectBody?.(err);
   }
 }
 
-function requestHead(url: URL, headers: Record<string, string>): string {
-  let head = `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n`;
+/** The request's head; sent to `proxy` (a plain-HTTP target), it names the absolute URL. */
+function requestHead(url: URL, headers: Record<string, string>, proxy?: URL): string {
+  const target = `${proxy ? url.origin : ''}${url.pathname}${url.search}`;
+  let head = `GET ${target} HTTP/1.1\r\nHost: ${url.host}\r\n`;
+  const authorization = proxy && proxyAuthorization(proxy);
+  if (authorization) head += `Proxy-Authorization: ${authorization}\r\n`;
   for (const [name, value] of Object.entries(headers)) {
     const lower = name.toLowerCase();
-    if (lower === 'host' || lower === 'connection') continue;
+    if (lower === 'host' || lower === 'connection' || lower === 'proxy-authorization') continue;
     // Throws for names that are not tokens and for values with CR, LF or NUL, as node:http does.
     http.validateHeaderName(name);
     http.validateHeaderValue(name, value);

@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import type * as NodeHttp from 'node:http';
 import type { ClientRequest } from 'node:http';
 import type * as NodeHttps from 'node:https';
 import { Readable } from 'node:stream';
@@ -6,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { sendFileRange } from '../io/file-sender.ts';
 import { http, https } from '../io/node-http.ts';
 import { download } from './download.ts';
+import { proxyFor } from './proxy.ts';
 import { HttpResponse, ResponseHeaders } from './response.ts';
 
 /**
@@ -56,6 +58,26 @@ let secureAgent: NodeHttps.Agent | undefined;
 function httpsAgent(): NodeHttps.Agent {
   secureAgent ??= new (https().Agent)({ keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS });
   return secureAgent;
+}
+
+/**
+ * Agents for requests through a proxy, one per proxy and scheme. They use Node's own proxy support
+ * (a CONNECT tunnel for `https:` targets, the absolute URL as the request target for `http:` ones),
+ * given only the proxy: whether a request is proxied at all is `proxyFor`'s decision, made with Go's
+ * rules, which Node's own NO_PROXY handling does not follow (it proxies loopback addresses).
+ */
+const proxiedAgents = new Map<string, NodeHttp.Agent>();
+function proxiedAgent(proxy: URL, secure: boolean): NodeHttp.Agent {
+  const key = `${secure ? 'https' : 'http'} ${proxy.href}`;
+  let agent = proxiedAgents.get(key);
+  if (!agent) {
+    const options = { keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS };
+    agent = secure
+      ? new (https().Agent)({ ...options, proxyEnv: { HTTPS_PROXY: proxy.href } })
+      : new http.Agent({ ...options, proxyEnv: { HTTP_PROXY: proxy.href } });
+    proxiedAgents.set(key, agent);
+  }
+  return agent;
 }
 
 const MAX_REDIRECTS = 5;
@@ -116,9 +138,11 @@ export async function send(url: URL, options: SendOptions): Promise<HttpResponse
 function once(url: URL, method: string, headers: Record<string, string>, body: SendBody | undefined) {
   return new Promise<HttpResponse>((resolve, reject) => {
     const secure = url.protocol === 'https:';
+    const proxy = proxyFor(url);
+    const agent = proxy ? proxiedAgent(proxy, secure) : secure ? httpsAgent() : httpAgent;
     const request = secure
-      ? https().request(url, { method, headers, agent: httpsAgent() })
-      : http.request(url, { method, headers, agent: httpAgent });
+      ? https().request(url, { method, headers, agent })
+      : http.request(url, { method, headers, agent });
     request.on('error', reject);
     request.setTimeout(IDLE_TIMEOUT_MS, () => request.destroy(idleTimeoutError(method, url)));
     request.on('response', (incoming) => {
