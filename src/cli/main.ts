@@ -132,7 +132,24 @@ const NETWORK = new Set([
   'EPIPE',
 ]);
 
-main(process.argv.slice(2)).catch(reportFailure);
+let settled = false;
+// A command left waiting on nothing (a promise no socket or timer will ever settle: a bug) ends when
+// the event loop empties, and would report success with status 0 having done nothing.
+process.once('exit', (code) => {
+  if (settled || code !== 0) return;
+  console.error('tether: the command stopped before it finished (a bug in tether; please report it)');
+  process.exitCode = 70;
+});
+
+main(process.argv.slice(2)).then(
+  () => {
+    settled = true;
+  },
+  (err: unknown) => {
+    settled = true;
+    reportFailure(err);
+  },
+);
 
 function reportFailure(err: unknown): void {
   if (err instanceof ClientError || err instanceof SignatureError) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import { test } from 'node:test';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -74,4 +75,41 @@ test("`tether serve` runs with the server heap flags and thread pool however it 
   assert.ok(ownEnv.includes('UV_THREADPOOL_SIZE=6'), "the operator's UV_THREADPOOL_SIZE is kept");
   assert.ok(ownEnv.includes('MALLOC_ARENA_MAX=1'), "the operator's MALLOC_ARENA_MAX is kept");
   assert.ok(ownThreads < 64, `${ownThreads} threads`);
+});
+
+test('a command left waiting on nothing exits 70 with a message, not 0 having done nothing', async () => {
+  // A registry that accepts connections and never answers, and a client whose sockets are made not to
+  // hold the process open (`unref`, injected with --import): its request then waits on nothing, the
+  // way a promise no callback will ever settle would. Without the guard the process ends with 0.
+  const silent = net.createServer(() => {});
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = silent.address() as net.AddressInfo;
+    const unrefSockets =
+      "import net from 'node:net'; const connect = net.Socket.prototype.connect;" +
+      'net.Socket.prototype.connect = function (...args) { this.unref(); return connect.apply(this, args); };';
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          `data:text/javascript,${encodeURIComponent(unrefSockets)}`,
+          MAIN,
+          'manifest',
+          'get',
+          `127.0.0.1:${port}/x:y`,
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr.on('data', (d) => {
+        stderr += d;
+      });
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    assert.equal(r.code, 70, r.stderr);
+    assert.match(r.stderr, /^tether: the command stopped before it finished/);
+  } finally {
+    silent.close();
+  }
 });
