@@ -51,7 +51,10 @@ export function proxyFor(url: URL): URL | undefined {
   return fromEnvironment.proxyFor(url);
 }
 
-/** The `Proxy-Authorization` value for a proxy URL with credentials (`http://user:pass@host`). */
+/**
+ * The `Proxy-Authorization` value for a proxy URL with credentials (`http://user:pass@host`). Throws
+ * on a bad %-escape, which `ProxyConfig` refuses up front.
+ */
 export function proxyAuthorization(proxy: URL): string | undefined {
   if (proxy.username === '' && proxy.password === '') return undefined;
   const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
@@ -81,6 +84,11 @@ function parseProxyUrl(name: string, value: string | undefined): URL | undefined
     throw new ClientError(
       `${name}: ${url.protocol.slice(0, -1)} proxies are not supported; use an HTTP proxy`,
     );
+  try {
+    proxyAuthorization(url);
+  } catch {
+    throw new ClientError(`${name}: the proxy credentials have a bad %-escape`);
+  }
   return url;
 }
 

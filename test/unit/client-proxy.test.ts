@@ -77,6 +77,10 @@ describe('proxy settings, read as Go reads them', () => {
       name: 'ClientError',
       message: 'HTTPS_PROXY: socks5 proxies are not supported; use an HTTP proxy',
     });
+    assert.throws(() => new ProxyConfig({ HTTPS_PROXY: 'http://me:p%zz@p:1' }), {
+      name: 'ClientError',
+      message: 'HTTPS_PROXY: the proxy credentials have a bad %-escape',
+    });
     for (const value of ['http://p:1/path', 'http://', 'http://p:99999'])
       assert.throws(
         () => new ProxyConfig({ HTTP_PROXY: value }),
