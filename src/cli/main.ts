@@ -130,6 +130,8 @@ const NETWORK = new Set([
   'EHOSTUNREACH',
   'ENETUNREACH',
   'EPIPE',
+  // A proxy that would not open a tunnel (Node's proxy agents and src/client/tunnel.ts alike).
+  'ERR_PROXY_TUNNEL',
 ]);
 
 let settled = false;
@@ -163,11 +165,6 @@ function reportFailure(err: unknown): void {
     return;
   }
   // Network, proxy and file-system failures are the user's to fix, not bugs: one line, no stack.
-  if ((err as { code?: unknown }).code === 'ERR_PROXY_TUNNEL') {
-    console.error(`tether: ${(err as Error).message}`);
-    process.exitCode = 1;
-    return;
-  }
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
   const code = (err as { code?: unknown }).code;
   if (

@@ -1,10 +1,9 @@
-import net from 'node:net';
-import type { ConnectionOptions } from 'node:tls';
-import { http, tls } from '../io/node-http.ts';
+import type net from 'node:net';
+import { http } from '../io/node-http.ts';
 import type { BodySink } from './body-sink.ts';
 import { bareHost, proxyAuthorization, proxyFor } from './proxy.ts';
 import { ResponseHeaders } from './response.ts';
-import { connectToProxy, openTunnel, readyEvent } from './tunnel.ts';
+import { connectTo, openTunnel, readyEvent, tlsTo } from './tunnel.ts';
 
 /**
  * An HTTP/1.1 GET whose response body is read into two reused buffers and lent to a `BodySink`.
@@ -191,9 +190,7 @@ class Exchange implements DownloadBody {
       this.#resolveHead = resolve;
       this.#rejectHead = reject;
     });
-    const host = bareHost(url.hostname);
     const secure = url.protocol === 'https:';
-    const port = Number(url.port) || (secure ? 443 : 80);
     const proxy = proxyFor(url);
     // Built (and its headers checked) before anything connects. A plain-HTTP target behind a proxy
     // is named by its whole URL, to the proxy.
@@ -203,25 +200,17 @@ class Exchange implements DownloadBody {
       buffer: () => (this.#lent === this.#buffers[0] ? this.#buffers[1]! : this.#buffers[0]!),
       callback: (bytes: number, buffer: Uint8Array) => this.#onRead(buffer as Buffer, bytes),
     };
-    const overTls = (socket?: net.Socket) => {
-      // A TLS socket takes `onread` like any net.Socket (Node's type definitions leave it out), but
-      // not one made over a socket it is given: that one's reads arrive as 'data' events.
-      const options: ConnectionOptions & { onread?: net.OnReadOpts } = {
-        ...(socket ? { socket } : { host, port, onread }),
-        ...(net.isIP(host) ? {} : { servername: host }),
-        ALPNProtocols: ['http/1.1'],
-      };
-      return tls().connect(options);
-    };
     const attach = (socket: net.Socket, readsWithOnread = true) =>
       this.#attach(socket, request, idleTimeoutMs, timeoutError, readsWithOnread);
-    if (!proxy) attach(secure ? overTls() : net.connect({ host, port, onread }));
-    else if (!secure) attach(connectToProxy(proxy, onread));
+    // Direct, or (plain HTTP) to the proxy, which is sent the request itself.
+    if (!proxy || !secure) attach(connectTo(proxy ?? url, onread));
     else {
-      openTunnel(proxy, host, port, idleTimeoutMs).then(
+      const host = bareHost(url.hostname);
+      openTunnel(proxy, host, Number(url.port) || 443, idleTimeoutMs).then(
         (tunnel) => {
           if (this.#error) tunnel.destroy();
-          else attach(overTls(tunnel), false);
+          // TLS over the tunnel reads into fresh buffers (see `tlsTo`): no `onread`.
+          else attach(tlsTo(host, { socket: tunnel }), false);
         },
         (err: Error) => this.#fail(err),
       );

@@ -16,7 +16,6 @@ import { ClientError } from './errors.ts';
 export class ProxyConfig {
   readonly #httpProxy: URL | undefined;
   readonly #httpsProxy: URL | undefined;
-  readonly #bypassAll: boolean;
   readonly #bypass: ((host: string, port: string, ip: string | undefined) => boolean)[];
 
   constructor(env: Readonly<Record<string, string | undefined>>) {
@@ -26,14 +25,13 @@ export class ProxyConfig {
       .split(',')
       .map((entry) => entry.trim().toLowerCase())
       .filter((entry) => entry !== '');
-    this.#bypassAll = entries.includes('*');
     this.#bypass = entries.map(bypassRule);
   }
 
   /** The proxy for `url`, or undefined to connect directly. */
   proxyFor(url: URL): URL | undefined {
     const proxy = url.protocol === 'https:' ? this.#httpsProxy : this.#httpProxy;
-    if (!proxy || this.#bypassAll) return undefined;
+    if (!proxy) return undefined;
     const host = bareHost(url.hostname).toLowerCase();
     if (host === 'localhost') return undefined;
     const ip = net.isIP(host) ? host : undefined;

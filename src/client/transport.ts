@@ -52,11 +52,13 @@ export interface SendOptions {
  * (and a TLS handshake). Requests in flight keep their own timeout (IDLE_TIMEOUT_MS below).
  */
 const FREE_CONNECTION_TIMEOUT_MS = 15_000;
-const httpAgent = new http.Agent({ keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS });
+/** What every agent here is made with, proxied or not. */
+const AGENT_OPTIONS = { keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS };
+const httpAgent = new http.Agent(AGENT_OPTIONS);
 let secureAgent: NodeHttps.Agent | undefined;
 /** The kept-alive agent for HTTPS, made on first use (see `https`). */
 function httpsAgent(): NodeHttps.Agent {
-  secureAgent ??= new (https().Agent)({ keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS });
+  secureAgent ??= new (https().Agent)(AGENT_OPTIONS);
   return secureAgent;
 }
 
@@ -71,10 +73,9 @@ function proxiedAgent(proxy: URL, secure: boolean): NodeHttp.Agent {
   const key = `${secure ? 'https' : 'http'} ${proxy.href}`;
   let agent = proxiedAgents.get(key);
   if (!agent) {
-    const options = { keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS };
     agent = secure
-      ? new (https().Agent)({ ...options, proxyEnv: { HTTPS_PROXY: proxy.href } })
-      : new http.Agent({ ...options, proxyEnv: { HTTP_PROXY: proxy.href } });
+      ? new (https().Agent)({ ...AGENT_OPTIONS, proxyEnv: { HTTPS_PROXY: proxy.href } })
+      : new http.Agent({ ...AGENT_OPTIONS, proxyEnv: { HTTP_PROXY: proxy.href } });
     proxiedAgents.set(key, agent);
   }
   return agent;

@@ -4,8 +4,9 @@ import { tls } from '../io/node-http.ts';
 import { bareHost, proxyAuthorization } from './proxy.ts';
 
 /**
- * Connections through an HTTP proxy for `download`, which speaks HTTP/1.1 on sockets of its own (see
- * there for why). Requests through node:http use Node's own proxy support instead (`transport.ts`).
+ * Connections for `download`, which speaks HTTP/1.1 on sockets of its own (see there for why): to a
+ * registry or to a proxy, and tunnels through a proxy. Requests through node:http use Node's own
+ * proxy support instead (`transport.ts`).
  */
 
 const MAX_CONNECT_HEAD_BYTES = 16 * 1024;
@@ -17,22 +18,33 @@ export class ProxyTunnelError extends Error {
   readonly code = 'ERR_PROXY_TUNNEL';
 }
 
-/** Opens a connection to the proxy: TLS for an `https:` proxy. `onread` as for `net.connect`. */
-export function connectToProxy(proxy: URL, onread?: net.OnReadOpts): net.Socket {
-  const host = bareHost(proxy.hostname);
-  const secure = proxy.protocol === 'https:';
-  const port = Number(proxy.port) || (secure ? 443 : 80);
+/**
+ * Opens a connection to `origin`'s host and port (a registry's or a proxy's URL): TLS for `https:`,
+ * speaking HTTP/1.1. `onread` as for `net.connect`.
+ */
+export function connectTo(origin: URL, onread?: net.OnReadOpts): net.Socket {
+  const host = bareHost(origin.hostname);
+  const secure = origin.protocol === 'https:';
+  const port = Number(origin.port) || (secure ? 443 : 80);
   if (!secure) return net.connect({ host, port, ...(onread ? { onread } : {}) });
-  // A TLS socket takes `onread` like any net.Socket; Node's type definitions leave it out.
-  return tls().connect({
-    host,
-    port,
-    ...(net.isIP(host) ? {} : { servername: host }),
-    ...(onread ? { onread } : {}),
-  } as ConnectionOptions);
+  return tlsTo(host, { host, port, ...(onread ? { onread } : {}) });
 }
 
-/** The event a socket from `connectToProxy` (or `tls.connect`) emits once it can be written to. */
+/**
+ * TLS to `host` (its name checked against the certificate, unless it is an IP address), speaking
+ * HTTP/1.1: over a new connection (`host` and `port` in `options`) or over a tunnel (`socket`).
+ * A TLS socket takes `onread` like any net.Socket (Node's type definitions leave it out), but not one
+ * made over a socket it is given: that one's reads arrive as 'data' events.
+ */
+export function tlsTo(host: string, options: ConnectionOptions & { onread?: net.OnReadOpts }): net.Socket {
+  return tls().connect({
+    ...options,
+    ...(net.isIP(host) ? {} : { servername: host }),
+    ALPNProtocols: ['http/1.1'],
+  });
+}
+
+/** The event a socket from `connectTo` or `tlsTo` emits once it can be written to. */
 export function readyEvent(socket: net.Socket): 'secureConnect' | 'connect' {
   return 'encrypted' in socket ? 'secureConnect' : 'connect';
 }
@@ -46,7 +58,7 @@ export function readyEvent(socket: net.Socket): 'secureConnect' | 'connect' {
 export function openTunnel(proxy: URL, host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
-    const socket = connectToProxy(proxy);
+    const socket = connectTo(proxy);
     let head = Buffer.alloc(0);
     const settle = (err?: Error) => {
       socket.off('data', onData);
