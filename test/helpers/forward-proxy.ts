@@ -2,6 +2,14 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 
+/** Blanks every proxy variable, so a child process inherits none from the machine running the tests. */
+export const NO_PROXY_SETTINGS: Record<string, string> = Object.fromEntries(
+  ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'].map((name) => [
+    name,
+    '',
+  ]),
+);
+
 /** What the proxy was asked: `CONNECT host:port` or a method with an absolute URL. */
 export interface ProxiedRequest {
   method: string;

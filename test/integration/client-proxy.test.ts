@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
-import { startForwardProxy } from '../helpers/forward-proxy.ts';
+import { NO_PROXY_SETTINGS, startForwardProxy } from '../helpers/forward-proxy.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
@@ -19,10 +19,6 @@ function tether(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number;
     });
   });
 }
-
-const PROXY_VARS = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'];
-/** No proxy settings inherited from the machine running the tests. */
-const noProxies = Object.fromEntries(PROXY_VARS.map((name) => [name, '']));
 
 /**
  * The CLI through a forward proxy, as behind a corporate one: registries are named `registry.test`,
@@ -52,7 +48,12 @@ describe('client through an HTTP proxy', () => {
     await writeFile(trusted, Buffer.concat([await readFile(cert), proxyTls.cert]));
     plain = await startRegistry();
     secure = await startRegistry({ settings: { 'tls.cert': cert, 'tls.key': key } });
-    env = { ...noProxies, HOME: dir, DOCKER_CONFIG: join(dir, 'docker'), NODE_EXTRA_CA_CERTS: trusted };
+    env = {
+      ...NO_PROXY_SETTINGS,
+      HOME: dir,
+      DOCKER_CONFIG: join(dir, 'docker'),
+      NODE_EXTRA_CA_CERTS: trusted,
+    };
     layer = randomBytes(3 * 1024 * 1024 + 17);
     layerFile = join(dir, 'layer.bin');
     await writeFile(layerFile, layer);

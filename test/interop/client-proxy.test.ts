@@ -4,13 +4,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
-import { startForwardProxy } from '../helpers/forward-proxy.ts';
+import { NO_PROXY_SETTINGS, startForwardProxy } from '../helpers/forward-proxy.ts';
 import { TOOLS_BIN } from '../helpers/interop.ts';
 import { pushImage } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
-const PROXY_VARS = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'];
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ ok: boolean; out: string }> {
   return new Promise((resolve) => {
@@ -45,7 +44,7 @@ describe('proxy choice: tether and oras agree', () => {
     secure = await startRegistry({ settings: { 'tls.cert': cert, 'tls.key': key } });
     base = {
       ...process.env,
-      ...Object.fromEntries(PROXY_VARS.map((name) => [name, ''])),
+      ...NO_PROXY_SETTINGS,
       HOME: dir,
       DOCKER_CONFIG: join(dir, 'docker'),
     };
