@@ -203,6 +203,13 @@ const workloads: Workload[] = [
     run: (u, n) => suite.imagePush(u, n, { c: 4, n: 8, size: 100 * MB }),
   },
   {
+    label: 'push 1 MB image, chunked',
+    writes: true,
+    higherIsBetter: 'opsPerSec',
+    stores: 100 * MB,
+    run: (u, n) => suite.imagePush(u, n, { c: 8, n: 100, size: MB, chunked: true }),
+  },
+  {
     label: 'push 10 MB image, chunked',
     writes: true,
     higherIsBetter: 'opsPerSec',
