@@ -23,6 +23,9 @@ serve options:
 
 Precedence: flags > TETHER_* environment > config file > defaults. See docs/configuration.md.`;
 
+/** How long a stopped server may take to end on its own before it is made to. */
+const EXIT_GRACE_MS = 5000;
+
 async function serve(argv: string[]): Promise<void> {
   (await import('./server-runtime.ts')).ensureServerRuntime();
   const { values } = parseArgs({
@@ -58,13 +61,32 @@ async function serve(argv: string[]): Promise<void> {
     running.close().then(
       () => {
         log.info('stopped');
-        process.exit(0);
+        exitWhenIdle(0);
       },
       (err) => {
         log.error({ err }, 'shutdown failed');
-        process.exit(1);
+        exitWhenIdle(1);
       },
     );
+  };
+  /**
+   * Ends the process by letting its event loop empty, not with `process.exit()`. That call shuts V8's
+   * worker threads down without first disposing of the isolate, so a background compile job that is
+   * waiting for a garbage collection at that moment waits forever, and so does the process
+   * (nodejs/node#54918). It happened here: a server stopped by SIGTERM during a benchmark run closed its
+   * port and store, then sat in `pthread_join` for minutes. A normal end disposes of the isolate first,
+   * which releases such a job. `close()` leaves nothing that keeps the loop alive; should something
+   * still do so (a bug), the process is ended anyway after a grace period.
+   */
+  const exitWhenIdle = (code: number) => {
+    process.exitCode = code;
+    setTimeout(() => {
+      log.error(
+        { resources: process.getActiveResourcesInfo() },
+        'shutdown: something still held the process after the server closed; exiting',
+      );
+      process.exit(code);
+    }, EXIT_GRACE_MS).unref();
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -14,6 +14,9 @@ import { deleteManifest, getManifest, putManifest } from './routes/manifests.ts'
 import type { Handler, RouteContext } from './routes/types.ts';
 import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './routes/uploads.ts';
 
+/** While the server closes, how often connections that have finished their last response are closed. */
+const CLOSE_SWEEP_MS = 50;
+
 const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
   base: { GET: base, HEAD: base },
   catalog: { GET: catalog, HEAD: catalog },
@@ -169,8 +172,19 @@ export async function listen(
     close: () =>
       new Promise<void>((resolve, reject) => {
         stopWatching();
-        server.close((err) => (err ? reject(err) : resolve()));
-        (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+        // close() ends the connections that are idle now. One still serving a request turns idle when
+        // its response ends, and would then stay open until its client lets go of it: up to the 65 s
+        // keep-alive timeout, longer than most supervisors wait before killing the process. So idle
+        // connections are swept again until the last one is gone.
+        // (The TLS server is Node's HTTP/2 one, which has no such call: docs/configuration.md, "Stopping".)
+        const closeIdle = () => (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+        const sweep = setInterval(closeIdle, CLOSE_SWEEP_MS);
+        server.close((err) => {
+          clearInterval(sweep);
+          if (err) reject(err);
+          else resolve();
+        });
+        closeIdle();
       }),
   };
 }
