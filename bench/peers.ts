@@ -87,6 +87,30 @@ async function startTether(dir: string, fsync = true): Promise<Peer> {
  */
 const NO_FSYNC = 'tether, fsync off';
 
+/** How long a registry may take to exit after SIGTERM before the run kills it and goes on. */
+const STOP_TIMEOUT_MS = 30_000;
+
+/**
+ * Stops a registry; one that has not exited STOP_TIMEOUT_MS after SIGTERM is killed, and the run says
+ * so. Without it, a server that hung on its way out (as Tether once did, inside Node's own shutdown)
+ * stalled the whole run.
+ */
+async function stopPeer(peer: Peer): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), STOP_TIMEOUT_MS);
+  });
+  const stopped = peer.stop();
+  if ((await Promise.race([stopped, late])) === 'late') {
+    console.error(
+      `bench: ${peer.name} (pid ${peer.pid}) had not exited ${STOP_TIMEOUT_MS / 1000} s after SIGTERM; killed`,
+    );
+    process.kill(peer.pid, 'SIGKILL');
+    await stopped;
+  }
+  clearTimeout(timer);
+}
+
 /** Starts a Go registry from .tools/bin with a config file written for it; undefined when not installed. */
 async function startGoRegistry(
   name: string,
@@ -356,7 +380,7 @@ let restarts = 0;
 async function restartFresh(peer: Peer): Promise<void> {
   const start = starters.find(([name]) => name === peer.name)?.[1];
   if (!start) throw new Error(`no starter for ${peer.name}`);
-  await peer.stop();
+  await stopPeer(peer);
   for (const entry of await readdir(peer.store, { recursive: true, withFileTypes: true })) {
     const path = join(entry.parentPath, entry.name);
     if (entry.isFile() && (await stat(path)).size >= DELETE_FROM) await rm(path);
@@ -413,11 +437,11 @@ try {
   }
 } catch (err) {
   // A failed run must not leave its stores (tens of GiB) behind.
-  for (const peer of peers) await peer.stop();
+  for (const peer of peers) await stopPeer(peer);
   await rm(dir, { recursive: true, force: true });
   throw err;
 }
-for (const peer of peers) await peer.stop();
+for (const peer of peers) await stopPeer(peer);
 execFileSync('sync');
 const limits = await measureLimits(dir);
 await rm(dir, { recursive: true, force: true });
