@@ -176,7 +176,8 @@ export async function listen(
         // its response ends, and would then stay open until its client lets go of it: up to the 65 s
         // keep-alive timeout, longer than most supervisors wait before killing the process. So idle
         // connections are swept again until the last one is gone.
-        // (The TLS server is Node's HTTP/2 one, which has no such call: docs/configuration.md, "Stopping".)
+        // (The TLS server is Node's HTTP/2 one, which has no such call and closes such connections and
+        // sessions itself: docs/configuration.md, "Stopping".)
         const closeIdle = () => (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         const sweep = setInterval(closeIdle, CLOSE_SWEEP_MS);
         server.close((err) => {

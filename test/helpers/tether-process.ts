@@ -74,7 +74,7 @@ export async function spawnTether(
       reject(new Error(`tether did not start:\n${out}`));
     }, 15_000);
     const onData = () => {
-      const m = /tether listening on (http:\/\/[^"\s]+)/.exec(out);
+      const m = /tether listening on (https?:\/\/[^"\s]+)/.exec(out);
       if (m) {
         clearTimeout(timer);
         proc.stdout!.off('data', onData);
@@ -89,7 +89,7 @@ export async function spawnTether(
   });
   return {
     url,
-    host: url.replace('http://', ''),
+    host: url.replace(/^https?:\/\//, ''),
     data,
     proc,
     output: () => out,

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
+import https from 'node:https';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { selfSignedCert } from '../helpers/certs.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -224,6 +227,57 @@ test('a stopped server ends on its own once closed, without forcing its exit', a
   assert.match(server.output(), /"msg":"stopped"/);
   assert.doesNotMatch(server.output(), /still held the process/);
   assert.ok(elapsedMs < 3000, `exited ${Math.round(elapsedMs)} ms after SIGTERM`);
+});
+
+test('with TLS too, SIGTERM lets in-flight uploads on HTTP/1.1 and HTTP/2 finish, then exits at once', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  selfSignedCert({ cert, key }, 'stop', 'IP:127.0.0.1');
+  const server = await spawnTether(join(dir, 'data'), [], { TETHER_TLS_CERT: cert, TETHER_TLS_KEY: key });
+  t.after(() => server.kill9());
+  assert.match(server.url, /^https:/);
+  const ca = readFileSync(cert);
+  const body = randomBytes(2 * 1024 * 1024);
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const path = (repo: string) => `/v2/${repo}/blobs/uploads/?digest=${digest}`;
+  // HTTP/1.1 on a connection the client keeps open, and a request stream on an HTTP/2 session.
+  const agent = new https.Agent({ keepAlive: true, ca });
+  t.after(() => agent.destroy());
+  const h1 = https.request(`${server.url}${path('stop/h1')}`, {
+    method: 'POST',
+    agent,
+    headers: { 'Content-Length': body.length },
+  });
+  const h1Status = new Promise<number>((resolve) =>
+    h1.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    }),
+  );
+  const session = http2.connect(server.url, { ca });
+  t.after(() => session.destroy());
+  const h2 = session.request({ ':method': 'POST', ':path': path('stop/h2'), 'content-length': body.length });
+  const h2Status = new Promise<number>((resolve) =>
+    h2.on('response', (headers) => {
+      h2.resume();
+      resolve(Number(headers[':status']));
+    }),
+  );
+  h1.write(body.subarray(0, 1024 * 1024));
+  h2.write(body.subarray(0, 1024 * 1024));
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = server.stop();
+  await new Promise((r) => setTimeout(r, 150));
+  h1.end(body.subarray(1024 * 1024));
+  h2.end(body.subarray(1024 * 1024));
+  assert.deepEqual([await h1Status, await h2Status], [201, 201], 'both in-flight requests completed');
+  const answered = performance.now();
+  assert.equal(await exited, 0);
+  const afterAnswerMs = performance.now() - answered;
+  assert.ok(afterAnswerMs < 2000, `exited ${Math.round(afterAnswerMs)} ms after its last answer`);
+  assert.doesNotMatch(server.output(), /still held the process/);
 });
 
 test('storage.fsync false: kill -9 after acknowledged pushes still loses nothing (only power loss can)', async (t) => {
