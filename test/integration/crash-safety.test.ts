@@ -10,14 +10,18 @@ import { selfSignedCert } from '../helpers/certs.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
-/** Starts a request whose body is written by the caller (to be cut off by a crash midway). */
+/**
+ * Starts a request whose body is written by the caller (to be cut off by a crash midway), over HTTP/1.1
+ * with or without TLS.
+ */
 function openUpload(
   url: string,
   method: string,
   headers: Record<string, string | number>,
   agent?: http.Agent,
 ) {
-  const req = http.request(url, { method, headers, ...(agent ? { agent } : {}) });
+  const client = url.startsWith('https:') ? https : http;
+  const req = client.request(url, { method, headers, ...(agent ? { agent } : {}) });
   const response = new Promise<number>((resolve) => {
     req.on('response', (res) => {
       res.resume();
@@ -26,6 +30,34 @@ function openUpload(
     req.on('error', () => resolve(-1));
   });
   return { req, response };
+}
+
+/** A request whose body the test writes, and the status of its answer. */
+interface OpenUpload {
+  req: { write(chunk: Buffer): unknown; end(chunk: Buffer): unknown };
+  response: Promise<number>;
+}
+
+/**
+ * Sends each upload the first half of `body`, stops the server (SIGTERM) while they wait, then sends
+ * the rest. Returns each answer's status, the server's exit code, and how long after the last answer
+ * the process ended.
+ */
+async function stopMidUpload(
+  server: { stop(): Promise<number | null> },
+  body: Buffer,
+  uploads: OpenUpload[],
+): Promise<{ statuses: number[]; code: number | null; afterAnswerMs: number }> {
+  const half = body.length / 2;
+  for (const { req } of uploads) req.write(body.subarray(0, half));
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = server.stop();
+  await new Promise((r) => setTimeout(r, 150));
+  for (const { req } of uploads) req.end(body.subarray(half));
+  const statuses = await Promise.all(uploads.map((upload) => upload.response));
+  const answered = performance.now();
+  const code = await exited;
+  return { statuses, code, afterAnswerMs: performance.now() - answered };
 }
 
 function blobFile(data: string, digest: string): string {
@@ -194,15 +226,9 @@ test('SIGTERM lets an in-flight upload finish (201) before the process exits 0, 
     { 'Content-Length': blob.length },
     agent,
   );
-  upload.req.write(blob.subarray(0, 1024 * 1024));
-  await new Promise((r) => setTimeout(r, 150));
-  const exited = server.stop();
-  await new Promise((r) => setTimeout(r, 150));
-  upload.req.end(blob.subarray(1024 * 1024));
-  assert.equal(await upload.response, 201, 'the in-flight request completed');
-  const answered = performance.now();
-  assert.equal(await exited, 0);
-  const afterAnswerMs = performance.now() - answered;
+  const { statuses, code, afterAnswerMs } = await stopMidUpload(server, blob, [upload]);
+  assert.deepEqual(statuses, [201], 'the in-flight request completed');
+  assert.equal(code, 0);
   assert.ok(afterAnswerMs < 2000, `exited ${Math.round(afterAnswerMs)} ms after its last answer`);
   assert.ok(existsSync(blobFile(dir, digest)), 'and its blob is on disk');
 });
@@ -245,17 +271,7 @@ test('with TLS too, SIGTERM lets in-flight uploads on HTTP/1.1 and HTTP/2 finish
   // HTTP/1.1 on a connection the client keeps open, and a request stream on an HTTP/2 session.
   const agent = new https.Agent({ keepAlive: true, ca });
   t.after(() => agent.destroy());
-  const h1 = https.request(`${server.url}${path('stop/h1')}`, {
-    method: 'POST',
-    agent,
-    headers: { 'Content-Length': body.length },
-  });
-  const h1Status = new Promise<number>((resolve) =>
-    h1.on('response', (res) => {
-      res.resume();
-      resolve(res.statusCode!);
-    }),
-  );
+  const h1 = openUpload(`${server.url}${path('stop/h1')}`, 'POST', { 'Content-Length': body.length }, agent);
   const session = http2.connect(server.url, { ca });
   t.after(() => session.destroy());
   const h2 = session.request({ ':method': 'POST', ':path': path('stop/h2'), 'content-length': body.length });
@@ -265,17 +281,12 @@ test('with TLS too, SIGTERM lets in-flight uploads on HTTP/1.1 and HTTP/2 finish
       resolve(Number(headers[':status']));
     }),
   );
-  h1.write(body.subarray(0, 1024 * 1024));
-  h2.write(body.subarray(0, 1024 * 1024));
-  await new Promise((r) => setTimeout(r, 150));
-  const exited = server.stop();
-  await new Promise((r) => setTimeout(r, 150));
-  h1.end(body.subarray(1024 * 1024));
-  h2.end(body.subarray(1024 * 1024));
-  assert.deepEqual([await h1Status, await h2Status], [201, 201], 'both in-flight requests completed');
-  const answered = performance.now();
-  assert.equal(await exited, 0);
-  const afterAnswerMs = performance.now() - answered;
+  const { statuses, code, afterAnswerMs } = await stopMidUpload(server, body, [
+    h1,
+    { req: h2, response: h2Status },
+  ]);
+  assert.deepEqual(statuses, [201, 201], 'both in-flight requests completed');
+  assert.equal(code, 0);
   assert.ok(afterAnswerMs < 2000, `exited ${Math.round(afterAnswerMs)} ms after its last answer`);
   assert.doesNotMatch(server.output(), /still held the process/);
 });
