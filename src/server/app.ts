@@ -1,6 +1,6 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { http, http2 } from '../io/node-http.ts';
 import { OciError } from '../oci/errors.ts';
@@ -16,6 +16,9 @@ import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } fr
 
 /** While the server closes, how often connections that have finished their last response are closed. */
 const CLOSE_SWEEP_MS = 50;
+
+/** How long a connection closed with request bytes still arriving keeps reading (and dropping) them. */
+const LINGER_MS = 5_000;
 
 const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
   base: { GET: base, HEAD: base },
@@ -41,6 +44,26 @@ function abort(res: ServerResponse): void {
   else res.destroy();
 }
 
+/**
+ * Lets the `Connection: close` answer to a request whose body was not read reach its client. Closing a
+ * socket with unread input makes the kernel send a reset, which can destroy the answer before the
+ * client reads it (RFC 9112 §9.6): Go and Node clients saw "broken pipe" instead of a 404, 401 or 413.
+ * Node ends such a response with `socket.destroySoon()`; for this socket that now half-closes instead,
+ * and input is read and dropped until the client closes its side or LINGER_MS pass, as nginx's
+ * lingering close and Go's server do. A server that is stopping sweeps such connections at once.
+ */
+function lingerOnClose(req: IncomingMessage): void {
+  const socket: Socket = req.socket;
+  req.resume();
+  socket.destroySoon = () => {
+    socket.end();
+    socket.resume();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    socket.once('end', () => socket.destroy());
+    socket.once('close', () => clearTimeout(timer));
+  };
+}
+
 export function createRequestHandler(registry: Registry, log: Logger, auth?: Authorizer) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
@@ -58,11 +81,9 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         'request',
       );
     });
-    const bodyRead = { value: false };
     try {
       const url = new URL(rawUrl, 'http://registry.invalid');
       if (auth && url.pathname === TOKEN_PATH) {
-        bodyRead.value = true;
         await auth.handleToken(req, res, url);
         return;
       }
@@ -81,7 +102,6 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         name: match.name,
         ref: match.ref,
         query: url.searchParams,
-        bodyRead,
       };
       await handler(ctx);
     } catch (err) {
@@ -93,13 +113,12 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         return;
       }
       if (!(err instanceof OciError)) log.error({ err, method, url: rawUrl }, 'request failed');
-      // A body left unread (not started, or abandoned halfway by a failed write) is not worth draining:
-      // close the connection after the answer. HTTP/2 forbids `Connection`; its streams end on their own.
+      // A body not received to its end (not asked for, or abandoned halfway by a failed write) is not
+      // worth reading: close the connection after the answer, without losing it. One that arrived whole
+      // is dropped by Node and the connection kept. HTTP/2 forbids `Connection`; its streams end alone.
       const closeConnection =
-        (!bodyRead.value || !req.complete) &&
-        method !== 'GET' &&
-        method !== 'HEAD' &&
-        req.httpVersionMajor < 2;
+        !req.complete && method !== 'GET' && method !== 'HEAD' && req.httpVersionMajor < 2;
+      if (closeConnection) lingerOnClose(req);
       sendError(res, err, closeConnection);
     }
   };
@@ -137,6 +156,8 @@ export async function listen(
         onRequest as never,
       ) as unknown as Server)
     : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+  // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
+  server.on('checkContinue', onRequest);
   let stopWatching = () => {};
   if (tls) {
     const reload = () => {

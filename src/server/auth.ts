@@ -250,7 +250,7 @@ export class Authorizer {
     let refreshToken: string | undefined;
     const challenge = this.#basicChallenge();
     if (req.method === 'POST') {
-      const form = new URLSearchParams((await readBody(req, 64 * 1024)).toString('utf8'));
+      const form = new URLSearchParams((await readBody(req, res, 64 * 1024)).toString('utf8'));
       scopes = (form.get('scope') ?? '').split(' ').filter((s) => s !== '');
       const grant = form.get('grant_type');
       if (grant === 'password') {

@@ -40,15 +40,32 @@ export function sendError(res: ServerResponse, err: unknown, bodyUnread: boolean
   sendJson(res, 500, { errors: [{ code: 'UNKNOWN', message: 'internal server error' }] }, headers);
 }
 
+/** True when the client waits for `100 Continue` before it sends the body. */
+function expectsContinue(req: IncomingMessage): boolean {
+  return /^\s*100-continue\s*$/i.test(req.headers.expect ?? '');
+}
+
+/**
+ * The request body as chunks, read lazily. Its first read tells a client waiting on `Expect:
+ * 100-continue` to send (the server's 'checkContinue' listener leaves that to this), so a request
+ * refused before then (unknown upload, no credentials, too large) costs no upload. Stopping early (a
+ * full disk, a size limit, a bad chunk length) does not destroy the request: the client is owed an answer.
+ */
+export async function* requestBody(req: IncomingMessage, res: ServerResponse): AsyncGenerator<Buffer> {
+  if (!hasBody(req)) return;
+  if (expectsContinue(req)) res.writeContinue();
+  yield* req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
+}
+
 /** Reads a whole request body up to `limit` bytes (manifests); larger bodies answer 413 before reading. */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export async function readBody(req: IncomingMessage, res: ServerResponse, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {
     throw errors.tooLarge('request body exceeds the size limit', limit);
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of requestBody(req, res)) {
     size += chunk.length;
     if (size > limit) throw errors.tooLarge('request body exceeds the size limit', limit);
     chunks.push(chunk);

@@ -31,8 +31,7 @@ export async function putManifest(ctx: RouteContext): Promise<void> {
   if (ifNoneMatch && !ifNoneMatch.includes('*')) {
     throw errors.badRequest('only If-None-Match: * is supported on manifest PUT');
   }
-  ctx.bodyRead.value = true;
-  const body = await readBody(ctx.req, ctx.registry.options.manifestMaxBytes);
+  const body = await readBody(ctx.req, ctx.res, ctx.registry.options.manifestMaxBytes);
   const outcome = await ctx.registry.putManifest({
     repo: ctx.name,
     reference,

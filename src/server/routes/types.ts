@@ -13,8 +13,6 @@ export interface RouteContext {
   /** Decoded last path segment. */
   ref: string;
   query: URLSearchParams;
-  /** Set once the handler has consumed the request body, so errors know whether to close the connection. */
-  bodyRead: { value: boolean };
 }
 
 export type Handler = (ctx: RouteContext) => Promise<void>;

@@ -1,20 +1,9 @@
-import type { IncomingMessage } from 'node:http';
 import { isSupportedAlgorithm, parseDigest } from '../../oci/digest.ts';
 import { errors } from '../../oci/errors.ts';
 import { isValidRepositoryName } from '../../oci/reference.ts';
 import { rangeHeader, uploadLocation } from '../../registry/uploads.ts';
-import { hasBody, send } from '../http.ts';
+import { hasBody, requestBody, send } from '../http.ts';
 import type { RouteContext } from './types.ts';
-
-async function* emptyBody(): AsyncIterable<Buffer> {}
-
-/**
- * The request body as chunks. A failure while storing it (a full disk, a bad chunk length) must not
- * destroy the request: the client is owed an error response, so the iterator leaves the stream open.
- */
-function requestBody(req: IncomingMessage): AsyncIterable<Buffer> {
-  return hasBody(req) ? req.iterator({ destroyOnReturn: false }) : emptyBody();
-}
 
 /** Parses a request `Content-Range` (`<start>-<end>`, inclusive; a `bytes ` prefix and `/total` tolerated). */
 export function parseContentRange(header: string | undefined): { start: number; end: number } | undefined {
@@ -58,8 +47,7 @@ export async function startUpload(ctx: RouteContext): Promise<void> {
   const digest = digestParam === null ? undefined : parseDigest(digestParam);
   if (digest && mount === null) {
     // Monolithic upload in one request: the body is the whole blob.
-    ctx.bodyRead.value = true;
-    await registry.uploads.putWhole(name, digest, requestBody(ctx.req));
+    await registry.uploads.putWhole(name, digest, requestBody(ctx.req, ctx.res));
     blobCreated(ctx, digest.value);
     return;
   }
@@ -73,8 +61,7 @@ export async function startUpload(ctx: RouteContext): Promise<void> {
 /** PATCH: append a chunk (with Content-Range) or a stream (without). */
 export async function patchUpload(ctx: RouteContext): Promise<void> {
   const range = parseContentRange(ctx.req.headers['content-range']);
-  ctx.bodyRead.value = true;
-  const upload = await ctx.registry.uploads.append(ctx.name, ctx.ref, requestBody(ctx.req), range);
+  const upload = await ctx.registry.uploads.append(ctx.name, ctx.ref, requestBody(ctx.req, ctx.res), range);
   send(ctx.res, 202, sessionHeaders(ctx.name, upload.id, upload.offset));
 }
 
@@ -85,8 +72,9 @@ export async function finishUpload(ctx: RouteContext): Promise<void> {
   const digest = parseDigest(digestParam);
   const range = parseContentRange(ctx.req.headers['content-range']);
   const final =
-    hasBody(ctx.req) || range ? { body: requestBody(ctx.req), ...(range ? { range } : {}) } : undefined;
-  ctx.bodyRead.value = true;
+    hasBody(ctx.req) || range
+      ? { body: requestBody(ctx.req, ctx.res), ...(range ? { range } : {}) }
+      : undefined;
   await ctx.registry.uploads.finish(ctx.name, ctx.ref, digest, final);
   blobCreated(ctx, digest.value);
 }
