@@ -4,7 +4,7 @@ import { parseManifest } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { isValidTag } from '../oci/reference.ts';
 import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
-import type { StoredManifest, TagPrecondition } from '../storage/meta/types.ts';
+import { ifMatchAdmits, type StoredManifest, type TagPrecondition } from '../storage/meta/types.ts';
 import type { RegistryContext } from './context.ts';
 import { listReferrers } from './referrers.ts';
 
@@ -147,7 +147,8 @@ export async function deleteManifest(
     }
     return;
   }
-  if (ifMatch && !ifMatch.includes(reference.digest.value)) {
+  // By digest the content is fixed: `*` admits it when it exists, which the delete itself finds out.
+  if (ifMatch && !ifMatch.includes('*') && !ifMatch.includes(reference.digest.value)) {
     throw new OciError(412, 'DENIED', 'precondition failed: If-Match does not name this manifest');
   }
   const cascade = ctx.policies.for(repo).onSubjectDelete === 'cascade';
@@ -199,6 +200,6 @@ async function effectivePrecondition(
   if (!precondition.ifMatch || tag === undefined || (await ctx.meta.getManifestByTag(repo, tag)))
     return precondition;
   const synthesized = await synthesizeFallbackIndex(ctx, repo, tag);
-  if (synthesized && precondition.ifMatch.includes(synthesized.digest)) return { ifNoneMatchAny: true };
+  if (synthesized && ifMatchAdmits(precondition.ifMatch, synthesized.digest)) return { ifNoneMatchAny: true };
   return precondition;
 }

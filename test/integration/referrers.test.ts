@@ -774,4 +774,35 @@ describe('race-free tag writers', () => {
       await reg.close();
     }
   });
+
+  test('If-Match: * admits any existing tag and no missing one (RFC 9110 §13.1.1)', async () => {
+    const reg = await startRegistry();
+    try {
+      const a = await pushImage(reg.url, 'star', 'v1');
+      const b = await pushImage(reg.url, 'star', 'other');
+      const put = async (tag: string) =>
+        (await pushManifest(reg.url, 'star', tag, b.bytes.toString(), undefined, { 'If-Match': '*' }))
+          .response.status;
+      const del = async (tag: string) =>
+        (
+          await fetch(`${reg.url}/v2/star/manifests/${tag}`, {
+            method: 'DELETE',
+            headers: { 'If-Match': '*' },
+          })
+        ).status;
+      assert.equal(await put('missing'), 412);
+      assert.equal((await fetch(`${reg.url}/v2/star/manifests/missing`)).status, 404);
+      assert.equal(await put('v1'), 201, 'update only if it exists');
+      assert.equal(
+        (await fetch(`${reg.url}/v2/star/manifests/v1`)).headers.get('docker-content-digest'),
+        b.digest,
+      );
+      assert.equal(await del('v1'), 202);
+      assert.equal((await fetch(`${reg.url}/v2/star/manifests/v1`)).status, 404);
+      assert.equal(await del('v1'), 404);
+      assert.equal(await del(a.digest), 202, 'by digest, * admits an existing manifest');
+    } finally {
+      await reg.close();
+    }
+  });
 });

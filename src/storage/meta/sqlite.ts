@@ -6,16 +6,17 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { GroupSync } from '../group-sync.ts';
 import { syncDirectory } from '../sync-directory.ts';
 import { sqliteMigrations } from './migrations/sqlite.ts';
-import type {
-  ManifestRecord,
-  MetaStore,
-  Page,
-  PutManifestOptions,
-  PutManifestResult,
-  ReferrerRow,
-  ReferrersQuery,
-  StoredManifest,
-  UploadRecord,
+import {
+  ifMatchAdmits,
+  type ManifestRecord,
+  type MetaStore,
+  type Page,
+  type PutManifestOptions,
+  type PutManifestResult,
+  type ReferrerRow,
+  type ReferrersQuery,
+  type StoredManifest,
+  type UploadRecord,
 } from './types.ts';
 
 export interface SqliteOptions {
@@ -168,7 +169,7 @@ export class SqliteMetaStore implements MetaStore {
         const current = tags[0] === undefined ? undefined : this.#tagTarget(repo, tags[0]);
         const failed =
           (precondition.ifNoneMatchAny && current !== undefined) ||
-          (precondition.ifMatch && (current === undefined || !precondition.ifMatch.includes(current)));
+          (precondition.ifMatch && !ifMatchAdmits(precondition.ifMatch, current));
         if (failed)
           return current === undefined
             ? { status: 'precondition-failed' }
@@ -344,7 +345,7 @@ export class SqliteMetaStore implements MetaStore {
     return this.#write(() => {
       const current = this.#tagTarget(repo, tag);
       if (current === undefined) return 'missing';
-      if (ifMatch && !ifMatch.includes(current)) return 'precondition-failed';
+      if (ifMatch && !ifMatchAdmits(ifMatch, current)) return 'precondition-failed';
       this.#stmt('DELETE FROM tags WHERE repo = ? AND name = ?').run(repo, tag);
       this.#clearFallbackEntries(repo, tag);
       return 'deleted';

@@ -36,8 +36,13 @@ export interface ReferrerRow {
   descriptor: string;
 }
 
+/** Whether an `If-Match` list admits a tag's current target: `*` admits any, as long as there is one (RFC 9110 §13.1.1). */
+export function ifMatchAdmits(ifMatch: readonly string[], current: string | undefined): boolean {
+  return current !== undefined && (ifMatch.includes('*') || ifMatch.includes(current));
+}
+
 export interface TagPrecondition {
-  /** The tag must currently point at this digest (`If-Match`). */
+  /** The tag must currently point at one of these digests, or exist at all for `*` (`If-Match`). */
   ifMatch?: string[];
   /** The tag must not exist (`If-None-Match: *`). */
   ifNoneMatchAny?: boolean;
