@@ -126,8 +126,14 @@ export async function getManifest(
     const synthesized = await synthesizeFallbackIndex(ctx, repo, reference.tag);
     if (synthesized) return synthesized;
   }
-  if (!(await ctx.meta.repositoryExists(repo))) throw errors.nameUnknown(repo);
-  throw errors.manifestUnknown(reference.kind === 'digest' ? reference.digest.value : reference.tag);
+  throw await unknownIn(ctx, repo, reference.kind === 'digest' ? reference.digest.value : reference.tag);
+}
+
+/** The 404 for a manifest that is not there: NAME_UNKNOWN when its repository is not there either. */
+async function unknownIn(ctx: RegistryContext, repo: string, reference: string): Promise<OciError> {
+  return (await ctx.meta.repositoryExists(repo))
+    ? errors.manifestUnknown(reference)
+    : errors.nameUnknown(repo);
 }
 
 export async function deleteManifest(
@@ -139,7 +145,7 @@ export async function deleteManifest(
   if (!ctx.options.deleteEnabled) throw errors.unsupported('deletion is disabled on this registry');
   if (reference.kind === 'tag') {
     const result = await ctx.meta.deleteTag(repo, reference.tag, ifMatch);
-    if (result === 'missing') throw errors.manifestUnknown(reference.tag);
+    if (result === 'missing') throw await unknownIn(ctx, repo, reference.tag);
     if (result === 'precondition-failed') {
       throw new OciError(412, 'DENIED', 'precondition failed: the tag does not match If-Match', {
         tag: reference.tag,
@@ -153,7 +159,7 @@ export async function deleteManifest(
   }
   const cascade = ctx.policies.for(repo).onSubjectDelete === 'cascade';
   const deleted = await ctx.meta.deleteManifest(repo, reference.digest.value, { cascade });
-  if (deleted.length === 0) throw errors.manifestUnknown(reference.digest.value);
+  if (deleted.length === 0) throw await unknownIn(ctx, repo, reference.digest.value);
   if (cascade) {
     // The subject's fallback index would now list deleted manifests: it goes with them.
     await ctx.meta.deleteTag(repo, referrersTagFor(reference.digest));

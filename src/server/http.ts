@@ -10,6 +10,14 @@ export const API_VERSION_HEADER = { 'Docker-Distribution-Api-Version': 'registry
 export type Headers = Record<string, string | number | string[]>;
 
 export function send(res: ServerResponse, status: number, headers: Headers, body?: Buffer): void {
+  // A 204 must not carry Content-Length, nor a 304 one that differs from the 200's; a 304 carries the
+  // validators, not the representation's type (RFC 9110 §8.6, §15.4.5).
+  if (status === 204 || status === 304) {
+    const { 'Content-Type': _type, ...rest } = headers;
+    res.writeHead(status, { ...API_VERSION_HEADER, ...(status === 304 ? rest : headers) });
+    res.end();
+    return;
+  }
   res.writeHead(status, { ...API_VERSION_HEADER, ...headers, 'Content-Length': body ? body.length : 0 });
   res.end(body);
 }
@@ -113,7 +121,7 @@ export function nextLink(path: string, params: Record<string, string | string[] 
  */
 export function parsePageSize(value: string | null, fallback: number, max: number): number {
   if (value === null || value === '') return fallback;
-  if (!/^\d{1,12}$/.test(value))
+  if (!/^\d+$/.test(value))
     throw errors.badRequest('n must be a non-negative integer', { n: value.slice(0, 50) });
   return Math.min(Number(value), max);
 }

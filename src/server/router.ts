@@ -24,7 +24,7 @@ const METHODS: Record<RouteName, string[]> = {
   catalog: ['GET', 'HEAD'],
   manifest: ['GET', 'HEAD', 'PUT', 'DELETE'],
   uploadStart: ['POST'],
-  upload: ['GET', 'PATCH', 'PUT', 'DELETE'],
+  upload: ['GET', 'HEAD', 'PATCH', 'PUT', 'DELETE'],
   blob: ['GET', 'HEAD', 'DELETE'],
   tags: ['GET', 'HEAD'],
   referrers: ['GET', 'HEAD'],
@@ -67,7 +67,8 @@ export function matchRoute(method: string, path: string): RouteMatch {
       break;
     }
   }
-  if (!match) throw new OciError(404, 'NAME_UNKNOWN', 'no such endpoint', { path: path.slice(0, 300) });
+  // Not NAME_UNKNOWN: a client would report a missing repository for a mistyped path.
+  if (!match) throw new OciError(404, 'UNSUPPORTED', 'no such endpoint', { path: path.slice(0, 300) });
   const allowed = METHODS[match.route];
   if (!allowed.includes(method)) {
     throw new OciError(405, 'UNSUPPORTED', `method ${method} is not allowed here`, undefined, {

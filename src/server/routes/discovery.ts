@@ -77,8 +77,12 @@ function parseAnnotationFilters(values: string[]): [string, string][] {
 export async function listReferrers(ctx: RouteContext): Promise<void> {
   const { registry, name, query, req, res } = ctx;
   const subject = parseDigest(ctx.ref);
-  // Media types never contain spaces: a space here is a '+' the client did not percent-encode.
-  const artifactTypes = query.getAll('artifactType').map((t) => t.replaceAll(' ', '+'));
+  // Media types never contain spaces: a space here is a '+' the client did not percent-encode. An empty
+  // value is a client's unset filter, not a type: it filters nothing.
+  const artifactTypes = query
+    .getAll('artifactType')
+    .filter((t) => t !== '')
+    .map((t) => t.replaceAll(' ', '+'));
   const invalidType = artifactTypes.find((type): boolean => !isValidMediaType(type));
   if (invalidType !== undefined) {
     throw errors.badRequest('invalid artifactType filter', { artifactType: invalidType.slice(0, 200) });

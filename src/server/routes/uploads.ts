@@ -1,4 +1,4 @@
-import { isSupportedAlgorithm, parseDigest } from '../../oci/digest.ts';
+import { isSupportedAlgorithm, parseDigest, tryParseDigest } from '../../oci/digest.ts';
 import { errors } from '../../oci/errors.ts';
 import { isValidRepositoryName } from '../../oci/reference.ts';
 import { rangeHeader, uploadLocation } from '../../registry/uploads.ts';
@@ -27,15 +27,17 @@ function blobCreated(ctx: RouteContext, digest: string): void {
 export async function startUpload(ctx: RouteContext): Promise<void> {
   const { registry, name, query } = ctx;
   const mount = query.get('mount');
-  if (mount !== null) {
-    const digest = parseDigest(mount).value;
+  // A mount that cannot be done, a malformed digest included, falls back to an upload session (spec:
+  // "unable to mount" answers as for a plain POST; Distribution does the same).
+  const mountDigest = mount === null ? undefined : tryParseDigest(mount)?.value;
+  if (mountDigest !== undefined) {
     const from = query.get('from') ?? undefined;
     // A `from` that is not a valid name cannot hold the blob: fall back to an upload, as for any miss.
     // So is one the caller may not pull from: a refused mount never reveals whether the blob exists.
     const readable = (repo: string) => ctx.caller.canMountFrom(repo);
     const source = from !== undefined && (!isValidRepositoryName(from) || !readable(from)) ? null : from;
-    if (source !== null && (await registry.mount(name, digest, source, readable))) {
-      blobCreated(ctx, digest);
+    if (source !== null && (await registry.mount(name, mountDigest, source, readable))) {
+      blobCreated(ctx, mountDigest);
       return;
     }
   }
