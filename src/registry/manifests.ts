@@ -122,10 +122,11 @@ export async function getManifest(
       ? await ctx.meta.getManifest(repo, reference.digest.value)
       : await ctx.meta.getManifestByTag(repo, reference.tag);
   if (manifest) return manifest;
-  if (reference.kind === 'tag') {
-    const synthesized = await synthesizeFallbackIndex(ctx, repo, reference.tag);
-    if (synthesized) return synthesized;
-  }
+  const synthesized =
+    reference.kind === 'tag'
+      ? await servedFallbackIndex(ctx, repo, reference.tag)
+      : await fallbackIndexByDigest(ctx, repo, reference.digest.value);
+  if (synthesized) return synthesized;
   throw await unknownIn(ctx, repo, reference.kind === 'digest' ? reference.digest.value : reference.tag);
 }
 
@@ -174,7 +175,7 @@ async function synthesizeFallbackIndex(
   ctx: RegistryContext,
   repo: string,
   tag: string,
-): Promise<StoredManifest | undefined> {
+): Promise<{ subject: Digest; index: StoredManifest } | undefined> {
   const schema = ctx.options.serveFallbackTags ? parseReferrersTag(tag) : undefined;
   if (!schema) return undefined;
   const subjectValue = schema.complete
@@ -182,6 +183,16 @@ async function synthesizeFallbackIndex(
     : (await ctx.meta.findSubjects(repo, schema.digestPrefix, 1))[0];
   const subject = subjectValue === undefined ? undefined : tryParseDigest(subjectValue);
   if (!subject) return undefined;
+  const index = await referrersIndex(ctx, repo, subject);
+  return index && { subject, index };
+}
+
+/** The subject's referrers as one OCI index; undefined when it has none. */
+async function referrersIndex(
+  ctx: RegistryContext,
+  repo: string,
+  subject: Digest,
+): Promise<StoredManifest | undefined> {
   const page = await listReferrers(ctx, { repo, subject, artifactTypes: [], annotations: [], limit: 10_000 });
   if (!page.body.includes('"digest"')) return undefined;
   return {
@@ -190,6 +201,39 @@ async function synthesizeFallbackIndex(
     size: page.body.length,
     bytes: page.body,
   };
+}
+
+/**
+ * A GET or HEAD of a referrers-schema tag nobody pushed. Its digest is noted, because clients resolve a
+ * tag and then fetch what it resolved to by digest (containerd, `regctl`): that must answer too.
+ */
+async function servedFallbackIndex(
+  ctx: RegistryContext,
+  repo: string,
+  tag: string,
+): Promise<StoredManifest | undefined> {
+  const synthesized = await synthesizeFallbackIndex(ctx, repo, tag);
+  if (!synthesized) return undefined;
+  await ctx.meta.noteServedFallbackIndex(repo, synthesized.subject.value, synthesized.index.digest);
+  return synthesized.index;
+}
+
+/**
+ * A served fallback index fetched by its digest: rebuilt, and answered while the referrer set is the
+ * one it was built from. Once the set changes the old index is gone, as a replaced manifest would be
+ * after garbage collection.
+ */
+async function fallbackIndexByDigest(
+  ctx: RegistryContext,
+  repo: string,
+  digest: string,
+): Promise<StoredManifest | undefined> {
+  if (!ctx.options.serveFallbackTags) return undefined;
+  const subjectValue = await ctx.meta.servedFallbackSubject(repo, digest);
+  const subject = subjectValue === undefined ? undefined : tryParseDigest(subjectValue);
+  if (!subject) return undefined;
+  const index = await referrersIndex(ctx, repo, subject);
+  return index?.digest === digest ? index : undefined;
 }
 
 /**
@@ -206,6 +250,7 @@ async function effectivePrecondition(
   if (!precondition.ifMatch || tag === undefined || (await ctx.meta.getManifestByTag(repo, tag)))
     return precondition;
   const synthesized = await synthesizeFallbackIndex(ctx, repo, tag);
-  if (synthesized && ifMatchAdmits(precondition.ifMatch, synthesized.digest)) return { ifNoneMatchAny: true };
+  if (synthesized && ifMatchAdmits(precondition.ifMatch, synthesized.index.digest))
+    return { ifNoneMatchAny: true };
   return precondition;
 }

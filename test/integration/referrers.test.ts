@@ -587,6 +587,41 @@ describe('fallback tags and the API agree both ways', () => {
     );
   });
 
+  test('an unpushed fallback tag resolves to a digest that can be fetched, while its referrers stand', async () => {
+    const img = await pushImage(reg.url, 'synthdigest', 'v1');
+    await pushBlob(reg.url, 'synthdigest', '{}');
+    const tag = img.digest.replace(':', '-');
+    const subject = { digest: img.digest, size: img.bytes.length };
+    await pushArtifact(reg.url, 'synthdigest', subject, 'application/sig');
+    // As containerd and `regctl` do: HEAD the tag, then GET what it resolved to.
+    const resolved = await fetch(`${reg.url}/v2/synthdigest/manifests/${tag}`, { method: 'HEAD' });
+    const digest = resolved.headers.get('docker-content-digest')!;
+    const byDigest = await fetch(`${reg.url}/v2/synthdigest/manifests/${digest}`);
+    assert.equal(byDigest.status, 200);
+    assert.equal(byDigest.headers.get('content-type'), OCI_INDEX);
+    const bytes = Buffer.from(await byDigest.arrayBuffer());
+    assert.equal(sha256(bytes), digest);
+    assert.ok(
+      bytes.equals(
+        Buffer.from(await (await fetch(`${reg.url}/v2/synthdigest/manifests/${tag}`)).arrayBuffer()),
+      ),
+    );
+    assert.equal(
+      (await fetch(`${reg.url}/v2/synthdigest/manifests/${digest}`, { method: 'HEAD' })).status,
+      200,
+    );
+    // Only in the repository that served it.
+    assert.equal((await fetch(`${reg.url}/v2/synth/manifests/${digest}`)).status, 404);
+    // Another referrer changes the index: the old digest is gone, the new one answers.
+    await pushArtifact(reg.url, 'synthdigest', subject, 'application/sbom');
+    assert.equal((await fetch(`${reg.url}/v2/synthdigest/manifests/${digest}`)).status, 404);
+    const next = (await fetch(`${reg.url}/v2/synthdigest/manifests/${tag}`, { method: 'HEAD' })).headers.get(
+      'docker-content-digest',
+    )!;
+    assert.notEqual(next, digest);
+    assert.equal((await fetch(`${reg.url}/v2/synthdigest/manifests/${next}`)).status, 200);
+  });
+
   test('merging and synthesis can be turned off', async () => {
     const off = await startRegistry({
       settings: { 'referrers.mergeFallbackTags': false, 'referrers.serveFallbackTags': false },

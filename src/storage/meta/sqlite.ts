@@ -407,6 +407,27 @@ export class SqliteMetaStore implements MetaStore {
     return rows.map((r) => `${r.key}=${r.version}`).join(';');
   }
 
+  async noteServedFallbackIndex(repo: string, subjectDigest: string, digest: string): Promise<void> {
+    // Read first: an unchanged referrer set (every poll but the first) costs no write and no sync.
+    const row = this.#stmt(
+      'SELECT digest FROM served_fallback_indexes WHERE repo = ? AND subject_digest = ?',
+    ).get(repo, subjectDigest) as { digest: string } | undefined;
+    if (row?.digest === digest) return;
+    await this.#write(() =>
+      this.#stmt(
+        `INSERT INTO served_fallback_indexes (repo, subject_digest, digest) VALUES (?, ?, ?)
+          ON CONFLICT (repo, subject_digest) DO UPDATE SET digest = excluded.digest`,
+      ).run(repo, subjectDigest, digest),
+    );
+  }
+
+  async servedFallbackSubject(repo: string, digest: string): Promise<string | undefined> {
+    const row = this.#stmt(
+      'SELECT subject_digest FROM served_fallback_indexes WHERE repo = ? AND digest = ? LIMIT 1',
+    ).get(repo, digest) as { subject_digest: string } | undefined;
+    return row?.subject_digest;
+  }
+
   async findSubjects(repo: string, prefix: string, limit: number): Promise<string[]> {
     const rows = this.#stmt(
       `SELECT DISTINCT subject_digest FROM manifests

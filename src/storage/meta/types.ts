@@ -114,6 +114,10 @@ export interface MetaStore {
    * referrers-schema tags) changes; equal tokens mean equal sets.
    */
   referrersVersion(repo: string, keys: string[]): Promise<string>;
+  /** Records the digest of the index served for `subject`'s referrers-schema tag (a no-op when unchanged). */
+  noteServedFallbackIndex(repo: string, subjectDigest: string, digest: string): Promise<void>;
+  /** The subject whose referrers-schema tag was last served as `digest`, if any. */
+  servedFallbackSubject(repo: string, digest: string): Promise<string | undefined>;
   /** Subjects with referrers whose digest starts with `prefix` (resolves truncated referrers tags). */
   findSubjects(repo: string, prefix: string, limit: number): Promise<string[]>;
 

@@ -85,4 +85,15 @@ export const sqliteMigrations: string[] = [
     PRIMARY KEY (repo, key)
   ) WITHOUT ROWID;
   `,
+  `
+  -- The index last served for a referrers-schema tag nobody pushed (built from the API), per subject,
+  -- so that a client which resolved the tag to a digest can fetch that digest.
+  CREATE TABLE served_fallback_indexes (
+    repo TEXT NOT NULL,
+    subject_digest TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, subject_digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX served_fallback_indexes_by_digest ON served_fallback_indexes (repo, digest);
+  `,
 ];
