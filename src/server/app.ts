@@ -1,6 +1,7 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { http, http2 } from '../io/node-http.ts';
 import { OciError } from '../oci/errors.ts';
@@ -68,6 +69,26 @@ function lingerOnClose(req: IncomingMessage): void {
     socket.once('end', () => socket.destroy());
     socket.once('close', () => clearTimeout(timer));
   };
+}
+
+/**
+ * A request Node's parser refused (bad syntax, a body longer than its Content-Length, headers over the
+ * limit, a header timeout) gets the same error JSON as everything else, not Node's bare `400 Bad Request`.
+ */
+function answerUnparsable(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status =
+    err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const body = JSON.stringify(
+    new OciError(status, 'UNSUPPORTED', `malformed HTTP request (${err.code})`).toJSON(),
+  );
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 export function createRequestHandler(registry: Registry, log: Logger, auth?: Authorizer) {
@@ -164,6 +185,7 @@ export async function listen(
     : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
   // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
   server.on('checkContinue', onRequest);
+  if (!tls) server.on('clientError', answerUnparsable);
   let stopWatching = () => {};
   if (tls) {
     const reload = () => {

@@ -147,6 +147,50 @@ describe('answers given before the request body is read', () => {
   });
 });
 
+test('a request the HTTP parser refuses gets error JSON, not a bare 400', async () => {
+  const { dir, cleanup } = await tempDataDir();
+  const registry = await spawnTether(dir);
+  const port = Number(registry.host.split(':')[1]);
+  /** Sends raw bytes and returns everything the server answers before it closes. */
+  const raw = (bytes: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.end(bytes));
+      let text = '';
+      socket.setEncoding('latin1');
+      socket.on('data', (c: string) => {
+        text += c;
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+    });
+  try {
+    const manifest = '{"schemaVersion":2}';
+    for (const [what, request, status] of [
+      ['a bad request line', 'NOT HTTP AT ALL\r\n\r\n', 400],
+      // The body runs past its Content-Length into what the parser reads as a second request.
+      [
+        'a body longer than its Content-Length',
+        `PUT /v2/a/manifests/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n${manifest}`,
+        400,
+      ],
+      ['headers over the limit', `GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+    ] as const) {
+      const answer = await raw(request);
+      const last = answer.lastIndexOf('HTTP/1.1 ');
+      const head = answer.slice(last, answer.indexOf('\r\n\r\n', last));
+      assert.match(head, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+      assert.match(head, /\r\nContent-Type: application\/json\r\n/, what);
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n', last) + 4)) as {
+        errors: { code: string }[];
+      };
+      assert.equal(body.errors[0]!.code, 'UNSUPPORTED', what);
+    }
+  } finally {
+    await registry.stop();
+    await cleanup();
+  }
+});
+
 test('a connection left open after an early answer does not hold a stopping server', async () => {
   const { dir, cleanup } = await tempDataDir();
   const registry = await spawnTether(dir);
