@@ -767,7 +767,9 @@ export class RegistryClient {
         throw new ClientError(`refusing to write a file named "${title}"`);
     }
     await mkdir(dir, { recursive: true });
-    await Promise.all(
+    // Every file finishes or fails before the pull reports: the files that verified are kept, and no
+    // temporary file of one still arriving outlives the pull (to be left behind if the caller exits).
+    const outcomes = await Promise.allSettled(
       layers.map((layer) =>
         this.#transfer(ref.host, layer, async (counted) => {
           const path = join(dir, layer.annotations![TITLE]!);
@@ -783,6 +785,8 @@ export class RegistryClient {
         }),
       ),
     );
+    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
     return layers;
   }
 

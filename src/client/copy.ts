@@ -1,6 +1,6 @@
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import type { BodySink } from './body-sink.ts';
+import { type BodySink, collect, pourReadable } from './body-sink.ts';
 import type { BlobSource, FetchedManifest } from './client.ts';
 import { ClientError } from './errors.ts';
 import { acquireAll } from './limiter.ts';
@@ -11,7 +11,10 @@ import { countedSource } from './verify-stream.ts';
 export interface CopyOptions {
   /** Also copy what refers to the image, its index children and its referrers, recursively. */
   referrers?: boolean;
-  /** `os/arch[/variant]`: from an index, copy only the matching image (which becomes the root). */
+  /**
+   * `os/arch[/variant]`: from an index, copy only the matching image (which becomes the root); a single
+   * image is copied only when its config says it is for that platform.
+   */
   platform?: string;
   /** Where referrers are listed and read (default: the source). */
   referrersSource?: ContentTarget;
@@ -34,6 +37,40 @@ const MANIFEST_TYPES = new Set<string>([
   MediaType.dockerManifest,
   MediaType.dockerManifestList,
 ]);
+
+/** Image configs (OCI and Docker), whose `os`, `architecture` and `variant` give an image's platform. */
+const IMAGE_CONFIG_TYPES = new Set<string>([
+  MediaType.ociConfig,
+  'application/vnd.docker.container.image.v1+json',
+]);
+/** Configs are a few KiB; the cap only keeps a lying descriptor from filling memory. */
+const MAX_CONFIG = 4 * 1024 * 1024;
+
+interface Platform {
+  os?: string;
+  architecture?: string;
+  variant?: string;
+}
+
+/**
+ * Whether `platform` (an index entry's or a config's) is the one `wanted`: OS and architecture equal,
+ * and the variant too when one is asked for (as oras and crane match; regctl also normalises variants).
+ */
+function matchesPlatform(
+  platform: unknown,
+  wanted: { os: string; architecture: string; variant: string | undefined },
+): boolean {
+  const p = platform as Platform | undefined;
+  return (
+    p?.os === wanted.os &&
+    p.architecture === wanted.architecture &&
+    (!wanted.variant || p.variant === wanted.variant)
+  );
+}
+
+function platformName({ os, architecture, variant }: Platform): string {
+  return [os ?? '?', architecture ?? '?', ...(variant ? [variant] : [])].join('/');
+}
 
 export class CopyError extends ClientError {
   override name = 'CopyError';
@@ -63,6 +100,9 @@ class GraphCopy {
   readonly #blobs = new Map<string, Promise<void>>();
   readonly #walked = new Set<string>();
   readonly #referrers = new Set<string>();
+  /** Manifest and blob copies under way; a failed copy waits for them before it reports. */
+  readonly #running = new Set<Promise<void>>();
+  #stopped = false;
   readonly #result: Omit<CopyResult, 'root'> = {
     manifests: { copied: 0, existed: 0 },
     blobs: { transferred: 0, exists: 0, mounted: 0 },
@@ -75,6 +115,19 @@ class GraphCopy {
   }
 
   async run(src: ContentTarget, reference: string, dst: ContentTarget, tag: string | undefined) {
+    try {
+      return await this.#copy(src, reference, dst, tag);
+    } catch (err) {
+      // Start nothing more, and report only once what is under way has finished or failed: a copy
+      // that has settled writes nothing more, so no temporary file of it is left for its caller to
+      // find, and the caller may clean up or exit at once.
+      this.#stopped = true;
+      while (this.#running.size > 0) await Promise.allSettled(this.#running);
+      throw err;
+    }
+  }
+
+  async #copy(src: ContentTarget, reference: string, dst: ContentTarget, tag: string | undefined) {
     let root = await this.#fetch(src, (await src.resolve(reference)).digest);
     if (this.#options.platform) root = await this.#pickPlatform(src, root, this.#options.platform);
     await this.#store(src, dst, root.descriptor.digest);
@@ -101,19 +154,67 @@ class GraphCopy {
   ): Promise<FetchedManifest> {
     const [os, architecture, variant] = platform.split('/');
     if (!os || !architecture) throw new CopyError(`--platform must be OS/ARCH[/VARIANT], not "${platform}"`);
+    const wanted = { os, architecture, variant };
+    const where = `${from.name}@${root.descriptor.digest}`;
     const children = root.json.manifests;
-    if (!Array.isArray(children)) return root; // a single image: the platform filter has nothing to choose
-    const match = (children as Descriptor[]).find((child) => {
-      const p = child.platform as { os?: string; architecture?: string; variant?: string } | undefined;
-      return p?.os === os && p.architecture === architecture && (!variant || p.variant === variant);
-    });
-    if (!match) throw new CopyError(`${from.name}@${root.descriptor.digest} has no image for ${platform}`);
+    if (!Array.isArray(children)) {
+      // A single image has nothing to choose from, but it must be what was asked for (oras refuses
+      // it too): copying another platform's image under the requested one would pass unnoticed.
+      const config = root.json.config as Descriptor | undefined;
+      if (!config?.digest || !IMAGE_CONFIG_TYPES.has(config.mediaType))
+        throw new CopyError(
+          `${where} names no platform (config ${config?.mediaType ?? 'missing'}), so it cannot be the image for ${platform}`,
+        );
+      const own = await this.#configPlatform(from, config);
+      if (!matchesPlatform(own, wanted))
+        throw new CopyError(`${where} is an image for ${platformName(own)}, not ${platform}`);
+      return root;
+    }
+    const match = (children as Descriptor[]).find((child) => matchesPlatform(child.platform, wanted));
+    if (!match) throw new CopyError(`${where} has no image for ${platform}`);
     return this.#fetch(from, match.digest);
+  }
+
+  /** The `os`, `architecture` and `variant` an image config names. */
+  async #configPlatform(from: ContentTarget, config: Descriptor): Promise<Platform> {
+    const what = `config ${config.digest}`;
+    const bytes = await collect(
+      async (sink) => pourReadable(await from.openBlob(config), sink),
+      MAX_CONFIG,
+      () => new CopyError(`${what} is larger than ${MAX_CONFIG} bytes`),
+    );
+    let json: unknown;
+    try {
+      json = JSON.parse(bytes.toString('utf8'));
+    } catch {}
+    if (!json || typeof json !== 'object') throw new CopyError(`${what} is not a JSON object`);
+    const { os, architecture, variant } = json as Record<string, unknown>;
+    return {
+      ...(typeof os === 'string' ? { os } : {}),
+      ...(typeof architecture === 'string' ? { architecture } : {}),
+      ...(typeof variant === 'string' && variant ? { variant } : {}),
+    };
   }
 
   /** Makes `digest` and everything under it present in `to`; concurrent callers share one promise. */
   #store(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
-    return shared(this.#stored, `${to.name}\0${digest}`, () => this.#storeOnce(from, to, digest));
+    return shared(this.#stored, `${to.name}\0${digest}`, () =>
+      this.#underway(() => this.#storeOnce(from, to, digest)),
+    );
+  }
+
+  /** Runs `work`, listed in `#running` until it settles. */
+  #underway(work: () => Promise<void>): Promise<void> {
+    const promise = work();
+    this.#running.add(promise);
+    const settled = () => this.#running.delete(promise);
+    promise.then(settled, settled);
+    return promise;
+  }
+
+  /** After a failure elsewhere nothing new is written: no blob starts, no manifest is pushed. */
+  #goingOn(): void {
+    if (this.#stopped) throw new CopyError('stopped: another part of the copy failed');
   }
 
   async #storeOnce(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
@@ -137,6 +238,7 @@ class GraphCopy {
       if (blob?.digest && !blob.urls?.length) work.push(this.#copyBlob(from, to, blob));
     }
     await Promise.all(work);
+    this.#goingOn();
     this.#options.progress?.start?.(manifest.descriptor);
     await to.pushManifest(manifest);
     this.#result.manifests.copied++;
@@ -145,7 +247,7 @@ class GraphCopy {
 
   #copyBlob(from: ContentTarget, to: ContentTarget, descriptor: Descriptor): Promise<void> {
     return shared(this.#blobs, `${to.name}\0${descriptor.digest}`, () =>
-      this.#copyBlobOnce(from, to, descriptor),
+      this.#underway(() => this.#copyBlobOnce(from, to, descriptor)),
     );
   }
 
@@ -153,6 +255,7 @@ class GraphCopy {
     const release = await acquireAll([from.limiter, to.limiter]);
     const progress = this.#options.progress;
     try {
+      this.#goingOn();
       progress?.start?.(descriptor);
       const source: BlobSource = {
         digest: descriptor.digest,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { resolve as absolutePath, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
@@ -20,6 +20,13 @@ export class LayoutError extends ClientError {
   override name = 'LayoutError';
 }
 
+/**
+ * The `index.json` update in flight (or last queued) per layout directory: updates are read-modify-write,
+ * so they run one at a time per directory in this process, however many `OciLayout`s have it open
+ * (`cp --referrers-to oci:X … oci:X` opens one directory twice).
+ */
+const indexUpdates = new Map<string, Promise<void>>();
+
 interface LayoutIndex {
   schemaVersion: 2;
   mediaType: string;
@@ -36,13 +43,13 @@ interface LayoutIndex {
  * `subject` says what they refer to); regctl keeps a `<alg>-<hex>` fallback-tag index. Tether writes the
  * oras way and, in `tag` referrers mode, the fallback tag as well.
  *
- * Writes within one process are serialised; blobs land by temp file and rename so a reader never sees
- * half a blob, and `index.json` is replaced atomically. Two processes writing one layout at once are
- * not coordinated (as with the other tools).
+ * Updates of `index.json` (and of the fallback-tag indexes it lists) within one process are serialised
+ * per directory; blobs land by temp file and rename so a reader never sees half a blob, and `index.json`
+ * is replaced atomically. Two processes writing one layout at once are not coordinated (as with the
+ * other tools).
  */
 export class OciLayout {
   readonly dir: string;
-  #indexWrite: Promise<unknown> = Promise.resolve();
   /** Parsed manifests by digest: referrer scans read each listed manifest once. */
   readonly #manifests = new Map<string, Record<string, unknown>>();
 
@@ -192,13 +199,7 @@ export class OciLayout {
         size: bytes.length,
       };
     }
-    // The last entry wins, as when a tool appends a re-tag. regctl before v0.5 wrote whole references
-    // (`host/repo:tag`) into the annotation, so those count too.
-    const tagged = manifests.filter((d) => {
-      const name = d.annotations?.[REF_NAME];
-      return name === reference || (name?.endsWith(`:${reference}`) === true && name.includes('/'));
-    });
-    const found = tagged.at(-1);
+    const found = taggedEntry(manifests, reference);
     if (!found) throw new LayoutError(`tag ${reference} is not in the layout ${this.dir}`);
     return stripRefName(found);
   }
@@ -217,42 +218,62 @@ export class OciLayout {
    * only when the digest is not listed yet.
    */
   async addToIndex(descriptor: Descriptor, tag?: string): Promise<void> {
-    await this.#updateIndex((manifests) => {
-      const entry: Descriptor = {
-        mediaType: descriptor.mediaType,
-        digest: descriptor.digest,
-        size: descriptor.size,
-        ...(descriptor.artifactType ? { artifactType: descriptor.artifactType } : {}),
-        ...(descriptor.platform ? { platform: descriptor.platform } : {}),
-      };
-      if (!tag) {
-        if (manifests.some((d) => d.digest === descriptor.digest)) return manifests;
-        return [...manifests, entry];
-      }
-      if (manifests.some((d) => d.digest === descriptor.digest && d.annotations?.[REF_NAME] === tag))
-        return manifests;
-      const rest = manifests.flatMap((d) => {
-        if (d.annotations?.[REF_NAME] !== tag) return [d];
-        const { [REF_NAME]: _moved, ...others } = d.annotations;
-        return this.#manifests.get(d.digest)?.subject ? [{ ...d, annotations: others }] : [];
-      });
-      // The untagged listing of the same digest is replaced by the tagged one.
-      const withoutUntagged = rest.filter((d) => d.digest !== descriptor.digest || d.annotations?.[REF_NAME]);
-      return [...withoutUntagged, { ...entry, annotations: { [REF_NAME]: tag } }];
-    });
+    await this.#updateIndex((manifests) => this.#listed(manifests, descriptor, tag));
   }
 
-  async #updateIndex(change: (manifests: Descriptor[]) => Descriptor[]): Promise<void> {
-    const run = this.#indexWrite.then(async () => {
+  /** `manifests` with `descriptor` listed as `addToIndex` says; the same array when nothing changes. */
+  #listed(manifests: Descriptor[], descriptor: Descriptor, tag?: string): Descriptor[] {
+    const entry: Descriptor = {
+      mediaType: descriptor.mediaType,
+      digest: descriptor.digest,
+      size: descriptor.size,
+      ...(descriptor.artifactType ? { artifactType: descriptor.artifactType } : {}),
+      ...(descriptor.platform ? { platform: descriptor.platform } : {}),
+    };
+    if (!tag) {
+      if (manifests.some((d) => d.digest === descriptor.digest)) return manifests;
+      return [...manifests, entry];
+    }
+    if (manifests.some((d) => d.digest === descriptor.digest && d.annotations?.[REF_NAME] === tag))
+      return manifests;
+    const rest = manifests.flatMap((d) => {
+      if (d.annotations?.[REF_NAME] !== tag) return [d];
+      const { [REF_NAME]: _moved, ...others } = d.annotations;
+      return this.#manifests.get(d.digest)?.subject ? [{ ...d, annotations: others }] : [];
+    });
+    // The untagged listing of the same digest is replaced by the tagged one.
+    const withoutUntagged = rest.filter((d) => d.digest !== descriptor.digest || d.annotations?.[REF_NAME]);
+    return [...withoutUntagged, { ...entry, annotations: { [REF_NAME]: tag } }];
+  }
+
+  /**
+   * Reads `index.json`, lets `change` say what it lists next and writes that, queued behind the
+   * directory's other updates so that none works from a listing another is about to replace.
+   */
+  async #updateIndex(
+    change: (manifests: Descriptor[]) => Descriptor[] | Promise<Descriptor[]>,
+  ): Promise<void> {
+    const key = absolutePath(this.dir);
+    const run = (indexUpdates.get(key) ?? Promise.resolve()).then(async () => {
       const index = await this.readIndex();
-      const manifests = change(index.manifests);
+      const manifests = await change(index.manifests);
       if (manifests === index.manifests) return;
       const next = { ...index, mediaType: MediaType.ociIndex, manifests };
       const temp = join(this.dir, `.index.json.${randomBytes(6).toString('hex')}`);
-      await writeFile(temp, JSON.stringify(next));
-      await rename(temp, join(this.dir, 'index.json'));
+      try {
+        await writeFile(temp, JSON.stringify(next));
+        await rename(temp, join(this.dir, 'index.json'));
+      } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+      }
     });
-    this.#indexWrite = run.catch(() => {});
+    const settled = run.catch(() => {});
+    indexUpdates.set(key, settled);
+    // The map holds a directory only while its updates are queued.
+    settled.then(() => {
+      if (indexUpdates.get(key) === settled) indexUpdates.delete(key);
+    });
     return run;
   }
 
@@ -295,21 +316,39 @@ export class OciLayout {
     return [...found.values()].filter((d) => !artifactType || d.artifactType === artifactType);
   }
 
-  /** Adds `entry` to the subject's fallback-tag index inside the layout (regctl's way). */
+  /**
+   * Adds `entry` to the subject's fallback-tag index inside the layout (regctl's way). The index is read,
+   * extended and re-tagged as one `index.json` update, so entries added in parallel (referrers copied
+   * at once) all stay.
+   */
   async addFallbackEntry(subject: string, entry: Descriptor): Promise<void> {
     const parsed = tryParseDigest(subject);
     if (!parsed) throw new LayoutError(`${subject} is not a valid digest`);
     const tag = referrersTagFor(parsed);
-    const current = await this.resolve(tag).catch(() => undefined);
-    const existing = current ? ((await this.manifest(current.digest)).json.manifests as Descriptor[]) : [];
-    if (existing.some((d) => d.digest === entry.digest)) return;
-    const bytes = Buffer.from(
-      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...existing, entry] }),
-    );
-    const digest = digestOf('sha256', bytes);
-    await this.writeBytes(digest, bytes);
-    await this.addToIndex({ mediaType: MediaType.ociIndex, digest, size: bytes.length }, tag);
+    await this.#updateIndex(async (manifests) => {
+      const current = taggedEntry(manifests, tag);
+      const listed = current ? (await this.manifest(current.digest)).json.manifests : [];
+      const existing = (Array.isArray(listed) ? listed : []) as Descriptor[];
+      if (existing.some((d) => d.digest === entry.digest)) return manifests;
+      const bytes = Buffer.from(
+        JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...existing, entry] }),
+      );
+      const digest = digestOf('sha256', bytes);
+      await this.writeBytes(digest, bytes);
+      return this.#listed(manifests, { mediaType: MediaType.ociIndex, digest, size: bytes.length }, tag);
+    });
   }
+}
+
+/**
+ * The entry `tag` names. The last one wins, as when a tool appends a re-tag. regctl before v0.5 wrote
+ * whole references (`host/repo:tag`) into the annotation, so those count too.
+ */
+function taggedEntry(manifests: Descriptor[], tag: string): Descriptor | undefined {
+  return manifests.findLast((d) => {
+    const name = d.annotations?.[REF_NAME];
+    return name === tag || (name?.endsWith(`:${tag}`) === true && name.includes('/'));
+  });
 }
 
 function stripRefName(descriptor: Descriptor): Descriptor {

@@ -1,4 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createHasher, tryParseDigest } from '../oci/digest.ts';
 import { type BodySink, tap } from './body-sink.ts';
 import type { BlobSource } from './client.ts';
@@ -96,7 +97,14 @@ export function counting(onBytes: (n: number) => void): Transform {
 export function countedSource(source: BlobSource, onBytes: (bytes: number) => void): BlobSource {
   return {
     ...source,
-    open: async () => (await source.open()).pipe(counting(onBytes)),
+    open: async () => {
+      const counted = counting(onBytes);
+      // `pipeline`, not `.pipe()`: a source that fails (bytes that do not match their digest) must fail
+      // the counted stream too, or its reader waits forever and the source's error goes unheard (an
+      // uncaught 'error' event); and a reader that gives up must stop the source.
+      pipeline(await source.open(), counted).catch(() => {});
+      return counted;
+    },
     ...(source.pour
       ? { pour: (sink: BodySink) => source.pour!(tap(sink, (chunk) => onBytes(chunk.length))) }
       : {}),
