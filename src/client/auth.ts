@@ -77,7 +77,8 @@ export class Authenticator {
     this.#lastChallenge = challenge;
     if (challenge.scheme === 'basic') {
       const creds = await this.#credentials();
-      if (!creds) return undefined;
+      // An identity token is for a token service; a Basic registry has no use for it.
+      if (!creds || creds.identityToken) return undefined;
       const header = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
       if (header === refused) return undefined;
       this.#basic = header;
@@ -106,11 +107,17 @@ export class Authenticator {
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     for (const s of scopes) url.searchParams.append('scope', s);
     const creds = await this.#credentials();
-    const headers: Record<string, string> = creds
-      ? { Authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` }
-      : {};
     this.tokenRequests.push(scopes.join(' '));
-    const res = await send(url, { method: 'GET', headers });
+    const res = creds?.identityToken
+      ? await send(new URL(challenge.params.realm!), refreshGrant(url, creds.identityToken))
+      : await send(url, {
+          method: 'GET',
+          headers: creds
+            ? {
+                Authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`,
+              }
+            : {},
+        });
     // Every way out below reads or drops the body: an unread body holds its connection, and the
     // process, open.
     if (!res.ok) await res.discard();
@@ -132,6 +139,25 @@ export class Authenticator {
     const lifetime = Math.max(10, body.expires_in ?? 60) * 1000;
     return { token, expiresAt: Date.now() + lifetime - Math.min(10_000, lifetime / 2) };
   }
+}
+
+/**
+ * The OAuth2 refresh-token grant Docker's token specification defines for identity tokens: a form POST
+ * to the realm with the service and scopes that the GET would carry in `tokenUrl`'s query.
+ */
+function refreshGrant(tokenUrl: URL, refreshToken: string) {
+  const form = new URLSearchParams({
+    grant_type: 'refresh_token',
+    refresh_token: refreshToken,
+    client_id: 'tether',
+    service: tokenUrl.searchParams.get('service') ?? '',
+    scope: tokenUrl.searchParams.getAll('scope').join(' '),
+  });
+  return {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: form.toString(),
+  };
 }
 
 /** `repository:a:pull` + `repository:a:push` → `repository:a:pull,push`, one entry per resource. */

@@ -5,13 +5,21 @@ import { dirname, join } from 'node:path';
 
 /**
  * Credentials the way Docker keeps them: `$DOCKER_CONFIG/config.json` (default `~/.docker`), with
- * `auths.<host>.auth` = base64(user:password), or a credential helper program
- * (`docker-credential-<name>`) named by `credHelpers.<host>` or `credsStore`.
+ * `auths.<host>.auth` = base64(user:password) or `auths.<host>.identitytoken`, or a credential helper
+ * program (`docker-credential-<name>`) named by `credHelpers.<host>` or `credsStore`.
  */
 export interface Credentials {
   username: string;
   password: string;
+  /**
+   * An OAuth2 refresh token for the registry's token service, instead of a password (`oras login
+   * --identity-token`, Azure and other cloud logins; helpers return it with the user name `<token>`).
+   */
+  identityToken?: string;
 }
+
+/** The user name credential helpers give an identity token under (Docker's convention). */
+const IDENTITY_TOKEN_USER = '<token>';
 
 interface DockerConfig {
   auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
@@ -80,6 +88,8 @@ export async function getCredentials(
   if (name) {
     try {
       const out = JSON.parse(await helper(name, 'get', host)) as { Username?: string; Secret?: string };
+      if (out.Secret && out.Username === IDENTITY_TOKEN_USER)
+        return { username: '', password: '', identityToken: out.Secret };
       if (out.Secret) return { username: out.Username ?? '', password: out.Secret };
     } catch {
       // "credentials not found" is an error exit for most helpers: fall through to auths.
@@ -88,6 +98,7 @@ export async function getCredentials(
   for (const key of keysFor(host)) {
     const entry = config.auths?.[key];
     if (!entry) continue;
+    if (entry.identitytoken) return { username: '', password: '', identityToken: entry.identitytoken };
     if (entry.auth) {
       const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');

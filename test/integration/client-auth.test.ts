@@ -129,6 +129,57 @@ test('credential helpers (credsStore) are used to store and read', async (t) => 
   }
 });
 
+test('identity tokens (oras login --identity-token, cloud logins) are used as refresh tokens', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  const reg = await authRegistry('token', dir);
+  t.after(async () => {
+    await reg.close();
+    await cleanup();
+  });
+  // A refresh token as a token service hands one out for offline use.
+  const basic = Buffer.from(`alice:${PASSWORD}`).toString('base64');
+  const grant = await fetch(`${reg.url}/auth/token?service=${reg.host}&offline_token=true`, {
+    headers: { Authorization: `Basic ${basic}` },
+  });
+  const { refresh_token: identityToken } = (await grant.json()) as { refresh_token: string };
+  assert.ok(identityToken);
+  const file = join(dir, 'a.txt');
+  await writeFile(file, 'identity');
+  const docker = join(dir, 'docker');
+  await mkdir(docker);
+  // Written as oras and Docker write it: no user name, no password.
+  await writeFile(
+    join(docker, 'config.json'),
+    JSON.stringify({ auths: { [reg.host]: { identitytoken: identityToken } } }),
+  );
+  const env = { DOCKER_CONFIG: docker };
+  assert.deepEqual(await getCredentials(reg.host, env), { username: '', password: '', identityToken });
+  const pushed = await tether(['push', `${reg.host}/team/id:v1`, file, '--artifact-type', 'a/b'], env);
+  assert.equal(pushed.code, 0, pushed.out);
+  const resolved = await tether(['resolve', `${reg.host}/team/id:v1`], env);
+  assert.equal(resolved.code, 0, resolved.out);
+  // A credential helper gives one under the user name `<token>`.
+  const bin = join(dir, 'bin');
+  await mkdir(bin);
+  await writeFile(
+    join(bin, 'docker-credential-idtoken'),
+    `#!/bin/sh\n[ "$1" = get ] && echo '{"Username":"<token>","Secret":"${identityToken}"}'\n`,
+  );
+  await chmod(join(bin, 'docker-credential-idtoken'), 0o755);
+  await writeFile(join(docker, 'config.json'), JSON.stringify({ credsStore: 'idtoken' }));
+  const helperEnv = { ...env, PATH: `${bin}:${process.env.PATH}` };
+  const viaHelper = await tether(['resolve', `${reg.host}/team/id:v1`], helperEnv);
+  assert.equal(viaHelper.code, 0, viaHelper.out);
+  assert.equal(viaHelper.out.trim(), resolved.out.trim());
+  // A wrong token is refused like a wrong password.
+  await writeFile(
+    join(docker, 'config.json'),
+    JSON.stringify({ auths: { [reg.host]: { identitytoken: 'nope' } } }),
+  );
+  const refused = await tether(['resolve', `${reg.host}/team/id:v1`], env);
+  assert.equal(refused.code, 1, refused.out);
+});
+
 test('the client upgrades scopes (pull → pull,push) and replaces tokens that expire mid-transfer', async (t) => {
   const { dir, cleanup } = await tempDataDir();
   const reg = await authRegistry('token', dir, { 'auth.token.ttlSeconds': 10 });
