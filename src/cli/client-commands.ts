@@ -1,7 +1,7 @@
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { parseArgs } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
 import {
   type ArtifactFile,
   ClientError,
@@ -16,11 +16,14 @@ import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/targ
 import { ConfigError } from '../config-error.ts';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
+import { isValidRepositoryName, isValidTag } from '../oci/reference.ts';
 import { NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../sign/media-types.ts';
+import { type Arity, parseCommand } from './args.ts';
+import { listNamespace } from './catalog.ts';
 import { ProgressBars, size } from './progress.ts';
 
 /** Flags every client command takes. */
-export const COMMON = {
+const COMMON = {
   'plain-http': { type: 'boolean' },
   'referrers-mode': { type: 'string' },
   'force-referrers-tag': { type: 'boolean' },
@@ -30,7 +33,6 @@ export const COMMON = {
   'chunk-size': { type: 'string' },
   chunked: { type: 'boolean' },
   monolithic: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
 export interface CommonValues {
@@ -59,6 +61,7 @@ function byteSize(value: string | undefined, flag: string): number | undefined {
   const m = /^(\d+)\s*(B|KiB|MiB|GiB)?$/i.exec(value.trim());
   if (!m) throw new ConfigError(`${flag} takes a size like 16MiB, got "${value}"`);
   const unit = { b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? 'b').toLowerCase()]!;
+  if (Number(m[1]) === 0) throw new ConfigError(`${flag} takes a size above 0, got "${value}"`);
   return Number(m[1]) * unit;
 }
 
@@ -118,42 +121,67 @@ export function reference(value: string | undefined, usage: string) {
   }
 }
 
+/** The flags every client command takes, and what its exit status means (`tether help client`, `-h`). */
+const COMMON_HELP = `Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
+  -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
+  --chunked / --monolithic / --chunk-size SIZE (how blobs go up: by default one PUT below 128 MiB,
+  32 MiB PATCH chunks from there, never smaller than the registry's OCI-Chunk-Min-Length)
+  -h/--help (print the command's usage and do nothing else)
+Exit codes: 0 success, 1 failure (the message says what failed and what to do), 2 usage error,
+  141 stdout was closed early (\`… | head\`), 70 a bug in tether`;
+
 export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is automatic for localhost and 127.0.0.0/8):
   resolve REF                         print the digest of a tag or digest reference
   manifest get|put|delete REF [FILE]  read, write or delete a manifest (digests verified)
   blob get|put|delete REF             read (-o FILE), upload or delete a blob
-  repo ls HOST | repo tags HOST/REPO  list repositories or tags (all pages)
+  repo ls HOST[/NAMESPACE] | repo tags HOST/REPO
+                                      list repositories (under NAMESPACE/, named relative to it) or tags
   push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
   pull REF [-o DIR]                   write an artifact's files (streamed, verified)
   cp [-r] SRC DST [--platform P] [--referrers-from R] [--referrers-to R]
                                       copy an image or index (with -r: its referrers, recursively);
                                       SRC/DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST]
-  tag REF NEWTAG                      point another tag at REF's manifest
+  tag REF NEWTAG...                   point more tags at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
   discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify]
                                       list what refers to REF (recursively; REF may be oci:DIR:TAG)
-Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
-  -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
-  --chunked / --monolithic / --chunk-size SIZE (how blobs go up: by default one PUT below 128 MiB,
-  32 MiB PATCH chunks from there, never smaller than the registry's OCI-Chunk-Min-Length)
-Exit codes: 0 success, 1 failure (the message says what failed and what to do), 2 usage error`;
+${COMMON_HELP}`;
+
+/**
+ * Parses a client command's arguments (see `parseCommand`): the common flags and the command's own;
+ * `-h` prints the usage and the common flags.
+ */
+export function parseClientCommand<const O extends ParseArgsOptionsConfig>(
+  argv: string[],
+  usage: string,
+  positionals: Arity | Record<string, Arity>,
+  options: O,
+) {
+  return parseCommand(argv, {
+    options: { ...COMMON, ...options },
+    usage,
+    help: `${usage}\n\n${COMMON_HELP}`,
+    positionals,
+  });
+}
 
 export async function resolveCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMMON });
-  const ref = reference(positionals[0], 'usage: tether resolve REF');
+  const usage = 'usage: tether resolve REF';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {});
+  const ref = reference(positionals[0], usage);
   console.log((await client(values).resolve(ref)).digest);
 }
 
-const MANIFEST_USAGE = 'usage: tether manifest get|put|delete REF [FILE] [--media-type TYPE]';
+const MANIFEST_USAGE = 'usage: tether manifest get REF | put REF FILE [--media-type TYPE] | delete REF';
 
 export async function manifestCommand(argv: string[]): Promise<void> {
-  const [action, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: { ...COMMON, 'media-type': { type: 'string' } },
-  });
+  const { values, action, positionals } = parseClientCommand(
+    argv,
+    MANIFEST_USAGE,
+    { get: [1, 1], put: [2, 2], delete: [1, 1] },
+    { 'media-type': { type: 'string' } },
+  );
   const ref = reference(positionals[0], MANIFEST_USAGE);
   const c = client(values);
   switch (action) {
@@ -165,18 +193,29 @@ export async function manifestCommand(argv: string[]): Promise<void> {
       return;
     }
     case 'put': {
-      if (!positionals[1]) throw new ConfigError(MANIFEST_USAGE);
-      const bytes = await readFile(positionals[1]);
-      const parsed = JSON.parse(bytes.toString()) as { mediaType?: string };
+      const file = positionals[1]!;
+      const bytes = await readFile(file);
+      let json: unknown;
+      try {
+        json = JSON.parse(bytes.toString());
+      } catch (err) {
+        // One line: the parser quotes the text around the mistake, line breaks and all.
+        throw new ClientError(
+          `${file} is not a JSON manifest: ${(err as Error).message.replace(/\s+/g, ' ')}`,
+        );
+      }
+      if (typeof json !== 'object' || json === null || Array.isArray(json))
+        throw new ClientError(`${file} is not a JSON manifest: not a JSON object`);
       const mediaType =
-        values['media-type'] ?? parsed.mediaType ?? 'application/vnd.oci.image.manifest.v1+json';
-      const json = JSON.parse(bytes.toString()) as Record<string, unknown>;
+        values['media-type'] ??
+        (json as { mediaType?: string }).mediaType ??
+        'application/vnd.oci.image.manifest.v1+json';
       const digest = digestOf('sha256', bytes);
       // A manifest with a subject is also recorded in the fallback index where the registry needs it.
       await c.putManifestWithSubject(ref, ref.digest ?? ref.tag ?? 'latest', {
         descriptor: { mediaType, digest, size: bytes.length },
         bytes,
-        json,
+        json: json as Record<string, unknown>,
       });
       console.log(digest);
       return;
@@ -184,8 +223,6 @@ export async function manifestCommand(argv: string[]): Promise<void> {
     case 'delete':
       console.log(await c.deleteManifest(ref));
       return;
-    default:
-      throw new ConfigError(MANIFEST_USAGE);
   }
 }
 
@@ -193,17 +230,16 @@ const BLOB_USAGE =
   'usage: tether blob get HOST/REPO@DIGEST [-o FILE] | put HOST/REPO FILE | delete HOST/REPO@DIGEST';
 
 export async function blobCommand(argv: string[]): Promise<void> {
-  const [action, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: { ...COMMON, output: { type: 'string', short: 'o' } },
-  });
+  const { values, action, positionals } = parseClientCommand(
+    argv,
+    BLOB_USAGE,
+    { get: [1, 1], put: [2, 2], delete: [1, 1] },
+    { output: { type: 'string', short: 'o' } },
+  );
   const ref = reference(positionals[0], BLOB_USAGE);
   const c = client(values);
   if (action === 'put') {
-    if (!positionals[1]) throw new ConfigError(BLOB_USAGE);
-    const source = await fileSource(positionals[1]);
+    const source = await fileSource(positionals[1]!);
     await c.uploadBlob(ref, source);
     console.log(source.digest);
     return;
@@ -224,22 +260,25 @@ export async function blobCommand(argv: string[]): Promise<void> {
       await rm(temp, { force: true });
       throw err;
     }
-  } else if (action === 'delete') {
-    await c.deleteBlob(ref, ref.digest);
-  } else throw new ConfigError(BLOB_USAGE);
+  } else await c.deleteBlob(ref, ref.digest);
 }
 
 export async function repoCommand(argv: string[]): Promise<void> {
-  const [action, ...rest] = argv;
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: COMMON });
-  const usage = 'usage: tether repo ls HOST | tether repo tags HOST/REPO';
-  const target = positionals[0];
-  if (!target) throw new ConfigError(usage);
+  const usage = 'usage: tether repo ls HOST[/NAMESPACE] | tether repo tags HOST/REPO';
+  const { values, action, positionals } = parseClientCommand(argv, usage, { ls: [1, 1], tags: [1, 1] }, {});
+  const target = positionals[0]!;
   const c = client(values);
   let list: string[];
-  if (action === 'ls') list = await c.listRepositories(target);
-  else if (action === 'tags') list = await c.listTags(reference(target, usage));
-  else throw new ConfigError(usage);
+  if (action === 'tags') list = await c.listTags(reference(target, usage));
+  else {
+    // Like oras: `repo ls HOST/NS` lists the repositories under NS/, named relative to it.
+    const slash = target.indexOf('/');
+    const namespace = slash < 0 ? '' : target.slice(slash + 1).replace(/\/+$/, '');
+    const host = slash < 0 ? target : target.slice(0, slash);
+    if (namespace && !isValidRepositoryName(namespace))
+      throw new ConfigError(`"${namespace}" is not a valid repository namespace`);
+    list = namespace ? await listNamespace(c.http(host), namespace) : await c.listRepositories(host);
+  }
   if (values.format === 'json') console.log(JSON.stringify(list));
   else for (const item of list) console.log(item);
 }
@@ -269,20 +308,19 @@ export function parseAnnotations(values: string[] | undefined): Record<string, s
 }
 
 export async function pushCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...COMMON,
-      'artifact-type': { type: 'string' },
-      annotation: { type: 'string', multiple: true },
-      subject: { type: 'string' },
-    },
+  const usage = 'usage: tether push HOST/REPO[:TAG] FILE[:TYPE]... --artifact-type TYPE';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
+    'artifact-type': { type: 'string' },
+    annotation: { type: 'string', multiple: true },
+    subject: { type: 'string' },
   });
-  const ref = reference(
-    positionals[0],
-    'usage: tether push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE',
-  );
+  const ref = reference(positionals[0], usage);
+  // The digest is the pushed manifest's, known only once it is built: one named in advance would be
+  // ignored (and `latest` moved instead), so it is refused before anything is sent.
+  if (ref.digest)
+    throw new ConfigError(
+      `${positionals[0]}: push takes a tag, not a digest (the digest is that of the manifest pushed)\n${usage}`,
+    );
   if (!values['artifact-type']) throw new ConfigError('--artifact-type is required');
   const progress = ProgressBars.forTerminal(values);
   const c = client(values, progress);
@@ -304,23 +342,39 @@ export async function pushCommand(argv: string[]): Promise<void> {
 const COPY_USAGE = `usage: tether cp [-r] SRC DST [--platform OS/ARCH[/VARIANT]] [--referrers-from REPO] [--referrers-to REPO]
   SRC, DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST] (also ocidir://DIR:TAG)`;
 
+/** `os/arch[/variant]`, as `--platform` takes it. */
+const PLATFORM = /^[^/\s]+\/[^/\s]+(\/[^/\s]+)?$/;
+
 export async function copyCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...COMMON,
-      recursive: { type: 'boolean', short: 'r' },
-      platform: { type: 'string' },
-      'referrers-from': { type: 'string' },
-      'referrers-to': { type: 'string' },
-    },
+  const { values, positionals } = parseClientCommand(argv, COPY_USAGE, [2, 2], {
+    recursive: { type: 'boolean', short: 'r' },
+    platform: { type: 'string' },
+    'referrers-from': { type: 'string' },
+    'referrers-to': { type: 'string' },
   });
+  if (values.platform !== undefined && !PLATFORM.test(values.platform))
+    throw new ConfigError(`--platform takes OS/ARCH[/VARIANT] (linux/arm64/v8), got "${values.platform}"`);
   const progress = ProgressBars.forTerminal(values);
   const c = client(values, progress);
   const src = await target(positionals[0], COPY_USAGE, c, values, false);
   const dst = await target(positionals[1], COPY_USAGE, c, values, true);
   if (!src.reference) throw new ConfigError(`${positionals[0]}: say which image (:TAG or @DIGEST)`);
+  // A copy keeps the digest, so a digest on the destination can only confirm the source's; checked
+  // before anything is copied. With --platform the copied image is the platform's, not the source's:
+  // name it on the source instead (SRC@DIGEST).
+  const dstDigest = dst.reference && tryParseDigest(dst.reference) ? dst.reference : undefined;
+  let at = src.reference;
+  if (dstDigest) {
+    if (values.platform)
+      throw new ConfigError(
+        `${positionals[1]}: a destination digest cannot be combined with --platform; copy SRC@DIGEST of the platform's image instead`,
+      );
+    at = (await src.target.resolve(src.reference)).digest;
+    if (at !== dstDigest)
+      throw new ClientError(
+        `${positionals[1]}: the source ${src.target.name}@${at} has another digest, and a copy keeps the digest`,
+      );
+  }
   const from = values['referrers-from']
     ? (await target(values['referrers-from'], COPY_USAGE, c, values, false)).target
     : undefined;
@@ -332,7 +386,7 @@ export async function copyCommand(argv: string[]): Promise<void> {
     dst.tag ?? (dst.reference ? undefined : tryParseDigest(src.reference) ? undefined : src.reference);
   let result: CopyResult;
   try {
-    result = await copyGraph(src.target, src.reference, dst.target, tag, {
+    result = await copyGraph(src.target, at, dst.target, tag, {
       referrers: values.recursive === true,
       ...(values.platform ? { platform: values.platform } : {}),
       ...(from ? { referrersSource: from } : {}),
@@ -359,12 +413,11 @@ export async function copyCommand(argv: string[]): Promise<void> {
 }
 
 export async function pullCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { ...COMMON, output: { type: 'string', short: 'o' } },
+  const usage = 'usage: tether pull REF [-o DIR]';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
+    output: { type: 'string', short: 'o' },
   });
-  const ref = reference(positionals[0], 'usage: tether pull REF [-o DIR]');
+  const ref = reference(positionals[0], usage);
   const progress = ProgressBars.forTerminal(values);
   let files: Descriptor[];
   try {
@@ -379,24 +432,29 @@ export async function pullCommand(argv: string[]): Promise<void> {
 }
 
 export async function tagCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMMON });
-  const ref = reference(positionals[0], 'usage: tether tag REF NEWTAG');
-  if (!positionals[1]) throw new ConfigError('usage: tether tag REF NEWTAG');
-  const digest = await client(values).tag(ref, positionals[1]);
-  console.error(`tagged ${ref.host}/${ref.repository}:${positionals[1]} -> ${digest}`);
+  const usage = 'usage: tether tag REF NEWTAG...';
+  const { values, positionals } = parseClientCommand(argv, usage, [2, Infinity], {});
+  const [source, ...tags] = positionals;
+  const ref = reference(source, usage);
+  // All checked before the first is set, so a typo in the third tag does not leave two of three set.
+  for (const t of tags) if (!isValidTag(t)) throw new ConfigError(`"${t}" is not a valid tag`);
+  const c = client(values);
+  let at = ref;
+  for (const t of tags) {
+    const digest = await c.tag(at, t);
+    // Every tag gets the manifest the first one got, even if REF's tag moves meanwhile.
+    at = { ...ref, digest };
+    console.error(`tagged ${ref.host}/${ref.repository}:${t} -> ${digest}`);
+  }
 }
 
 export async function attachCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...COMMON,
-      'artifact-type': { type: 'string' },
-      annotation: { type: 'string', multiple: true },
-    },
+  const usage = 'usage: tether attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
+    'artifact-type': { type: 'string' },
+    annotation: { type: 'string', multiple: true },
   });
-  const ref = reference(positionals[0], 'usage: tether attach REF FILE... --artifact-type TYPE');
+  const ref = reference(positionals[0], usage);
   const artifactType = values['artifact-type'];
   if (!artifactType) throw new ConfigError('--artifact-type is required');
   const annotations = parseAnnotations(values.annotation);
@@ -427,27 +485,30 @@ function kindOf(artifactType: string | undefined): string | undefined {
 }
 
 export async function discoverCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...COMMON,
-      'artifact-type': { type: 'string' },
-      depth: { type: 'string' },
-      verify: { type: 'boolean' },
-      'trust-policy': { type: 'string' },
-      'trust-store': { type: 'string' },
-    },
+  const usage =
+    'usage: tether discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify]\n' +
+    '  REF: HOST/REPO:TAG|@DIGEST or oci:DIR:TAG|@DIGEST';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
+    'artifact-type': { type: 'string' },
+    depth: { type: 'string' },
+    verify: { type: 'boolean' },
+    'trust-policy': { type: 'string' },
+    'trust-store': { type: 'string' },
   });
-  const usage = 'usage: tether discover REF   (HOST/REPO:TAG|@DIGEST or oci:DIR:TAG|@DIGEST)';
+  const format = values.format ?? 'tree';
+  if (!['tree', 'json', 'table'].includes(format))
+    throw new ConfigError('--format takes tree, json or table');
+  const depth = positiveInteger(values.depth, '--depth') ?? 8;
   const c = client(values);
   const { target: t, reference: at } = await target(positionals[0], usage, c, values, false);
   if (!at) throw new ConfigError(usage);
+  // Notary signatures get their verdict on registry references only: the trust policy is per repository.
+  if (values.verify && !(t instanceof RegistryTarget))
+    throw new ConfigError('--verify works on registry references');
   // A digest needs no resolving: the subject may live elsewhere (a separate referrers repository).
   const root = tryParseDigest(at)
     ? await t.resolve(at).catch(() => ({ mediaType: '', digest: at, size: 0 }) as Descriptor)
     : await t.resolve(at);
-  const depth = values.depth === undefined ? 8 : Number(values.depth);
   const seen = new Set<string>([root.digest]);
   // Recursive and loop-safe: referrers of referrers, each digest once.
   const walk = async (digest: string, level: number): Promise<Node[]> => {
@@ -462,13 +523,7 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     return nodes;
   };
   const tree = await walk(root.digest, 0);
-  if (values.format === 'json') {
-    console.log(JSON.stringify({ reference: positionals[0], ...root, referrers: tree }, null, 2));
-    return;
-  }
-  if (values.verify) {
-    // Notary signatures in the tree get their verdict (registry references only: the policy is per repository).
-    if (!(t instanceof RegistryTarget)) throw new ConfigError('--verify works on registry references');
+  if (values.verify && t instanceof RegistryTarget) {
     // Loaded here, not with the module: ten modules of certificate and policy code that no other
     // client command needs (~5 ms of every command's start-up).
     const [{ firstFailure, loadTrustPolicy, verifySignatureManifest }, { defaultTrustStoreDir }] =
@@ -490,7 +545,12 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     };
     await check(tree, root);
   }
-  if (values.format === 'table') {
+  if (format === 'json') {
+    // With --verify, each Notary signature carries the table's VERIFICATION text as `verification`.
+    console.log(JSON.stringify({ reference: positionals[0], ...root, referrers: tree }, null, 2));
+    return;
+  }
+  if (format === 'table') {
     // One row per referrer, depth-first; SUBJECT says what each one refers to.
     const rows: string[][] = [
       ['DEPTH', 'DIGEST', 'ARTIFACT TYPE', 'SIZE', 'SUBJECT', ...(values.verify ? ['VERIFICATION'] : [])],
@@ -519,8 +579,6 @@ export async function discoverCommand(argv: string[]): Promise<void> {
       );
     return;
   }
-  if (values.format !== undefined && values.format !== 'tree')
-    throw new ConfigError('--format takes tree, json or table');
   console.log(`${t.name}@${root.digest}`);
   const print = (nodes: Node[], prefix: string) => {
     nodes.forEach((n, i) => {

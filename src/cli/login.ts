@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { AuthError, Authenticator } from '../client/auth.ts';
 import {
   type Credentials,
@@ -6,9 +5,11 @@ import {
   eraseCredentials,
   storeCredentials,
 } from '../client/docker-config.ts';
+import { ClientError } from '../client/errors.ts';
 import { RegistryHttp } from '../client/registry-http.ts';
 import type { HttpResponse } from '../client/response.ts';
 import { ConfigError } from '../config-error.ts';
+import { parseCommand } from './args.ts';
 
 export const LOGIN_USAGE = `Usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]
        tether logout HOST[:PORT]
@@ -24,24 +25,23 @@ async function readStdinLine(): Promise<string> {
   return text.split(/\r?\n/)[0] ?? '';
 }
 
+/**
+ * Exit statuses as documented: a refused login, an unreachable or throttling registry are failures (1,
+ * ClientError), not usage errors (2, ConfigError), which only a missing user name or password is.
+ */
 export async function loginCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
+  const { values, positionals } = parseCommand(argv, {
     options: {
       username: { type: 'string', short: 'u' },
       password: { type: 'string', short: 'p' },
       'password-stdin': { type: 'boolean' },
       'plain-http': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
+    usage: 'usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]',
+    help: LOGIN_USAGE,
+    positionals: [1, 1],
   });
-  const host = positionals[0];
-  if (values.help || !host) {
-    console.log(LOGIN_USAGE);
-    if (!host && !values.help) process.exitCode = 2;
-    return;
-  }
+  const host = positionals[0]!;
   if (!values.username) throw new ConfigError('a user name is required (-u USER)');
   const password = values['password-stdin'] ? await readStdinLine() : values.password;
   if (!password) throw new ConfigError('a password is required (--password-stdin, or -p)');
@@ -53,30 +53,35 @@ export async function loginCommand(argv: string[]): Promise<void> {
     res = await http.request('GET', '/v2/');
   } catch (err) {
     if (err instanceof AuthError && err.kind === 'rejected')
-      throw new ConfigError(`login to ${host} failed: invalid username or password`);
-    if (err instanceof AuthError) throw new ConfigError(`login to ${host} refused: ${err.message}`);
-    throw new ConfigError(`cannot reach ${http.base}: ${(err as Error).message}`);
+      throw new ClientError(`login to ${host} failed: invalid username or password`);
+    if (err instanceof AuthError) throw new ClientError(`login to ${host} refused: ${err.message}`);
+    // Network and TLS failures as every command reports them (with the --plain-http or CA hint).
+    throw err;
   }
   await res.discard();
-  if (res.status === 401) throw new ConfigError(`login to ${host} failed: invalid username or password`);
+  if (res.status === 401) throw new ClientError(`login to ${host} failed: invalid username or password`);
   if (res.status === 429)
-    throw new ConfigError(
+    throw new ClientError(
       `login to ${host} refused: too many failed attempts, retry in ${res.headers.get('retry-after') ?? 'a while'} s`,
     );
   if (res.status !== 200)
-    throw new ConfigError(`login to ${host} failed: the registry answered HTTP ${res.status}`);
-  const where = await storeCredentials(host, credentials);
+    throw new ClientError(`login to ${host} failed: the registry answered HTTP ${res.status}`);
+  const where = await storeCredentials(host, credentials).catch((err: Error) => {
+    throw new ClientError(`login to ${host} worked, but the credentials were not stored: ${err.message}`);
+  });
   console.error(
     `Login Succeeded (credentials stored ${where === 'helper' ? 'with the credential helper' : `in ${dockerConfigPath()}`})`,
   );
 }
 
 export async function logoutCommand(argv: string[]): Promise<void> {
-  const host = argv[0];
-  if (!host || host === '-h' || host === '--help') {
-    console.log(LOGIN_USAGE);
-    return;
-  }
+  const { positionals } = parseCommand(argv, {
+    options: {},
+    usage: 'usage: tether logout HOST[:PORT]',
+    help: LOGIN_USAGE,
+    positionals: [1, 1],
+  });
+  const host = positionals[0]!;
   const removed = await eraseCredentials(host);
   console.error(removed ? `Removed login credentials for ${host}` : `Not logged in to ${host}`);
 }

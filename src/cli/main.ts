@@ -1,7 +1,4 @@
-import { parseArgs } from 'node:util';
-import { ClientError } from '../client/errors.ts';
-import { ConfigError } from '../config-error.ts';
-import { SignatureError } from '../sign/errors.ts';
+import { HelpRequested, parseCommand } from './args.ts';
 
 const USAGE = `Usage: tether <command> [options]
 
@@ -14,6 +11,7 @@ Commands:
             client commands for any registry (tether help client)
   sign, verify, cert
             Notary Project signatures, interoperable with notation (tether help sign)
+Every command takes -h/--help: it prints the command's usage and does nothing else.
 
 serve options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000, env TETHER_LISTEN)
@@ -28,21 +26,17 @@ const EXIT_GRACE_MS = 5000;
 
 async function serve(argv: string[]): Promise<void> {
   (await import('./server-runtime.ts')).ensureServerRuntime();
-  const { values } = parseArgs({
-    args: argv,
+  const { values } = parseCommand(argv, {
     options: {
       listen: { type: 'string' },
       data: { type: 'string' },
       config: { type: 'string' },
       'log-level': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
+    usage: 'usage: tether serve [--listen HOST:PORT] [--data DIR] [--config FILE] [--log-level LEVEL]',
+    help: USAGE,
+    positionals: [0, 0],
   });
-  if (values.help) {
-    console.log(USAGE);
-    return;
-  }
   const [{ loadConfig }, { pino }] = await Promise.all([import('../config.ts'), import('pino')]);
   const file = values.config ?? process.env.TETHER_CONFIG;
   const config = loadConfig({
@@ -143,18 +137,23 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-const NETWORK = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  // A proxy that would not open a tunnel (Node's proxy agents and src/client/tunnel.ts alike).
-  'ERR_PROXY_TUNNEL',
-]);
+/**
+ * A reader that stops early (`tether blob get … | head -c 10`) closes stdout, and writes to it then fail
+ * with EPIPE. cat, oras and crane die of SIGPIPE there, silently, and a shell reports status 141
+ * (128 + SIGPIPE) for them; tether ends the same way, without the "cannot reach the registry" that an
+ * EPIPE otherwise means.
+ */
+let stdoutBroken = false;
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (stdoutBroken) return;
+  stdoutBroken = true;
+  if (err.code === 'EPIPE') {
+    process.exitCode = 141;
+    return;
+  }
+  console.error(`tether: cannot write to standard output: ${err.message}`);
+  process.exitCode = 1;
+});
 
 let settled = false;
 // A command left waiting on nothing (a promise no socket or timer will ever settle: a bug) ends when
@@ -169,40 +168,18 @@ main(process.argv.slice(2)).then(
   () => {
     settled = true;
   },
-  (err: unknown) => {
+  async (err: unknown) => {
     settled = true;
-    reportFailure(err);
+    if (err instanceof HelpRequested) {
+      console.log(err.help);
+      return;
+    }
+    // Whatever failed once stdout was gone (the copy into it, first of all) has no reader to tell.
+    if (stdoutBroken) return;
+    // Loaded on failure only: it knows the client's error classes, which `serve` never loads.
+    const { describeFailure } = await import('./failure.ts');
+    const { message, exitCode } = describeFailure(err);
+    console.error(message);
+    process.exitCode = exitCode;
   },
 );
-
-function reportFailure(err: unknown): void {
-  if (err instanceof ClientError || err instanceof SignatureError) {
-    console.error(`tether: ${err.message}`);
-    process.exitCode = 1;
-    return;
-  }
-  if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-    console.error(`tether: ${(err as Error).message}`);
-    process.exitCode = 2;
-    return;
-  }
-  // Network, proxy and file-system failures are the user's to fix, not bugs: one line, no stack.
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  const code = (err as { code?: unknown }).code;
-  if (
-    (err instanceof TypeError && err.message === 'fetch failed') ||
-    (typeof code === 'string' && NETWORK.has(code))
-  ) {
-    const detail = err instanceof TypeError ? (cause?.code ?? cause?.message) : (err as Error).message;
-    console.error(`tether: cannot reach the registry: ${detail ?? 'network error'}`);
-    process.exitCode = 1;
-    return;
-  }
-  if (typeof (err as { code?: unknown }).code === 'string' && (err as { syscall?: unknown }).syscall) {
-    console.error(`tether: ${(err as Error).message}`);
-    process.exitCode = 1;
-    return;
-  }
-  console.error(err);
-  process.exitCode = 1;
-}

@@ -1,11 +1,11 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ConfigError } from '../config-error.ts';
 import { generateCertificateChain, KEY_TYPES, type KeyType } from '../sign/certs.ts';
 import { loadTrustPolicy, type SignatureShape, signImage, verifyImage } from '../sign/registry.ts';
 import { addToTrustStore, defaultTrustStoreDir } from '../sign/trust-store.ts';
-import { COMMON, client, parseAnnotations, reference } from './client-commands.ts';
+import { parseCommand } from './args.ts';
+import { client, parseAnnotations, parseClientCommand, reference } from './client-commands.ts';
 
 export const SIGN_USAGE = `Signing commands (Notary Project format, interoperable with notation):
   sign REF --key KEY.pem --cert CHAIN.pem [--shape config|artifactType] [--expiry 24h] [-m K=V]...
@@ -26,19 +26,15 @@ function duration(value: string): number {
 }
 
 export async function signCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...COMMON,
-      key: { type: 'string' },
-      cert: { type: 'string' },
-      shape: { type: 'string' },
-      expiry: { type: 'string' },
-      'user-metadata': { type: 'string', short: 'm', multiple: true },
-    },
+  const usage =
+    'usage: tether sign REF --key KEY.pem --cert CHAIN.pem [--shape config|artifactType] [--expiry 24h] [-m K=V]...';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
+    key: { type: 'string' },
+    cert: { type: 'string' },
+    shape: { type: 'string' },
+    expiry: { type: 'string' },
+    'user-metadata': { type: 'string', short: 'm', multiple: true },
   });
-  const usage = 'usage: tether sign REF --key KEY.pem --cert CHAIN.pem';
   const ref = reference(positionals[0], usage);
   if (!values.key || !values.cert) throw new ConfigError(usage);
   const shape = (values.shape ?? 'config') as SignatureShape;
@@ -63,18 +59,15 @@ export async function signCommand(argv: string[]): Promise<void> {
 }
 
 export async function verifyCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...COMMON,
-      'trust-policy': { type: 'string' },
-      'trust-store': { type: 'string' },
-      'max-signatures': { type: 'string' },
-      'user-metadata': { type: 'string', short: 'm', multiple: true },
-    },
+  const usage =
+    'usage: tether verify REF [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N]';
+  const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
+    'trust-policy': { type: 'string' },
+    'trust-store': { type: 'string' },
+    'max-signatures': { type: 'string' },
+    'user-metadata': { type: 'string', short: 'm', multiple: true },
   });
-  const ref = reference(positionals[0], 'usage: tether verify REF [--trust-policy FILE] [--trust-store DIR]');
+  const ref = reference(positionals[0], usage);
   const max = values['max-signatures'] === undefined ? 100 : Number(values['max-signatures']);
   if (!Number.isInteger(max) || max < 1) throw new ConfigError('--max-signatures takes a positive integer');
   const metadata = parseAnnotations(values['user-metadata']);
@@ -129,9 +122,7 @@ export async function verifyCommand(argv: string[]): Promise<void> {
 }
 
 export async function certCommand(argv: string[]): Promise<void> {
-  const [action, ...rest] = argv;
-  const { values } = parseArgs({
-    args: rest,
+  const { values } = parseCommand(argv, {
     options: {
       'key-type': { type: 'string' },
       output: { type: 'string', short: 'o' },
@@ -140,8 +131,12 @@ export async function certCommand(argv: string[]): Promise<void> {
       'trust-store-name': { type: 'string' },
       'trust-store': { type: 'string' },
     },
+    usage:
+      'usage: tether cert generate [--key-type TYPE] [-o DIR] [--cn NAME] [--valid-days N]\n' +
+      '                            [--trust-store-name NAME [--trust-store DIR]]',
+    help: SIGN_USAGE,
+    positionals: { generate: [0, 0] },
   });
-  if (action !== 'generate') throw new ConfigError('usage: tether cert generate --key-type TYPE [-o DIR]');
   const keyType = (values['key-type'] ?? 'ec-p384') as KeyType;
   if (!KEY_TYPES.includes(keyType)) throw new ConfigError(`--key-type takes one of ${KEY_TYPES.join(', ')}`);
   const days = values['valid-days'] === undefined ? 365 : Number(values['valid-days']);

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { editHtpasswd, hashPassword, parseHtpasswd, USERNAME } from '../auth/htpasswd.ts';
 import { loadConfig } from '../config.ts';
 import { ConfigError } from '../config-error.ts';
+import { parseCommand } from './args.ts';
 
 export const USER_USAGE = `Usage: tether user <add|passwd|remove|list> [USER] [options]
 
@@ -34,9 +34,7 @@ async function readPassword(fromStdin: boolean): Promise<string> {
 }
 
 export async function userCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
+  const { values, action, positionals } = parseCommand(argv, {
     options: {
       htpasswd: { type: 'string' },
       config: { type: 'string' },
@@ -44,14 +42,12 @@ export async function userCommand(argv: string[]): Promise<void> {
       'password-stdin': { type: 'boolean' },
       password: { type: 'string' },
       cost: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
+    usage: 'usage: tether user add|passwd|remove USER | list [--htpasswd FILE] (tether user -h: more)',
+    help: USER_USAGE,
+    positionals: { add: [1, 1], passwd: [1, 1], remove: [1, 1], list: [0, 0] },
   });
-  const [action, user] = positionals;
-  if (values.help || !action) {
-    console.log(USER_USAGE);
-    return;
-  }
+  const [user] = positionals;
   let file = values.htpasswd;
   if (!file) {
     const configFile = values.config ?? process.env.TETHER_CONFIG;
@@ -92,7 +88,5 @@ export async function userCommand(argv: string[]): Promise<void> {
       });
       console.error(`removed ${user} from ${file}`);
       return;
-    default:
-      throw new ConfigError(`unknown user action "${action}"\n\n${USER_USAGE}`);
   }
 }
