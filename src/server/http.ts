@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import { errors, OciError } from '../oci/errors.ts';
 
 /**
@@ -88,10 +89,15 @@ export async function readBody(req: IncomingMessage, res: ServerResponse, limit:
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
 }
 
-/** True when the request carries a body (a non-zero Content-Length or chunked transfer encoding). */
+/**
+ * True when the request carries a body: a non-zero Content-Length, chunked transfer encoding, or on
+ * HTTP/2 (which has neither for a streamed body: its DATA frames end with a flag) a stream that did
+ * not end with its headers.
+ */
 export function hasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   if (length !== undefined) return Number(length) > 0;
+  if (req.httpVersionMajor >= 2) return !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
   return req.headers['transfer-encoding'] !== undefined;
 }
 

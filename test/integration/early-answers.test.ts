@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
+import https from 'node:https';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { selfSignedCert } from '../helpers/certs.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -219,5 +224,85 @@ test('a connection left open after an early answer does not hold a stopping serv
   } finally {
     socket.destroy();
     await cleanup();
+  }
+});
+
+test('with TLS, Expect: 100-continue is answered on the body first read, over HTTP/1.1 and HTTP/2', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  selfSignedCert({ cert, key }, 'expect', 'IP:127.0.0.1');
+  const registry = await spawnTether(join(dir, 'data'), [], { TETHER_TLS_CERT: cert, TETHER_TLS_KEY: key });
+  t.after(() => registry.stop());
+  const ca = readFileSync(cert);
+  const body = Buffer.alloc(3_000_000, 5);
+  const session = http2.connect(registry.url, { ca });
+  t.after(() => session.destroy());
+  /** One HTTP/2 request whose body waits for `100 Continue`, sent without a Content-Length. */
+  const h2 = (method: string, path: string) =>
+    new Promise<Reply>((resolve, reject) => {
+      let continued = false;
+      const stream = session.request(
+        { ':method': method, ':path': path, expect: '100-continue' },
+        { endStream: false },
+      );
+      stream.on('continue', () => {
+        continued = true;
+        stream.end(body);
+      });
+      stream.on('response', (headers) => {
+        stream.resume();
+        stream.on('end', () => resolve({ status: Number(headers[':status']), continued }));
+      });
+      stream.on('error', reject);
+    });
+  /** The same over HTTP/1.1. */
+  const h1 = (method: string, path: string) =>
+    new Promise<Reply>((resolve, reject) => {
+      let continued = false;
+      const req = https.request(`${registry.url}${path}`, {
+        method,
+        ca,
+        agent: false,
+        headers: { Expect: '100-continue', 'Content-Length': body.length },
+      });
+      req.on('continue', () => {
+        continued = true;
+        req.end(body);
+      });
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode!, continued }));
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+  for (const [name, send] of [
+    ['HTTP/1.1', h1],
+    ['HTTP/2', h2],
+  ] as const) {
+    assert.deepEqual(await send('PATCH', UNKNOWN_UPLOAD), { status: 404, continued: false }, name);
+    const start = await new Promise<string>((resolve, reject) => {
+      const s = session.request({ ':method': 'POST', ':path': '/v2/early/blobs/uploads/' });
+      s.on('response', (headers) => {
+        s.resume();
+        resolve(String(headers.location));
+      });
+      s.on('error', reject);
+      s.end();
+    });
+    assert.deepEqual(await send('PATCH', start), { status: 202, continued: true }, name);
+    // The body was stored, on HTTP/2 without a Content-Length too (its end is a DATA frame's flag).
+    const range = await new Promise<string>((resolve, reject) => {
+      const s = session.request({ ':method': 'GET', ':path': start });
+      s.on('response', (headers) => {
+        s.resume();
+        resolve(String(headers.range));
+      });
+      s.on('error', reject);
+      s.end();
+    });
+    assert.equal(range, `0-${body.length - 1}`, name);
   }
 });
