@@ -64,6 +64,9 @@ function helper(name: string, action: 'get' | 'store' | 'erase', input: string):
         else resolve(stdout);
       },
     );
+    // A helper may exit without reading its input (`get` from a file, say): the write then fails with
+    // EPIPE, which says nothing the exit status does not.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(input);
   });
 }
