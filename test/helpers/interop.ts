@@ -23,12 +23,17 @@ export async function freePort(): Promise<number> {
 }
 
 /** Runs a tool with .tools/bin first on PATH; resolves with stdout, rejects with the command and stderr. */
-export function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+export function runTool(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  cwd?: string,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
-      { env: { ...process.env, PATH: `${TOOLS_BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
+      { env: { ...process.env, PATH: `${TOOLS_BIN}:${process.env.PATH}`, ...env }, timeout: 120_000, cwd },
       (err, stdout, stderr) => {
         if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`));
         else resolve(stdout);
