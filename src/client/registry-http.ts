@@ -20,9 +20,12 @@ export interface RequestOptions {
   download?: boolean;
 }
 
-/** localhost, 127.0.0.0/8 and ::1 speak plain HTTP by default (as Docker and crane treat them). */
+/**
+ * localhost, 127.0.0.0/8 and ::1 speak plain HTTP by default (as Docker and crane treat them). Host
+ * names are case-insensitive: `LOCALHOST:5000` is loopback too.
+ */
 export function isLoopbackHost(host: string): boolean {
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.split(':')[0]!;
+  const name = (host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.split(':')[0]!).toLowerCase();
   return name === 'localhost' || /^127(\.\d{1,3}){3}$/.test(name) || name === '::1';
 }
 

@@ -69,6 +69,12 @@ describe('challenge parsing and scopes', () => {
     assert.ok(
       isLoopbackHost('127.0.0.1:5000') && isLoopbackHost('localhost') && isLoopbackHost('[::1]:5000'),
     );
+    // Host names are case-insensitive (nit N1: `LOCALHOST:5000` was sent HTTPS).
+    assert.ok(isLoopbackHost('LOCALHOST:5000') && isLoopbackHost('LocalHost'));
+    assert.equal(
+      new RegistryHttp('LOCALHOST:5000', new Authenticator(async () => undefined)).base,
+      'http://LOCALHOST:5000',
+    );
     assert.ok(!isLoopbackHost('registry.example.com:5000'));
   });
 });
