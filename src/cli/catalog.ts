@@ -1,4 +1,4 @@
-import { ClientError } from '../client/errors.ts';
+import { refusal } from '../client/refusal.ts';
 import type { RegistryHttp } from '../client/registry-http.ts';
 
 /** Pages of the catalog read at most, as for a whole listing. */
@@ -36,13 +36,13 @@ async function walk(
   let path: string | undefined = first;
   for (let pages = 0; path && pages < MAX_PAGES; pages++) {
     const res = await http.request('GET', path, { scope: 'registry:catalog:*' });
-    if (res.status !== 200) {
-      await res.discard();
-      throw new ClientError(
-        `list repositories under ${prefix}: HTTP ${res.status}${res.status === 401 ? ' (run `tether login`)' : ''}`,
-        res.status,
-      );
-    }
+    if (res.status !== 200)
+      throw await refusal(res, {
+        registry: http,
+        action: 'list repositories under',
+        subject: `${http.host}/${prefix}`,
+        access: 'list the catalog',
+      });
     const names = ((await res.json()) as { repositories?: string[] | null }).repositories ?? [];
     found.push(...names.filter((name) => name.startsWith(prefix)));
     if (after !== undefined) {

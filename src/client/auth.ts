@@ -45,11 +45,20 @@ export class Authenticator {
   readonly #tokens = new Map<string, CachedToken>();
   #basic: string | undefined;
   #lastChallenge: Challenge | undefined;
+  #sentCredentials = false;
   /** How often a token was fetched (tests and diagnostics). */
   tokenRequests: string[] = [];
 
   constructor(credentials: () => Promise<Credentials | undefined>) {
     this.#credentials = credentials;
+  }
+
+  /**
+   * Whether credentials were sent: as Basic, or to the token service for a token. A refusal after that
+   * is about rights, not about a missing login (see `refusal`).
+   */
+  get sentCredentials(): boolean {
+    return this.#sentCredentials;
   }
 
   /** The Authorization header to send proactively for `scope`, if one is known. */
@@ -82,6 +91,7 @@ export class Authenticator {
       const header = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
       if (header === refused) return undefined;
       this.#basic = header;
+      this.#sentCredentials = true;
       return header;
     }
     if (challenge.scheme !== 'bearer' || !challenge.params.realm) return undefined;
@@ -135,6 +145,7 @@ export class Authenticator {
     const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
     if (!token) return undefined;
+    if (creds) this.#sentCredentials = true;
     // Refresh 10 s early so a token does not expire between our check and the registry's.
     const lifetime = Math.max(10, body.expires_in ?? 60) * 1000;
     return { token, expiresAt: Date.now() + lifetime - Math.min(10_000, lifetime / 2) };

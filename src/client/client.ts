@@ -15,6 +15,7 @@ import { fileReader, hashFile, pourToFile } from './file-streams.ts';
 import { Limiter } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
+import { type RefusedRequest, refusal } from './refusal.ts';
 import { RegistryHttp } from './registry-http.ts';
 import type { HttpResponse } from './response.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
@@ -107,6 +108,11 @@ function pushScope(ref: ImageReference): string {
   return `repository:${ref.repository}:pull,push`;
 }
 
+/** `HOST/REPO:TAG` or `HOST/REPO@DIGEST`: what a request was about, named in its errors. */
+function at(ref: ImageReference, reference: string): string {
+  return `${ref.host}/${ref.repository}${tryParseDigest(reference) ? '@' : ':'}${reference}`;
+}
+
 function withDigest(location: string, digest: string): string {
   const url = new URL(location, 'http://placeholder');
   url.searchParams.set('digest', digest);
@@ -162,21 +168,15 @@ export class RegistryClient {
     return this.http(ref.host).request(method, `/v2/${ref.repository}${path}`, { ...init, scope });
   }
 
-  async #fail(res: HttpResponse, what: string): Promise<never> {
-    let detail = '';
-    try {
-      const body = (await res.json()) as { errors?: { code: string; message: string }[] };
-      detail = body.errors?.map((e) => `${e.code}: ${e.message}`).join('; ') ?? '';
-    } catch {}
-    const hint =
-      res.status === 401
-        ? ' (run `tether login`)'
-        : res.status === 403
-          ? ' (access denied)'
-          : res.status === 407
-            ? ' (the HTTP proxy wants credentials: http://USER:PASSWORD@HOST:PORT in HTTP_PROXY or HTTPS_PROXY)'
-            : '';
-    throw new ClientError(`${what}: HTTP ${res.status}${detail ? ` (${detail})` : ''}${hint}`, res.status);
+  /** Throws the registry's refusal of a request about `subject` (see `refusal`). */
+  async #fail(
+    res: HttpResponse,
+    host: string,
+    action: string,
+    subject: string,
+    access: RefusedRequest['access'],
+  ): Promise<never> {
+    throw await refusal(res, { registry: this.http(host), action, subject, access });
   }
 
   /** Resolves a tag or digest to the manifest's descriptor (HEAD). */
@@ -190,14 +190,16 @@ export class RegistryClient {
     const res = await this.#request(ref, 'GET', `/manifests/${reference}`, false, {
       headers: { Accept: MANIFEST_ACCEPT },
     });
-    if (res.status !== 200) return this.#fail(res, `get manifest ${reference}`);
+    if (res.status !== 200) return this.#fail(res, ref.host, 'get manifest', at(ref, reference), 'pull');
     const max = this.#options.maxManifestBytes ?? 4 * 1024 * 1024;
-    const bytes = await res.bytes(max, `manifest ${reference}`);
+    const bytes = await res.bytes(max, `manifest ${at(ref, reference)}`);
     const expected = ref.digest ?? res.headers.get('docker-content-digest') ?? undefined;
     const algorithm = (expected && tryParseDigest(expected)?.algorithm) || 'sha256';
     const digest = digestOf(algorithm, bytes);
     if (expected && digest !== expected)
-      throw new ClientError(`manifest ${reference}: content digest ${digest} does not match ${expected}`);
+      throw new ClientError(
+        `manifest ${at(ref, reference)}: content digest ${digest} does not match ${expected}`,
+      );
     const json = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
     const mediaType =
       (json.mediaType as string | undefined) ??
@@ -233,7 +235,7 @@ export class RegistryClient {
       await res.discard();
       return { digest: '', subjectAccepted: false, preconditionFailed: true };
     }
-    if (res.status !== 201) return this.#fail(res, `put manifest ${reference}`);
+    if (res.status !== 201) return this.#fail(res, ref.host, 'put manifest', at(ref, reference), 'push');
     await res.discard();
     return {
       digest: digestOf('sha256', bytes),
@@ -316,11 +318,13 @@ export class RegistryClient {
       mount ? `/blobs/uploads/?mount=${source.digest}&from=${options.mountFrom}` : '/blobs/uploads/',
       true,
     );
+    if (start.status !== 202 && !(mount && start.status === 201))
+      return this.#fail(start, ref.host, 'upload blob', at(ref, source.digest), 'push');
     await start.discard();
-    if (mount && start.status === 201) return 'mounted';
-    if (start.status !== 202) return this.#fail(start, `start upload of ${source.digest}`);
+    if (start.status === 201) return 'mounted';
     const location = start.headers.get('location');
-    if (!location) throw new ClientError(`start upload of ${source.digest}: the registry sent no Location`);
+    if (!location)
+      throw new ClientError(`upload blob ${at(ref, source.digest)}: the registry sent no Location`);
     const minChunk = Number(start.headers.get('oci-chunk-min-length')) || 0;
     const chunked =
       options.chunked ??
@@ -339,7 +343,7 @@ export class RegistryClient {
           headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(source.size) },
           scope: pushScope(ref),
         });
-    if (done.status !== 201) return this.#fail(done, `upload ${source.digest}`);
+    if (done.status !== 201) return this.#fail(done, ref.host, 'upload blob', at(ref, source.digest), 'push');
     await done.discard();
     return 'transferred';
   }
@@ -358,7 +362,8 @@ export class RegistryClient {
     const http = this.http(ref.host);
     let location = firstLocation;
     let offset = 0;
-    const send = async (chunk: Buffer, at: number): Promise<void> => {
+    const blob = at(ref, source.digest);
+    const send = async (chunk: Buffer, from: number): Promise<void> => {
       for (let attempt = 0; ; attempt++) {
         let res: HttpResponse | undefined;
         try {
@@ -367,7 +372,7 @@ export class RegistryClient {
             headers: {
               'Content-Type': 'application/octet-stream',
               'Content-Length': String(chunk.length),
-              'Content-Range': `${at}-${at + chunk.length - 1}`,
+              'Content-Range': `${from}-${from + chunk.length - 1}`,
             },
             scope: pushScope(ref),
           });
@@ -377,27 +382,40 @@ export class RegistryClient {
             return;
           }
           if (res.status < 500 && res.status !== 408 && res.status !== 429)
-            return this.#fail(res, `upload chunk ${at}-${at + chunk.length - 1} of ${source.digest}`);
+            return this.#fail(
+              res,
+              ref.host,
+              `upload bytes ${from}-${from + chunk.length - 1} of`,
+              blob,
+              'push',
+            );
           await res.discard();
         } catch (err) {
           if (err instanceof ClientError || attempt >= 3) throw err;
         }
-        if (attempt >= 3) return this.#fail(res!, `upload chunk of ${source.digest}`);
+        if (attempt >= 3)
+          return this.#fail(
+            res!,
+            ref.host,
+            `upload bytes ${from}-${from + chunk.length - 1} of`,
+            blob,
+            'push',
+          );
         await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
         // Ask the session how much it kept and send only the rest of this chunk.
         const status = await http.requestUrl('GET', location, { scope: pushScope(ref) });
+        if (status.status !== 204) return this.#fail(status, ref.host, 'get upload status of', blob, 'push');
         await status.discard();
-        if (status.status !== 204) return this.#fail(status, `upload status of ${source.digest}`);
         location = status.headers.get('location') ?? location;
         const end = Number(/^0-(\d+)$/.exec(status.headers.get('range') ?? '')?.[1] ?? -1);
-        const kept = end + 1 - at;
+        const kept = end + 1 - from;
         if (kept < 0 || kept > chunk.length)
           throw new ClientError(
-            `upload of ${source.digest}: the registry kept ${end + 1} bytes, expected ${at}..${at + chunk.length}`,
+            `upload blob ${blob}: the registry kept ${end + 1} bytes, expected ${from}..${from + chunk.length}`,
           );
         if (kept === chunk.length) return;
         chunk = chunk.subarray(kept);
-        at += kept;
+        from += kept;
       }
     };
     // Two chunk buffers take turns: the next chunk is read from the source while the registry takes
@@ -433,9 +451,7 @@ export class RegistryClient {
           while (filled < want) {
             const { bytesRead } = await handle.read(chunk, filled, want - filled, offset + filled);
             if (bytesRead === 0)
-              throw new ClientError(
-                `upload of ${source.digest}: ${source.file.path} shrank while it was sent`,
-              );
+              throw new ClientError(`upload blob ${blob}: ${source.file.path} shrank while it was sent`);
             filled += bytesRead;
           }
           source.file.onBytes?.(want);
@@ -461,9 +477,7 @@ export class RegistryClient {
     }
     if (inFlight) await inFlight;
     if (offset !== source.size)
-      throw new ClientError(
-        `upload of ${source.digest}: the source gave ${offset} bytes, expected ${source.size}`,
-      );
+      throw new ClientError(`upload blob ${blob}: the source gave ${offset} bytes, expected ${source.size}`);
     return http.requestUrl('PUT', withDigest(location, source.digest), {
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': '0' },
       scope: pushScope(ref),
@@ -498,7 +512,7 @@ export class RegistryClient {
     large: boolean,
   ): Promise<(sink: BodySink) => Promise<void>> {
     const res = await this.#request(ref, 'GET', `/blobs/${digest}`, false, large ? { download: true } : {});
-    if (res.status !== 200) return this.#fail(res, `get blob ${digest}`);
+    if (res.status !== 200) return this.#fail(res, ref.host, 'get blob', at(ref, digest), 'pull');
     const length = Number(res.headers.get('content-length'));
     if (
       size !== undefined &&
@@ -575,7 +589,8 @@ export class RegistryClient {
         await res.discard();
         return pages === 0 ? undefined : out;
       }
-      if (res.status !== 200) return this.#fail(res, 'list referrers');
+      if (res.status !== 200)
+        return this.#fail(res, subject.host, 'list referrers of', at(subject, subject.digest), 'pull');
       const type = res.headers.get('content-type') ?? '';
       if (!type.startsWith(MediaType.ociIndex)) {
         // A 200 that is not an index (a login page, a proxy) is not the API.
@@ -606,7 +621,8 @@ export class RegistryClient {
       await res.discard();
       return { manifests: [], exists: false };
     }
-    if (res.status !== 200) return this.#fail(res, `get ${tag}`);
+    if (res.status !== 200)
+      return this.#fail(res, subject.host, 'get referrers tag', at(subject, tag), 'pull');
     const etag = res.headers.get('etag') ?? undefined;
     const bytes = await res.bytes();
     try {
@@ -822,7 +838,8 @@ export class RegistryClient {
     const { descriptor, json } = await this.getManifest(ref);
     const subject = json.subject as Descriptor | undefined;
     const res = await this.#request(ref, 'DELETE', `/manifests/${descriptor.digest}`, true);
-    if (res.status !== 202 && res.status !== 200) return this.#fail(res, `delete ${descriptor.digest}`);
+    if (res.status !== 202 && res.status !== 200)
+      return this.#fail(res, ref.host, 'delete manifest', at(ref, descriptor.digest), 'delete');
     await res.discard();
     const mode = this.#options.referrersMode ?? 'auto';
     const key = `${ref.host}/${ref.repository}`;
@@ -846,36 +863,43 @@ export class RegistryClient {
 
   async deleteBlob(ref: ImageReference, digest: string): Promise<void> {
     const res = await this.#request(ref, 'DELETE', `/blobs/${digest}`, true);
-    if (res.status !== 202 && res.status !== 200) return this.#fail(res, `delete blob ${digest}`);
+    if (res.status !== 202 && res.status !== 200)
+      return this.#fail(res, ref.host, 'delete blob', at(ref, digest), 'delete');
     await res.discard();
   }
 
   /** Every tag of a repository, following Link pages. */
   async listTags(ref: ImageReference): Promise<string[]> {
-    return this.#pages(
-      ref.host,
-      `/v2/${ref.repository}/tags/list`,
-      `repository:${ref.repository}:pull`,
-      'tags',
-    );
+    return this.#pages(ref.host, `/v2/${ref.repository}/tags/list`, `repository:${ref.repository}:pull`, {
+      field: 'tags',
+      subject: `${ref.host}/${ref.repository}`,
+    });
   }
 
   /** Every repository of a registry (that the caller may see), following Link pages. */
   async listRepositories(host: string): Promise<string[]> {
-    return this.#pages(host, '/v2/_catalog', 'registry:catalog:*', 'repositories');
+    return this.#pages(host, '/v2/_catalog', 'registry:catalog:*', { field: 'repositories', subject: host });
   }
 
   async #pages(
     host: string,
     first: string,
     scope: string,
-    field: 'tags' | 'repositories',
+    list: { field: 'tags' | 'repositories'; subject: string },
   ): Promise<string[]> {
+    const { field, subject } = list;
     const out: string[] = [];
     let path: string | undefined = first;
     for (let pages = 0; path && pages < 10_000; pages++) {
       const res = await this.http(host).request('GET', path, { scope });
-      if (res.status !== 200) return this.#fail(res, `list ${field}`);
+      if (res.status !== 200)
+        return this.#fail(
+          res,
+          host,
+          `list ${field} of`,
+          subject,
+          field === 'tags' ? 'pull' : 'list the catalog',
+        );
       const body = (await res.json()) as Record<string, string[] | null>;
       out.push(...(body[field] ?? []));
       const link = res.headers.get('link');

@@ -32,10 +32,13 @@ export function isLoopbackHost(host: string): boolean {
 const RETRIES = 4;
 
 export class RegistryHttp {
+  /** `HOST[:PORT]` as the user named it. */
+  readonly host: string;
   readonly base: string;
   readonly auth: Authenticator;
 
   constructor(host: string, auth: Authenticator, options: { plainHttp?: boolean } = {}) {
+    this.host = host;
     this.base = `${options.plainHttp || isLoopbackHost(host) ? 'http' : 'https'}://${host}`;
     this.auth = auth;
   }

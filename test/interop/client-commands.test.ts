@@ -91,9 +91,15 @@ describe('client commands', () => {
     assert.equal(md, sha256(index));
     assert.equal(await tether('manifest', 'get', `${reg.host}/demo/raw:idx`), index);
     await tether('manifest', 'delete', `${reg.host}/demo/raw:idx`);
-    await assert.rejects(tether('manifest', 'get', `${reg.host}/demo/raw:idx`), /404/);
+    await assert.rejects(
+      tether('manifest', 'get', `${reg.host}/demo/raw:idx`),
+      new RegExp(`get manifest ${reg.host}/demo/raw:idx: not found`),
+    );
     await tether('blob', 'delete', `${reg.host}/demo/raw@${digest}`);
-    await assert.rejects(tether('blob', 'get', `${reg.host}/demo/raw@${digest}`), /404/);
+    await assert.rejects(
+      tether('blob', 'get', `${reg.host}/demo/raw@${digest}`),
+      new RegExp(`get blob ${reg.host}/demo/raw@${digest}: not found`),
+    );
   });
 
   test('deleting a referrer in tag mode removes its fallback entry', async () => {

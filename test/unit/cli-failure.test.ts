@@ -76,7 +76,11 @@ test('refusals, bad files and network failures are one line (exit 1); usage erro
   );
   const cases: [unknown, 1 | 2 | 70, RegExp][] = [
     [stale, 1, /^tether: the registry refused the credentials/],
-    [new ClientError('get manifest v1: HTTP 404', 404), 1, /^tether: get manifest v1: HTTP 404$/],
+    [
+      new ClientError('get manifest 127.0.0.1:5000/nope:v1: not found (NAME_UNKNOWN)', 404),
+      1,
+      /^tether: get manifest 127\.0\.0\.1:5000\/nope:v1: not found \(NAME_UNKNOWN\)$/,
+    ],
     // What src/client/docker-config.ts throws for a config.json that is not JSON, or a missing helper.
     [new Error('cannot read /h/.docker/config.json: Expected property name'), 1, /^tether: cannot read /],
     [new SyntaxError('Unexpected token'), 1, /^tether: Unexpected token$/],
