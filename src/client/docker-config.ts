@@ -48,31 +48,77 @@ async function save(path: string, config: DockerConfig): Promise<void> {
   await rename(temp, path);
 }
 
-function helper(name: string, action: 'get' | 'store' | 'erase', input: string): Promise<string> {
+/** How long a credential helper may take (a keychain prompt included) before it counts as failed. */
+const HELPER_TIMEOUT_MS = 30_000;
+
+/**
+ * A credential helper that could not do what it was asked: it could not be run at all (`missing`: not
+ * on PATH or not executable), failed, or (`not-found`) answered that it has no credentials for the
+ * host, which is no error for a read: `auths` is tried next, then no credentials.
+ */
+export class CredentialHelperError extends Error {
+  override name = 'CredentialHelperError';
+  readonly kind: 'missing' | 'failed' | 'not-found';
+  constructor(kind: 'missing' | 'failed' | 'not-found', message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+/**
+ * What helpers answer, on stdout with exit status 1, when they hold nothing for the host: Docker's
+ * docker-credential-helpers library says "credentials not found in native keychain", and the helpers
+ * built on it (osxkeychain, secretservice, pass, wincred, ecr-login, gcloud) share the words.
+ */
+const NOT_FOUND = /credentials not found/i;
+
+/** Runs `docker-credential-<name> <action>` with `input` on stdin; resolves with its stdout. */
+function helper(
+  name: string,
+  action: 'get' | 'store' | 'erase',
+  input: string,
+  origin: string,
+): Promise<string> {
+  const program = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
-    const child = execFile(
-      `docker-credential-${name}`,
-      [action],
-      { timeout: 30_000 },
-      (err, stdout, stderr) => {
-        if (err)
-          reject(
-            new Error(
-              `docker-credential-${name} ${action} failed: ${(stderr || stdout || err.message).trim()}`,
-            ),
-          );
-        else resolve(stdout);
-      },
-    );
-    // A helper may exit without reading its input (`get` from a file, say): the write then fails with
-    // EPIPE, which says nothing the exit status does not.
+    const child = execFile(program, [action], { timeout: HELPER_TIMEOUT_MS }, (err, stdout, stderr) => {
+      if (!err) return resolve(stdout);
+      const { code, killed } = err as NodeJS.ErrnoException & { killed?: boolean };
+      const output = (stderr || stdout).trim().replace(/\s+/g, ' ');
+      if (code === 'ENOENT' || code === 'EACCES')
+        return reject(
+          new CredentialHelperError(
+            'missing',
+            `credential helper ${program} (${origin}) cannot be run: ${code === 'ENOENT' ? 'executable file not found in $PATH' : 'permission denied'}`,
+          ),
+        );
+      if (NOT_FOUND.test(output))
+        return reject(new CredentialHelperError('not-found', `${program}: no credentials for the host`));
+      reject(
+        new CredentialHelperError(
+          'failed',
+          killed
+            ? `credential helper ${program} ${action} (${origin}) did not answer within ${HELPER_TIMEOUT_MS / 1000} s`
+            : `credential helper ${program} ${action} (${origin}) failed: ${output || err.message}`,
+        ),
+      );
+    });
+    // A helper may exit without reading its input (a `get` that answers at once): the write then
+    // fails with EPIPE, which says nothing its exit status does not.
     child.stdin?.on('error', () => {});
     child.stdin?.end(input);
   });
 }
 
-function helperFor(config: DockerConfig, host: string): string | undefined {
-  return config.credHelpers?.[host] ?? config.credsStore;
+/** The helper for `host` and where config.json names it (for messages), if one is named. */
+function helperFor(
+  config: DockerConfig,
+  host: string,
+  path: string,
+): { name: string; origin: string } | undefined {
+  const own = config.credHelpers?.[host];
+  if (own) return { name: own, origin: `credHelpers["${host}"] in ${path}` };
+  return config.credsStore ? { name: config.credsStore, origin: `credsStore in ${path}` } : undefined;
 }
 
 /** Keys Docker uses for Docker Hub; other registries are keyed by host[:port]. */
@@ -82,20 +128,41 @@ function keysFor(host: string): string[] {
     : [host, `https://${host}`, `http://${host}`];
 }
 
+/**
+ * The credentials for `host`: from its credential helper, else from `auths`. A helper that holds none
+ * for the host falls through to `auths`; one that cannot be run or fails otherwise fails the read,
+ * naming the helper, rather than leaving the user with a bare 401.
+ */
 export async function getCredentials(
   host: string,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<Credentials | undefined> {
-  const config = await load(dockerConfigPath(env));
-  const name = helperFor(config, host);
-  if (name) {
+  const path = dockerConfigPath(env);
+  const config = await load(path);
+  const named = helperFor(config, host, path);
+  if (named) {
+    let answer: string | undefined;
     try {
-      const out = JSON.parse(await helper(name, 'get', host)) as { Username?: string; Secret?: string };
-      if (out.Secret && out.Username === IDENTITY_TOKEN_USER)
-        return { username: '', password: '', identityToken: out.Secret };
-      if (out.Secret) return { username: out.Username ?? '', password: out.Secret };
-    } catch {
-      // "credentials not found" is an error exit for most helpers: fall through to auths.
+      answer = await helper(named.name, 'get', host, named.origin);
+    } catch (err) {
+      if (!(err instanceof CredentialHelperError && err.kind === 'not-found')) throw err;
+    }
+    // Nothing at all on stdout (with success) is how a few helpers say they hold nothing.
+    if (answer?.trim()) {
+      let out: { Username?: unknown; Secret?: unknown };
+      try {
+        out = JSON.parse(answer) as typeof out;
+      } catch {
+        throw new CredentialHelperError(
+          'failed',
+          `credential helper docker-credential-${named.name} (${named.origin}) answered with something that is not JSON`,
+        );
+      }
+      const username = typeof out?.Username === 'string' ? out.Username : '';
+      const secret = typeof out?.Secret === 'string' ? out.Secret : '';
+      if (secret && username === IDENTITY_TOKEN_USER)
+        return { username: '', password: '', identityToken: secret };
+      if (secret) return { username, password: secret };
     }
   }
   for (const key of keysFor(host)) {
@@ -120,12 +187,13 @@ export async function storeCredentials(
 ): Promise<'helper' | 'file'> {
   const path = dockerConfigPath(env);
   const config = await load(path);
-  const name = helperFor(config, host);
-  if (name) {
+  const named = helperFor(config, host, path);
+  if (named) {
     await helper(
-      name,
+      named.name,
       'store',
       JSON.stringify({ ServerURL: host, Username: credentials.username, Secret: credentials.password }),
+      named.origin,
     );
     config.auths = { ...config.auths, [host]: {} };
     await save(path, config);
@@ -140,12 +208,16 @@ export async function storeCredentials(
 export async function eraseCredentials(host: string, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   const path = dockerConfigPath(env);
   const config = await load(path);
-  const name = helperFor(config, host);
+  const named = helperFor(config, host, path);
   let found = false;
-  if (name) {
-    found = await helper(name, 'erase', host).then(
+  if (named) {
+    // A helper that holds nothing for the host has nothing to erase; one that cannot be run fails.
+    found = await helper(named.name, 'erase', host, named.origin).then(
       () => true,
-      () => false,
+      (err: unknown) => {
+        if (err instanceof CredentialHelperError && err.kind === 'not-found') return false;
+        throw err;
+      },
     );
   }
   for (const key of keysFor(host)) {

@@ -238,7 +238,10 @@ describe('failures print one line, not a stack trace (findings 6, 7)', () => {
       env: helper,
       input: `${PASSWORD}\n`,
     });
-    assertOneLineFailure(stored, /credentials were not stored: docker-credential-tether-audit-missing/);
+    assertOneLineFailure(
+      stored,
+      /credentials were not stored: credential helper docker-credential-tether-audit-missing .*executable file not found/,
+    );
   });
 
   test('manifest put of a file that is not JSON', async () => {
