@@ -32,6 +32,7 @@ export {
 export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
 export { HttpResponse, ResponseHeaders } from './client/response.ts';
 export { type ContentTarget, LayoutTarget, RegistryTarget } from './client/target.ts';
+export type { TlsSettings } from './client/tls.ts';
 export { ContentMismatchError } from './client/verify-stream.ts';
 export { loadConfig, SETTINGS, type TetherConfig } from './config.ts';
 export { ConfigError } from './config-error.ts';

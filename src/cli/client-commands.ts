@@ -13,6 +13,7 @@ import { type CopyResult, copyGraph } from '../client/copy.ts';
 import { pourToFile } from '../client/file-streams.ts';
 import { type Endpoint, parseEndpoint, parseImageReference } from '../client/reference.ts';
 import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/target.ts';
+import type { TlsSettings } from '../client/tls.ts';
 import { ConfigError } from '../config-error.ts';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
@@ -21,10 +22,19 @@ import { NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../sign/media-types.ts';
 import { type Arity, parseCommand } from './args.ts';
 import { listNamespace } from './catalog.ts';
 import { ProgressBars, size } from './progress.ts';
+import {
+  COPY_TLS_FLAGS,
+  type Side,
+  TLS_FLAGS,
+  type TlsValues,
+  tlsSettings,
+  warnIfInsecure,
+} from './registry-access.ts';
 
 /** Flags every client command takes. */
 const COMMON = {
   'plain-http': { type: 'boolean' },
+  ...TLS_FLAGS,
   'referrers-mode': { type: 'string' },
   'force-referrers-tag': { type: 'boolean' },
   format: { type: 'string' },
@@ -35,7 +45,7 @@ const COMMON = {
   monolithic: { type: 'boolean' },
 } as const;
 
-export interface CommonValues {
+export interface CommonValues extends TlsValues {
   'plain-http'?: boolean;
   'referrers-mode'?: string;
   'force-referrers-tag'?: boolean;
@@ -65,7 +75,22 @@ function byteSize(value: string | undefined, flag: string): number | undefined {
   return Number(m[1]) * unit;
 }
 
-export function client(values: CommonValues, progress?: ProgressBars): RegistryClient {
+/** The registries of a copy: `--from-*` flags are for the source's host, `--to-*` ones for the destination's. */
+export interface CopySides {
+  from: string | undefined;
+  to: string | undefined;
+}
+
+/**
+ * The client a command works with, from its flags (all checked, and a CA file read, before anything is
+ * sent). For a copy, `sides` names the hosts the `--from-*` and `--to-*` flags are for; any other host
+ * (of `--referrers-from`, say) is reached as the flags without a side say.
+ */
+export async function client(
+  values: CommonValues,
+  progress?: ProgressBars,
+  sides?: CopySides,
+): Promise<RegistryClient> {
   const mode = values['referrers-mode'] ?? 'auto';
   if (!['auto', 'api', 'tag'].includes(mode))
     throw new ConfigError('--referrers-mode must be auto, api or tag');
@@ -73,8 +98,20 @@ export function client(values: CommonValues, progress?: ProgressBars): RegistryC
     throw new ConfigError('--chunked and --monolithic exclude each other');
   const concurrency = positiveInteger(values.concurrency, '--concurrency');
   const chunkSize = byteSize(values['chunk-size'], '--chunk-size');
+  const tls: Record<Side, TlsSettings | undefined> = {
+    '': await tlsSettings(values),
+    'from-': sides ? await tlsSettings(values, 'from-') : undefined,
+    'to-': sides ? await tlsSettings(values, 'to-') : undefined,
+  };
+  warnIfInsecure(values);
+  const sideOf = (host: string): Side => {
+    const name = host.toLowerCase();
+    if (sides?.from?.toLowerCase() === name) return 'from-';
+    return sides?.to?.toLowerCase() === name ? 'to-' : '';
+  };
   return new RegistryClient({
     plainHttp: values['plain-http'] === true,
+    tls: (host) => tls[sideOf(host)],
     referrersMode: mode as ReferrersMode,
     forceReferrersTag: values['force-referrers-tag'] === true,
     ...(concurrency ? { concurrency } : {}),
@@ -84,32 +121,34 @@ export function client(values: CommonValues, progress?: ProgressBars): RegistryC
   });
 }
 
+/** Either end of a transfer as written: a registry reference or an OCI layout. */
+function endpoint(value: string | undefined, usage: string): Endpoint {
+  if (!value) throw new ConfigError(usage);
+  try {
+    return parseEndpoint(value);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+}
+
 /** Opens either end of a transfer: a registry repository or an OCI layout (created when writing). */
 async function target(
-  value: string | undefined,
-  usage: string,
+  at: Endpoint,
   c: RegistryClient,
   values: CommonValues,
   write: boolean,
 ): Promise<{ target: ContentTarget; reference: string | undefined; tag: string | undefined }> {
-  if (!value) throw new ConfigError(usage);
-  let endpoint: Endpoint;
-  try {
-    endpoint = parseEndpoint(value);
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
-  }
-  if (endpoint.kind === 'registry') {
-    const { ref } = endpoint;
+  if (at.kind === 'registry') {
+    const { ref } = at;
     // Reading `HOST/REPO` means its `latest`, as everywhere in the Docker world.
     const reference = ref.digest ?? ref.tag ?? (write ? undefined : 'latest');
     return { target: new RegistryTarget(c, ref), reference, tag: ref.tag };
   }
-  const layout = await LayoutTarget.open(endpoint.dir, {
+  const layout = await LayoutTarget.open(at.dir, {
     create: write,
     fallbackTag: values['referrers-mode'] === 'tag',
   });
-  return { target: layout, reference: endpoint.digest ?? endpoint.tag, tag: endpoint.tag };
+  return { target: layout, reference: at.digest ?? at.tag, tag: at.tag };
 }
 
 export function reference(value: string | undefined, usage: string) {
@@ -122,7 +161,9 @@ export function reference(value: string | undefined, usage: string) {
 }
 
 /** The flags every client command takes, and what its exit status means (`tether help client`, `-h`). */
-const COMMON_HELP = `Common flags: --plain-http, --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
+const COMMON_HELP = `Common flags: --plain-http, --ca-file PEM (trust this CA too, for the registry and its token
+  service), --insecure (do not verify TLS certificates: a warning says so),
+  --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
   -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
   --chunked / --monolithic / --chunk-size SIZE (how blobs go up: by default one PUT below 128 MiB,
   32 MiB PATCH chunks from there, never smaller than the registry's OCI-Chunk-Min-Length)
@@ -170,7 +211,7 @@ export async function resolveCommand(argv: string[]): Promise<void> {
   const usage = 'usage: tether resolve REF';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {});
   const ref = reference(positionals[0], usage);
-  console.log((await client(values).resolve(ref)).digest);
+  console.log((await (await client(values)).resolve(ref)).digest);
 }
 
 const MANIFEST_USAGE = 'usage: tether manifest get REF | put REF FILE [--media-type TYPE] | delete REF';
@@ -183,7 +224,7 @@ export async function manifestCommand(argv: string[]): Promise<void> {
     { 'media-type': { type: 'string' } },
   );
   const ref = reference(positionals[0], MANIFEST_USAGE);
-  const c = client(values);
+  const c = await client(values);
   switch (action) {
     case 'get': {
       const { bytes, descriptor } = await c.getManifest(ref);
@@ -237,7 +278,7 @@ export async function blobCommand(argv: string[]): Promise<void> {
     { output: { type: 'string', short: 'o' } },
   );
   const ref = reference(positionals[0], BLOB_USAGE);
-  const c = client(values);
+  const c = await client(values);
   if (action === 'put') {
     const source = await fileSource(positionals[1]!);
     await c.uploadBlob(ref, source);
@@ -267,7 +308,7 @@ export async function repoCommand(argv: string[]): Promise<void> {
   const usage = 'usage: tether repo ls HOST[/NAMESPACE] | tether repo tags HOST/REPO';
   const { values, action, positionals } = parseClientCommand(argv, usage, { ls: [1, 1], tags: [1, 1] }, {});
   const target = positionals[0]!;
-  const c = client(values);
+  const c = await client(values);
   let list: string[];
   if (action === 'tags') list = await c.listTags(reference(target, usage));
   else {
@@ -323,7 +364,7 @@ export async function pushCommand(argv: string[]): Promise<void> {
     );
   if (!values['artifact-type']) throw new ConfigError('--artifact-type is required');
   const progress = ProgressBars.forTerminal(values);
-  const c = client(values, progress);
+  const c = await client(values, progress);
   const subject = values.subject
     ? await c.resolve(reference(values.subject, '--subject takes a reference'))
     : undefined;
@@ -340,13 +381,42 @@ export async function pushCommand(argv: string[]): Promise<void> {
 }
 
 const COPY_USAGE = `usage: tether cp [-r] SRC DST [--platform OS/ARCH[/VARIANT]] [--referrers-from REPO] [--referrers-to REPO]
-  SRC, DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST] (also ocidir://DIR:TAG)`;
+  SRC, DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST] (also ocidir://DIR:TAG)
+  --from-ca-file PEM, --from-insecure / --to-ca-file PEM, --to-insecure: for the source's or the
+  destination's registry only (--ca-file and --insecure are for both)`;
 
 /** `os/arch[/variant]`, as `--platform` takes it. */
 const PLATFORM = /^[^/\s]+\/[^/\s]+(\/[^/\s]+)?$/;
 
+/**
+ * The hosts `--from-*` and `--to-*` flags are for. A flag for a side that is a layout, or for one side
+ * of a copy within one registry (where both sides share connections and credentials), would do
+ * nothing, so it is refused rather than ignored.
+ */
+function copySides(values: Record<string, unknown>, from: Endpoint, to: Endpoint): CopySides {
+  const given = (side: Side) =>
+    Object.keys(values).filter((flag) => flag.startsWith(side) && values[flag] !== undefined);
+  for (const [side, end, name] of [
+    ['from-', from, 'the source'],
+    ['to-', to, 'the destination'],
+  ] as const) {
+    const flags = given(side);
+    if (flags.length > 0 && end.kind === 'layout')
+      throw new ConfigError(`--${flags[0]}: ${name} is an OCI layout, not a registry`);
+  }
+  const fromHost = from.kind === 'registry' ? from.ref.host : undefined;
+  const toHost = to.kind === 'registry' ? to.ref.host : undefined;
+  const sided = [...given('from-'), ...given('to-')];
+  if (fromHost && toHost && fromHost.toLowerCase() === toHost.toLowerCase() && sided.length > 0)
+    throw new ConfigError(
+      `--${sided[0]}: the source and destination are one registry (${fromHost}); give the flag without from-/to-`,
+    );
+  return { from: fromHost, to: toHost };
+}
+
 export async function copyCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseClientCommand(argv, COPY_USAGE, [2, 2], {
+    ...COPY_TLS_FLAGS,
     recursive: { type: 'boolean', short: 'r' },
     platform: { type: 'string' },
     'referrers-from': { type: 'string' },
@@ -354,10 +424,12 @@ export async function copyCommand(argv: string[]): Promise<void> {
   });
   if (values.platform !== undefined && !PLATFORM.test(values.platform))
     throw new ConfigError(`--platform takes OS/ARCH[/VARIANT] (linux/arm64/v8), got "${values.platform}"`);
+  const from = endpoint(positionals[0], COPY_USAGE);
+  const to = endpoint(positionals[1], COPY_USAGE);
   const progress = ProgressBars.forTerminal(values);
-  const c = client(values, progress);
-  const src = await target(positionals[0], COPY_USAGE, c, values, false);
-  const dst = await target(positionals[1], COPY_USAGE, c, values, true);
+  const c = await client(values, progress, copySides(values, from, to));
+  const src = await target(from, c, values, false);
+  const dst = await target(to, c, values, true);
   if (!src.reference) throw new ConfigError(`${positionals[0]}: say which image (:TAG or @DIGEST)`);
   // A copy keeps the digest, so a digest on the destination can only confirm the source's; checked
   // before anything is copied. With --platform the copied image is the platform's, not the source's:
@@ -375,11 +447,11 @@ export async function copyCommand(argv: string[]): Promise<void> {
         `${positionals[1]}: the source ${src.target.name}@${at} has another digest, and a copy keeps the digest`,
       );
   }
-  const from = values['referrers-from']
-    ? (await target(values['referrers-from'], COPY_USAGE, c, values, false)).target
+  const referrersFrom = values['referrers-from']
+    ? (await target(endpoint(values['referrers-from'], COPY_USAGE), c, values, false)).target
     : undefined;
-  const to = values['referrers-to']
-    ? (await target(values['referrers-to'], COPY_USAGE, c, values, true)).target
+  const referrersTo = values['referrers-to']
+    ? (await target(endpoint(values['referrers-to'], COPY_USAGE), c, values, true)).target
     : undefined;
   // Like oras and regctl: with no tag on the destination, the source's tag is kept.
   const tag =
@@ -389,8 +461,8 @@ export async function copyCommand(argv: string[]): Promise<void> {
     result = await copyGraph(src.target, at, dst.target, tag, {
       referrers: values.recursive === true,
       ...(values.platform ? { platform: values.platform } : {}),
-      ...(from ? { referrersSource: from } : {}),
-      ...(to ? { referrersTarget: to } : {}),
+      ...(referrersFrom ? { referrersSource: referrersFrom } : {}),
+      ...(referrersTo ? { referrersTarget: referrersTo } : {}),
       ...(progress ? { progress } : {}),
     });
   } finally {
@@ -421,7 +493,7 @@ export async function pullCommand(argv: string[]): Promise<void> {
   const progress = ProgressBars.forTerminal(values);
   let files: Descriptor[];
   try {
-    files = await client(values, progress).pullArtifact(ref, values.output ?? '.');
+    files = await (await client(values, progress)).pullArtifact(ref, values.output ?? '.');
   } finally {
     progress?.finish();
   }
@@ -438,7 +510,7 @@ export async function tagCommand(argv: string[]): Promise<void> {
   const ref = reference(source, usage);
   // All checked before the first is set, so a typo in the third tag does not leave two of three set.
   for (const t of tags) if (!isValidTag(t)) throw new ConfigError(`"${t}" is not a valid tag`);
-  const c = client(values);
+  const c = await client(values);
   let at = ref;
   for (const t of tags) {
     const digest = await c.tag(at, t);
@@ -460,7 +532,7 @@ export async function attachCommand(argv: string[]): Promise<void> {
   const annotations = parseAnnotations(values.annotation);
   const files = await artifactFiles(positionals.slice(1));
   const progress = ProgressBars.forTerminal(values);
-  const descriptor = await client(values, progress).attach(ref, artifactType, files, annotations);
+  const descriptor = await (await client(values, progress)).attach(ref, artifactType, files, annotations);
   progress?.finish();
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);
@@ -499,8 +571,9 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   if (!['tree', 'json', 'table'].includes(format))
     throw new ConfigError('--format takes tree, json or table');
   const depth = positiveInteger(values.depth, '--depth') ?? 8;
-  const c = client(values);
-  const { target: t, reference: at } = await target(positionals[0], usage, c, values, false);
+  const subject = endpoint(positionals[0], usage);
+  const c = await client(values);
+  const { target: t, reference: at } = await target(subject, c, values, false);
   if (!at) throw new ConfigError(usage);
   // Notary signatures get their verdict on registry references only: the trust policy is per repository.
   if (values.verify && !(t instanceof RegistryTarget))

@@ -80,7 +80,7 @@ export function describeFailure(err: unknown): Failure {
   if (UNTRUSTED_CERTIFICATE.has(code))
     return line(
       `the registry's TLS certificate is not trusted (${err.message}); for a private CA or a ` +
-        'self-signed certificate, name its PEM file in NODE_EXTRA_CA_CERTS',
+        'self-signed certificate, name its PEM file with --ca-file (or in NODE_EXTRA_CA_CERTS)',
       1,
     );
   if (BAD_CERTIFICATE.has(code))

@@ -10,14 +10,17 @@ import { RegistryHttp } from '../client/registry-http.ts';
 import type { HttpResponse } from '../client/response.ts';
 import { ConfigError } from '../config-error.ts';
 import { parseCommand } from './args.ts';
+import { TLS_FLAGS, tlsSettings, warnIfInsecure } from './registry-access.ts';
 
 export const LOGIN_USAGE = `Usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]
+                    [--ca-file PEM | --insecure]
        tether logout HOST[:PORT]
 
 Checks the credentials against the registry (HTTP Basic or the token protocol, whichever it asks for) and
 stores them the way \`docker login\` does: in the credential helper named by credsStore/credHelpers of
 $DOCKER_CONFIG/config.json (default ~/.docker/config.json), else base64 in its "auths".
-Plain HTTP is used for localhost and 127.0.0.0/8 automatically, elsewhere with --plain-http.`;
+Plain HTTP is used for localhost and 127.0.0.0/8 automatically, elsewhere with --plain-http.
+--ca-file trusts a private CA's PEM certificate besides Node's CAs; --insecure verifies no certificate.`;
 
 async function readStdinLine(): Promise<string> {
   let text = '';
@@ -36,6 +39,7 @@ export async function loginCommand(argv: string[]): Promise<void> {
       password: { type: 'string', short: 'p' },
       'password-stdin': { type: 'boolean' },
       'plain-http': { type: 'boolean' },
+      ...TLS_FLAGS,
     },
     usage: 'usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]',
     help: LOGIN_USAGE,
@@ -46,8 +50,10 @@ export async function loginCommand(argv: string[]): Promise<void> {
   const password = values['password-stdin'] ? await readStdinLine() : values.password;
   if (!password) throw new ConfigError('a password is required (--password-stdin, or -p)');
   const credentials: Credentials = { username: values.username, password };
+  const tls = await tlsSettings(values);
+  warnIfInsecure(values);
   const auth = new Authenticator(async () => credentials);
-  const http = new RegistryHttp(host, auth, { plainHttp: values['plain-http'] === true });
+  const http = new RegistryHttp(host, auth, { plainHttp: values['plain-http'] === true, tls });
   let res: HttpResponse;
   try {
     res = await http.request('GET', '/v2/');

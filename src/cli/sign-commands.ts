@@ -40,7 +40,7 @@ export async function signCommand(argv: string[]): Promise<void> {
   const shape = (values.shape ?? 'config') as SignatureShape;
   if (shape !== 'config' && shape !== 'artifactType')
     throw new ConfigError('--shape takes config (notation v1.3, the default) or artifactType');
-  const signed = await signImage(client(values), ref, {
+  const signed = await signImage(await client(values), ref, {
     privateKeyPem: await readFile(values.key),
     certificateChainPem: await readFile(values.cert),
     shape,
@@ -71,7 +71,7 @@ export async function verifyCommand(argv: string[]): Promise<void> {
   const max = values['max-signatures'] === undefined ? 100 : Number(values['max-signatures']);
   if (!Number.isInteger(max) || max < 1) throw new ConfigError('--max-signatures takes a positive integer');
   const metadata = parseAnnotations(values['user-metadata']);
-  const outcome = await verifyImage(client(values), ref, {
+  const outcome = await verifyImage(await client(values), ref, {
     policy: await loadTrustPolicy(values['trust-policy']),
     trustStoreDir: values['trust-store'] ?? defaultTrustStoreDir(),
     maxSignatures: max,

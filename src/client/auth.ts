@@ -1,4 +1,5 @@
 import type { Credentials } from './docker-config.ts';
+import { TlsTrust } from './tls.ts';
 import { send } from './transport.ts';
 
 /**
@@ -76,12 +77,14 @@ export class Authenticator {
 
   /**
    * Answers a 401: returns the header to retry with, or undefined when there is nothing new to try
-   * (no credentials, or the same credentials were just refused).
+   * (no credentials, or the same credentials were just refused). A token realm is asked under the
+   * registry's `trust` (it is often the registry itself, or shares its private CA).
    */
   async respond(
     challenge: Challenge,
     scopeHint: string | undefined,
     refused: string | undefined,
+    trust: TlsTrust = TlsTrust.DEFAULT,
   ): Promise<string | undefined> {
     this.#lastChallenge = challenge;
     if (challenge.scheme === 'basic') {
@@ -104,7 +107,7 @@ export class Authenticator {
     if (cached && cached.expiresAt > Date.now() && `Bearer ${cached.token}` !== refused)
       return `Bearer ${cached.token}`;
     this.#tokens.delete(key);
-    const token = await this.#fetchToken(challenge, scopes);
+    const token = await this.#fetchToken(challenge, scopes, trust);
     if (!token) return undefined;
     const header = `Bearer ${token.token}`;
     if (header === refused) return undefined;
@@ -112,16 +115,21 @@ export class Authenticator {
     return header;
   }
 
-  async #fetchToken(challenge: Challenge, scopes: string[]): Promise<CachedToken | undefined> {
+  async #fetchToken(
+    challenge: Challenge,
+    scopes: string[],
+    trust: TlsTrust,
+  ): Promise<CachedToken | undefined> {
     const url = new URL(challenge.params.realm!);
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     for (const s of scopes) url.searchParams.append('scope', s);
     const creds = await this.#credentials();
     this.tokenRequests.push(scopes.join(' '));
     const res = creds?.identityToken
-      ? await send(new URL(challenge.params.realm!), refreshGrant(url, creds.identityToken))
+      ? await send(new URL(challenge.params.realm!), { ...refreshGrant(url, creds.identityToken), trust })
       : await send(url, {
           method: 'GET',
+          trust,
           headers: creds
             ? {
                 Authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`,

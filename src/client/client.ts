@@ -19,6 +19,7 @@ import { type RefusedRequest, refusal } from './refusal.ts';
 import { RegistryHttp } from './registry-http.ts';
 import type { HttpResponse } from './response.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
+import type { TlsSettings } from './tls.ts';
 import { FileBody } from './transport.ts';
 import { ContentCheck, countedSource } from './verify-stream.ts';
 
@@ -37,6 +38,8 @@ export interface ClientOptions {
   forceReferrersTag?: boolean;
   /** Defaults to the Docker credential store. */
   credentials?: (host: string) => ReturnType<typeof getCredentials>;
+  /** How each registry's TLS certificate is checked; by default against Node's CAs. */
+  tls?: (host: string) => TlsSettings | undefined;
   maxManifestBytes?: number;
   /** Parallel blob transfers per registry host (default 4). */
   concurrency?: number;
@@ -151,6 +154,7 @@ export class RegistryClient {
       const credentials = this.#options.credentials ?? getCredentials;
       http = new RegistryHttp(host, new Authenticator(() => credentials(host)), {
         plainHttp: this.#options.plainHttp === true,
+        tls: this.#options.tls?.(host),
       });
       this.#hosts.set(host, http);
     }

@@ -3,6 +3,7 @@ import { http } from '../io/node-http.ts';
 import type { BodySink } from './body-sink.ts';
 import { bareHost, proxyAuthorization, proxyFor } from './proxy.ts';
 import { ResponseHeaders } from './response.ts';
+import { TlsTrust } from './tls.ts';
 import { connectTo, openTunnel, readyEvent, tlsTo } from './tunnel.ts';
 
 /**
@@ -17,7 +18,8 @@ import { connectTo, openTunnel, readyEvent, tlsTo } from './tunnel.ts';
  *
  * One request per connection (`Connection: close`): it is used for blob bodies, where a connection's
  * setup is small beside the transfer. It speaks what registries and object stores answer with:
- * Content-Length, chunked and close-delimited bodies, interim 1xx responses, TLS with the system's CAs.
+ * Content-Length, chunked and close-delimited bodies, interim 1xx responses, TLS checked as `trust` says
+ * (Node's CAs unless told otherwise).
  */
 
 const READ_BUFFER_BYTES = 1024 * 1024;
@@ -54,8 +56,9 @@ export async function download(
   headers: Record<string, string>,
   idleTimeoutMs: number,
   timeoutError: () => Error,
+  trust: TlsTrust = TlsTrust.DEFAULT,
 ): Promise<DownloadHead> {
-  return new Exchange(url, headers, idleTimeoutMs, timeoutError).head;
+  return new Exchange(url, headers, idleTimeoutMs, timeoutError, trust).head;
 }
 
 /** How the body's end is found (RFC 9112, section 6.3). */
@@ -185,7 +188,13 @@ class Exchange implements DownloadBody {
   #resolveBody: (() => void) | undefined;
   #rejectBody: ((err: Error) => void) | undefined;
 
-  constructor(url: URL, headers: Record<string, string>, idleTimeoutMs: number, timeoutError: () => Error) {
+  constructor(
+    url: URL,
+    headers: Record<string, string>,
+    idleTimeoutMs: number,
+    timeoutError: () => Error,
+    trust: TlsTrust,
+  ) {
     this.head = new Promise<DownloadHead>((resolve, reject) => {
       this.#resolveHead = resolve;
       this.#rejectHead = reject;
@@ -202,15 +211,17 @@ class Exchange implements DownloadBody {
     };
     const attach = (socket: net.Socket, readsWithOnread = true) =>
       this.#attach(socket, request, idleTimeoutMs, timeoutError, readsWithOnread);
-    // Direct, or (plain HTTP) to the proxy, which is sent the request itself.
-    if (!proxy || !secure) attach(connectTo(proxy ?? url, onread));
+    // Direct, or (plain HTTP) to the proxy, which is sent the request itself. The registry's trust is
+    // for the registry's certificate, not a proxy's.
+    if (!proxy) attach(connectTo(url, onread, trust));
+    else if (!secure) attach(connectTo(proxy, onread));
     else {
       const host = bareHost(url.hostname);
       openTunnel(proxy, host, Number(url.port) || 443, idleTimeoutMs).then(
         (tunnel) => {
           if (this.#error) tunnel.destroy();
           // TLS over the tunnel reads into fresh buffers (see `tlsTo`): no `onread`.
-          else attach(tlsTo(host, { socket: tunnel }), false);
+          else attach(tlsTo(host, { ...trust.options, socket: tunnel }), false);
         },
         (err: Error) => this.#fail(err),
       );

@@ -1,5 +1,6 @@
 import { type Authenticator, parseChallenge } from './auth.ts';
 import type { HttpResponse } from './response.ts';
+import { type TlsSettings, TlsTrust } from './tls.ts';
 import { isTransientNetworkError, type SendBody, send } from './transport.ts';
 
 /**
@@ -36,9 +37,16 @@ export class RegistryHttp {
   readonly host: string;
   readonly base: string;
   readonly auth: Authenticator;
+  /** How this registry's certificates are checked, and its token realm's and redirects'. */
+  readonly trust: TlsTrust;
 
-  constructor(host: string, auth: Authenticator, options: { plainHttp?: boolean } = {}) {
+  constructor(
+    host: string,
+    auth: Authenticator,
+    options: { plainHttp?: boolean; tls?: TlsSettings | undefined } = {},
+  ) {
     this.host = host;
+    this.trust = options.tls ? new TlsTrust(options.tls) : TlsTrust.DEFAULT;
     this.base = `${options.plainHttp || isLoopbackHost(host) ? 'http' : 'https'}://${host}`;
     this.auth = auth;
   }
@@ -79,7 +87,12 @@ export class RegistryHttp {
     if (url.protocol !== 'https:' && url.protocol !== 'http:')
       throw new Error(`refusing to follow ${url.protocol} location ${location}`);
     const body = typeof options.body === 'function' ? await options.body() : options.body;
-    return send(url, { method, ...(options.headers ? { headers: options.headers } : {}), body });
+    return send(url, {
+      method,
+      ...(options.headers ? { headers: options.headers } : {}),
+      body,
+      trust: this.trust,
+    });
   }
 
   async #once(method: string, path: string, options: RequestOptions): Promise<HttpResponse> {
@@ -91,13 +104,16 @@ export class RegistryHttp {
         headers: { ...options.headers, ...(authorization ? { Authorization: authorization } : {}) },
         body,
         ...(options.download ? { download: true } : {}),
+        trust: this.trust,
       });
       if (res.status !== 401 || attempt >= 2) return res;
       // Read before asking a token endpoint: an unread body would hold this connection (and, should
       // the token request fail, the process) open. The bytes stay for the caller's error message.
       await res.bytes().catch(() => {});
       const challenge = parseChallenge(res.headers.get('www-authenticate'));
-      const next = challenge ? await this.auth.respond(challenge, options.scope, authorization) : undefined;
+      const next = challenge
+        ? await this.auth.respond(challenge, options.scope, authorization, this.trust)
+        : undefined;
       if (!next) return res;
       authorization = next;
     }

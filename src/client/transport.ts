@@ -1,7 +1,6 @@
 import { open } from 'node:fs/promises';
 import type * as NodeHttp from 'node:http';
 import type { ClientRequest } from 'node:http';
-import type * as NodeHttps from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sendFileRange } from '../io/file-sender.ts';
@@ -9,6 +8,7 @@ import { http, https } from '../io/node-http.ts';
 import { download } from './download.ts';
 import { proxyFor } from './proxy.ts';
 import { HttpResponse, ResponseHeaders } from './response.ts';
+import { TlsTrust } from './tls.ts';
 
 /**
  * A request body that is the first `size` bytes of a file. It is sent through a few reused buffers, each
@@ -40,6 +40,8 @@ export interface SendOptions {
    * to a sink from reused buffers instead of node:http's fresh Buffer per socket read.
    */
   download?: boolean;
+  /** How an `https:` server's certificate is checked, redirects included (default: as Node does). */
+  trust?: TlsTrust;
 }
 
 /**
@@ -55,28 +57,41 @@ const FREE_CONNECTION_TIMEOUT_MS = 15_000;
 /** What every agent here is made with, proxied or not. */
 const AGENT_OPTIONS = { keepAlive: true, timeout: FREE_CONNECTION_TIMEOUT_MS };
 const httpAgent = new http.Agent(AGENT_OPTIONS);
-let secureAgent: NodeHttps.Agent | undefined;
-/** The kept-alive agent for HTTPS, made on first use (see `https`). */
-function httpsAgent(): NodeHttps.Agent {
-  secureAgent ??= new (https().Agent)(AGENT_OPTIONS);
-  return secureAgent;
-}
 
 /**
- * Agents for requests through a proxy, one per proxy and scheme. They use Node's own proxy support
- * (a CONNECT tunnel for `https:` targets, the absolute URL as the request target for `http:` ones),
- * given only the proxy: whether a request is proxied at all is `proxyFor`'s decision, made with Go's
- * rules, which Node's own NO_PROXY handling does not follow (it proxies loopback addresses).
+ * The kept-alive agents for HTTPS and for proxies, per TLS trust and then per proxy (`''`: direct), so
+ * a connection is only reused under the trust it was made with. Agents are made on first use: TLS
+ * costs ~10 ms of start-up, which a command that speaks plain HTTP need not pay.
+ *
+ * Proxied requests use Node's own proxy support (a CONNECT tunnel for `https:` targets, the absolute
+ * URL as the request target for `http:` ones), given only the proxy: whether a request is proxied at
+ * all is `proxyFor`'s decision, made with Go's rules, which Node's own NO_PROXY handling does not
+ * follow (it proxies loopback addresses). Node applies an agent's TLS options to the target through
+ * the tunnel, and its own defaults to an `https://` proxy.
  */
-const proxiedAgents = new Map<string, NodeHttp.Agent>();
-function proxiedAgent(proxy: URL, secure: boolean): NodeHttp.Agent {
-  const key = `${secure ? 'https' : 'http'} ${proxy.href}`;
-  let agent = proxiedAgents.get(key);
+const agents = new WeakMap<TlsTrust, Map<string, NodeHttp.Agent>>();
+function agentFor(url: URL, trust: TlsTrust): NodeHttp.Agent {
+  const secure = url.protocol === 'https:';
+  const proxy = proxyFor(url);
+  if (!secure && !proxy) return httpAgent;
+  // A plain-HTTP request makes no TLS connection of the registry's, whatever the trust.
+  const owner = secure ? trust : TlsTrust.DEFAULT;
+  let byProxy = agents.get(owner);
+  if (!byProxy) {
+    byProxy = new Map();
+    agents.set(owner, byProxy);
+  }
+  const key = proxy?.href ?? '';
+  let agent = byProxy.get(key);
   if (!agent) {
     agent = secure
-      ? new (https().Agent)({ ...AGENT_OPTIONS, proxyEnv: { HTTPS_PROXY: proxy.href } })
-      : new http.Agent({ ...AGENT_OPTIONS, proxyEnv: { HTTP_PROXY: proxy.href } });
-    proxiedAgents.set(key, agent);
+      ? new (https().Agent)({
+          ...AGENT_OPTIONS,
+          ...owner.options,
+          ...(proxy ? { proxyEnv: { HTTPS_PROXY: proxy.href } } : {}),
+        })
+      : new http.Agent({ ...AGENT_OPTIONS, proxyEnv: { HTTP_PROXY: proxy!.href } });
+    byProxy.set(key, agent);
   }
   return agent;
 }
@@ -117,10 +132,11 @@ export async function send(url: URL, options: SendOptions): Promise<HttpResponse
   let target = url;
   let headers = { ...options.headers };
   for (let hop = 0; ; hop++) {
+    const trust = options.trust ?? TlsTrust.DEFAULT;
     const res =
       options.download && options.method === 'GET' && options.body === undefined
-        ? await downloadOnce(target, headers)
-        : await once(target, options.method, headers, options.body);
+        ? await downloadOnce(target, headers, trust)
+        : await once(target, options.method, headers, options.body, trust);
     const redirect = res.status >= 300 && res.status < 400 && res.headers.get('location');
     const follow =
       options.followRedirects !== false && (options.method === 'GET' || options.method === 'HEAD');
@@ -136,11 +152,16 @@ export async function send(url: URL, options: SendOptions): Promise<HttpResponse
   }
 }
 
-function once(url: URL, method: string, headers: Record<string, string>, body: SendBody | undefined) {
+function once(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  body: SendBody | undefined,
+  trust: TlsTrust,
+) {
   return new Promise<HttpResponse>((resolve, reject) => {
     const secure = url.protocol === 'https:';
-    const proxy = proxyFor(url);
-    const agent = proxy ? proxiedAgent(proxy, secure) : secure ? httpsAgent() : httpAgent;
+    const agent = agentFor(url, trust);
     const request = secure
       ? https().request(url, { method, headers, agent })
       : http.request(url, { method, headers, agent });
@@ -179,8 +200,12 @@ function once(url: URL, method: string, headers: Record<string, string>, body: S
   });
 }
 
-async function downloadOnce(url: URL, headers: Record<string, string>): Promise<HttpResponse> {
-  const head = await download(url, headers, IDLE_TIMEOUT_MS, () => idleTimeoutError('GET', url));
+async function downloadOnce(
+  url: URL,
+  headers: Record<string, string>,
+  trust: TlsTrust,
+): Promise<HttpResponse> {
+  const head = await download(url, headers, IDLE_TIMEOUT_MS, () => idleTimeoutError('GET', url), trust);
   return new HttpResponse(validStatus(head.status), head.statusText, head.headers, head.body ?? undefined);
 }
 

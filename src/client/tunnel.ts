@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import { tls } from '../io/node-http.ts';
 import { bareHost, proxyAuthorization } from './proxy.ts';
+import { TlsTrust } from './tls.ts';
 
 /**
  * Connections for `download`, which speaks HTTP/1.1 on sockets of its own (see there for why): to a
@@ -20,14 +21,14 @@ export class ProxyTunnelError extends Error {
 
 /**
  * Opens a connection to `origin`'s host and port (a registry's or a proxy's URL): TLS for `https:`,
- * speaking HTTP/1.1. `onread` as for `net.connect`.
+ * checked as `trust` says, speaking HTTP/1.1. `onread` as for `net.connect`.
  */
-export function connectTo(origin: URL, onread?: net.OnReadOpts): net.Socket {
+export function connectTo(origin: URL, onread?: net.OnReadOpts, trust = TlsTrust.DEFAULT): net.Socket {
   const host = bareHost(origin.hostname);
   const secure = origin.protocol === 'https:';
   const port = Number(origin.port) || (secure ? 443 : 80);
   if (!secure) return net.connect({ host, port, ...(onread ? { onread } : {}) });
-  return tlsTo(host, { host, port, ...(onread ? { onread } : {}) });
+  return tlsTo(host, { ...trust.options, host, port, ...(onread ? { onread } : {}) });
 }
 
 /**

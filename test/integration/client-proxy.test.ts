@@ -34,6 +34,8 @@ describe('client through an HTTP proxy', () => {
   let layer: Buffer;
   let layerFile: string;
   let proxyTls: { cert: Buffer; key: Buffer };
+  let registryCert: string;
+  let proxyCert: string;
 
   before(async () => {
     ({ dir, cleanup } = await tempDataDir());
@@ -44,6 +46,8 @@ describe('client through an HTTP proxy', () => {
     const proxyKeyFile = join(dir, 'proxy-key.pem');
     selfSignedCert({ cert: proxyCertFile, key: proxyKeyFile }, 'proxy', 'IP:127.0.0.1');
     proxyTls = { cert: await readFile(proxyCertFile), key: await readFile(proxyKeyFile) };
+    registryCert = cert;
+    proxyCert = proxyCertFile;
     const trusted = join(dir, 'trusted.pem');
     await writeFile(trusted, Buffer.concat([await readFile(cert), proxyTls.cert]));
     plain = await startRegistry();
@@ -129,6 +133,48 @@ describe('client through an HTTP proxy', () => {
       assert.ok((await readFile(out)).equals(layer));
       assert.ok(proxy.seen.length >= 2);
       assert.ok(proxy.seen.every((r) => r.method === 'CONNECT' && r.target === host));
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('--ca-file and --insecure are for the registry inside the tunnel, not for the proxy', async () => {
+    for (const proxyOptions of [{}, { tls: proxyTls }]) {
+      const proxy = await startForwardProxy(proxyOptions);
+      try {
+        const host = `registry.test:${portOf(secure)}`;
+        // Node trusts the proxy's certificate, not the registry's.
+        const proxyEnv = { ...env, NODE_EXTRA_CA_CERTS: proxyCert, HTTPS_PROXY: proxy.url };
+        const digest = sha256(layer);
+        const untrusted = await tether(['manifest', 'get', `${host}/x:y`], proxyEnv);
+        assert.equal(untrusted.code, 1);
+        assert.match(untrusted.err, /not trusted/);
+        for (const flags of [['--ca-file', registryCert], ['--insecure']]) {
+          const put = await tether(['blob', 'put', `${host}/proxied/ca-file`, layerFile, ...flags], proxyEnv);
+          assert.equal(put.code, 0, put.err);
+          const out = join(dir, 'ca-file.out');
+          const get = await tether(
+            ['blob', 'get', `${host}/proxied/ca-file@${digest}`, '-o', out, ...flags],
+            proxyEnv,
+          );
+          assert.equal(get.code, 0, get.err);
+          assert.ok((await readFile(out)).equals(layer));
+        }
+        assert.ok(proxy.seen.every((r) => r.method === 'CONNECT' && r.target === host));
+      } finally {
+        await proxy.close();
+      }
+    }
+    // The registry's trust is not the proxy's: with the proxy's certificate untrusted, --ca-file for
+    // the registry does not let the command through.
+    const proxy = await startForwardProxy({ tls: proxyTls });
+    try {
+      const refused = await tether(
+        ['manifest', 'get', `registry.test:${portOf(secure)}/x:y`, '--ca-file', registryCert],
+        { ...env, NODE_EXTRA_CA_CERTS: '', HTTPS_PROXY: proxy.url },
+      );
+      assert.equal(refused.code, 1);
+      assert.match(refused.err, /not trusted/);
     } finally {
       await proxy.close();
     }
