@@ -10,6 +10,7 @@ import {
   RegistryClient,
 } from '../client/client.ts';
 import { type CopyResult, copyGraph } from '../client/copy.ts';
+import { getCredentials } from '../client/docker-config.ts';
 import { pourToFile } from '../client/file-streams.ts';
 import { type Endpoint, parseEndpoint, parseImageReference } from '../client/reference.ts';
 import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/target.ts';
@@ -23,17 +24,23 @@ import { type Arity, parseCommand } from './args.ts';
 import { listNamespace } from './catalog.ts';
 import { ProgressBars, size } from './progress.ts';
 import {
+  COPY_CREDENTIAL_FLAGS,
   COPY_TLS_FLAGS,
+  CREDENTIAL_FLAGS,
+  type CredentialValues,
+  credentialsBySide,
   type Side,
   TLS_FLAGS,
   type TlsValues,
   tlsSettings,
   warnIfInsecure,
+  warnIfPasswordFlags,
 } from './registry-access.ts';
 
 /** Flags every client command takes. */
 const COMMON = {
   'plain-http': { type: 'boolean' },
+  ...CREDENTIAL_FLAGS,
   ...TLS_FLAGS,
   'referrers-mode': { type: 'string' },
   'force-referrers-tag': { type: 'boolean' },
@@ -45,7 +52,7 @@ const COMMON = {
   monolithic: { type: 'boolean' },
 } as const;
 
-export interface CommonValues extends TlsValues {
+export interface CommonValues extends CredentialValues, TlsValues {
   'plain-http'?: boolean;
   'referrers-mode'?: string;
   'force-referrers-tag'?: boolean;
@@ -103,7 +110,9 @@ export async function client(
     'from-': sides ? await tlsSettings(values, 'from-') : undefined,
     'to-': sides ? await tlsSettings(values, 'to-') : undefined,
   };
+  const credentials = await credentialsBySide(values);
   warnIfInsecure(values);
+  warnIfPasswordFlags(values);
   const sideOf = (host: string): Side => {
     const name = host.toLowerCase();
     if (sides?.from?.toLowerCase() === name) return 'from-';
@@ -111,6 +120,8 @@ export async function client(
   };
   return new RegistryClient({
     plainHttp: values['plain-http'] === true,
+    // Credentials on the command line replace config.json (and its helpers) for their registries.
+    credentials: async (host) => credentials[sideOf(host)] ?? getCredentials(host),
     tls: (host) => tls[sideOf(host)],
     referrersMode: mode as ReferrersMode,
     forceReferrersTag: values['force-referrers-tag'] === true,
@@ -161,8 +172,10 @@ export function reference(value: string | undefined, usage: string) {
 }
 
 /** The flags every client command takes, and what its exit status means (`tether help client`, `-h`). */
-const COMMON_HELP = `Common flags: --plain-http, --ca-file PEM (trust this CA too, for the registry and its token
-  service), --insecure (do not verify TLS certificates: a warning says so),
+const COMMON_HELP = `Common flags: -u/--username USER with --password-stdin (or -p PASSWORD, which warns): credentials
+  for the command's registries instead of those \`tether login\` stored (a password or token without -u
+  is an identity token), --plain-http, --ca-file PEM (trust this CA too, for the registry and its
+  token service), --insecure (do not verify TLS certificates: a warning says so),
   --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
   -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
   --chunked / --monolithic / --chunk-size SIZE (how blobs go up: by default one PUT below 128 MiB,
@@ -382,8 +395,9 @@ export async function pushCommand(argv: string[]): Promise<void> {
 
 const COPY_USAGE = `usage: tether cp [-r] SRC DST [--platform OS/ARCH[/VARIANT]] [--referrers-from REPO] [--referrers-to REPO]
   SRC, DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST] (also ocidir://DIR:TAG)
-  --from-ca-file PEM, --from-insecure / --to-ca-file PEM, --to-insecure: for the source's or the
-  destination's registry only (--ca-file and --insecure are for both)`;
+  --from-username U, --from-password P, --from-ca-file PEM, --from-insecure, and the same with --to-:
+  for the source's or the destination's registry only, in place of -u/-p/--ca-file, which are for
+  both (--insecure too); --password-stdin gives the password of the one user name given without one`;
 
 /** `os/arch[/variant]`, as `--platform` takes it. */
 const PLATFORM = /^[^/\s]+\/[^/\s]+(\/[^/\s]+)?$/;
@@ -416,6 +430,7 @@ function copySides(values: Record<string, unknown>, from: Endpoint, to: Endpoint
 
 export async function copyCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseClientCommand(argv, COPY_USAGE, [2, 2], {
+    ...COPY_CREDENTIAL_FLAGS,
     ...COPY_TLS_FLAGS,
     recursive: { type: 'boolean', short: 'r' },
     platform: { type: 'string' },

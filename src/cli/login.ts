@@ -1,16 +1,18 @@
 import { AuthError, Authenticator } from '../client/auth.ts';
-import {
-  type Credentials,
-  dockerConfigPath,
-  eraseCredentials,
-  storeCredentials,
-} from '../client/docker-config.ts';
+import { dockerConfigPath, eraseCredentials, storeCredentials } from '../client/docker-config.ts';
 import { ClientError } from '../client/errors.ts';
 import { RegistryHttp } from '../client/registry-http.ts';
 import type { HttpResponse } from '../client/response.ts';
 import { ConfigError } from '../config-error.ts';
 import { parseCommand } from './args.ts';
-import { TLS_FLAGS, tlsSettings, warnIfInsecure } from './registry-access.ts';
+import {
+  CREDENTIAL_FLAGS,
+  credentialsBySide,
+  TLS_FLAGS,
+  tlsSettings,
+  warnIfInsecure,
+  warnIfPasswordFlags,
+} from './registry-access.ts';
 
 export const LOGIN_USAGE = `Usage: tether login HOST[:PORT] -u USER [--password-stdin | -p PASSWORD] [--plain-http]
                     [--ca-file PEM | --insecure]
@@ -22,12 +24,6 @@ $DOCKER_CONFIG/config.json (default ~/.docker/config.json), else base64 in its "
 Plain HTTP is used for localhost and 127.0.0.0/8 automatically, elsewhere with --plain-http.
 --ca-file trusts a private CA's PEM certificate besides Node's CAs; --insecure verifies no certificate.`;
 
-async function readStdinLine(): Promise<string> {
-  let text = '';
-  for await (const chunk of process.stdin) text += chunk;
-  return text.split(/\r?\n/)[0] ?? '';
-}
-
 /**
  * Exit statuses as documented: a refused login, an unreachable or throttling registry are failures (1,
  * ClientError), not usage errors (2, ConfigError), which only a missing user name or password is.
@@ -35,9 +31,7 @@ async function readStdinLine(): Promise<string> {
 export async function loginCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommand(argv, {
     options: {
-      username: { type: 'string', short: 'u' },
-      password: { type: 'string', short: 'p' },
-      'password-stdin': { type: 'boolean' },
+      ...CREDENTIAL_FLAGS,
       'plain-http': { type: 'boolean' },
       ...TLS_FLAGS,
     },
@@ -47,11 +41,11 @@ export async function loginCommand(argv: string[]): Promise<void> {
   });
   const host = positionals[0]!;
   if (!values.username) throw new ConfigError('a user name is required (-u USER)');
-  const password = values['password-stdin'] ? await readStdinLine() : values.password;
-  if (!password) throw new ConfigError('a password is required (--password-stdin, or -p)');
-  const credentials: Credentials = { username: values.username, password };
+  // Read as every client command reads -u/-p/--password-stdin (a user name without a password is refused).
+  const credentials = (await credentialsBySide(values))['']!;
   const tls = await tlsSettings(values);
   warnIfInsecure(values);
+  warnIfPasswordFlags(values);
   const auth = new Authenticator(async () => credentials);
   const http = new RegistryHttp(host, auth, { plainHttp: values['plain-http'] === true, tls });
   let res: HttpResponse;

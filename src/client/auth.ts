@@ -142,7 +142,7 @@ export class Authenticator {
     if (res.status === 401 || res.status === 403)
       throw new AuthError(
         'rejected',
-        `the registry refused the credentials (HTTP ${res.status} from ${url.origin}${url.pathname}): run \`tether login\` again`,
+        `the registry refused the credentials (HTTP ${res.status} from ${url.origin}${url.pathname}): run \`tether login\` again, or check -u and the password`,
       );
     if (res.status === 429)
       throw new AuthError(

@@ -44,7 +44,7 @@ export async function refusal(res: HttpResponse, request: RefusedRequest): Promi
     if (sent && (insufficientScope || res.status === 403))
       why = `not allowed to ${request.access} (${insufficientScope ? 'insufficient scope' : detail || `HTTP ${res.status}`})`;
     else if (sent)
-      why = `the registry refused the credentials${paren(detail)}; run \`tether login ${host}\` again`;
+      why = `the registry refused the credentials${paren(detail)}; run \`tether login ${host}\` again, or check -u and the password`;
     // Without credentials a 401's own words add nothing to "authentication required".
     else if (res.status === 401) why = `authentication required; run \`tether login ${host}\``;
     else why = `denied${paren(detail)}; run \`tether login ${host}\``;

@@ -1,7 +1,9 @@
 /**
- * Where client commands get credentials (notes/audit-cli.md, nit N2): a credential helper that cannot
- * be run fails the command, naming it, while one that holds nothing for the host falls through. The
- * real `tether` program against real registries on port 0, with its own DOCKER_CONFIG.
+ * Where client commands get credentials (notes/audit-cli.md, gap G4 and nit N2): `-u` with
+ * `--password-stdin` or `-p` for one command, instead of config.json (`cp`: per side, as oras cp); a
+ * credential helper that cannot be run fails the command, naming it, while one that holds nothing for
+ * the host falls through. The real `tether` program against real registries on port 0, with its own
+ * DOCKER_CONFIG.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -15,6 +17,8 @@ import { tempDataDir } from '../helpers/tether-process.ts';
 
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const PASSWORD = 'credentials-secret';
+/** carol's, on the token registry only. */
+const CAROL_PASSWORD = 'carol-secret';
 
 interface Run {
   code: number | null;
@@ -25,7 +29,11 @@ interface Run {
 let dir: string;
 let cleanup: () => Promise<void>;
 let bin: string;
+/** alice (PASSWORD) may push anywhere on both; carol (CAROL_PASSWORD) exists on the token registry only. */
 let basic: RunningRegistry;
+let token: RunningRegistry;
+/** No credentials in it: what a command uses comes from its flags. */
+let empty: { DOCKER_CONFIG: string };
 
 function tether(args: string[], env: NodeJS.ProcessEnv = {}, input = ''): Promise<Run> {
   return new Promise((resolve) => {
@@ -76,6 +84,10 @@ before(async () => {
   await editHtpasswd(join(dir, 'htpasswd'), (users) => {
     users.set('alice', hash);
   });
+  await editHtpasswd(join(dir, 'htpasswd-token'), async (users) => {
+    users.set('alice', hash);
+    users.set('carol', await hashPassword(CAROL_PASSWORD, 4));
+  });
   basic = await startRegistry({
     storage: { data: join(dir, 'basic') },
     settings: {
@@ -84,6 +96,15 @@ before(async () => {
       'auth.access': [{ repositories: '**', users: ['alice'], actions: ['pull', 'push'] }],
     },
   });
+  token = await startRegistry({
+    storage: { data: join(dir, 'token') },
+    settings: {
+      'auth.mode': 'token',
+      'auth.htpasswd': join(dir, 'htpasswd-token'),
+      'auth.access': [{ repositories: '**', users: ['alice', 'carol'], actions: ['pull', 'push'] }],
+    },
+  });
+  empty = await dockerConfig('no-credentials', {});
   const alice = new RegistryClient({ credentials: async () => ({ username: 'alice', password: PASSWORD }) });
   const ref = { host: basic.host, repository: 'team/app' };
   await alice.pushArtifact(ref, {
@@ -96,7 +117,169 @@ before(async () => {
 
 after(async () => {
   await basic.close();
+  await token.close();
   await cleanup();
+});
+
+describe('credentials on the command line (G4)', () => {
+  const app = () => `${basic.host}/team/app:v1`;
+
+  test('-u with --password-stdin, or -p (which warns once), for a registry config.json knows nothing of', async () => {
+    assertOneLineFailure(await tether(['resolve', app()], empty), /authentication required/);
+    const stdin = await tether(['resolve', app(), '-u', 'alice', '--password-stdin'], empty, `${PASSWORD}\n`);
+    assert.equal(stdin.code, 0, stdin.stderr);
+    assert.match(stdin.stdout, /^sha256:[0-9a-f]{64}\n$/);
+    assert.equal(stdin.stderr, '');
+    const flag = await tether(['resolve', app(), '--username', 'alice', '-p', PASSWORD], empty);
+    assert.equal(flag.code, 0, flag.stderr);
+    assert.equal(flag.stdout, stdin.stdout);
+    assert.equal(
+      flag.stderr,
+      "tether: warning: -p: a password on the command line shows in the process list and the shell's history; use --password-stdin\n",
+    );
+  });
+
+  test('they replace config.json for the registry: stale credentials and a broken helper are not read', async () => {
+    const stale = Buffer.from('alice:stale').toString('base64');
+    for (const config of [
+      { auths: { [basic.host]: { auth: stale } } },
+      { credsStore: 'tether-test-not-there' },
+    ]) {
+      const env = await dockerConfig(`replaced-${Object.keys(config)[0]}`, config);
+      assertOneLineFailure(
+        await tether(['resolve', app()], env),
+        /refused the credentials|docker-credential/,
+      );
+      const r = await tether(['resolve', app(), '-u', 'alice', '--password-stdin'], env, PASSWORD);
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
+  test('a wrong password is refused in one line, by Basic and by token registries', async () => {
+    assertOneLineFailure(
+      await tether(['resolve', app(), '-u', 'alice', '--password-stdin'], empty, 'wrong\n'),
+      /the registry refused the credentials.*check -u/,
+    );
+    assertOneLineFailure(
+      await tether(
+        ['resolve', `${token.host}/team/app:v1`, '-u', 'alice', '--password-stdin'],
+        empty,
+        'wrong\n',
+      ),
+      /the registry refused the credentials.*check -u/,
+    );
+  });
+
+  test('a password or token without -u is an identity token, as with oras', async () => {
+    const basicAuth = Buffer.from(`carol:${CAROL_PASSWORD}`).toString('base64');
+    const grant = await fetch(`${token.url}/auth/token?service=${token.host}&offline_token=true`, {
+      headers: { Authorization: `Basic ${basicAuth}` },
+    });
+    const { refresh_token: identityToken } = (await grant.json()) as { refresh_token: string };
+    await writeFile(join(dir, 'id.txt'), 'pushed with an identity token');
+    const push = await tether(
+      ['push', `${token.host}/team/id:v1`, 'id.txt', '--artifact-type', 't/x', '--password-stdin'],
+      empty,
+      identityToken,
+    );
+    assert.equal(push.code, 0, push.stderr);
+  });
+
+  test('usage errors, before anything is sent (exit 2)', async () => {
+    for (const [args, input, message] of [
+      [['-u', 'alice'], '', /-u alice needs a password: -p or --password-stdin/],
+      [
+        ['-u', 'alice', '-p', 'x', '--password-stdin'],
+        PASSWORD,
+        /-p and --password-stdin exclude each other/,
+      ],
+      [['-u', 'alice', '--password-stdin'], '', /--password-stdin: standard input has no password/],
+      [['-u', '', '-p', 'x'], '', /-u takes a user name/],
+    ] as const) {
+      const r = await tether(['resolve', app(), ...args], empty, input);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+    }
+  });
+
+  test('cp: -u for both registries, --from-*/--to-* for one; --password-stdin for the user without one', async () => {
+    // alice has the same password on both registries.
+    const both = await tether(
+      ['cp', '-q', app(), `${token.host}/copies/both:v1`, '-u', 'alice', '--password-stdin'],
+      empty,
+      PASSWORD,
+    );
+    assert.equal(both.code, 0, both.stderr);
+    // alice's from the source, carol's to the destination: neither registry sees the other's password.
+    const sided = await tether(
+      [
+        'cp',
+        '-q',
+        app(),
+        `${token.host}/copies/sided:v1`,
+        ...['--from-username', 'alice', '--from-password', PASSWORD],
+        ...['--to-username', 'carol', '--password-stdin'],
+      ],
+      empty,
+      CAROL_PASSWORD,
+    );
+    assert.equal(sided.code, 0, sided.stderr);
+    assert.match(sided.stderr, /^tether: warning: --from-password: /);
+    // -u for both, --to-* replacing it for the destination.
+    const replaced = await tether(
+      [
+        'cp',
+        '-q',
+        app(),
+        `${token.host}/copies/replaced:v1`,
+        ...['-u', 'alice', '--password-stdin', '--to-username', 'carol', '--to-password', CAROL_PASSWORD],
+      ],
+      empty,
+      PASSWORD,
+    );
+    assert.equal(replaced.code, 0, replaced.stderr);
+    // carol is no user of the source registry.
+    const wrongSide = await tether(
+      ['cp', '-q', app(), `${token.host}/copies/wrong:v1`, '--from-username', 'carol', '--password-stdin'],
+      empty,
+      CAROL_PASSWORD,
+    );
+    assert.equal(wrongSide.code, 1, wrongSide.stderr);
+    assert.match(
+      wrongSide.stderr,
+      new RegExp(`${basic.host}/team/app:v1: the registry refused the credentials`),
+    );
+  });
+
+  test('cp: side flags that would do nothing, and two users waiting for stdin, are usage errors', async () => {
+    for (const [args, message] of [
+      [
+        [app(), 'oci:layout:v1', '--to-username', 'x', '--to-password', 'y'],
+        /--to-username: the destination is an OCI layout/,
+      ],
+      [
+        [app(), `${basic.host}/team/other:v1`, '--from-username', 'alice', '--from-password', 'y'],
+        /the source and destination are one registry/,
+      ],
+      [
+        [app(), `${token.host}/x:v1`, '-u', 'a', '--to-username', 'b', '--password-stdin'],
+        /--password-stdin gives one password, and -u and --to-username each need one/,
+      ],
+    ] as const) {
+      const r = await tether(['cp', '-q', ...args], empty, 'secret');
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+    }
+  });
+
+  test('login reads -p and --password-stdin the same way (and warns about -p)', async () => {
+    const env = await dockerConfig('login', {});
+    const r = await tether(['login', basic.host, '-u', 'alice', '-p', PASSWORD], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^tether: warning: -p: .*\nLogin Succeeded/);
+    const none = await tether(['login', basic.host, '-u', 'alice'], env);
+    assert.equal(none.code, 2, none.stderr);
+  });
 });
 
 describe('credential helpers (N2)', () => {
