@@ -42,8 +42,10 @@ export type Endpoint =
   | { kind: 'layout'; dir: string; tag?: string; digest?: string };
 
 /**
- * `HOST/REPO[:TAG|@DIGEST]`, or a layout as `oci:DIR[:TAG|@DIGEST]` (skopeo's and Tether's spelling)
- * or `ocidir://DIR[:TAG|@DIGEST]` (regctl's).
+ * `HOST/REPO[:TAG][@DIGEST]`, or a layout as `oci:DIR[:TAG][@DIGEST]` (skopeo's and Tether's spelling)
+ * or `ocidir://DIR[:TAG][@DIGEST]` (regctl's). A layout reference reads as a registry one does: a
+ * digest at the end, then a tag after the last `/` (so `oci:out:v1@sha256:…` is the directory `out`,
+ * tag `v1`, and that digest; a colon in a directory name before the last `/` is not a tag).
  */
 export function parseEndpoint(value: string): Endpoint {
   const prefix = value.startsWith('oci:') ? 'oci:' : value.startsWith('ocidir://') ? 'ocidir://' : undefined;
@@ -55,13 +57,12 @@ export function parseEndpoint(value: string): Endpoint {
   if (at >= 0 && tryParseDigest(dir.slice(at + 1))) {
     digest = dir.slice(at + 1);
     dir = dir.slice(0, at);
-  } else {
-    const colon = dir.lastIndexOf(':');
-    if (colon > dir.lastIndexOf('/') && colon > 0) {
-      tag = dir.slice(colon + 1);
-      dir = dir.slice(0, colon);
-      if (!isValidTag(tag)) throw new Error(`"${tag}" is not a valid tag`);
-    }
+  }
+  const colon = dir.lastIndexOf(':');
+  if (colon > dir.lastIndexOf('/') && colon > 0) {
+    tag = dir.slice(colon + 1);
+    dir = dir.slice(0, colon);
+    if (!isValidTag(tag)) throw new Error(`"${tag}" is not a valid tag`);
   }
   if (!dir) throw new Error(`"${value}" names no layout directory: oci:DIR[:TAG|@DIGEST]`);
   return { kind: 'layout', dir, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };

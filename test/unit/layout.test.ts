@@ -41,6 +41,20 @@ describe('parseEndpoint', () => {
     assert.deepEqual(parseEndpoint('ocidir://out:latest'), { kind: 'layout', dir: 'out', tag: 'latest' });
     const digest = sha256('x');
     assert.deepEqual(parseEndpoint(`oci:/a:b/c@${digest}`), { kind: 'layout', dir: '/a:b/c', digest });
+    // A tag and a digest together, as in HOST/REPO:TAG@DIGEST (the tag was once read as part of the
+    // directory's name: `cp … oci:out:v1@DIGEST` created a directory named "out:v1").
+    assert.deepEqual(parseEndpoint(`oci:out:v1@${digest}`), {
+      kind: 'layout',
+      dir: 'out',
+      tag: 'v1',
+      digest,
+    });
+    assert.deepEqual(parseEndpoint(`ocidir:///a:b/out:v1@${digest}`), {
+      kind: 'layout',
+      dir: '/a:b/out',
+      tag: 'v1',
+      digest,
+    });
     // A colon inside a directory name, before the last slash, is not a tag.
     assert.deepEqual(parseEndpoint('oci:/weird:name/dir'), { kind: 'layout', dir: '/weird:name/dir' });
     assert.throws(() => parseEndpoint('oci:'), /names no layout directory/);
