@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import { referrersTagFor } from '../oci/referrers-tag.ts';
+import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
 import type { BodySink } from './body-sink.ts';
 import { ClientError } from './errors.ts';
 import { fileReader, pourToFile } from './file-streams.ts';
@@ -214,7 +214,9 @@ export class OciLayout {
 
   /**
    * Lists a manifest in `index.json`, tagged or not. A tag moves: the entry that held it before loses it
-   * (and goes, unless it is a referrer that must stay listed to be found). An untagged entry is added
+   * and stays listed untagged, as oras keeps it, so the manifest it names still resolves by digest and
+   * its referrers are still found (it goes only when its digest is listed by another entry, or when it
+   * is a superseded referrers fallback-tag index, which nothing else names). An untagged entry is added
    * only when the digest is not listed yet.
    */
   async addToIndex(descriptor: Descriptor, tag?: string): Promise<void> {
@@ -236,10 +238,13 @@ export class OciLayout {
     }
     if (manifests.some((d) => d.digest === descriptor.digest && d.annotations?.[REF_NAME] === tag))
       return manifests;
+    const others = manifests.filter((d) => d.annotations?.[REF_NAME] !== tag);
+    const listedElsewhere = (digest: string) =>
+      digest === descriptor.digest || others.some((d) => d.digest === digest);
     const rest = manifests.flatMap((d) => {
       if (d.annotations?.[REF_NAME] !== tag) return [d];
-      const { [REF_NAME]: _moved, ...others } = d.annotations;
-      return this.#manifests.get(d.digest)?.subject ? [{ ...d, annotations: others }] : [];
+      if (parseReferrersTag(tag) || listedElsewhere(d.digest)) return [];
+      return [stripRefName(d)];
     });
     // The untagged listing of the same digest is replaced by the tagged one.
     const withoutUntagged = rest.filter((d) => d.digest !== descriptor.digest || d.annotations?.[REF_NAME]);

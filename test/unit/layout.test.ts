@@ -127,11 +127,38 @@ describe('OciLayout', () => {
     );
     await layout.addToIndex({ mediaType: MANIFEST, digest: b, size: 1 }, 'v1');
     ({ manifests } = await layout.readIndex());
+    // The manifest that lost the tag stays listed, untagged, as oras keeps it (audit nit N10).
     assert.deepEqual(
       manifests.map((m) => [m.digest, m.annotations?.[REF_NAME]]),
-      [[b, 'v1']],
+      [
+        [a, undefined],
+        [b, 'v1'],
+      ],
     );
     assert.equal((await layout.resolve('v1')).digest, b);
+    assert.equal((await layout.resolve(a)).digest, a);
+    // Tagging it again replaces its untagged listing; moving a tag off a manifest listed under another
+    // tag leaves no untagged duplicate.
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 }, 'v2');
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 }, 'v1');
+    ({ manifests } = await layout.readIndex());
+    assert.deepEqual(
+      manifests.map((m) => [m.digest, m.annotations?.[REF_NAME]]),
+      [
+        [b, undefined],
+        [a, 'v2'],
+        [a, 'v1'],
+      ],
+    );
+    await layout.addToIndex({ mediaType: MANIFEST, digest: b, size: 1 }, 'v1');
+    ({ manifests } = await layout.readIndex());
+    assert.deepEqual(
+      manifests.map((m) => [m.digest, m.annotations?.[REF_NAME]]),
+      [
+        [a, 'v2'],
+        [b, 'v1'],
+      ],
+    );
     const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
     index.manifests.push({
       mediaType: MANIFEST,
@@ -181,7 +208,11 @@ describe('OciLayout', () => {
       (await layout.referrers(subject, 'application/spdx+json')).map((d) => d.digest),
       [sbom],
     );
-    const tagged = (await layout.readIndex()).manifests.find((m) => m.mediaType === INDEX);
-    assert.equal(tagged?.annotations?.[REF_NAME], `sha256-${subject.slice(7)}`);
+    // Each entry replaced the fallback-tag index; the superseded one is not kept listed.
+    const indexes = (await layout.readIndex()).manifests.filter((m) => m.mediaType === INDEX);
+    assert.deepEqual(
+      indexes.map((m) => m.annotations?.[REF_NAME]),
+      [`sha256-${subject.slice(7)}`],
+    );
   });
 });
