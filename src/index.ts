@@ -1,13 +1,19 @@
 /** Public library surface of Tether. */
-export { AuthError, Authenticator, mergeScopes, parseChallenge } from './client/auth.ts';
-export type { BodySink } from './client/body-sink.ts';
+
 export {
   type ArtifactFile,
-  type BlobSource,
-  bufferSource,
+  attachArtifact,
+  type PulledArtifact,
+  type PushArtifactOptions,
+  pullArtifact,
+  pushArtifact,
+} from './client/artifact.ts';
+export { AuthError, Authenticator, mergeScopes, parseChallenge } from './client/auth.ts';
+export { type BlobSource, bufferSource, fileSource } from './client/blob-source.ts';
+export type { BodySink } from './client/body-sink.ts';
+export {
   type ClientOptions,
   type FetchedManifest,
-  fileSource,
   type ReferrersMode,
   RegistryClient,
 } from './client/client.ts';
@@ -31,7 +37,14 @@ export {
 } from './client/reference.ts';
 export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
 export { HttpResponse, ResponseHeaders } from './client/response.ts';
-export { type ContentTarget, LayoutTarget, RegistryTarget } from './client/target.ts';
+export {
+  type BlobDescriptor,
+  blobSource,
+  type ContentTarget,
+  LayoutTarget,
+  pourBlob,
+  RegistryTarget,
+} from './client/target.ts';
 export type { TlsSettings } from './client/tls.ts';
 export { ContentMismatchError } from './client/verify-stream.ts';
 export { loadConfig, SETTINGS, type TetherConfig } from './config.ts';

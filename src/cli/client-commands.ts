@@ -4,20 +4,23 @@ import { pipeline } from 'node:stream/promises';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import {
   type ArtifactFile,
-  ClientError,
-  fileSource,
-  type ReferrersMode,
-  RegistryClient,
-} from '../client/client.ts';
+  attachArtifact,
+  type PulledArtifact,
+  pullArtifact,
+  pushArtifact,
+} from '../client/artifact.ts';
+import { fileSource } from '../client/blob-source.ts';
+import { ClientError, type FetchedManifest, type ReferrersMode, RegistryClient } from '../client/client.ts';
 import { type CopyResult, copyGraph } from '../client/copy.ts';
 import { getCredentials } from '../client/docker-config.ts';
 import { pourToFile } from '../client/file-streams.ts';
-import { type Endpoint, parseEndpoint, parseImageReference } from '../client/reference.ts';
-import { type ContentTarget, LayoutTarget, RegistryTarget } from '../client/target.ts';
+import { type Endpoint, isLayoutReference, parseEndpoint } from '../client/reference.ts';
+import { type ContentTarget, LayoutTarget, pourBlob, RegistryTarget } from '../client/target.ts';
 import type { TlsSettings } from '../client/tls.ts';
 import { ConfigError } from '../config-error.ts';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
 import { isValidRepositoryName, isValidTag } from '../oci/reference.ts';
 import { NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../sign/media-types.ts';
 import { type Arity, parseCommand } from './args.ts';
@@ -29,6 +32,7 @@ import {
   CREDENTIAL_FLAGS,
   type CredentialValues,
   credentialsBySide,
+  registryFlags,
   type Side,
   TLS_FLAGS,
   type TlsValues,
@@ -90,12 +94,15 @@ export interface CopySides {
 
 /**
  * The client a command works with, from its flags (all checked, and a CA file read, before anything is
- * sent). For a copy, `sides` names the hosts the `--from-*` and `--to-*` flags are for; any other host
- * (of `--referrers-from`, say) is reached as the flags without a side say.
+ * sent). `ends` are the command's references (both ends of a copy, a push's subject too): when none of
+ * them is a registry, the credential and TLS flags would do nothing, so they are refused rather than
+ * ignored (as `cp` refuses a `--from-*` or `--to-*` flag for a side that is a layout). For a copy,
+ * `sides` names the hosts the `--from-*` and `--to-*` flags are for; any other host (of
+ * `--referrers-from`, say) is reached as the flags without a side say.
  */
 export async function client(
   values: CommonValues,
-  progress?: ProgressBars,
+  ends: readonly Endpoint[],
   sides?: CopySides,
 ): Promise<RegistryClient> {
   const mode = values['referrers-mode'] ?? 'auto';
@@ -105,6 +112,16 @@ export async function client(
     throw new ConfigError('--chunked and --monolithic exclude each other');
   const concurrency = positiveInteger(values.concurrency, '--concurrency');
   const chunkSize = byteSize(values['chunk-size'], '--chunk-size');
+  const layoutsOnly = ends.length > 0 && ends.every((end) => end.kind === 'layout');
+  const unused = layoutsOnly ? registryFlags(values) : [];
+  if (unused.length > 0) {
+    const layouts = ends.map((end) => (end.kind === 'layout' ? `oci:${end.dir}` : ''));
+    throw new ConfigError(
+      layouts.length === 1
+        ? `${unused[0]}: ${layouts[0]} is an OCI layout, not a registry`
+        : `${unused[0]}: ${layouts.join(' and ')} are OCI layouts, not registries`,
+    );
+  }
   const tls: Record<Side, TlsSettings | undefined> = {
     '': await tlsSettings(values),
     'from-': sides ? await tlsSettings(values, 'from-') : undefined,
@@ -128,11 +145,10 @@ export async function client(
     ...(concurrency ? { concurrency } : {}),
     ...(chunkSize ? { chunkSize } : {}),
     ...(values.chunked ? { chunked: true } : values.monolithic ? { chunked: false } : {}),
-    ...(progress ? { progress } : {}),
   });
 }
 
-/** Either end of a transfer as written: a registry reference or an OCI layout. */
+/** A command's REF as written: a registry reference or an OCI layout. */
 function endpoint(value: string | undefined, usage: string): Endpoint {
   if (!value) throw new ConfigError(usage);
   try {
@@ -142,41 +158,55 @@ function endpoint(value: string | undefined, usage: string): Endpoint {
   }
 }
 
-/** Opens either end of a transfer: a registry repository or an OCI layout (created when writing). */
-async function target(
+/** A command's REF, opened: the repository or layout it names, and the tag and digest it gives. */
+export interface OpenedReference {
+  target: ContentTarget;
+  /** What to read: the digest, else the tag, else `latest` (as everywhere in the Docker world). */
+  reference: string;
+  tag: string | undefined;
+  digest: string | undefined;
+}
+
+/**
+ * Opens a command's REF, the one way every client command does: `HOST/REPO[:TAG][@DIGEST]` is a
+ * registry repository reached through `c`, `oci:DIR[:TAG][@DIGEST]` (or `ocidir://…`) an OCI image
+ * layout, which `create` makes when it is not there yet (commands that write).
+ */
+async function open(
   at: Endpoint,
   c: RegistryClient,
   values: CommonValues,
-  write: boolean,
-): Promise<{ target: ContentTarget; reference: string | undefined; tag: string | undefined }> {
-  if (at.kind === 'registry') {
-    const { ref } = at;
-    // Reading `HOST/REPO` means its `latest`, as everywhere in the Docker world.
-    const reference = ref.digest ?? ref.tag ?? (write ? undefined : 'latest');
-    return { target: new RegistryTarget(c, ref), reference, tag: ref.tag };
-  }
-  const layout = await LayoutTarget.open(at.dir, {
-    create: write,
-    fallbackTag: values['referrers-mode'] === 'tag',
-  });
-  return { target: layout, reference: at.digest ?? at.tag, tag: at.tag };
+  options: { create?: boolean } = {},
+): Promise<OpenedReference> {
+  const { tag, digest } = at.kind === 'registry' ? at.ref : at;
+  const target =
+    at.kind === 'registry'
+      ? new RegistryTarget(c, at.ref)
+      : await LayoutTarget.open(at.dir, {
+          create: options.create === true,
+          fallbackTag: values['referrers-mode'] === 'tag',
+        });
+  return { target, reference: digest ?? tag ?? 'latest', tag, digest };
 }
 
-export function reference(value: string | undefined, usage: string) {
-  if (!value) throw new ConfigError(usage);
-  try {
-    return parseImageReference(value);
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
-  }
+/** The one REF of a command, opened (see `open`) with the client its flags make (see `client`). */
+export async function openReference(
+  value: string | undefined,
+  usage: string,
+  values: CommonValues,
+  options: { create?: boolean } = {},
+): Promise<OpenedReference> {
+  const at = endpoint(value, usage);
+  return open(at, await client(values, [at]), values, options);
 }
 
 /** The flags every client command takes, and what its exit status means (`tether help client`, `-h`). */
 const COMMON_HELP = `Common flags: -u/--username USER with --password-stdin (or -p PASSWORD, which warns): credentials
   for the command's registries instead of those \`tether login\` stored (a password or token without -u
   is an identity token), --plain-http, --ca-file PEM (trust this CA too, for the registry and its
-  token service), --insecure (do not verify TLS certificates: a warning says so),
-  --referrers-mode auto|api|tag, --force-referrers-tag, --format json,
+  token service), --insecure (do not verify TLS certificates: a warning says so); these credential
+  and TLS flags are refused when every REF is an OCI layout; --referrers-mode auto|api|tag,
+  --force-referrers-tag, --format json,
   -q/--quiet (no progress or summaries), --concurrency N (parallel blob transfers per host, default 4),
   --chunked / --monolithic / --chunk-size SIZE (how blobs go up: by default one PUT below 128 MiB,
   32 MiB PATCH chunks from there, never smaller than the registry's OCI-Chunk-Min-Length)
@@ -185,21 +215,22 @@ Exit codes: 0 success, 1 failure (the message says what failed and what to do), 
   141 stdout was closed early (\`… | head\`), 70 a bug in tether`;
 
 export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is automatic for localhost and 127.0.0.0/8):
+REF is HOST/REPO[:TAG][@DIGEST] on a registry, or oci:DIR[:TAG][@DIGEST] (also ocidir://DIR…) in an OCI
+image layout; every command takes either (repo ls lists a registry's repositories only).
   resolve REF                         print the digest of a tag or digest reference
   manifest get|put|delete REF [FILE]  read, write or delete a manifest (digests verified)
   blob get|put|delete REF             read (-o FILE), upload or delete a blob
-  repo ls HOST[/NAMESPACE] | repo tags HOST/REPO
+  repo ls HOST[/NAMESPACE] | repo tags REF
                                       list repositories (under NAMESPACE/, named relative to it) or tags
-  push HOST/REPO:TAG FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
+  push REF FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
   pull REF [-o DIR]                   write an artifact's files (streamed, verified)
   cp [-r] SRC DST [--platform P] [--referrers-from R] [--referrers-to R]
-                                      copy an image or index (with -r: its referrers, recursively);
-                                      SRC/DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST]
+                                      copy an image or index (with -r: its referrers, recursively)
   tag REF NEWTAG...                   point more tags at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
   discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify]
-                                      list what refers to REF (recursively; REF may be oci:DIR:TAG)
+                                      list what refers to REF (recursively)
 ${COMMON_HELP}`;
 
 /**
@@ -223,8 +254,8 @@ export function parseClientCommand<const O extends ParseArgsOptionsConfig>(
 export async function resolveCommand(argv: string[]): Promise<void> {
   const usage = 'usage: tether resolve REF';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {});
-  const ref = reference(positionals[0], usage);
-  console.log((await (await client(values)).resolve(ref)).digest);
+  const { target, reference } = await openReference(positionals[0], usage, values);
+  console.log((await target.resolve(reference)).digest);
 }
 
 const MANIFEST_USAGE = 'usage: tether manifest get REF | put REF FILE [--media-type TYPE] | delete REF';
@@ -236,11 +267,12 @@ export async function manifestCommand(argv: string[]): Promise<void> {
     { get: [1, 1], put: [2, 2], delete: [1, 1] },
     { 'media-type': { type: 'string' } },
   );
-  const ref = reference(positionals[0], MANIFEST_USAGE);
-  const c = await client(values);
+  const at = await openReference(positionals[0], MANIFEST_USAGE, values, {
+    create: action === 'put',
+  });
   switch (action) {
     case 'get': {
-      const { bytes, descriptor } = await c.getManifest(ref);
+      const { bytes, descriptor } = await at.target.fetchManifest(at.reference);
       if (values.format === 'json')
         console.log(JSON.stringify({ descriptor, manifest: JSON.parse(bytes.toString()) }, null, 2));
       else process.stdout.write(bytes);
@@ -261,27 +293,32 @@ export async function manifestCommand(argv: string[]): Promise<void> {
       if (typeof json !== 'object' || json === null || Array.isArray(json))
         throw new ClientError(`${file} is not a JSON manifest: not a JSON object`);
       const mediaType =
-        values['media-type'] ??
-        (json as { mediaType?: string }).mediaType ??
-        'application/vnd.oci.image.manifest.v1+json';
-      const digest = digestOf('sha256', bytes);
-      // A manifest with a subject is also recorded in the fallback index where the registry needs it.
-      await c.putManifestWithSubject(ref, ref.digest ?? ref.tag ?? 'latest', {
+        values['media-type'] ?? (json as { mediaType?: string }).mediaType ?? MediaType.ociManifest;
+      const digest = digestOf(at.digest ? tryParseDigest(at.digest)!.algorithm : 'sha256', bytes);
+      // Checked before anything is stored (a registry would refuse it; a layout would not).
+      if (at.digest && at.digest !== digest)
+        throw new ClientError(`${file} hashes to ${digest}, not to ${at.digest}`);
+      const manifest: FetchedManifest = {
         descriptor: { mediaType, digest, size: bytes.length },
         bytes,
         json: json as Record<string, unknown>,
-      });
+      };
+      // By digest first: a manifest with a subject is also recorded where referrers are looked up
+      // (the fallback index, where the registry needs one). Then the tag, `latest` unless a digest alone
+      // was named.
+      await at.target.pushManifest(manifest);
+      const tag = at.tag ?? (at.digest ? undefined : 'latest');
+      if (tag) await at.target.tag(manifest, tag);
       console.log(digest);
       return;
     }
     case 'delete':
-      console.log(await c.deleteManifest(ref));
+      console.log(await at.target.deleteManifest(at.reference));
       return;
   }
 }
 
-const BLOB_USAGE =
-  'usage: tether blob get HOST/REPO@DIGEST [-o FILE] | put HOST/REPO FILE | delete HOST/REPO@DIGEST';
+const BLOB_USAGE = 'usage: tether blob get REF@DIGEST [-o FILE] | put REF FILE | delete REF@DIGEST';
 
 export async function blobCommand(argv: string[]): Promise<void> {
   const { values, action, positionals } = parseClientCommand(
@@ -290,47 +327,53 @@ export async function blobCommand(argv: string[]): Promise<void> {
     { get: [1, 1], put: [2, 2], delete: [1, 1] },
     { output: { type: 'string', short: 'o' } },
   );
-  const ref = reference(positionals[0], BLOB_USAGE);
-  const c = await client(values);
+  const at = await openReference(positionals[0], BLOB_USAGE, values, {
+    create: action === 'put',
+  });
   if (action === 'put') {
     const source = await fileSource(positionals[1]!);
-    await c.uploadBlob(ref, source);
+    const descriptor = { mediaType: 'application/octet-stream', digest: source.digest, size: source.size };
+    await at.target.pushBlob(descriptor, source);
     console.log(source.digest);
     return;
   }
-  if (!ref.digest) throw new ConfigError(BLOB_USAGE);
+  if (!at.digest) throw new ConfigError(BLOB_USAGE);
+  const blob = { digest: at.digest };
   if (action === 'get') {
-    const digest = ref.digest;
     if (!values.output) {
-      await pipeline(await c.openBlob(ref, digest), process.stdout, { end: false });
+      await pipeline(await at.target.openBlob(blob), process.stdout, { end: false });
       return;
     }
     // Written beside the target and renamed once verified, so a bad download never replaces a file.
     const temp = `${values.output}.tether-partial`;
     try {
-      await pourToFile(temp, (sink) => c.readBlob(ref, digest, sink));
+      await pourToFile(temp, (sink) => pourBlob(at.target, blob, sink));
       await rename(temp, values.output);
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
     }
-  } else await c.deleteBlob(ref, ref.digest);
+  } else await at.target.deleteBlob(at.digest);
 }
 
 export async function repoCommand(argv: string[]): Promise<void> {
-  const usage = 'usage: tether repo ls HOST[/NAMESPACE] | tether repo tags HOST/REPO';
+  const usage = 'usage: tether repo ls HOST[/NAMESPACE] | tether repo tags REF';
   const { values, action, positionals } = parseClientCommand(argv, usage, { ls: [1, 1], tags: [1, 1] }, {});
-  const target = positionals[0]!;
-  const c = await client(values);
+  const named = positionals[0]!;
   let list: string[];
-  if (action === 'tags') list = await c.listTags(reference(target, usage));
+  if (action === 'tags') list = await (await openReference(named, usage, values)).target.tags();
   else {
+    if (isLayoutReference(named))
+      throw new ConfigError(
+        `repo ls lists a registry's repositories; an OCI layout holds one: list its tags with "tether repo tags ${named}"`,
+      );
     // Like oras: `repo ls HOST/NS` lists the repositories under NS/, named relative to it.
-    const slash = target.indexOf('/');
-    const namespace = slash < 0 ? '' : target.slice(slash + 1).replace(/\/+$/, '');
-    const host = slash < 0 ? target : target.slice(0, slash);
+    const slash = named.indexOf('/');
+    const namespace = slash < 0 ? '' : named.slice(slash + 1).replace(/\/+$/, '');
+    const host = slash < 0 ? named : named.slice(0, slash);
     if (namespace && !isValidRepositoryName(namespace))
       throw new ConfigError(`"${namespace}" is not a valid repository namespace`);
+    const c = await client(values, []);
     list = namespace ? await listNamespace(c.http(host), namespace) : await c.listRepositories(host);
   }
   if (values.format === 'json') console.log(JSON.stringify(list));
@@ -362,39 +405,48 @@ export function parseAnnotations(values: string[] | undefined): Record<string, s
 }
 
 export async function pushCommand(argv: string[]): Promise<void> {
-  const usage = 'usage: tether push HOST/REPO[:TAG] FILE[:TYPE]... --artifact-type TYPE';
+  const usage = 'usage: tether push REF FILE[:TYPE]... --artifact-type TYPE';
   const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
     'artifact-type': { type: 'string' },
     annotation: { type: 'string', multiple: true },
     subject: { type: 'string' },
   });
-  const ref = reference(positionals[0], usage);
+  const ref = endpoint(positionals[0], usage);
+  const subjectRef = values.subject ? endpoint(values.subject, '--subject takes a reference') : undefined;
+  const c = await client(values, subjectRef ? [ref, subjectRef] : [ref]);
+  const at = await open(ref, c, values, { create: true });
   // The digest is the pushed manifest's, known only once it is built: one named in advance would be
   // ignored (and `latest` moved instead), so it is refused before anything is sent.
-  if (ref.digest)
+  if (at.digest)
     throw new ConfigError(
       `${positionals[0]}: push takes a tag, not a digest (the digest is that of the manifest pushed)\n${usage}`,
     );
   if (!values['artifact-type']) throw new ConfigError('--artifact-type is required');
+  let subject: Descriptor | undefined;
+  if (subjectRef) {
+    const named = await open(subjectRef, c, values);
+    subject = await named.target.resolve(named.reference);
+  }
   const progress = ProgressBars.forTerminal(values);
-  const c = await client(values, progress);
-  const subject = values.subject
-    ? await c.resolve(reference(values.subject, '--subject takes a reference'))
-    : undefined;
-  const descriptor = await c.pushArtifact(ref, {
-    artifactType: values['artifact-type'],
-    files: await artifactFiles(positionals.slice(1)),
-    annotations: parseAnnotations(values.annotation),
-    ...(subject ? { subject } : {}),
-    tag: ref.tag ?? 'latest',
-  });
-  progress?.finish();
+  let descriptor: Descriptor;
+  try {
+    descriptor = await pushArtifact(at.target, {
+      artifactType: values['artifact-type'],
+      files: await artifactFiles(positionals.slice(1)),
+      annotations: parseAnnotations(values.annotation),
+      ...(subject ? { subject } : {}),
+      tag: at.tag ?? 'latest',
+      ...(progress ? { progress } : {}),
+    });
+  } finally {
+    progress?.finish();
+  }
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);
 }
 
-const COPY_USAGE = `usage: tether cp [-r] SRC DST [--platform OS/ARCH[/VARIANT]] [--referrers-from REPO] [--referrers-to REPO]
-  SRC, DST: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG|@DIGEST] (also ocidir://DIR:TAG)
+const COPY_USAGE = `usage: tether cp [-r] SRC DST [--platform OS/ARCH[/VARIANT]] [--referrers-from REF] [--referrers-to REF]
+  SRC, DST: HOST/REPO[:TAG][@DIGEST] or oci:DIR[:TAG][@DIGEST] (also ocidir://DIR:TAG)
   --from-username U, --from-password P, --from-ca-file PEM, --from-insecure, and the same with --to-:
   for the source's or the destination's registry only, in place of -u/-p/--ca-file, which are for
   both (--insecure too); --password-stdin gives the password of the one user name given without one`;
@@ -441,43 +493,42 @@ export async function copyCommand(argv: string[]): Promise<void> {
     throw new ConfigError(`--platform takes OS/ARCH[/VARIANT] (linux/arm64/v8), got "${values.platform}"`);
   const from = endpoint(positionals[0], COPY_USAGE);
   const to = endpoint(positionals[1], COPY_USAGE);
+  const referrersFrom = values['referrers-from'] ? endpoint(values['referrers-from'], COPY_USAGE) : undefined;
+  const referrersTo = values['referrers-to'] ? endpoint(values['referrers-to'], COPY_USAGE) : undefined;
+  const ends = [from, to, ...(referrersFrom ? [referrersFrom] : []), ...(referrersTo ? [referrersTo] : [])];
+  const c = await client(values, ends, copySides(values, from, to));
   const progress = ProgressBars.forTerminal(values);
-  const c = await client(values, progress, copySides(values, from, to));
-  const src = await target(from, c, values, false);
-  const dst = await target(to, c, values, true);
-  if (!src.reference) throw new ConfigError(`${positionals[0]}: say which image (:TAG or @DIGEST)`);
-  // A copy keeps the digest, so a digest on the destination can only confirm the source's; checked
+  const src = await open(from, c, values);
+  const dst = await open(to, c, values, { create: true });
+  // A copy keeps the digest, so a digest on the destination can only confirm the source's: checked
   // before anything is copied. With --platform the copied image is the platform's, not the source's:
   // name it on the source instead (SRC@DIGEST).
-  const dstDigest = dst.reference && tryParseDigest(dst.reference) ? dst.reference : undefined;
   let at = src.reference;
-  if (dstDigest) {
+  if (dst.digest) {
     if (values.platform)
       throw new ConfigError(
         `${positionals[1]}: a destination digest cannot be combined with --platform; copy SRC@DIGEST of the platform's image instead`,
       );
     at = (await src.target.resolve(src.reference)).digest;
-    if (at !== dstDigest)
+    if (at !== dst.digest)
       throw new ClientError(
         `${positionals[1]}: the source ${src.target.name}@${at} has another digest, and a copy keeps the digest`,
       );
   }
-  const referrersFrom = values['referrers-from']
-    ? (await target(endpoint(values['referrers-from'], COPY_USAGE), c, values, false)).target
+  const referrersSource = referrersFrom ? (await open(referrersFrom, c, values)).target : undefined;
+  const referrersTarget = referrersTo
+    ? (await open(referrersTo, c, values, { create: true })).target
     : undefined;
-  const referrersTo = values['referrers-to']
-    ? (await target(endpoint(values['referrers-to'], COPY_USAGE), c, values, true)).target
-    : undefined;
-  // Like oras and regctl: with no tag on the destination, the source's tag is kept.
-  const tag =
-    dst.tag ?? (dst.reference ? undefined : tryParseDigest(src.reference) ? undefined : src.reference);
+  // Like oras and regctl: with no tag on the destination, the source's tag is kept (a destination
+  // named by digest alone gets none).
+  const tag = dst.tag ?? (dst.digest ? undefined : src.digest ? undefined : src.reference);
   let result: CopyResult;
   try {
     result = await copyGraph(src.target, at, dst.target, tag, {
       referrers: values.recursive === true,
       ...(values.platform ? { platform: values.platform } : {}),
-      ...(referrersFrom ? { referrersSource: referrersFrom } : {}),
-      ...(referrersTo ? { referrersTarget: referrersTo } : {}),
+      ...(referrersSource ? { referrersSource } : {}),
+      ...(referrersTarget ? { referrersTarget } : {}),
       ...(progress ? { progress } : {}),
     });
   } finally {
@@ -504,34 +555,46 @@ export async function pullCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
     output: { type: 'string', short: 'o' },
   });
-  const ref = reference(positionals[0], usage);
+  const { target, reference } = await openReference(positionals[0], usage, values);
   const progress = ProgressBars.forTerminal(values);
-  let files: Descriptor[];
+  let pulled: PulledArtifact;
   try {
-    files = await (await client(values, progress)).pullArtifact(ref, values.output ?? '.');
+    pulled = await pullArtifact(target, reference, values.output ?? '.', progress ? { progress } : {});
   } finally {
     progress?.finish();
   }
-  if (values.format === 'json') console.log(JSON.stringify(files, null, 2));
+  if (values.format === 'json') console.log(JSON.stringify(pulled.files, null, 2));
   else if (!values.quiet)
-    for (const file of files)
+    for (const file of pulled.files)
       console.error(`${file.annotations?.['org.opencontainers.image.title']} (${size(file.size)})`);
+  // Said even with -q: it explains why fewer files (or none) arrived than the manifest holds.
+  if (pulled.skipped.length) console.error(skippedNote(positionals[0]!, pulled));
+}
+
+/** Why a pull wrote less than the manifest holds, and what copies all of it (as oras says it). */
+function skippedNote(ref: string, { manifest, skipped }: PulledArtifact): string {
+  const hint = `to copy all of it, use: tether cp ${ref} oci:DIR`;
+  if (manifest.mediaType === MediaType.ociIndex || manifest.mediaType === MediaType.dockerManifestList)
+    return `skipped the ${plural(skipped.length, 'manifest')} of the index ${ref} (pull writes an artifact's files); ${hint}`;
+  return `skipped ${plural(skipped.length, 'layer')} without a file name (no org.opencontainers.image.title annotation); ${hint}`;
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 export async function tagCommand(argv: string[]): Promise<void> {
   const usage = 'usage: tether tag REF NEWTAG...';
   const { values, positionals } = parseClientCommand(argv, usage, [2, Infinity], {});
   const [source, ...tags] = positionals;
-  const ref = reference(source, usage);
+  const at = await openReference(source, usage, values);
   // All checked before the first is set, so a typo in the third tag does not leave two of three set.
   for (const t of tags) if (!isValidTag(t)) throw new ConfigError(`"${t}" is not a valid tag`);
-  const c = await client(values);
-  let at = ref;
+  // Read once: every tag gets the manifest the first one got, even if REF's tag moves meanwhile.
+  const manifest = await at.target.fetchManifest(at.reference);
   for (const t of tags) {
-    const digest = await c.tag(at, t);
-    // Every tag gets the manifest the first one got, even if REF's tag moves meanwhile.
-    at = { ...ref, digest };
-    console.error(`tagged ${ref.host}/${ref.repository}:${t} -> ${digest}`);
+    await at.target.tag(manifest, t);
+    console.error(`tagged ${at.target.name}:${t} -> ${manifest.descriptor.digest}`);
   }
 }
 
@@ -541,14 +604,23 @@ export async function attachCommand(argv: string[]): Promise<void> {
     'artifact-type': { type: 'string' },
     annotation: { type: 'string', multiple: true },
   });
-  const ref = reference(positionals[0], usage);
+  const at = await openReference(positionals[0], usage, values);
   const artifactType = values['artifact-type'];
   if (!artifactType) throw new ConfigError('--artifact-type is required');
   const annotations = parseAnnotations(values.annotation);
   const files = await artifactFiles(positionals.slice(1));
   const progress = ProgressBars.forTerminal(values);
-  const descriptor = await (await client(values, progress)).attach(ref, artifactType, files, annotations);
-  progress?.finish();
+  let descriptor: Descriptor;
+  try {
+    descriptor = await attachArtifact(at.target, at.reference, {
+      artifactType,
+      files,
+      annotations,
+      ...(progress ? { progress } : {}),
+    });
+  } finally {
+    progress?.finish();
+  }
   if (values.format === 'json') console.log(JSON.stringify(descriptor, null, 2));
   else console.log(descriptor.digest);
 }
@@ -586,10 +658,7 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   if (!['tree', 'json', 'table'].includes(format))
     throw new ConfigError('--format takes tree, json or table');
   const depth = positiveInteger(values.depth, '--depth') ?? 8;
-  const subject = endpoint(positionals[0], usage);
-  const c = await client(values);
-  const { target: t, reference: at } = await target(subject, c, values, false);
-  if (!at) throw new ConfigError(usage);
+  const { target: t, reference: at } = await openReference(positionals[0], usage, values);
   // Notary signatures get their verdict on registry references only: the trust policy is per repository.
   if (values.verify && !(t instanceof RegistryTarget))
     throw new ConfigError('--verify works on registry references');
@@ -623,7 +692,7 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     const check = async (nodes: Node[], subject: Descriptor): Promise<void> => {
       for (const n of nodes) {
         if (n.artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE) {
-          const outcome = await verifySignatureManifest(c, t.ref, subject, n, options);
+          const outcome = await verifySignatureManifest(t, subject, n, options);
           n.verification = outcome.result?.ok
             ? `verified (policy "${outcome.result.policyName}", signer ${outcome.result.signer})`
             : `NOT verified: ${outcome.skipped ?? firstFailure(outcome.result) ?? 'failed'}`;
@@ -682,6 +751,22 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     });
   };
   print(tree, '');
+}
+
+/**
+ * Verification's `--scope`, as notation has it: a registry reference is judged under its own HOST/REPO,
+ * so --scope is refused there; a layout has no such name, so --scope must give the one its trust policy
+ * is selected by.
+ */
+export function checkScopeFlag(t: ContentTarget, scope: string | undefined): void {
+  if (t instanceof RegistryTarget && scope !== undefined)
+    throw new ConfigError(
+      '--scope is for OCI layouts; a registry reference is verified under its own HOST/REPO scope',
+    );
+  if (!(t instanceof RegistryTarget) && scope === undefined)
+    throw new ConfigError(
+      `${t.name} is an OCI layout: name the trust policy scope to verify it under with --scope REGISTRY/REPOSITORY (as notation's --scope)`,
+    );
 }
 
 export { ClientError };

@@ -52,6 +52,16 @@ export interface TlsValues {
   'to-insecure'?: boolean;
 }
 
+/**
+ * The credential and TLS flags given for every registry of a command (not those of one side of a
+ * copy), as messages name them: `-u`, `-p`, `--password-stdin`, `--ca-file`, `--insecure`.
+ */
+export function registryFlags(values: CredentialValues & TlsValues): string[] {
+  return (['username', 'password', 'password-stdin', 'ca-file', 'insecure'] as const)
+    .filter((name) => values[name] !== undefined)
+    .map((name) => (name === 'username' ? '-u' : name === 'password' ? '-p' : `--${name}`));
+}
+
 /** Which of a copy's registries flags are for: both (`''`), the source or the destination. */
 export type Side = '' | 'from-' | 'to-';
 

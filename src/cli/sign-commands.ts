@@ -5,13 +5,15 @@ import { generateCertificateChain, KEY_TYPES, type KeyType } from '../sign/certs
 import { loadTrustPolicy, type SignatureShape, signImage, verifyImage } from '../sign/registry.ts';
 import { addToTrustStore, defaultTrustStoreDir } from '../sign/trust-store.ts';
 import { parseCommand } from './args.ts';
-import { client, parseAnnotations, parseClientCommand, reference } from './client-commands.ts';
+import { checkScopeFlag, openReference, parseAnnotations, parseClientCommand } from './client-commands.ts';
 
 export const SIGN_USAGE = `Signing commands (Notary Project format, interoperable with notation):
+REF is HOST/REPO[:TAG][@DIGEST] or, in an OCI image layout, oci:DIR[:TAG][@DIGEST] (notation's --oci-layout).
   sign REF --key KEY.pem --cert CHAIN.pem [--shape config|artifactType] [--expiry 24h] [-m K=V]...
                                       sign the digest REF resolves to; push the signature as its referrer
-  verify REF [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N] [--format json]
-                                      check REF's signatures against notation's trust policy and store
+  verify REF [--scope SCOPE] [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N]
+         [--format json]              check REF's signatures against notation's trust policy and store;
+                                      a layout is verified under the trust policy scope --scope names
   cert generate --key-type ec-p256|ec-p384|ec-p521|rsa-2048|rsa-3072|rsa-4096 [-o DIR] [--cn NAME]
                 [--trust-store-name NAME [--trust-store DIR]]
                                       a test root CA and signing certificate notation accepts
@@ -35,12 +37,12 @@ export async function signCommand(argv: string[]): Promise<void> {
     expiry: { type: 'string' },
     'user-metadata': { type: 'string', short: 'm', multiple: true },
   });
-  const ref = reference(positionals[0], usage);
+  const at = await openReference(positionals[0], usage, values);
   if (!values.key || !values.cert) throw new ConfigError(usage);
   const shape = (values.shape ?? 'config') as SignatureShape;
   if (shape !== 'config' && shape !== 'artifactType')
     throw new ConfigError('--shape takes config (notation v1.3, the default) or artifactType');
-  const signed = await signImage(await client(values), ref, {
+  const signed = await signImage(at.target, at.reference, {
     privateKeyPem: await readFile(values.key),
     certificateChainPem: await readFile(values.cert),
     shape,
@@ -52,26 +54,27 @@ export async function signCommand(argv: string[]): Promise<void> {
     return;
   }
   if (!values.quiet)
-    console.error(
-      `signed ${ref.host}/${ref.repository}@${signed.target.digest} (${signed.target.mediaType})`,
-    );
+    console.error(`signed ${at.target.name}@${signed.target.digest} (${signed.target.mediaType})`);
   console.log(signed.signature.digest);
 }
 
 export async function verifyCommand(argv: string[]): Promise<void> {
   const usage =
-    'usage: tether verify REF [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N]';
+    'usage: tether verify REF [--scope SCOPE] [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N]';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
     'trust-policy': { type: 'string' },
     'trust-store': { type: 'string' },
     'max-signatures': { type: 'string' },
     'user-metadata': { type: 'string', short: 'm', multiple: true },
+    scope: { type: 'string' },
   });
-  const ref = reference(positionals[0], usage);
+  const at = await openReference(positionals[0], usage, values);
+  checkScopeFlag(at.target, values.scope);
   const max = values['max-signatures'] === undefined ? 100 : Number(values['max-signatures']);
   if (!Number.isInteger(max) || max < 1) throw new ConfigError('--max-signatures takes a positive integer');
   const metadata = parseAnnotations(values['user-metadata']);
-  const outcome = await verifyImage(await client(values), ref, {
+  const outcome = await verifyImage(at.target, at.reference, {
+    ...(values.scope ? { scope: values.scope } : {}),
     policy: await loadTrustPolicy(values['trust-policy']),
     trustStoreDir: values['trust-store'] ?? defaultTrustStoreDir(),
     maxSignatures: max,

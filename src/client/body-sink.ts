@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { BlobSource } from './client.ts';
+import type { BlobSource } from './blob-source.ts';
 
 /**
  * Where the bytes of a body go, pushed by their source. A chunk is lent: it stays valid until `write`

@@ -1,17 +1,24 @@
-import { randomBytes, randomInt } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { randomInt } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { referrersTagFor } from '../oci/referrers-tag.ts';
+import {
+  type ArtifactFile,
+  attachArtifact,
+  type PulledArtifact,
+  type PushArtifactOptions,
+  pullArtifact,
+  pushArtifact,
+} from './artifact.ts';
 import { Authenticator } from './auth.ts';
+import { type BlobSource, bufferSource } from './blob-source.ts';
 import { type BodySink, collect, pourSource, sinkReadable } from './body-sink.ts';
 import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
 import { ClientError } from './errors.ts';
-import { fileReader, hashFile, pourToFile } from './file-streams.ts';
 import { Limiter } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
@@ -21,7 +28,7 @@ import type { HttpResponse } from './response.ts';
 import { RegistryTarget, referrerDescriptor } from './target.ts';
 import type { TlsSettings } from './tls.ts';
 import { FileBody } from './transport.ts';
-import { ContentCheck, countedSource } from './verify-stream.ts';
+import { ContentCheck } from './verify-stream.ts';
 
 /**
  * A registry client for any OCI registry. Every byte it reads is checked against the digest it asked
@@ -52,28 +59,6 @@ export interface ClientOptions {
   progress?: ProgressListener;
 }
 
-/** Something to upload: its digest and size known up front, its bytes streamed on demand (replayable). */
-export interface BlobSource {
-  digest: string;
-  size: number;
-  open(): Promise<Readable>;
-  /**
-   * Lends the bytes to `sink` instead of streaming them (a download's reused buffers; see
-   * `BodySink`); set for blobs read from a registry. Transfers use it when it is there.
-   */
-  pour?(sink: BodySink): Promise<void>;
-  /**
-   * Set when the bytes are a whole file: one-PUT uploads then send it with reused buffers instead of
-   * reading `open()`, and report what they sent to `onBytes` (the progress `open()` would have given).
-   */
-  file?: { path: string; onBytes?: (bytes: number) => void };
-  /**
-   * Set when `open` and `pour` fail unless the bytes match `digest` and `size` (blobs read from a
-   * registry or a layout): a writer that checks what it stores need not hash them a second time.
-   */
-  verified?: boolean;
-}
-
 const MiB = 1024 * 1024;
 /**
  * Blobs of at least this size, or of unknown size, are read through the download reader (reused buffers
@@ -83,29 +68,6 @@ const MiB = 1024 * 1024;
  */
 const DOWNLOAD_FROM = MiB;
 const worthDownloading = (size: number | undefined) => size === undefined || size >= DOWNLOAD_FROM;
-const TITLE = 'org.opencontainers.image.title';
-
-/** A file of an artifact: bytes in memory or a path streamed from disk. */
-export interface ArtifactFile {
-  mediaType: string;
-  title?: string;
-  bytes?: Buffer;
-  path?: string;
-}
-
-export function bufferSource(bytes: Buffer, algorithm: 'sha256' | 'sha512' = 'sha256'): BlobSource {
-  return {
-    digest: digestOf(algorithm, bytes),
-    size: bytes.length,
-    open: async () => Readable.from([bytes]),
-  };
-}
-
-/** A file as a blob source: hashed once up front, streamed from disk for each upload attempt. */
-export async function fileSource(path: string): Promise<BlobSource> {
-  const { digest, size } = await hashFile(path);
-  return { digest, size, file: { path }, open: async () => fileReader(path) };
-}
 
 function pushScope(ref: ImageReference): string {
   return `repository:${ref.repository}:pull,push`;
@@ -695,60 +657,12 @@ export class RegistryClient {
     return true;
   }
 
-  /**
-   * Pushes files as an artifact manifest (empty config, one layer per file, `org.opencontainers.image.title`
-   * annotations), optionally referring to `subject` and optionally tagged. Blobs first, then the manifest
-   * by digest, then the tag; the fallback index is updated when the registry did not take the subject.
-   */
+  /** `pushArtifact` (artifact.ts) into a repository, with this client's progress listener. */
   async pushArtifact(
     target: ImageReference,
-    options: {
-      artifactType: string;
-      files: ArtifactFile[];
-      annotations?: Record<string, string>;
-      subject?: Descriptor;
-      tag?: string;
-    },
+    options: Omit<PushArtifactOptions, 'progress'>,
   ): Promise<Descriptor> {
-    const { artifactType, files, subject } = options;
-    const annotations = options.annotations ?? {};
-    const empty = await this.pushBlob(target, Buffer.from('{}'));
-    const layers = await Promise.all(
-      files.map(async (file) => {
-        const source = file.bytes ? bufferSource(file.bytes) : await fileSource(file.path!);
-        const layer: Descriptor = {
-          mediaType: file.mediaType,
-          digest: source.digest,
-          size: source.size,
-          ...(file.title ? { annotations: { [TITLE]: file.title } } : {}),
-        };
-        await this.#transfer(target.host, layer, (counted) => this.uploadBlob(target, counted(source)));
-        return layer;
-      }),
-    );
-    const emptyDescriptor = { mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' };
-    const manifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.ociManifest,
-      artifactType,
-      config: emptyDescriptor,
-      layers: layers.length ? layers : [emptyDescriptor],
-      ...(subject
-        ? { subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size } }
-        : {}),
-      ...(Object.keys(annotations).length ? { annotations } : {}),
-    };
-    const bytes = Buffer.from(JSON.stringify(manifest));
-    const digest = digestOf('sha256', bytes);
-    const fetched = {
-      descriptor: { mediaType: MediaType.ociManifest, digest, size: bytes.length },
-      bytes,
-      json: manifest,
-    };
-    await this.putManifestWithSubject(target, digest, fetched);
-    const descriptor = referrerDescriptor(fetched);
-    if (options.tag) await this.putManifest(target, options.tag, bytes, MediaType.ociManifest);
-    return descriptor;
+    return pushArtifact(new RegistryTarget(this, target), { ...options, ...this.#progress() });
   }
 
   /** Attaches files as an artifact referring to `subject` (a tag is resolved to a digest first). */
@@ -758,80 +672,26 @@ export class RegistryClient {
     files: ArtifactFile[],
     annotations: Record<string, string> = {},
   ): Promise<Descriptor> {
-    const resolved = await this.resolve(subject);
-    return this.pushArtifact(
-      { ...subject, digest: resolved.digest },
-      { artifactType, files, annotations, subject: resolved },
-    );
-  }
-
-  /**
-   * Writes an artifact's files (layers with a title annotation) into `dir`, streamed and verified: each
-   * lands under a temporary name and is renamed only once its digest and size checked out. Titles that
-   * would leave `dir` are refused.
-   */
-  async pullArtifact(ref: ImageReference, dir: string): Promise<Descriptor[]> {
-    const { json } = await this.getManifest(ref);
-    const layers = ((Array.isArray(json.layers) ? json.layers : []) as Descriptor[]).filter(
-      (layer) => layer.annotations?.[TITLE],
-    );
-    for (const layer of layers) {
-      const title = layer.annotations![TITLE]!;
-      if (
-        title.includes('/') ||
-        title.includes('\\') ||
-        title === '..' ||
-        title === '.' ||
-        title.includes('\0')
-      )
-        throw new ClientError(`refusing to write a file named "${title}"`);
-    }
-    await mkdir(dir, { recursive: true });
-    // Every file finishes or fails before the pull reports: the files that verified are kept, and no
-    // temporary file of one still arriving outlives the pull (to be left behind if the caller exits).
-    const outcomes = await Promise.allSettled(
-      layers.map((layer) =>
-        this.#transfer(ref.host, layer, async (counted) => {
-          const path = join(dir, layer.annotations![TITLE]!);
-          const temp = `${path}.tether-${randomBytes(4).toString('hex')}`;
-          try {
-            await pourToFile(temp, counted(this.#blobSource(ref, layer)).pour!);
-            await rename(temp, path);
-          } catch (err) {
-            await rm(temp, { force: true });
-            throw err;
-          }
-          return 'transferred';
-        }),
-      ),
-    );
-    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
-    if (failed) throw failed.reason;
-    return layers;
-  }
-
-  #blobSource(ref: ImageReference, descriptor: Descriptor): BlobSource {
-    return {
-      digest: descriptor.digest,
-      size: descriptor.size,
-      open: () => this.openBlob(ref, descriptor.digest, descriptor.size),
-      pour: (sink) => this.readBlob(ref, descriptor.digest, sink, descriptor.size),
-      verified: true,
-    };
-  }
-
-  /** Runs one blob transfer within the host's limit, reporting progress for the bytes it reads. */
-  async #transfer(
-    host: string,
-    descriptor: Descriptor,
-    work: (counted: (source: BlobSource) => BlobSource) => Promise<TransferOutcome>,
-  ): Promise<void> {
-    const progress = this.#options.progress;
-    await this.limiter(host).run(async () => {
-      progress?.start?.(descriptor);
-      const outcome = await work((source) => countedSource(source, (n) => progress?.bytes?.(descriptor, n)));
-      progress?.done?.(descriptor, outcome);
+    return attachArtifact(new RegistryTarget(this, subject), subject.digest ?? subject.tag ?? 'latest', {
+      artifactType,
+      files,
+      annotations,
+      ...this.#progress(),
     });
+  }
+
+  /** `pullArtifact` (artifact.ts) from a repository: an artifact's files, by title, into `dir`. */
+  async pullArtifact(ref: ImageReference, dir: string): Promise<PulledArtifact> {
+    return pullArtifact(
+      new RegistryTarget(this, ref),
+      ref.digest ?? ref.tag ?? 'latest',
+      dir,
+      this.#progress(),
+    );
+  }
+
+  #progress(): { progress?: ProgressListener } {
+    return this.#options.progress ? { progress: this.#options.progress } : {};
   }
 
   /**

@@ -1,11 +1,11 @@
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import { type BodySink, collect, pourReadable } from './body-sink.ts';
-import type { BlobSource, FetchedManifest } from './client.ts';
+import { collect } from './body-sink.ts';
+import type { FetchedManifest } from './client.ts';
 import { ClientError } from './errors.ts';
 import { acquireAll } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
-import type { ContentTarget } from './target.ts';
+import { blobSource, type ContentTarget, pourBlob } from './target.ts';
 import { countedSource } from './verify-stream.ts';
 
 export interface CopyOptions {
@@ -179,7 +179,7 @@ class GraphCopy {
   async #configPlatform(from: ContentTarget, config: Descriptor): Promise<Platform> {
     const what = `config ${config.digest}`;
     const bytes = await collect(
-      async (sink) => pourReadable(await from.openBlob(config), sink),
+      (sink) => pourBlob(from, config, sink),
       MAX_CONFIG,
       () => new CopyError(`${what} is larger than ${MAX_CONFIG} bytes`),
     );
@@ -257,16 +257,9 @@ class GraphCopy {
     try {
       this.#goingOn();
       progress?.start?.(descriptor);
-      const source: BlobSource = {
-        digest: descriptor.digest,
-        size: descriptor.size,
-        open: () => from.openBlob(descriptor),
-        ...(from.readBlob ? { pour: (sink: BodySink) => from.readBlob!(descriptor, sink) } : {}),
-        verified: true,
-      };
       const outcome = await to.pushBlob(
         descriptor,
-        countedSource(source, (n) => {
+        countedSource(blobSource(from, descriptor), (n) => {
           this.#result.bytes += n;
           progress?.bytes?.(descriptor, n);
         }),

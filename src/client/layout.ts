@@ -327,21 +327,88 @@ export class OciLayout {
    * at once) all stay.
    */
   async addFallbackEntry(subject: string, entry: Descriptor): Promise<void> {
+    await this.#updateIndex((manifests) =>
+      this.#withFallback(manifests, subject, (entries) =>
+        entries.some((d) => d.digest === entry.digest) ? entries : [...entries, entry],
+      ),
+    );
+  }
+
+  /**
+   * `manifests` with the subject's fallback-tag index replaced by one listing what `change` makes of its
+   * entries (written as a new blob, and tagged); the same array when `change` returns its own.
+   */
+  async #withFallback(
+    manifests: Descriptor[],
+    subject: string,
+    change: (entries: Descriptor[]) => Descriptor[],
+  ): Promise<Descriptor[]> {
     const parsed = tryParseDigest(subject);
     if (!parsed) throw new LayoutError(`${subject} is not a valid digest`);
     const tag = referrersTagFor(parsed);
+    const current = taggedEntry(manifests, tag);
+    const listed = current ? (await this.manifest(current.digest)).json.manifests : [];
+    const existing = (Array.isArray(listed) ? listed : []) as Descriptor[];
+    const entries = change(existing);
+    if (entries === existing) return manifests;
+    const bytes = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: entries }),
+    );
+    const digest = digestOf('sha256', bytes);
+    await this.writeBytes(digest, bytes);
+    return this.#listed(manifests, { mediaType: MediaType.ociIndex, digest, size: bytes.length }, tag);
+  }
+
+  /** Every tag in `index.json`, once each, in byte order (regctl's whole `host/repo:tag` names by their tag). */
+  async tags(): Promise<string[]> {
+    const { manifests } = await this.readIndex();
+    const tags = new Set<string>();
+    for (const d of manifests) {
+      const name = d.annotations?.[REF_NAME];
+      if (!name) continue;
+      const colon = name.lastIndexOf(':');
+      if (!name.includes('/')) tags.add(name);
+      else if (colon > name.lastIndexOf('/')) tags.add(name.slice(colon + 1));
+    }
+    return [...tags].sort();
+  }
+
+  /**
+   * Deletes the manifest a tag or digest names: every `index.json` entry of it (all its tags), its entry
+   * in its subject's fallback-tag index, and its blob. What it points at stays, since a layout keeps no
+   * count of which manifests share a blob, and so do its referrers: a subject is a weak link, as on a
+   * registry. Answers the digest.
+   */
+  async deleteManifest(reference: string): Promise<string> {
+    const { digest } = await this.resolve(reference);
+    // A listed manifest whose blob is missing or damaged can still be deleted.
+    const json = (await this.manifest(digest).catch(() => undefined))?.json;
+    const subject = (json?.subject as Descriptor | undefined)?.digest;
     await this.#updateIndex(async (manifests) => {
-      const current = taggedEntry(manifests, tag);
-      const listed = current ? (await this.manifest(current.digest)).json.manifests : [];
-      const existing = (Array.isArray(listed) ? listed : []) as Descriptor[];
-      if (existing.some((d) => d.digest === entry.digest)) return manifests;
-      const bytes = Buffer.from(
-        JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...existing, entry] }),
+      const rest = manifests.filter((d) => d.digest !== digest);
+      if (!subject || !tryParseDigest(subject)) return rest;
+      return this.#withFallback(rest, subject, (entries) =>
+        entries.some((d) => d.digest === digest) ? entries.filter((d) => d.digest !== digest) : entries,
       );
-      const digest = digestOf('sha256', bytes);
-      await this.writeBytes(digest, bytes);
-      return this.#listed(manifests, { mediaType: MediaType.ociIndex, digest, size: bytes.length }, tag);
     });
+    await rm(this.blobPath(digest), { force: true });
+    this.#manifests.delete(digest);
+    return digest;
+  }
+
+  /**
+   * Deletes a blob's file. A manifest listed in `index.json` is refused: `deleteManifest` takes it out of
+   * the listing as well, so nothing lists a file that is gone.
+   */
+  async deleteBlob(digest: string): Promise<void> {
+    const path = this.blobPath(digest);
+    if (!(await this.hasBlob(digest)))
+      throw new LayoutError(`blob ${digest} is not in the layout ${this.dir}`);
+    if ((await this.readIndex()).manifests.some((d) => d.digest === digest))
+      throw new LayoutError(
+        `${digest} is a manifest listed in ${this.dir}/index.json: delete it as a manifest (tether manifest delete)`,
+      );
+    await rm(path);
   }
 }
 

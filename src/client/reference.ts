@@ -48,8 +48,14 @@ export type Endpoint =
  * tag `v1`, and that digest; a colon in a directory name before the last `/` is not a tag).
  */
 export function parseEndpoint(value: string): Endpoint {
-  const prefix = value.startsWith('oci:') ? 'oci:' : value.startsWith('ocidir://') ? 'ocidir://' : undefined;
-  if (!prefix) return { kind: 'registry', ref: parseImageReference(value) };
+  const prefix = layoutPrefix(value);
+  if (!prefix) {
+    if (value.indexOf('/') <= 0)
+      throw new Error(
+        `"${value}" needs a registry host (HOST[:PORT]/REPOSITORY[:TAG][@DIGEST]) or, for an OCI image layout, the oci: prefix (oci:DIR[:TAG][@DIGEST])`,
+      );
+    return { kind: 'registry', ref: parseImageReference(value) };
+  }
   let dir = value.slice(prefix.length);
   let digest: string | undefined;
   let tag: string | undefined;
@@ -66,4 +72,13 @@ export function parseEndpoint(value: string): Endpoint {
   }
   if (!dir) throw new Error(`"${value}" names no layout directory: oci:DIR[:TAG|@DIGEST]`);
   return { kind: 'layout', dir, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };
+}
+
+/** Whether `value` names an OCI image layout (`oci:DIR…` or `ocidir://DIR…`) rather than a registry. */
+export function isLayoutReference(value: string): boolean {
+  return layoutPrefix(value) !== undefined;
+}
+
+function layoutPrefix(value: string): 'oci:' | 'ocidir://' | undefined {
+  return value.startsWith('oci:') ? 'oci:' : value.startsWith('ocidir://') ? 'ocidir://' : undefined;
 }

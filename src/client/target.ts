@@ -2,37 +2,69 @@ import type { Readable } from 'node:stream';
 import { digestOf, tryParseDigest } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import { type BodySink, pourSource } from './body-sink.ts';
-import type { BlobSource, FetchedManifest, RegistryClient } from './client.ts';
+import type { BlobSource } from './blob-source.ts';
+import { type BodySink, pourReadable, pourSource } from './body-sink.ts';
+import type { FetchedManifest, RegistryClient } from './client.ts';
 import { OciLayout } from './layout.ts';
 import type { Limiter } from './limiter.ts';
 import type { TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
 
+/** A blob to read: its digest, and its size when known (then checked as well). */
+export type BlobDescriptor = Pick<Descriptor, 'digest'> & { size?: number | undefined };
+
 /**
  * Where content can be read from and written to: a repository on a registry or an OCI image layout.
- * `copy` walks a graph between any two of them through this interface alone.
+ * `copy` walks a graph between any two of them through this interface alone, and every client command
+ * works on either through it.
  */
 export interface ContentTarget {
   /** For messages: `host/repo` or `oci:DIR`. */
   readonly name: string;
   /** Parallel blob transfers this target tolerates (none for a local directory). */
   readonly limiter?: Limiter;
+  /** The descriptor of the manifest a tag or digest names. */
   resolve(reference: string): Promise<Descriptor>;
-  fetchManifest(digest: string): Promise<FetchedManifest>;
+  /** The manifest a tag or digest names, verified against its digest. */
+  fetchManifest(reference: string): Promise<FetchedManifest>;
   hasManifest(digest: string): Promise<boolean>;
   /** Stores a manifest by digest; one with a `subject` is recorded where referrers are looked up. */
   pushManifest(manifest: FetchedManifest): Promise<void>;
   /** Points `tag` at a manifest already stored. */
   tag(manifest: FetchedManifest, tag: string): Promise<void>;
+  /** Every tag. */
+  tags(): Promise<string[]>;
+  /**
+   * Deletes the manifest a tag or digest names, with every tag on it, and answers its digest. Its
+   * referrers stay: a subject is a weak link.
+   */
+  deleteManifest(reference: string): Promise<string>;
   hasBlob(digest: string): Promise<boolean>;
-  /** Streams a blob; the stream fails unless the bytes match the descriptor's digest and size. */
-  openBlob(descriptor: Descriptor): Promise<Readable>;
+  /** Streams a blob; the stream fails unless the bytes match the digest (and size, when given). */
+  openBlob(descriptor: BlobDescriptor): Promise<Readable>;
   /** Lends a blob's verified bytes to `sink`, where the target reads without a stream (a registry). */
-  readBlob?(descriptor: Descriptor, sink: BodySink): Promise<void>;
+  readBlob?(descriptor: BlobDescriptor, sink: BodySink): Promise<void>;
   /** `from` lets a registry mount the blob from another repository of the same registry. */
   pushBlob(descriptor: Descriptor, source: BlobSource, from?: ContentTarget): Promise<TransferOutcome>;
+  deleteBlob(digest: string): Promise<void>;
   referrers(subject: string, artifactType?: string): Promise<Descriptor[]>;
+}
+
+/** Lends a blob's verified bytes to `sink`, by the target's own reader when it has one, else its stream. */
+export async function pourBlob(target: ContentTarget, blob: BlobDescriptor, sink: BodySink): Promise<void> {
+  if (target.readBlob) return target.readBlob(blob, sink);
+  return pourReadable(await target.openBlob(blob), sink);
+}
+
+/** A blob of `target` as the source of a transfer (to another target, or a file): verified, replayable. */
+export function blobSource(target: ContentTarget, descriptor: Descriptor): BlobSource {
+  return {
+    digest: descriptor.digest,
+    size: descriptor.size,
+    open: () => target.openBlob(descriptor),
+    ...(target.readBlob ? { pour: (sink: BodySink) => target.readBlob!(descriptor, sink) } : {}),
+    verified: true,
+  };
 }
 
 /** The referrer descriptor a manifest gets in a referrers list or fallback index. */
@@ -63,13 +95,17 @@ export class RegistryTarget implements ContentTarget {
     this.limiter = client.limiter(ref.host);
   }
 
-  async resolve(reference: string): Promise<Descriptor> {
-    const at = tryParseDigest(reference) ? { digest: reference } : { tag: reference };
-    return this.client.resolve({ ...this.ref, ...at });
+  /** The repository's reference to a tag or digest. */
+  at(reference: string): ImageReference {
+    return tryParseDigest(reference) ? { ...this.ref, digest: reference } : { ...this.ref, tag: reference };
   }
 
-  fetchManifest(digest: string): Promise<FetchedManifest> {
-    return this.client.getManifest({ ...this.ref, digest });
+  resolve(reference: string): Promise<Descriptor> {
+    return this.client.resolve(this.at(reference));
+  }
+
+  fetchManifest(reference: string): Promise<FetchedManifest> {
+    return this.client.getManifest(this.at(reference));
   }
 
   hasManifest(digest: string): Promise<boolean> {
@@ -84,21 +120,33 @@ export class RegistryTarget implements ContentTarget {
     await this.client.putManifest(this.ref, tag, manifest.bytes, manifest.descriptor.mediaType);
   }
 
+  tags(): Promise<string[]> {
+    return this.client.listTags(this.ref);
+  }
+
+  deleteManifest(reference: string): Promise<string> {
+    return this.client.deleteManifest(this.at(reference));
+  }
+
   hasBlob(digest: string): Promise<boolean> {
     return this.client.blobExists(this.ref, digest);
   }
 
-  openBlob(descriptor: Descriptor): Promise<Readable> {
-    return this.client.openBlob(this.ref, descriptor.digest, descriptor.size);
+  openBlob(blob: BlobDescriptor): Promise<Readable> {
+    return this.client.openBlob(this.ref, blob.digest, blob.size);
   }
 
-  readBlob(descriptor: Descriptor, sink: BodySink): Promise<void> {
-    return this.client.readBlob(this.ref, descriptor.digest, sink, descriptor.size);
+  readBlob(blob: BlobDescriptor, sink: BodySink): Promise<void> {
+    return this.client.readBlob(this.ref, blob.digest, sink, blob.size);
   }
 
   pushBlob(_descriptor: Descriptor, source: BlobSource, from?: ContentTarget): Promise<TransferOutcome> {
     const sameRegistry = from instanceof RegistryTarget && from.ref.host === this.ref.host;
     return this.client.uploadBlob(this.ref, source, sameRegistry ? { mountFrom: from.ref.repository } : {});
+  }
+
+  deleteBlob(digest: string): Promise<void> {
+    return this.client.deleteBlob(this.ref, digest);
   }
 
   referrers(subject: string, artifactType?: string): Promise<Descriptor[]> {
@@ -129,7 +177,8 @@ export class LayoutTarget implements ContentTarget {
     return this.layout.resolve(reference);
   }
 
-  async fetchManifest(digest: string): Promise<FetchedManifest> {
+  async fetchManifest(reference: string): Promise<FetchedManifest> {
+    const digest = tryParseDigest(reference) ? reference : (await this.layout.resolve(reference)).digest;
     const { bytes, json } = await this.layout.manifest(digest);
     const mediaType = (json.mediaType as string | undefined) ?? MediaType.ociManifest;
     return { descriptor: { mediaType, digest, size: bytes.length }, bytes, json };
@@ -157,12 +206,20 @@ export class LayoutTarget implements ContentTarget {
     await this.layout.addToIndex(manifest.descriptor, tag);
   }
 
+  tags(): Promise<string[]> {
+    return this.layout.tags();
+  }
+
+  deleteManifest(reference: string): Promise<string> {
+    return this.layout.deleteManifest(reference);
+  }
+
   hasBlob(digest: string): Promise<boolean> {
     return this.layout.hasBlob(digest);
   }
 
-  openBlob(descriptor: Descriptor): Promise<Readable> {
-    return this.layout.openBlob(descriptor.digest, descriptor.size);
+  openBlob(blob: BlobDescriptor): Promise<Readable> {
+    return this.layout.openBlob(blob.digest, blob.size);
   }
 
   async pushBlob(descriptor: Descriptor, source: BlobSource): Promise<TransferOutcome> {
@@ -170,6 +227,10 @@ export class LayoutTarget implements ContentTarget {
     const verified = source.verified === true;
     const wrote = await this.layout.writeBlob(descriptor.digest, descriptor.size, pour, { verified });
     return wrote ? 'transferred' : 'exists';
+  }
+
+  deleteBlob(digest: string): Promise<void> {
+    return this.layout.deleteBlob(digest);
   }
 
   referrers(subject: string, artifactType?: string): Promise<Descriptor[]> {

@@ -1,8 +1,8 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHasher, tryParseDigest } from '../oci/digest.ts';
+import type { BlobSource } from './blob-source.ts';
 import { type BodySink, tap } from './body-sink.ts';
-import type { BlobSource } from './client.ts';
 import { ClientError } from './errors.ts';
 
 export class ContentMismatchError extends ClientError {

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { FetchedManifest, RegistryClient } from '../client/client.ts';
+import { bufferSource } from '../client/blob-source.ts';
+import { collect } from '../client/body-sink.ts';
+import type { FetchedManifest } from '../client/client.ts';
 import { ClientError } from '../client/errors.ts';
-import type { ImageReference } from '../client/reference.ts';
+import { type ContentTarget, pourBlob, RegistryTarget } from '../client/target.ts';
 import { digestOf } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
@@ -18,9 +20,10 @@ import { trustPolicyPaths } from './trust-store.ts';
 import { type VerificationResult, verifyNotarySignature } from './verify.ts';
 
 /**
- * Notary Project signatures on registries: sign an image by pushing a signature manifest that refers to
- * it, and verify an image by asking the registry what refers to it. The envelope work is in jws.ts and
- * verify.ts; this module is the registry side, shaped the way notation v1.3 reads and writes it.
+ * Notary Project signatures on registries and in OCI image layouts (any `ContentTarget`): sign an image
+ * by pushing a signature manifest that refers to it, and verify an image by asking the target what
+ * refers to it. The envelope work is in jws.ts and verify.ts; this module is the storage side, shaped
+ * the way notation v1.3 reads and writes it (`--oci-layout` included).
  */
 
 /** notation caps envelope blobs at 32 MiB (notation-go registry/repository.go). */
@@ -55,19 +58,20 @@ export interface SignedImage {
 }
 
 /**
- * Signs `ref`: a tag is resolved to a digest first and the digest is what gets signed, so re-pointing
- * the tag later cannot carry the signature along. The envelope and the empty config go up as blobs,
- * then the signature manifest by digest with `subject` set; the client records it in the fallback tag
- * when the registry has no referrers API (or with `forceReferrersTag`).
+ * Signs what `reference` (a tag or digest) names in `target`: a tag is resolved to a digest first and
+ * the digest is what gets signed, so re-pointing the tag later cannot carry the signature along. The
+ * envelope and the empty config go up as blobs, then the signature manifest by digest with `subject`
+ * set; a registry client records it in the fallback tag when the registry has no referrers API (or
+ * with `forceReferrersTag`), a layout lists it in `index.json` as notation does.
  */
 export async function signImage(
-  client: RegistryClient,
-  ref: ImageReference,
+  target: ContentTarget,
+  reference: string,
   options: SignImageOptions,
 ): Promise<SignedImage> {
-  const resolved = await client.resolve(ref);
+  const resolved = await target.resolve(reference);
   const metadata = options.userMetadata ?? {};
-  const target: Descriptor = {
+  const signed: Descriptor = {
     mediaType: resolved.mediaType,
     digest: resolved.digest,
     size: resolved.size,
@@ -75,15 +79,18 @@ export async function signImage(
   };
   const signingTime = options.signingTime ?? new Date();
   const envelope = signJwsEnvelope({
-    target,
+    target: signed,
     privateKeyPem: options.privateKeyPem,
     certificateChainPem: options.certificateChainPem,
     signingTime,
     ...(options.expiry ? { expiry: options.expiry } : {}),
   });
-  const at = { host: ref.host, repository: ref.repository };
-  const layer = { ...(await client.pushBlob(at, envelope)), mediaType: JWS_ENVELOPE_MEDIA_TYPE };
-  const empty = await client.pushBlob(at, Buffer.from('{}'));
+  const envelopeSource = bufferSource(envelope);
+  const layer = { mediaType: JWS_ENVELOPE_MEDIA_TYPE, digest: envelopeSource.digest, size: envelope.length };
+  await target.pushBlob(layer, envelopeSource);
+  const emptySource = bufferSource(Buffer.from('{}'));
+  const empty = { digest: emptySource.digest, size: 2 };
+  await target.pushBlob({ mediaType: MediaType.ociEmpty, ...empty }, emptySource);
   const chain = parseCertificates(Buffer.from(options.certificateChainPem));
   const thumbprints = chain.map((cert) => createHash('sha256').update(cert.raw).digest('hex'));
   const shape = options.shape ?? 'config';
@@ -109,7 +116,7 @@ export async function signImage(
     bytes,
     json: manifest,
   };
-  await client.putManifestWithSubject(at, digest, fetched);
+  await target.pushManifest(fetched);
   return {
     target: { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size },
     signature: {
@@ -129,6 +136,21 @@ export interface VerifyImageOptions {
   maxSignatures?: number;
   userMetadata?: Record<string, string>;
   now?: Date;
+  /**
+   * The trust-policy scope (`registryScopes`) the artifact is judged under: by default a registry
+   * repository's own `host/repo`. An OCI layout has no such name, so it needs one (notation's `--scope`
+   * with `--oci-layout`).
+   */
+  scope?: string;
+}
+
+/** `scope`, or the registry repository's own name; an OCI layout must be given one. */
+function trustScope(target: ContentTarget, scope: string | undefined): string {
+  if (scope) return scope;
+  if (target instanceof RegistryTarget) return target.name;
+  throw new ClientError(
+    `${target.name} is an OCI layout, which has no registry scope of its own: name the trust policy scope to verify under (--scope REGISTRY/REPOSITORY, as with notation)`,
+  );
 }
 
 export interface SignatureOutcome {
@@ -141,7 +163,7 @@ export interface SignatureOutcome {
 export interface ImageVerification {
   ok: boolean;
   target: Descriptor;
-  /** `host/repo@digest`, the reference the trust policy was matched against. */
+  /** `host/repo@digest` (for a layout, `SCOPE@digest`), the reference the trust policy was matched against. */
   reference: string;
   /** The signature that satisfied the policy. */
   verifiedBy?: string;
@@ -151,24 +173,26 @@ export interface ImageVerification {
 }
 
 /**
- * Verifies `ref` as notation does: resolve it to a digest, list its Notary signatures (referrers API,
- * else the fallback tag), evaluate them in order against the trust policy selected for `host/repo`, and
- * succeed at the first that passes. Both manifest shapes are accepted; anything else is skipped with a
- * reason. Verification at level `skip` succeeds without looking.
+ * Verifies what `at` (a tag or digest) names in `target` as notation does: resolve it to a digest, list
+ * its Notary signatures (referrers API, else the fallback tag; in a layout, the manifests that name it
+ * as their subject), evaluate them in order against the trust policy selected for the scope (`host/repo`
+ * or `options.scope`), and succeed at the first that passes. Both manifest shapes are accepted; anything
+ * else is skipped with a reason. Verification at level `skip` succeeds without looking.
  */
 export async function verifyImage(
-  client: RegistryClient,
-  ref: ImageReference,
+  source: ContentTarget,
+  at: string,
   options: VerifyImageOptions,
 ): Promise<ImageVerification> {
-  const resolved = await client.resolve(ref);
+  const scope = trustScope(source, options.scope);
+  const resolved = await source.resolve(at);
   const target: Descriptor = { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size };
-  const reference = `${ref.host}/${ref.repository}@${resolved.digest}`;
-  const listed = await client.referrers({ ...ref, digest: resolved.digest }, NOTARY_SIGNATURE_ARTIFACT_TYPE);
+  const reference = `${scope}@${resolved.digest}`;
+  const listed = await source.referrers(resolved.digest, NOTARY_SIGNATURE_ARTIFACT_TYPE);
   const signatures: SignatureOutcome[] = [];
   const max = options.maxSignatures ?? 100;
   for (const descriptor of listed.slice(0, max)) {
-    const outcome = await verifySignatureManifest(client, ref, target, descriptor, options);
+    const outcome = await verifySignatureManifest(source, target, descriptor, options);
     signatures.push(outcome);
     if (outcome.result?.ok) return { ok: true, target, reference, verifiedBy: descriptor.digest, signatures };
   }
@@ -208,20 +232,20 @@ export async function verifyImage(
   };
 }
 
-/** Verifies one signature manifest (a referrer of `target` in `ref`'s repository) against the policy. */
+/** Verifies one signature manifest (a referrer of `target`, both in `source`) against the policy. */
 export async function verifySignatureManifest(
-  client: RegistryClient,
-  ref: ImageReference,
+  source: ContentTarget,
   target: Descriptor,
   signature: Descriptor,
   options: VerifyImageOptions,
 ): Promise<SignatureOutcome> {
-  const found = await signatureEnvelope(client, ref, signature, target.digest);
+  const scope = trustScope(source, options.scope);
+  const found = await signatureEnvelope(source, signature, target.digest);
   if ('skipped' in found) return { digest: signature.digest, skipped: found.skipped };
   const result = await verifyNotarySignature({
     envelope: found.envelope,
     envelopeMediaType: found.mediaType,
-    artifactReference: `${ref.host}/${ref.repository}@${target.digest}`,
+    artifactReference: `${scope}@${target.digest}`,
     target: { mediaType: target.mediaType, digest: target.digest, size: target.size },
     policy: options.policy,
     trustStoreDir: options.trustStoreDir,
@@ -238,18 +262,13 @@ export function firstFailure(result: VerificationResult | undefined): string | u
 
 /** The envelope of a signature manifest, after notation's shape rules; or why it is not a signature. */
 async function signatureEnvelope(
-  client: RegistryClient,
-  ref: ImageReference,
+  source: ContentTarget,
   descriptor: Descriptor,
   subject: string,
 ): Promise<{ envelope: Buffer; mediaType: string } | { skipped: string }> {
   let manifest: FetchedManifest;
   try {
-    manifest = await client.getManifest({
-      host: ref.host,
-      repository: ref.repository,
-      digest: descriptor.digest,
-    });
+    manifest = await source.fetchManifest(descriptor.digest);
   } catch (err) {
     return { skipped: `cannot fetch the signature manifest: ${(err as Error).message}` };
   }
@@ -278,10 +297,12 @@ async function signatureEnvelope(
   if (layer.size > MAX_ENVELOPE_BYTES)
     return { skipped: `the envelope is ${layer.size} bytes, more than the ${MAX_ENVELOPE_BYTES} allowed` };
   try {
-    return {
-      envelope: await client.getBlob(ref, layer.digest, MAX_ENVELOPE_BYTES),
-      mediaType: layer.mediaType,
-    };
+    const envelope = await collect(
+      (sink) => pourBlob(source, layer, sink),
+      MAX_ENVELOPE_BYTES,
+      () => new ClientError(`blob ${layer.digest} is larger than ${MAX_ENVELOPE_BYTES} bytes`),
+    );
+    return { envelope, mediaType: layer.mediaType };
   } catch (err) {
     if (err instanceof ClientError) return { skipped: `envelope: ${err.message}` };
     throw err;

@@ -9,7 +9,8 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
-import { bufferSource, RegistryClient } from '../../src/client/client.ts';
+import { bufferSource } from '../../src/client/blob-source.ts';
+import { RegistryClient } from '../../src/client/client.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 

@@ -5,7 +5,8 @@ import { access, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { bufferSource, fileSource, RegistryClient } from '../../src/client/client.ts';
+import { bufferSource, fileSource } from '../../src/client/blob-source.ts';
+import { RegistryClient } from '../../src/client/client.ts';
 import { copyGraph } from '../../src/client/copy.ts';
 import { ClientError } from '../../src/client/errors.ts';
 import { OciLayout } from '../../src/client/layout.ts';
@@ -466,7 +467,7 @@ describe('client transport', () => {
       tag: 'v1',
     });
     const out = join(dir, 'pulled');
-    const files = await client.pullArtifact(ref, out);
+    const { files } = await client.pullArtifact(ref, out);
     assert.equal(files.length, 2);
     assert.equal(await readFile(join(out, 'one.txt'), 'utf8'), 'one');
     assert.equal(await readFile(join(out, 'two.txt'), 'utf8'), 'two');

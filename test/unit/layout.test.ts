@@ -216,3 +216,77 @@ describe('OciLayout', () => {
     );
   });
 });
+
+describe('OciLayout tags and deletes', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tether-layout-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('tags: each once, in byte order, regctl-style whole names by their tag', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    const a = await put(layout, manifest({ annotations: { n: 'a' } }));
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 }, 'v2');
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 }, 'V1');
+    await layout.addToIndex({ mediaType: MANIFEST, digest: a, size: 1 }, 'latest');
+    const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+    index.manifests.push({
+      mediaType: MANIFEST,
+      digest: a,
+      size: 1,
+      annotations: { [REF_NAME]: 'h/app:v2' },
+    });
+    await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+    assert.deepEqual(await layout.tags(), ['V1', 'latest', 'v2']);
+  });
+
+  test('deleteManifest takes every listing and the fallback entry; its blob goes, referrers and shared blobs stay', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    const subjectBytes = manifest();
+    const subject = await put(layout, subjectBytes);
+    const subjectDescriptor = { mediaType: MANIFEST, digest: subject, size: Buffer.byteLength(subjectBytes) };
+    await layout.addToIndex(subjectDescriptor, 'v1');
+    await layout.addToIndex(subjectDescriptor, 'v2');
+    const sigBytes = manifest({ artifactType: 'application/x.sig', subject: subjectDescriptor });
+    const sig = await put(layout, sigBytes);
+    const sigDescriptor = { mediaType: MANIFEST, digest: sig, size: Buffer.byteLength(sigBytes) };
+    await layout.addToIndex(sigDescriptor);
+    await layout.addFallbackEntry(subject, sigDescriptor);
+    const config = await put(layout, '{}');
+
+    assert.equal(await layout.deleteManifest(sig), sig);
+    assert.equal(await layout.hasBlob(sig), false);
+    assert.equal(await layout.hasBlob(config), true, 'blobs another manifest may share stay');
+    assert.deepEqual(await layout.referrers(subject), [], 'gone from the listing and the fallback index');
+    await assert.rejects(layout.resolve(sig), /not in the layout/);
+
+    const other = await put(
+      layout,
+      manifest({ artifactType: 'application/x.sig', subject: subjectDescriptor }),
+    );
+    await layout.addToIndex({ mediaType: MANIFEST, digest: other, size: 1 });
+    assert.equal(await layout.deleteManifest('v2'), subject, 'a tag names the manifest; all its tags go');
+    assert.deepEqual(await layout.tags(), [`sha256-${subject.slice(7)}`]);
+    assert.equal(await layout.hasBlob(subject), false);
+    assert.deepEqual(
+      (await layout.referrers(subject)).map((d) => d.digest),
+      [other],
+      'a subject is a weak link: its referrers stay',
+    );
+    await assert.rejects(layout.deleteManifest('v1'), /tag v1 is not in the layout/);
+  });
+
+  test('deleteBlob removes a blob file; a listed manifest must be deleted as one', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    const blob = await put(layout, 'bytes');
+    const m = await put(layout, manifest());
+    await layout.addToIndex({ mediaType: MANIFEST, digest: m, size: 1 }, 'v1');
+    await assert.rejects(layout.deleteBlob(m), /is a manifest listed in .*index\.json/);
+    await layout.deleteBlob(blob);
+    assert.equal(await layout.hasBlob(blob), false);
+    await assert.rejects(layout.deleteBlob(blob), /is not in the layout/);
+  });
+});
