@@ -23,6 +23,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { isValidRepositoryName, isValidTag } from '../oci/reference.ts';
 import { NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../sign/media-types.ts';
+import type { SignatureOutcome } from '../sign/registry.ts';
 import { type Arity, parseCommand } from './args.ts';
 import { listNamespace } from './catalog.ts';
 import { ProgressBars, size } from './progress.ts';
@@ -229,8 +230,8 @@ image layout; every command takes either (repo ls lists a registry's repositorie
   tag REF NEWTAG...                   point more tags at REF's manifest
   attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
                                       push files as an artifact referring to REF
-  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify]
-                                      list what refers to REF (recursively)
+  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify [--scope S]]
+                                      list what refers to REF (recursively; an index's manifests too)
 ${COMMON_HELP}`;
 
 /**
@@ -626,10 +627,15 @@ export async function attachCommand(argv: string[]): Promise<void> {
 }
 
 interface Node extends Descriptor {
+  /** An index's manifests, each with its own referrers (and, for an index, its manifests). */
+  manifests?: Node[];
   referrers: Node[];
   /** With `--verify`, the verdict on a Notary signature. */
   verification?: string;
 }
+
+/** A node the tree may start from: a subject that is absent has no media type or size to show. */
+type SubjectNode = Omit<Node, 'mediaType' | 'size'>;
 
 /** What a referrer is, for people: signatures, SBOMs and attestations by their well-known types. */
 function kindOf(artifactType: string | undefined): string | undefined {
@@ -643,9 +649,19 @@ function kindOf(artifactType: string | undefined): string | undefined {
   return undefined;
 }
 
+const isIndex = (d: Descriptor) =>
+  d.mediaType === MediaType.ociIndex || d.mediaType === MediaType.dockerManifestList;
+
+/** `linux/arm64/v8` from an index entry's `platform`. */
+function platformOf(descriptor: Descriptor): string | undefined {
+  const p = descriptor.platform as { os?: string; architecture?: string; variant?: string } | undefined;
+  if (!p?.os || !p.architecture) return undefined;
+  return [p.os, p.architecture, ...(p.variant ? [p.variant] : [])].join('/');
+}
+
 export async function discoverCommand(argv: string[]): Promise<void> {
   const usage =
-    'usage: tether discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify]\n' +
+    'usage: tether discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify [--scope SCOPE]]\n' +
     '  REF: HOST/REPO:TAG|@DIGEST or oci:DIR:TAG|@DIGEST';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
     'artifact-type': { type: 'string' },
@@ -653,34 +669,59 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     verify: { type: 'boolean' },
     'trust-policy': { type: 'string' },
     'trust-store': { type: 'string' },
+    scope: { type: 'string' },
   });
   const format = values.format ?? 'tree';
   if (!['tree', 'json', 'table'].includes(format))
     throw new ConfigError('--format takes tree, json or table');
   const depth = positiveInteger(values.depth, '--depth') ?? 8;
-  const { target: t, reference: at } = await openReference(positionals[0], usage, values);
-  // Notary signatures get their verdict on registry references only: the trust policy is per repository.
-  if (values.verify && !(t instanceof RegistryTarget))
-    throw new ConfigError('--verify works on registry references');
-  // A digest needs no resolving: the subject may live elsewhere (a separate referrers repository).
-  const root = tryParseDigest(at)
-    ? await t.resolve(at).catch(() => ({ mediaType: '', digest: at, size: 0 }) as Descriptor)
-    : await t.resolve(at);
-  const seen = new Set<string>([root.digest]);
-  // Recursive and loop-safe: referrers of referrers, each digest once.
-  const walk = async (digest: string, level: number): Promise<Node[]> => {
+  const at = await openReference(positionals[0], usage, values);
+  const t = at.target;
+  if (values.verify) checkScopeFlag(t, values.scope);
+  else if (values.scope !== undefined) throw new ConfigError('--scope goes with --verify');
+  // A subject named by digest may be absent: the spec lets referrers name a manifest the repository
+  // does not hold (yet, or at all). That is shown, not hidden: with referrers they are listed under a
+  // note, without any the digest is reported not found (a typo must not look like "no referrers").
+  const present = at.digest === undefined || (await t.hasManifest(at.digest));
+  const root = present ? await t.resolve(at.reference) : undefined;
+  const subject = root?.digest ?? at.digest!;
+  const seen = new Set<string>([subject]);
+  // Referrers of referrers, and the manifests of every index with theirs, each digest once (loop-safe).
+  // A referrer is a level of --depth; an index's manifest is part of its subject, so it is not, and
+  // --artifact-type filters a subject's own referrers and those of its manifests alike.
+  const referrersOf = async (digest: string, level: number): Promise<Node[]> => {
     if (level >= depth) return [];
     const found = await t.referrers(digest, level === 0 ? values['artifact-type'] : undefined);
     const nodes: Node[] = [];
     for (const d of found) {
       if (seen.has(d.digest)) continue;
       seen.add(d.digest);
-      nodes.push({ ...d, referrers: await walk(d.digest, level + 1) });
+      nodes.push(await nodeOf(d, level + 1));
     }
     return nodes;
   };
-  const tree = await walk(root.digest, 0);
-  if (values.verify && t instanceof RegistryTarget) {
+  const nodeOf = async (d: Descriptor, level: number): Promise<Node> => {
+    const referrers = await referrersOf(d.digest, level);
+    if (!isIndex(d)) return { ...d, referrers };
+    const { json } = await t.fetchManifest(d.digest);
+    const manifests: Node[] = [];
+    for (const child of (Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]) {
+      if (typeof child?.digest !== 'string' || seen.has(child.digest)) continue;
+      seen.add(child.digest);
+      manifests.push(await nodeOf(child, level));
+    }
+    return { ...d, manifests, referrers };
+  };
+  const tree: SubjectNode = root
+    ? await nodeOf(root, 0)
+    : { digest: subject, referrers: await referrersOf(subject, 0) };
+  if (!root) {
+    const referred = tree.referrers.length > 0 || (await t.referrers(subject)).length > 0;
+    if (!referred)
+      throw new ClientError(`${positionals[0]}: not found (no such manifest, and nothing refers to it)`);
+    console.error(`note: ${subject} itself is not in ${t.name}; what refers to it there is listed`);
+  }
+  if (values.verify) {
     // Loaded here, not with the module: ten modules of certificate and policy code that no other
     // client command needs (~5 ms of every command's start-up).
     const [{ firstFailure, loadTrustPolicy, verifySignatureManifest }, { defaultTrustStoreDir }] =
@@ -688,44 +729,51 @@ export async function discoverCommand(argv: string[]): Promise<void> {
     const options = {
       policy: await loadTrustPolicy(values['trust-policy']),
       trustStoreDir: values['trust-store'] ?? defaultTrustStoreDir(),
+      ...(values.scope ? { scope: values.scope } : {}),
     };
-    const check = async (nodes: Node[], subject: Descriptor): Promise<void> => {
-      for (const n of nodes) {
-        if (n.artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE) {
-          const outcome = await verifySignatureManifest(t, subject, n, options);
-          n.verification = outcome.result?.ok
+    const check = async (n: SubjectNode, signed: Descriptor | undefined) => {
+      for (const r of n.referrers) {
+        if (r.artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE) {
+          const outcome: SignatureOutcome = signed
+            ? await verifySignatureManifest(t, signed, r, options)
+            : { digest: r.digest, skipped: `the signed manifest ${n.digest} is not in ${t.name}` };
+          r.verification = outcome.result?.ok
             ? `verified (policy "${outcome.result.policyName}", signer ${outcome.result.signer})`
             : `NOT verified: ${outcome.skipped ?? firstFailure(outcome.result) ?? 'failed'}`;
         }
-        await check(n.referrers, n);
+        await check(r, r);
       }
+      for (const m of n.manifests ?? []) await check(m, m);
     };
     await check(tree, root);
   }
   if (format === 'json') {
-    // With --verify, each Notary signature carries the table's VERIFICATION text as `verification`.
-    console.log(JSON.stringify({ reference: positionals[0], ...root, referrers: tree }, null, 2));
+    // An absent subject has no media type or size to show. With --verify, each Notary signature
+    // carries the table's VERIFICATION text as `verification`.
+    console.log(JSON.stringify({ reference: positionals[0], ...tree }, null, 2));
     return;
   }
   if (format === 'table') {
-    // One row per referrer, depth-first; SUBJECT says what each one refers to.
+    // One row per referrer, depth-first (a subject's referrers, then its manifests'); SUBJECT says
+    // what each one refers to.
     const rows: string[][] = [
       ['DEPTH', 'DIGEST', 'ARTIFACT TYPE', 'SIZE', 'SUBJECT', ...(values.verify ? ['VERIFICATION'] : [])],
     ];
-    const add = (nodes: Node[], subject: string, level: number) => {
-      for (const n of nodes) {
+    const add = (n: SubjectNode, level: number) => {
+      for (const r of n.referrers) {
         rows.push([
           String(level + 1),
+          r.digest,
+          r.artifactType ?? r.mediaType,
+          String(r.size),
           n.digest,
-          n.artifactType ?? n.mediaType,
-          String(n.size),
-          subject,
-          ...(values.verify ? [n.verification ?? ''] : []),
+          ...(values.verify ? [r.verification ?? ''] : []),
         ]);
-        add(n.referrers, n.digest, level + 1);
+        add(r, level + 1);
       }
+      for (const m of n.manifests ?? []) add(m, level);
     };
-    add(tree, root.digest, 0);
+    add(tree, 0);
     const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const r of rows)
       console.log(
@@ -736,21 +784,60 @@ export async function discoverCommand(argv: string[]): Promise<void> {
       );
     return;
   }
-  console.log(`${t.name}@${root.digest}`);
-  const print = (nodes: Node[], prefix: string) => {
-    nodes.forEach((n, i) => {
-      const last = i === nodes.length - 1;
-      const kind = kindOf(n.artifactType);
-      const verdict = n.verification
-        ? `  ${n.verification.startsWith('verified') ? '✓' : '✗'} ${n.verification}`
-        : '';
-      console.log(
-        `${prefix}${last ? '└── ' : '├── '}${kind ? `[${kind}] ` : ''}${n.artifactType ?? n.mediaType}  ${n.digest}${verdict}`,
-      );
-      print(n.referrers, `${prefix}${last ? '    ' : '│   '}`);
-    });
-  };
-  print(tree, '');
+  console.log(`${t.name}@${subject}`);
+  printTree(treeLines(tree), '');
+}
+
+/** A line of the discover tree and the lines under it. */
+interface TreeLine {
+  text: string;
+  below: TreeLine[];
+}
+
+/**
+ * Under each node, as oras draws it: its annotations (`[annotations]`, one `key: value` each), its
+ * referrers, then, for an index, its manifests (`[manifest linux/amd64]`) with their own referrers.
+ * The subject's own annotations are not repeated.
+ */
+function treeLines(n: SubjectNode, withAnnotations = false): TreeLine[] {
+  const annotations = withAnnotations ? Object.entries(n.annotations ?? {}) : [];
+  const verdict = (r: Node) =>
+    r.verification ? `  ${r.verification.startsWith('verified') ? '✓' : '✗'} ${r.verification}` : '';
+  return [
+    ...(annotations.length
+      ? [
+          {
+            text: '[annotations]',
+            below: annotations.map(([k, v]) => ({
+              text: `${k}: ${/[\r\n]/.test(v) ? JSON.stringify(v) : v}`,
+              below: [],
+            })),
+          },
+        ]
+      : []),
+    ...n.referrers.map((r) => {
+      const kind = kindOf(r.artifactType);
+      return {
+        text: `${kind ? `[${kind}] ` : ''}${r.artifactType ?? r.mediaType}  ${r.digest}${verdict(r)}`,
+        below: treeLines(r, true),
+      };
+    }),
+    ...(n.manifests ?? []).map((m) => {
+      const platform = platformOf(m);
+      return {
+        text: `[manifest${platform ? ` ${platform}` : ''}] ${m.mediaType}  ${m.digest}`,
+        below: treeLines(m, true),
+      };
+    }),
+  ];
+}
+
+function printTree(lines: TreeLine[], prefix: string): void {
+  lines.forEach((line, i) => {
+    const last = i === lines.length - 1;
+    console.log(`${prefix}${last ? '└── ' : '├── '}${line.text}`);
+    printTree(line.below, `${prefix}${last ? '    ' : '│   '}`);
+  });
 }
 
 /**
