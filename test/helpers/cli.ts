@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 
-const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+/** The CLI's entry point, run from source. */
+export const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
 /** What a `tether` run left: its exit status and everything it wrote. */
 export interface CliRun {
@@ -9,13 +10,22 @@ export interface CliRun {
   stderr: string;
 }
 
+export interface CliOptions {
+  cwd: string;
+  /** Over the test's own environment. */
+  env?: NodeJS.ProcessEnv;
+  /** Standard input, all of it (none by default: `--password-stdin` then reads an empty line). */
+  input?: string;
+  /** Node's own flags, before the program (`--import` of a test hook). */
+  nodeArgs?: string[];
+}
+
 /** Runs the `tether` CLI from source in `cwd`, with `env` over the test's own environment. */
-export function runCli(args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<CliRun> {
+export function runCli(args: string[], options: CliOptions): Promise<CliRun> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, ...args], {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
@@ -25,6 +35,9 @@ export function runCli(args: string[], options: { cwd: string; env?: NodeJS.Proc
     child.stderr.on('data', (d) => {
       stderr += d;
     });
+    // A command that exits without reading its input is no failure of the test's.
+    child.stdin.on('error', () => {});
+    child.stdin.end(options.input ?? '');
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }

@@ -12,16 +12,10 @@ import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { bufferSource } from '../../src/client/blob-source.ts';
 import { RegistryClient } from '../../src/client/client.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { CLI, type CliRun as Run, runCli } from '../helpers/cli.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
-const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const PASSWORD = 'audit-secret';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let home: string;
 let removeHome: () => Promise<void>;
@@ -32,21 +26,10 @@ function tether(
   args: string[],
   options: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: options.cwd ?? home,
-      env: { ...process.env, HOME: home, DOCKER_CONFIG: join(home, '.docker'), ...options.env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.stdin.end(options.input ?? '');
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  return runCli(args, {
+    cwd: options.cwd ?? home,
+    env: { HOME: home, DOCKER_CONFIG: join(home, '.docker'), ...options.env },
+    ...(options.input !== undefined ? { input: options.input } : {}),
   });
 }
 

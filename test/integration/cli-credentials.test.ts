@@ -6,7 +6,6 @@
  * DOCKER_CONFIG.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,18 +13,12 @@ import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { bufferSource } from '../../src/client/blob-source.ts';
 import { RegistryClient } from '../../src/client/client.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { type CliRun as Run, runCli } from '../helpers/cli.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
-const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const PASSWORD = 'credentials-secret';
 /** carol's, on the token registry only. */
 const CAROL_PASSWORD = 'carol-secret';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -37,22 +30,7 @@ let token: RunningRegistry;
 let empty: { DOCKER_CONFIG: string };
 
 function tether(args: string[], env: NodeJS.ProcessEnv = {}, input = ''): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: dir,
-      env: { ...process.env, HOME: dir, PATH: `${bin}:${process.env.PATH}`, ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.stdin.end(input);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(args, { cwd: dir, env: { HOME: dir, PATH: `${bin}:${process.env.PATH}`, ...env }, input });
 }
 
 /** Exit 1 and one `tether: …` line, no stack trace. */

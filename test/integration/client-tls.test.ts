@@ -7,7 +7,6 @@
  * HTTPS on the same certificate.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,19 +14,13 @@ import { after, before, describe, test } from 'node:test';
 import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
+import { type CliRun as Run, runCli } from '../helpers/cli.ts';
 import { NO_PROXY_SETTINGS } from '../helpers/forward-proxy.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
-const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const RESOLVE = new URL('../helpers/resolve-test-names.ts', import.meta.url).pathname;
 const PASSWORD = 'tls-secret';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -40,27 +33,11 @@ let big: Buffer;
 let small: Buffer;
 
 function tether(args: string[], input = ''): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', RESOLVE, CLI, ...args], {
-      cwd: dir,
-      env: {
-        ...process.env,
-        ...NO_PROXY_SETTINGS,
-        HOME: dir,
-        DOCKER_CONFIG: join(dir, 'docker'),
-        NODE_EXTRA_CA_CERTS: '',
-      },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.stdin.end(input);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  return runCli(args, {
+    cwd: dir,
+    env: { ...NO_PROXY_SETTINGS, HOME: dir, DOCKER_CONFIG: join(dir, 'docker'), NODE_EXTRA_CA_CERTS: '' },
+    input,
+    nodeArgs: ['--import', RESOLVE],
   });
 }
 
