@@ -58,9 +58,15 @@ export class ContentCheck {
  * A pass-through that hashes what flows and fails the stream (instead of ending it) when the content
  * is longer or shorter than `size` or does not hash to `digest`. Consumers therefore never see a clean
  * end for bad bytes: a file being written is discarded, an upload being fed is aborted.
+ *
+ * The latest chunk is held back until the next one comes or the end checks out (the source's chunks
+ * are its own, never refilled), so no consumer ever receives all of content that does not match. An
+ * upload fed from here stops short of its last bytes; before, a registry that had them all could
+ * answer DIGEST_INVALID before the abort, and which of the two errors a failed copy reported was a race.
  */
 export function verifying(digest: string, size: number | undefined, what = `blob ${digest}`): Transform {
   const check = new ContentCheck(digest, size, what);
+  let held: Buffer | undefined;
   return new Transform({
     transform(chunk: Buffer, _encoding, callback: TransformCallback) {
       try {
@@ -69,7 +75,9 @@ export function verifying(digest: string, size: number | undefined, what = `blob
         callback(err as Error);
         return;
       }
-      callback(null, chunk);
+      const previous = held;
+      held = chunk;
+      callback(null, previous);
     },
     flush(callback: TransformCallback) {
       try {
@@ -78,7 +86,7 @@ export function verifying(digest: string, size: number | undefined, what = `blob
         callback(err as Error);
         return;
       }
-      callback();
+      callback(null, held);
     },
   });
 }
