@@ -1,5 +1,5 @@
 import { readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { isAbsolute } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import {
@@ -9,6 +9,7 @@ import {
   pullArtifact,
   pushArtifact,
 } from '../client/artifact.ts';
+import { cleanPath, duplicateName } from '../client/artifact-paths.ts';
 import { fileSource } from '../client/blob-source.ts';
 import { ClientError, type FetchedManifest, type ReferrersMode, RegistryClient } from '../client/client.ts';
 import { type CopyResult, copyGraph } from '../client/copy.ts';
@@ -224,11 +225,12 @@ image layout; every command takes either (repo ls lists a registry's repositorie
   repo ls HOST[/NAMESPACE] | repo tags REF
                                       list repositories (under NAMESPACE/, named relative to it) or tags
   push REF FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
-  pull REF [-o DIR]                   write an artifact's files (streamed, verified)
+       [--disable-path-validation]    files are titled by their relative paths (absolute ones refused)
+  pull REF [-o DIR]                   write an artifact's files at their paths under DIR (streamed, verified)
   cp [-r] SRC DST [--platform P] [--referrers-from R] [--referrers-to R]
                                       copy an image or index (with -r: its referrers, recursively)
   tag REF NEWTAG...                   point more tags at REF's manifest
-  attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...
+  attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]
                                       push files as an artifact referring to REF
   discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify [--scope S]]
                                       list what refers to REF (recursively; an index's manifests too)
@@ -381,18 +383,31 @@ export async function repoCommand(argv: string[]): Promise<void> {
   else for (const item of list) console.log(item);
 }
 
-/** `PATH[:MEDIATYPE]` arguments; the files are streamed at upload time, not read here. */
-async function artifactFiles(specs: string[]): Promise<ArtifactFile[]> {
-  return Promise.all(
+/**
+ * `PATH[:MEDIATYPE]` arguments; the files are streamed at upload time, not read here. Each is titled by
+ * its path as given, cleaned (`./d//y.txt` is `d/y.txt`), as oras titles them, so files of the same name
+ * in different directories stay apart and a pull recreates the tree. An absolute path is refused unless
+ * `allowAbsolute` (oras's `--disable-path-validation`): pullers refuse to write such a title.
+ */
+async function artifactFiles(specs: string[], allowAbsolute: boolean): Promise<ArtifactFile[]> {
+  const files = await Promise.all(
     specs.map(async (spec) => {
       const colon = spec.lastIndexOf(':');
       const path = colon > 0 && spec.slice(colon + 1).includes('/') ? spec.slice(0, colon) : spec;
       const mediaType = path === spec ? 'application/octet-stream' : spec.slice(colon + 1);
+      const title = cleanPath(path);
+      if (isAbsolute(title) && !allowAbsolute)
+        throw new ConfigError(
+          `${path}: an absolute path (pulls refuse to write it); name the file by a relative path, or add --disable-path-validation`,
+        );
       const info = await stat(path).catch(() => undefined);
       if (!info?.isFile()) throw new ConfigError(`${path} is not a readable file`);
-      return { mediaType, path, title: basename(path) };
+      return { mediaType, path, title };
     }),
   );
+  const duplicate = duplicateName(files.map((file) => file.title));
+  if (duplicate) throw new ConfigError(`${duplicate}: duplicate name`);
+  return files;
 }
 
 export function parseAnnotations(values: string[] | undefined): Record<string, string> {
@@ -406,15 +421,18 @@ export function parseAnnotations(values: string[] | undefined): Record<string, s
 }
 
 export async function pushCommand(argv: string[]): Promise<void> {
-  const usage = 'usage: tether push REF FILE[:TYPE]... --artifact-type TYPE';
+  const usage = 'usage: tether push REF FILE[:TYPE]... --artifact-type TYPE [--disable-path-validation]';
   const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
     'artifact-type': { type: 'string' },
     annotation: { type: 'string', multiple: true },
     subject: { type: 'string' },
+    'disable-path-validation': { type: 'boolean' },
   });
   const ref = endpoint(positionals[0], usage);
   const subjectRef = values.subject ? endpoint(values.subject, '--subject takes a reference') : undefined;
   const c = await client(values, subjectRef ? [ref, subjectRef] : [ref]);
+  // Checked before the layout is made or anything is sent.
+  const files = await artifactFiles(positionals.slice(1), values['disable-path-validation'] === true);
   const at = await open(ref, c, values, { create: true });
   // The digest is the pushed manifest's, known only once it is built: one named in advance would be
   // ignored (and `latest` moved instead), so it is refused before anything is sent.
@@ -433,7 +451,7 @@ export async function pushCommand(argv: string[]): Promise<void> {
   try {
     descriptor = await pushArtifact(at.target, {
       artifactType: values['artifact-type'],
-      files: await artifactFiles(positionals.slice(1)),
+      files,
       annotations: parseAnnotations(values.annotation),
       ...(subject ? { subject } : {}),
       tag: at.tag ?? 'latest',
@@ -600,16 +618,18 @@ export async function tagCommand(argv: string[]): Promise<void> {
 }
 
 export async function attachCommand(argv: string[]): Promise<void> {
-  const usage = 'usage: tether attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]...';
+  const usage =
+    'usage: tether attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]';
   const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
     'artifact-type': { type: 'string' },
     annotation: { type: 'string', multiple: true },
+    'disable-path-validation': { type: 'boolean' },
   });
   const at = await openReference(positionals[0], usage, values);
   const artifactType = values['artifact-type'];
   if (!artifactType) throw new ConfigError('--artifact-type is required');
   const annotations = parseAnnotations(values.annotation);
-  const files = await artifactFiles(positionals.slice(1));
+  const files = await artifactFiles(positionals.slice(1), values['disable-path-validation'] === true);
   const progress = ProgressBars.forTerminal(values);
   let descriptor: Descriptor;
   try {

@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { digestOf } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
+import { cleanPath, duplicateName, moveInto, relativeOutputPath } from './artifact-paths.ts';
 import { type BlobSource, bufferSource, fileSource } from './blob-source.ts';
 import { pourSource } from './body-sink.ts';
 import type { FetchedManifest } from './client.ts';
@@ -42,11 +42,14 @@ export interface PushArtifactOptions {
 /**
  * Pushes files as an artifact, optionally referring to `subject` and optionally tagged. Blobs first,
  * then the manifest by digest (recorded where the target looks referrers up), then the tag. Answers
- * the manifest's referrer descriptor.
+ * the manifest's referrer descriptor. A title given twice is refused before anything is sent: a pull
+ * could keep only one of the files.
  */
 export async function pushArtifact(target: ContentTarget, options: PushArtifactOptions): Promise<Descriptor> {
   const { artifactType, files, subject, progress } = options;
   const annotations = options.annotations ?? {};
+  const duplicate = duplicateName(files.flatMap((file) => (file.title ? [cleanPath(file.title)] : [])));
+  if (duplicate) throw new ClientError(`${duplicate}: duplicate name`);
   const empty = bufferSource(Buffer.from('{}'));
   const emptyDescriptor = { mediaType: MediaType.ociEmpty, digest: empty.digest, size: 2, data: 'e30=' };
   await target.pushBlob(emptyDescriptor, empty);
@@ -107,9 +110,12 @@ export interface PulledArtifact {
 }
 
 /**
- * Writes an artifact's files (layers with a title annotation) into `dir`, streamed and verified: each
- * lands under a temporary name and is renamed only once its digest and size checked out. Titles that
- * would leave `dir` are refused. `dir` is made only when there is a file to write.
+ * Writes an artifact's files (layers with a title annotation) into `dir`, each at the relative path its
+ * title names (`d/sub/x.txt`, as oras pushes them; directories are created). Titles that would leave
+ * `dir` (absolute, `..`) and titles given twice are refused before anything is written, and no
+ * symbolic link is followed on the way (see `moveInto`). Files are streamed and verified into a
+ * staging directory inside `dir` and moved to their names only once their digest and size checked out.
+ * `dir` is made only when there is a file to write.
  */
 export async function pullArtifact(
   target: ContentTarget,
@@ -124,40 +130,44 @@ export async function pullArtifact(
     ...layers.filter((layer) => !layer.annotations?.[TITLE] && layer.mediaType !== MediaType.ociEmpty),
     ...((Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]),
   ];
-  for (const layer of files) {
+  const paths = files.map((layer) => {
     const title = layer.annotations![TITLE]!;
-    if (
-      title.includes('/') ||
-      title.includes('\\') ||
-      title === '..' ||
-      title === '.' ||
-      title.includes('\0')
-    )
-      throw new ClientError(`refusing to write a file named "${title}"`);
+    const path = relativeOutputPath(title, 'a file');
+    if (path === '.')
+      throw new ClientError(`refusing to write a file named "${title}": it names the output directory`);
+    return path;
+  });
+  const duplicate = duplicateName(paths);
+  if (duplicate) throw new ClientError(`${duplicate}: duplicate name (two layers are written there)`);
+  const pulled = { manifest: descriptor, files, skipped };
+  if (files.length === 0) return pulled;
+  await mkdir(dir, { recursive: true });
+  // Inside `dir`, so that moving a file into place is a rename on the same file system.
+  const staging = await mkdtemp(join(dir, '.tether-pull-'));
+  // One move at a time: two layers may share directories that a move creates.
+  let moving: Promise<void> = Promise.resolve();
+  try {
+    // Every file finishes or fails before the pull reports: the files that verified are kept, and no
+    // temporary file of one still arriving outlives the pull (to be left behind if the caller exits).
+    const outcomes = await Promise.allSettled(
+      files.map((layer, i) =>
+        transfer(target, layer, options.progress, async (counted) => {
+          const staged = join(staging, String(i));
+          const source = counted(blobSource(target, layer));
+          await pourToFile(staged, (sink) => pourSource(source, sink));
+          const moved = moving.then(() => moveInto(staged, dir, paths[i]!));
+          moving = moved.catch(() => {});
+          await moved;
+          return 'transferred';
+        }),
+      ),
+    );
+    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
   }
-  if (files.length) await mkdir(dir, { recursive: true });
-  // Every file finishes or fails before the pull reports: the files that verified are kept, and no
-  // temporary file of one still arriving outlives the pull (to be left behind if the caller exits).
-  const outcomes = await Promise.allSettled(
-    files.map((layer) =>
-      transfer(target, layer, options.progress, async (counted) => {
-        const path = join(dir, layer.annotations![TITLE]!);
-        const temp = `${path}.tether-${randomBytes(4).toString('hex')}`;
-        const source = counted(blobSource(target, layer));
-        try {
-          await pourToFile(temp, (sink) => pourSource(source, sink));
-          await rename(temp, path);
-        } catch (err) {
-          await rm(temp, { force: true });
-          throw err;
-        }
-        return 'transferred';
-      }),
-    ),
-  );
-  const failed = outcomes.find((outcome) => outcome.status === 'rejected');
-  if (failed) throw failed.reason;
-  return { manifest: descriptor, files, skipped };
+  return pulled;
 }
 
 /** Runs one blob transfer within the target's limit, reporting progress for the bytes it moves. */

@@ -22,7 +22,10 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Runs a tool with .tools/bin first on PATH; resolves with stdout, rejects with the command and stderr. */
+/**
+ * Runs a tool with .tools/bin first on PATH (in `cwd`, when given); resolves with stdout, rejects with
+ * the command and stderr.
+ */
 export function runTool(
   cmd: string,
   args: string[],
@@ -43,8 +46,8 @@ export function runTool(
 }
 
 /** Runs the `tether` CLI from source, like runTool. */
-export const runTether = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-  runTool(process.execPath, [CLI, ...args], env);
+export const runTether = (args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string) =>
+  runTool(process.execPath, [CLI, ...args], env, cwd);
 
 /**
  * Debian's Distribution 2.8 (`docker-registry`, no referrers API) with a fresh filesystem store under

@@ -14,12 +14,17 @@ import { tempDataDir } from '../helpers/tether-process.ts';
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const PASSWORD = 'client-secret';
 
-function tether(args: string[], env: NodeJS.ProcessEnv, input = ''): Promise<{ code: number; out: string }> {
+function tether(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input = '',
+  cwd?: string,
+): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const child = execFile(
       process.execPath,
       [CLI, ...args],
-      { env: { ...process.env, ...env } },
+      { env: { ...process.env, ...env }, ...(cwd ? { cwd } : {}) },
       (err, stdout, stderr) => {
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
       },
@@ -149,8 +154,7 @@ test('identity tokens (oras login --identity-token, cloud logins) are used as re
   });
   const { refresh_token: identityToken } = (await grant.json()) as { refresh_token: string };
   assert.ok(identityToken);
-  const file = join(dir, 'a.txt');
-  await writeFile(file, 'identity');
+  await writeFile(join(dir, 'a.txt'), 'identity');
   const docker = join(dir, 'docker');
   await mkdir(docker);
   // Written as oras and Docker write it: no user name, no password.
@@ -160,7 +164,12 @@ test('identity tokens (oras login --identity-token, cloud logins) are used as re
   );
   const env = { DOCKER_CONFIG: docker };
   assert.deepEqual(await getCredentials(reg.host, env), { username: '', password: '', identityToken });
-  const pushed = await tether(['push', `${reg.host}/team/id:v1`, file, '--artifact-type', 'a/b'], env);
+  const pushed = await tether(
+    ['push', `${reg.host}/team/id:v1`, 'a.txt', '--artifact-type', 'a/b'],
+    env,
+    '',
+    dir,
+  );
   assert.equal(pushed.code, 0, pushed.out);
   const resolved = await tether(['resolve', `${reg.host}/team/id:v1`], env);
   assert.equal(resolved.code, 0, resolved.out);

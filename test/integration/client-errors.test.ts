@@ -147,13 +147,13 @@ describe('a login without the rights is told so, not to log in again (N3)', () =
     await mkdir(docker, { recursive: true });
     const auth = Buffer.from(`bob:${PASSWORD}`).toString('base64');
     await writeFile(join(docker, 'config.json'), JSON.stringify({ auths: { [reg.host]: { auth } } }));
-    const file = join(dir, 'a.txt');
-    await writeFile(file, 'a');
+    await writeFile(join(dir, 'a.txt'), 'a');
+    // In `dir`: push titles a file by the (relative) path it is named by.
     const run = await new Promise<{ code: number; err: string }>((resolve) =>
       execFile(
         process.execPath,
-        [CLI, 'push', `${reg.host}/ro/x:v1`, file, '--artifact-type', 't/x'],
-        { env: { ...process.env, DOCKER_CONFIG: docker } },
+        [CLI, 'push', `${reg.host}/ro/x:v1`, 'a.txt', '--artifact-type', 't/x'],
+        { env: { ...process.env, DOCKER_CONFIG: docker }, cwd: dir },
         (err, _out, stderr) => resolve({ code: (err as { code?: number } | null)?.code ?? 0, err: stderr }),
       ),
     );

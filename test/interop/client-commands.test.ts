@@ -10,12 +10,12 @@ import { tempDataDir } from '../helpers/tether-process.ts';
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BIN = join(ROOT, '.tools/bin');
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
-      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env } },
+      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, ...(cwd ? { cwd } : {}) },
       (err, stdout, stderr) => {
         if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`));
         else resolve(stdout);
@@ -29,7 +29,9 @@ describe('client commands', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let env: NodeJS.ProcessEnv;
-  const tether = (...args: string[]) => run(process.execPath, [join(ROOT, 'src/cli/main.ts'), ...args], env);
+  // In `dir`, so that files are named by relative paths, as push titles them.
+  const tether = (...args: string[]) =>
+    run(process.execPath, [join(ROOT, 'src/cli/main.ts'), ...args], env, dir);
 
   before(async () => {
     ({ dir, cleanup } = await tempDataDir());
@@ -49,8 +51,8 @@ describe('client commands', () => {
       await tether(
         'push',
         ref,
-        `${join(dir, 'hello.txt')}:text/plain`,
-        join(dir, 'data.bin'),
+        'hello.txt:text/plain',
+        'data.bin',
         '--artifact-type',
         'application/vnd.example.files',
       )
@@ -105,19 +107,13 @@ describe('client commands', () => {
   test('deleting a referrer in tag mode removes its fallback entry', async () => {
     await writeFile(join(dir, 'sig.txt'), 'sig');
     const subject = (
-      await tether(
-        'push',
-        `${reg.host}/demo/signed:v1`,
-        join(dir, 'hello.txt'),
-        '--artifact-type',
-        'application/x',
-      )
+      await tether('push', `${reg.host}/demo/signed:v1`, 'hello.txt', '--artifact-type', 'application/x')
     ).trim();
     const a = (
       await tether(
         'attach',
         `${reg.host}/demo/signed:v1`,
-        join(dir, 'sig.txt'),
+        'sig.txt',
         '--artifact-type',
         'application/sig',
         '--referrers-mode',
@@ -128,7 +124,7 @@ describe('client commands', () => {
       await tether(
         'attach',
         `${reg.host}/demo/signed:v1`,
-        join(dir, 'sig.txt'),
+        'sig.txt',
         '--artifact-type',
         'application/sig2',
         '--referrers-mode',

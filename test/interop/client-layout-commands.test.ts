@@ -28,8 +28,8 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
   let dir: string;
   let cleanup: () => Promise<void>;
   let env: NodeJS.ProcessEnv;
-  const tether = (...args: string[]) => runTether(args, env);
-  // In the test's directory, so the files oras pushes are titled by their bare names.
+  // In the test's directory, so the files tether and oras push are titled by their bare names.
+  const tether = (...args: string[]) => runTether(args, env, dir);
   const oras = (...args: string[]) => runTool('oras', args, env, dir);
   const at = (name: string) => join(dir, name);
 
@@ -46,13 +46,7 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
   test('tether push/tag into a layout; oras pulls, resolves and lists the same; tether manifest delete removes it for oras too', async () => {
     const layout = at('pushed');
     const digest = (
-      await tether(
-        'push',
-        `oci:${layout}:v1`,
-        `${at('a.txt')}:text/plain`,
-        '--artifact-type',
-        'application/x.t',
-      )
+      await tether('push', `oci:${layout}:v1`, 'a.txt:text/plain', '--artifact-type', 'application/x.t')
     ).trim();
     await oras('pull', '--oci-layout', `${layout}:v1`, '-o', at('oras-out'));
     assert.equal(await readFile(join(at('oras-out'), 'a.txt'), 'utf8'), 'file a\n');
@@ -108,12 +102,12 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
 
   test('tether attach into a layout: oras discover finds it; in tag mode regctl artifact list does too', async () => {
     const layout = at('attached');
-    await tether('push', `oci:${layout}:v1`, at('a.txt'), '--artifact-type', 'application/x.t');
+    await tether('push', `oci:${layout}:v1`, 'a.txt', '--artifact-type', 'application/x.t');
     const first = (
       await tether(
         'attach',
         `oci:${layout}:v1`,
-        at('sig.json'),
+        'sig.json',
         '--artifact-type',
         'application/vnd.example.sig',
         '--annotation',
@@ -124,7 +118,7 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
       await tether(
         'attach',
         `oci:${layout}:v1`,
-        at('sig.json'),
+        'sig.json',
         '--artifact-type',
         'application/vnd.example.sbom',
         '--referrers-mode',
@@ -152,9 +146,9 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
   test('a re-tagged layout keeps the old manifest listed, so oras still fetches it by digest (nit N10)', async () => {
     const layout = at('retag');
     const first = (
-      await tether('push', `oci:${layout}:t`, at('a.txt'), '--artifact-type', 'application/x.one')
+      await tether('push', `oci:${layout}:t`, 'a.txt', '--artifact-type', 'application/x.one')
     ).trim();
-    await tether('push', `oci:${layout}:t`, at('sig.json'), '--artifact-type', 'application/x.two');
+    await tether('push', `oci:${layout}:t`, 'sig.json', '--artifact-type', 'application/x.two');
     const descriptor = JSON.parse(
       await oras('manifest', 'fetch', '--oci-layout', `${layout}@${first}`, '--descriptor'),
     ) as { mediaType: string; digest: string };
@@ -197,14 +191,7 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
       );
       const attach = async (subject: string, type: string, ...more: string[]) =>
         (
-          await tether(
-            'attach',
-            `${reg.host}/g5@${subject}`,
-            at('sig.json'),
-            '--artifact-type',
-            type,
-            ...more,
-          )
+          await tether('attach', `${reg.host}/g5@${subject}`, 'sig.json', '--artifact-type', type, ...more)
         ).trim();
       const sbom = await attach(
         sha256(index),
@@ -303,7 +290,7 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
 
     const ours = at('signed-by-tether');
     const image = (
-      await tether('push', `oci:${ours}:v1`, at('a.txt'), '--artifact-type', 'application/x.t')
+      await tether('push', `oci:${ours}:v1`, 'a.txt', '--artifact-type', 'application/x.t')
     ).trim();
     const signature = (
       await tether('sign', '-q', `oci:${ours}:v1`, '--key', at('leaf.key'), '--cert', at('chain.pem'))
@@ -319,7 +306,7 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
 
     const theirs = at('signed-by-notation');
     const other = (
-      await tether('push', `oci:${theirs}:v1`, at('sig.json'), '--artifact-type', 'application/x.t')
+      await tether('push', `oci:${theirs}:v1`, 'sig.json', '--artifact-type', 'application/x.t')
     ).trim();
     await notation('sign', '--oci-layout', `${theirs}@${other}`, '--key', 'k');
     const verified = JSON.parse(

@@ -61,7 +61,7 @@ async function pushMultiPlatform(
   await writeFile(join(dir, 'sig.txt'), 'signature bytes');
   await writeFile(join(dir, 'sbom.json'), '{"spdxVersion":"SPDX-2.3"}');
   const attach = async (at: string, file: string, type: string) =>
-    (await tether(['attach', `${host}/${repo}@${at}`, join(dir, file), '--artifact-type', type], env)).trim();
+    (await tether(['attach', `${host}/${repo}@${at}`, file, '--artifact-type', type], env, dir)).trim();
   const amd64 = children[0]!.digest;
   const arm64 = children[1]!.digest;
   const amd64Sbom = await attach(amd64, 'sbom.json', 'application/spdx+json');

@@ -63,13 +63,14 @@ describe('client referrers interop', () => {
         [
           'attach',
           ref,
-          `${join(dir, 'sbom.json')}:application/spdx+json`,
+          'sbom.json:application/spdx+json',
           '--artifact-type',
           'application/spdx+json',
           '--annotation',
           'org.example.k=v',
         ],
         env,
+        dir,
       )
     ).trim();
     const oras = JSON.parse(
@@ -103,7 +104,7 @@ describe('client referrers interop', () => {
     const subject = await pushImage(distHost, 'app', 'v1');
     const ref = `${distHost}/app:v1`;
     const ours = (
-      await tether(['attach', ref, join(dir, 'sbom.json'), '--artifact-type', 'application/spdx+json'], env)
+      await tether(['attach', ref, 'sbom.json', '--artifact-type', 'application/spdx+json'], env, dir)
     ).trim();
     const fallback = await fetch(`http://${distHost}/v2/app/manifests/${subject.replace(':', '-')}`, {
       headers: { Accept: 'application/vnd.oci.image.index.v1+json' },
@@ -124,24 +125,22 @@ describe('client referrers interop', () => {
     const src = `${tetherReg.host}/cp/src:v1`;
     await writeFile(join(dir, 'sig.txt'), 'signature');
     const sig = (
-      await tether(
-        ['attach', src, join(dir, 'sig.txt'), '--artifact-type', 'application/vnd.example.sig'],
-        env,
-      )
+      await tether(['attach', src, 'sig.txt', '--artifact-type', 'application/vnd.example.sig'], env, dir)
     ).trim();
     const sbom = (
-      await tether(['attach', src, join(dir, 'sbom.json'), '--artifact-type', 'application/spdx+json'], env)
+      await tether(['attach', src, 'sbom.json', '--artifact-type', 'application/spdx+json'], env, dir)
     ).trim();
     const sbomSig = (
       await tether(
         [
           'attach',
           `${tetherReg.host}/cp/src@${sbom}`,
-          join(dir, 'sig.txt'),
+          'sig.txt',
           '--artifact-type',
           'application/vnd.example.sig',
         ],
         env,
+        dir,
       )
     ).trim();
     const expected = [sig, sbom, sbomSig].sort();
@@ -177,8 +176,8 @@ describe('client referrers interop', () => {
       const extra = target === 'distribution' ? [] : ['--referrers-mode', 'tag'];
       const digests = await Promise.all(
         Array.from({ length: 16 }, async (_, i) => {
-          const file = join(dir, `note-${target}-${i}.txt`);
-          await writeFile(file, `note ${i}`);
+          const file = `note-${target}-${i}.txt`;
+          await writeFile(join(dir, file), `note ${i}`);
           return (
             await tether(
               [
@@ -190,6 +189,7 @@ describe('client referrers interop', () => {
                 ...extra,
               ],
               env,
+              dir,
             )
           ).trim();
         }),
