@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, rename } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readlink, rename } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ClientError } from './errors.ts';
 
@@ -85,7 +85,40 @@ async function place(staged: string, root: string, relative: string): Promise<vo
   await rename(staged, target);
 }
 
+/**
+ * Whether the symbolic link at `relative` in the tree `root` points inside the tree, resolved as the
+ * kernel would resolve it: other links of the tree on the way are followed (a link to `sub/../x`, with
+ * `sub` itself a link to `..`, leaves). The last component is not followed: a link there is checked on
+ * its own. A target that does not exist (yet) is judged by its name. Absolute targets are outside.
+ */
+export async function linkStaysInside(root: string, relative: string): Promise<boolean> {
+  let hops = 0;
+  const resolve = async (from: string[], target: string): Promise<string[] | undefined> => {
+    if (posix.isAbsolute(target)) return undefined;
+    const at = [...from];
+    const parts = target.split('/').filter((part) => part !== '' && part !== '.');
+    for (const [i, part] of parts.entries()) {
+      if (part === '..') {
+        if (at.pop() === undefined) return undefined;
+        continue;
+      }
+      at.push(part);
+      if (i === parts.length - 1) break;
+      const path = join(root, ...at);
+      if (!(await lstat(path).catch(missing))?.isSymbolicLink()) continue;
+      // As the kernel's ELOOP: a cycle of links resolves nowhere.
+      if (++hops > 40) return undefined;
+      const resolved = await resolve(at.slice(0, -1), await readlink(path));
+      if (!resolved) return undefined;
+      at.splice(0, at.length, ...resolved);
+    }
+    return at;
+  };
+  const parts = relative.split('/');
+  return (await resolve(parts.slice(0, -1), await readlink(join(root, relative)))) !== undefined;
+}
+
 function missing(err: NodeJS.ErrnoException): undefined {
-  if (err.code === 'ENOENT') return undefined;
+  if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
   throw err;
 }

@@ -15,8 +15,12 @@ const READ_BYTES = 1024 * 1024;
 /** Bytes of a file sink's batch: each goes out in one write. */
 const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 
-export function fileReader(path: string): ReadStream {
-  return createReadStream(path, { highWaterMark: READ_BYTES });
+/** A file's bytes, or its first `size` bytes when given. */
+export function fileReader(path: string, size?: number): ReadStream {
+  return createReadStream(path, {
+    highWaterMark: READ_BYTES,
+    ...(size !== undefined ? { end: size - 1 } : {}),
+  });
 }
 
 /**
@@ -124,7 +128,7 @@ export class FileSink implements BodySink {
   }
 }
 
-async function writeFully(handle: FileHandle, buffer: Buffer, length: number, position: number) {
+export async function writeFully(handle: FileHandle, buffer: Buffer, length: number, position: number) {
   for (let done = 0; done < length; ) {
     const { bytesWritten } = await handle.write(buffer, done, length - done, position + done);
     done += bytesWritten;
