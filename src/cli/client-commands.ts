@@ -13,6 +13,7 @@ import { cleanPath, duplicateName } from '../client/artifact-paths.ts';
 import { fileSource } from '../client/blob-source.ts';
 import { ClientError, type FetchedManifest, type ReferrersMode, RegistryClient } from '../client/client.ts';
 import { type CopyResult, copyGraph } from '../client/copy.ts';
+import { DIRECTORY_MEDIA_TYPE } from '../client/directory-archive.ts';
 import { getCredentials } from '../client/docker-config.ts';
 import { pourToFile } from '../client/file-streams.ts';
 import { type Endpoint, isLayoutReference, parseEndpoint } from '../client/reference.ts';
@@ -224,13 +225,15 @@ image layout; every command takes either (repo ls lists a registry's repositorie
   blob get|put|delete REF             read (-o FILE), upload or delete a blob
   repo ls HOST[/NAMESPACE] | repo tags REF
                                       list repositories (under NAMESPACE/, named relative to it) or tags
-  push REF FILE[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
-       [--disable-path-validation]    files are titled by their relative paths (absolute ones refused)
-  pull REF [-o DIR]                   write an artifact's files at their paths under DIR (streamed, verified)
+  push REF FILE|DIR[:TYPE]... --artifact-type TYPE [--annotation K=V] [--subject REF]
+       [--disable-path-validation]    files titled by their relative paths (absolute ones refused),
+                                      directories packed as gzipped tars, as oras does
+  pull REF [-o DIR]                   write an artifact's files at their paths under DIR, unpack its
+                                      directories (streamed, verified)
   cp [-r] SRC DST [--platform P] [--referrers-from R] [--referrers-to R]
                                       copy an image or index (with -r: its referrers, recursively)
   tag REF NEWTAG...                   point more tags at REF's manifest
-  attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]
+  attach REF FILE|DIR[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]
                                       push files as an artifact referring to REF
   discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify [--scope S]]
                                       list what refers to REF (recursively; an index's manifests too)
@@ -384,7 +387,8 @@ export async function repoCommand(argv: string[]): Promise<void> {
 }
 
 /**
- * `PATH[:MEDIATYPE]` arguments; the files are streamed at upload time, not read here. Each is titled by
+ * `PATH[:MEDIATYPE]` arguments; the files are streamed at upload time, not read here, and a directory is
+ * packed then (as oras packs one: a gzipped tar that pulls unpack). Each is titled by
  * its path as given, cleaned (`./d//y.txt` is `d/y.txt`), as oras titles them, so files of the same name
  * in different directories stay apart and a pull recreates the tree. An absolute path is refused unless
  * `allowAbsolute` (oras's `--disable-path-validation`): pullers refuse to write such a title.
@@ -394,15 +398,17 @@ async function artifactFiles(specs: string[], allowAbsolute: boolean): Promise<A
     specs.map(async (spec) => {
       const colon = spec.lastIndexOf(':');
       const path = colon > 0 && spec.slice(colon + 1).includes('/') ? spec.slice(0, colon) : spec;
-      const mediaType = path === spec ? 'application/octet-stream' : spec.slice(colon + 1);
       const title = cleanPath(path);
       if (isAbsolute(title) && !allowAbsolute)
         throw new ConfigError(
           `${path}: an absolute path (pulls refuse to write it); name the file by a relative path, or add --disable-path-validation`,
         );
       const info = await stat(path).catch(() => undefined);
-      if (!info?.isFile()) throw new ConfigError(`${path} is not a readable file`);
-      return { mediaType, path, title };
+      const directory = info?.isDirectory() === true;
+      if (!directory && !info?.isFile()) throw new ConfigError(`${path} is not a readable file or directory`);
+      const mediaType =
+        path !== spec ? spec.slice(colon + 1) : directory ? DIRECTORY_MEDIA_TYPE : 'application/octet-stream';
+      return { mediaType, path, title, ...(directory ? { directory } : {}) };
     }),
   );
   const duplicate = duplicateName(files.map((file) => file.title));
@@ -421,7 +427,7 @@ export function parseAnnotations(values: string[] | undefined): Record<string, s
 }
 
 export async function pushCommand(argv: string[]): Promise<void> {
-  const usage = 'usage: tether push REF FILE[:TYPE]... --artifact-type TYPE [--disable-path-validation]';
+  const usage = 'usage: tether push REF FILE|DIR[:TYPE]... --artifact-type TYPE [--disable-path-validation]';
   const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
     'artifact-type': { type: 'string' },
     annotation: { type: 'string', multiple: true },
@@ -619,7 +625,7 @@ export async function tagCommand(argv: string[]): Promise<void> {
 
 export async function attachCommand(argv: string[]): Promise<void> {
   const usage =
-    'usage: tether attach REF FILE[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]';
+    'usage: tether attach REF FILE|DIR[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]';
   const { values, positionals } = parseClientCommand(argv, usage, [1, Infinity], {
     'artifact-type': { type: 'string' },
     annotation: { type: 'string', multiple: true },

@@ -1,4 +1,5 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { digestOf } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
@@ -7,6 +8,12 @@ import { cleanPath, duplicateName, moveInto, relativeOutputPath } from './artifa
 import { type BlobSource, bufferSource, fileSource } from './blob-source.ts';
 import { pourSource } from './body-sink.ts';
 import type { FetchedManifest } from './client.ts';
+import {
+  packDirectory,
+  TAR_DIGEST_ANNOTATION,
+  UNPACK_ANNOTATION,
+  unpackDirectory,
+} from './directory-archive.ts';
 import { ClientError } from './errors.ts';
 import { pourToFile } from './file-streams.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
@@ -21,12 +28,16 @@ import { countedSource } from './verify-stream.ts';
 
 export const TITLE = 'org.opencontainers.image.title';
 
-/** A file of an artifact: bytes in memory or a path streamed from disk. */
+/**
+ * A file of an artifact: bytes in memory or a path streamed from disk; or, with `directory`, the
+ * directory at `path`, pushed as oras pushes one (a gzipped tar that pulls unpack; `title` required).
+ */
 export interface ArtifactFile {
   mediaType: string;
   title?: string;
   bytes?: Buffer;
   path?: string;
+  directory?: boolean;
 }
 
 export interface PushArtifactOptions {
@@ -55,6 +66,7 @@ export async function pushArtifact(target: ContentTarget, options: PushArtifactO
   await target.pushBlob(emptyDescriptor, empty);
   const layers = await Promise.all(
     files.map(async (file) => {
+      if (file.directory) return pushDirectory(target, file, progress);
       const source = file.bytes ? bufferSource(file.bytes) : await fileSource(file.path!);
       const layer: Descriptor = {
         mediaType: file.mediaType,
@@ -88,6 +100,34 @@ export async function pushArtifact(target: ContentTarget, options: PushArtifactO
   return referrerDescriptor(fetched);
 }
 
+/**
+ * Packs a directory into a gzipped tar in a temporary directory (see `packDirectory`), pushes it and
+ * removes it. The layer carries oras's annotations (the tar's digest, unpack), in oras's order.
+ */
+async function pushDirectory(
+  target: ContentTarget,
+  file: ArtifactFile,
+  progress: ProgressListener | undefined,
+): Promise<Descriptor> {
+  if (!file.path || !file.title) throw new ClientError(`${file.path}: a directory needs a path and a title`);
+  const scratch = await mkdtemp(join(tmpdir(), 'tether-push-'));
+  try {
+    const packed = join(scratch, 'directory.tar.gz');
+    const { digest, size, tarDigest } = await packDirectory(file.path, file.title, packed);
+    const layer: Descriptor = {
+      mediaType: file.mediaType,
+      digest,
+      size,
+      annotations: { [TAR_DIGEST_ANNOTATION]: tarDigest, [UNPACK_ANNOTATION]: 'true', [TITLE]: file.title },
+    };
+    const source = await fileSource(packed, { digest, size });
+    await transfer(target, layer, progress, (counted) => target.pushBlob(layer, counted(source)));
+    return layer;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 /** Pushes files as an artifact referring to what `subject` (a tag or digest in `target`) names. */
 export async function attachArtifact(
   target: ContentTarget,
@@ -111,11 +151,12 @@ export interface PulledArtifact {
 
 /**
  * Writes an artifact's files (layers with a title annotation) into `dir`, each at the relative path its
- * title names (`d/sub/x.txt`, as oras pushes them; directories are created). Titles that would leave
- * `dir` (absolute, `..`) and titles given twice are refused before anything is written, and no
- * symbolic link is followed on the way (see `moveInto`). Files are streamed and verified into a
- * staging directory inside `dir` and moved to their names only once their digest and size checked out.
- * `dir` is made only when there is a file to write.
+ * title names (`d/sub/x.txt`, as oras pushes them; directories are created). A layer marked for
+ * unpacking (oras's directories) is unpacked into the directory its title names (`unpackDirectory`).
+ * Titles that would leave `dir` (absolute, `..`) and titles given twice are refused before anything is
+ * written, and no symbolic link is followed on the way (see `moveInto`). Files and trees are streamed
+ * and verified into a staging directory inside `dir` and moved to their names only once their
+ * digests and sizes checked out. `dir` is made only when there is something to write.
  */
 export async function pullArtifact(
   target: ContentTarget,
@@ -130,10 +171,12 @@ export async function pullArtifact(
     ...layers.filter((layer) => !layer.annotations?.[TITLE] && layer.mediaType !== MediaType.ociEmpty),
     ...((Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]),
   ];
-  const paths = files.map((layer) => {
+  const unpack = files.map((layer) => layer.annotations?.[UNPACK_ANNOTATION] === 'true');
+  const paths = files.map((layer, i) => {
     const title = layer.annotations![TITLE]!;
-    const path = relativeOutputPath(title, 'a file');
-    if (path === '.')
+    const path = relativeOutputPath(title, unpack[i] ? 'a directory' : 'a file');
+    // A directory may be the output directory itself (`oras push REF .`); a file may not.
+    if (path === '.' && !unpack[i])
       throw new ClientError(`refusing to write a file named "${title}": it names the output directory`);
     return path;
   });
@@ -154,7 +197,14 @@ export async function pullArtifact(
         transfer(target, layer, options.progress, async (counted) => {
           const staged = join(staging, String(i));
           const source = counted(blobSource(target, layer));
-          await pourToFile(staged, (sink) => pourSource(source, sink));
+          if (unpack[i])
+            await unpackDirectory(
+              await source.open(),
+              staged,
+              paths[i]!,
+              layer.annotations?.[TAR_DIGEST_ANNOTATION],
+            );
+          else await pourToFile(staged, (sink) => pourSource(source, sink));
           const moved = moving.then(() => moveInto(staged, dir, paths[i]!));
           moving = moved.catch(() => {});
           await moved;

@@ -33,8 +33,14 @@ export function bufferSource(bytes: Buffer, algorithm: 'sha256' | 'sha512' = 'sh
   };
 }
 
-/** A file as a blob source: hashed once up front, streamed from disk for each upload attempt. */
-export async function fileSource(path: string): Promise<BlobSource> {
-  const { digest, size } = await hashFile(path);
+/**
+ * A file as a blob source: hashed once up front (unless its digest and size are `known`, as when it
+ * was hashed while it was written), streamed from disk for each upload attempt.
+ */
+export async function fileSource(
+  path: string,
+  known?: { digest: string; size: number },
+): Promise<BlobSource> {
+  const { digest, size } = known ?? (await hashFile(path));
   return { digest, size, file: { path }, open: async () => fileReader(path) };
 }
