@@ -199,7 +199,7 @@ export async function pullArtifact(
           const source = counted(blobSource(target, layer));
           if (unpack[i])
             await unpackDirectory(
-              await source.open(),
+              (sink) => pourSource(source, sink),
               staged,
               paths[i]!,
               layer.annotations?.[TAR_DIGEST_ANNOTATION],

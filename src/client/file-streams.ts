@@ -11,16 +11,12 @@ import type { BodySink } from './body-sink.ts';
  * 2.5–2.9 s when chunks arriving during a write are gathered into the next one (one `writev`).
  * Hashing reads into two reused buffers instead: 0.65–0.70 s, the speed of sha256 on one core.
  */
-const READ_BYTES = 1024 * 1024;
+export const READ_BYTES = 1024 * 1024;
 /** Bytes of a file sink's batch: each goes out in one write. */
 const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 
-/** A file's bytes, or its first `size` bytes when given. */
-export function fileReader(path: string, size?: number): ReadStream {
-  return createReadStream(path, {
-    highWaterMark: READ_BYTES,
-    ...(size !== undefined ? { end: size - 1 } : {}),
-  });
+export function fileReader(path: string): ReadStream {
+  return createReadStream(path, { highWaterMark: READ_BYTES });
 }
 
 /**

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import type { BodySink } from '../../src/client/body-sink.ts';
 import { packDirectory, unpackDirectory } from '../../src/client/directory-archive.ts';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarEntry } from '../../src/client/tar.ts';
 import { ContentMismatchError } from '../../src/client/verify-stream.ts';
@@ -52,7 +52,7 @@ const tarOf = (...entries: Buffer[]) => Buffer.concat([...entries, END_OF_ARCHIV
 
 async function unpack(gzipped: Buffer, name: string, tarDigest?: string): Promise<string> {
   const into = fresh('unpacked');
-  await unpackDirectory(Readable.from([gzipped]), into, name, tarDigest);
+  await unpackDirectory(async (sink) => sink.write(gzipped), into, name, tarDigest);
   return into;
 }
 
@@ -169,7 +169,7 @@ describe('unpacking refuses what would leave the tree', () => {
       const parent = fresh('escape');
       await mkdir(parent);
       await assert.rejects(
-        unpackDirectory(Readable.from([gzipSync(tar)]), join(parent, 'into'), prefix, undefined),
+        unpackDirectory(async (sink) => sink.write(gzipSync(tar)), join(parent, 'into'), prefix, undefined),
         /refusing to (unpack|write)/,
       );
       assert.deepEqual(await readdir(parent), ['into'], 'nothing beside the tree');
@@ -202,6 +202,48 @@ describe('unpacking refuses what would leave the tree', () => {
     const padded = Buffer.concat([tar, Buffer.alloc(8192)]);
     const into = await unpack(gzipSync(padded), 'd', sha256(padded));
     assert.deepEqual(await describeTree(into), ['x.txt = content']);
+  });
+
+  test('unpacking takes lent chunks: each is read before the next, and the first failure is reported', async () => {
+    const big = randomBytes(3 * 1024 * 1024);
+    const gzipped = gzipSync(
+      tarOf(directory('d'), entry({ name: 'd/big', type: 'file', mode: 0o644, size: 0 }, big)),
+    );
+    /** Lends `bytes` from one buffer of 64 KiB, overwritten as soon as a write is done; fails at `failAt`. */
+    const lend =
+      (bytes: Buffer, failAt = Infinity) =>
+      async (sink: BodySink) => {
+        const buffer = Buffer.alloc(64 * 1024);
+        for (let at = 0; at < bytes.length; at += buffer.length) {
+          if (at >= failAt) throw new Error('the connection broke');
+          const n = bytes.copy(buffer, 0, at);
+          await sink.write(buffer.subarray(0, n));
+          buffer.fill(0xee);
+        }
+      };
+    const into = fresh('lent');
+    await unpackDirectory(lend(gzipped), into, 'd', undefined);
+    assert.ok((await readFile(join(into, 'big'))).equals(big));
+
+    await assert.rejects(
+      unpackDirectory(lend(gzipped, 1024 * 1024), fresh('broken'), 'd', undefined),
+      /the connection broke/,
+    );
+    // Refused early, with megabytes still to come: the refusal, not the closed gunzip, is the error.
+    const refused = gzipSync(
+      tarOf(
+        directory('d'),
+        file('e/evil'),
+        entry({ name: 'd/big', type: 'file', mode: 0o644, size: 0 }, big),
+      ),
+    );
+    await assert.rejects(unpackDirectory(lend(refused), fresh('refused'), 'd', undefined), /outside d/);
+    const corrupt = Buffer.from(gzipped);
+    corrupt.fill(7, 1024 * 1024, 1024 * 1024 + 4096);
+    await assert.rejects(
+      unpackDirectory(lend(corrupt), fresh('corrupt'), 'd', undefined),
+      /not a gzipped tar/,
+    );
   });
 });
 
