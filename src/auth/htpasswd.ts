@@ -66,6 +66,19 @@ export class Htpasswd {
     return this.#users.has(user);
   }
 
+  /**
+   * A fingerprint of the user's current password entry (its bcrypt hash, salt included), so that what
+   * was issued against a password (a refresh token) can die with it: a new password, or the same name
+   * added again, gives another. Hashed again, so a token carries nothing of the entry itself.
+   */
+  credentialTag(user: string): string | undefined {
+    this.#reload();
+    const hash = this.#users.get(user);
+    return hash === undefined
+      ? undefined
+      : createHash('sha256').update(hash).digest('base64url').slice(0, 22);
+  }
+
   get size(): number {
     this.#reload();
     return this.#users.size;

@@ -3,8 +3,10 @@
  * and per user name. Past a threshold, further attempts are refused at once (429 with Retry-After)
  * without running bcrypt, so a burst of wrong passwords costs no CPU and other users' requests are
  * unaffected. The lockout doubles with each failure past the threshold, capped, and is forgotten after
- * a quiet period. A per-user lock only applies to clients that have failed themselves, so an attacker
- * cannot lock a user out of a clean machine.
+ * a quiet period. A per-user lock only applies to clients that have failed against that user
+ * themselves, so an attacker cannot lock a user out of a clean machine. A success forgives only the
+ * failures it explains (that client's against that user, the typos before it): a client that logs in
+ * as itself between guesses at someone else's password keeps those guesses counted.
  */
 export interface ThrottleOptions {
   /** Failures from one client before it is locked out. */
@@ -33,6 +35,8 @@ export class LoginThrottle {
   readonly #options: ThrottleOptions;
   readonly #clients = new Map<string, Counter>();
   readonly #users = new Map<string, Counter>();
+  /** Failures of one client against one user (`client\0user`). */
+  readonly #pairs = new Map<string, Counter>();
 
   constructor(options: Partial<ThrottleOptions> = {}) {
     this.#options = { ...defaultThrottle, ...options };
@@ -48,11 +52,10 @@ export class LoginThrottle {
 
   /** Milliseconds this client must wait before trying `user` again (0: go ahead). */
   retryAfterMs(client: string, user: string, now = Date.now()): number {
-    const clientCounter = this.#clients.get(client);
-    const clientWait = this.#lockout(clientCounter, this.#options.clientFailures, now);
-    const userWait = clientCounter
-      ? this.#lockout(this.#users.get(user), this.#options.userFailures, now)
-      : 0;
+    const clientWait = this.#lockout(this.#clients.get(client), this.#options.clientFailures, now);
+    const pair = this.#pairs.get(`${client}\0${user}`);
+    const tried = pair !== undefined && now - pair.lastFailure <= this.#options.forgetAfterMs;
+    const userWait = tried ? this.#lockout(this.#users.get(user), this.#options.userFailures, now) : 0;
     return Math.max(clientWait, userWait);
   }
 
@@ -60,6 +63,7 @@ export class LoginThrottle {
     for (const [map, key] of [
       [this.#clients, client],
       [this.#users, user],
+      [this.#pairs, `${client}\0${user}`],
     ] as const) {
       const counter = map.get(key);
       if (!counter || now - counter.lastFailure > this.#options.forgetAfterMs)
@@ -69,15 +73,23 @@ export class LoginThrottle {
         counter.lastFailure = now;
       }
     }
-    if (this.#clients.size + this.#users.size > 100_000) this.#prune(now);
+    if (this.#clients.size + this.#users.size + this.#pairs.size > 100_000) this.#prune(now);
   }
 
-  succeed(client: string): void {
-    this.#clients.delete(client);
+  /** `client` logged in as `user`: its failures against `user` were typos, the others stay counted. */
+  succeed(client: string, user: string): void {
+    const key = `${client}\0${user}`;
+    const pair = this.#pairs.get(key);
+    if (!pair) return;
+    this.#pairs.delete(key);
+    const counter = this.#clients.get(client);
+    if (!counter) return;
+    counter.failures -= pair.failures;
+    if (counter.failures <= 0) this.#clients.delete(client);
   }
 
   #prune(now: number): void {
-    for (const map of [this.#clients, this.#users]) {
+    for (const map of [this.#clients, this.#users, this.#pairs]) {
       for (const [key, counter] of map)
         if (now - counter.lastFailure > this.#options.forgetAfterMs) map.delete(key);
     }

@@ -36,6 +36,11 @@ export interface TokenOptions {
 export interface VerifiedToken {
   subject?: string;
   access: AccessEntry[];
+  /**
+   * Issued by this registry, so its subject is a local user. A trusted issuer's subject names someone
+   * in that issuer's world: a `sub` of `root` there is not this registry's `root`.
+   */
+  local: boolean;
 }
 
 const ALG = 'ES256';
@@ -96,8 +101,9 @@ export class TokenService {
     return { token, expiresIn: this.options.ttlSeconds };
   }
 
-  async issueRefresh(subject: string): Promise<string> {
-    return new SignJWT({ use: 'refresh' })
+  /** A refresh token for `subject`, valid while its password entry has the tag `credential`. */
+  async issueRefresh(subject: string, credential: string): Promise<string> {
+    return new SignJWT({ use: 'refresh', cred: credential })
       .setProtectedHeader({ alg: ALG, kid: this.#kid, typ: 'JWT' })
       .setIssuer(this.options.issuer)
       .setAudience(`${this.options.service}#refresh`)
@@ -108,16 +114,22 @@ export class TokenService {
       .sign(this.#privateKey);
   }
 
-  /** The user a refresh token stands for, or undefined when it is invalid or expired. */
-  async verifyRefresh(token: string): Promise<string | undefined> {
+  /**
+   * The user a refresh token stands for and the tag of the password entry it was issued against, or
+   * undefined when it is invalid or expired.
+   */
+  async verifyRefresh(token: string): Promise<{ user: string; credential: string } | undefined> {
     try {
       const { payload } = await jwtVerify(token, this.#publicKey, {
         issuer: this.options.issuer,
         audience: `${this.options.service}#refresh`,
         algorithms: [ALG],
       });
-      return payload.use === 'refresh' && typeof payload.sub === 'string' && payload.sub !== ''
-        ? payload.sub
+      return payload.use === 'refresh' &&
+        typeof payload.sub === 'string' &&
+        payload.sub !== '' &&
+        typeof payload.cred === 'string'
+        ? { user: payload.sub, credential: payload.cred }
         : undefined;
     } catch {
       return undefined;
@@ -127,12 +139,14 @@ export class TokenService {
   /** Verifies an access token from Tether or a trusted issuer; undefined when it is not acceptable. */
   async verifyAccess(token: string): Promise<VerifiedToken | undefined> {
     let payload: JWTPayload | undefined;
+    let local = false;
     try {
       ({ payload } = await jwtVerify(token, this.#publicKey, {
         issuer: this.options.issuer,
         audience: this.options.service,
         algorithms: [ALG],
       }));
+      local = true;
     } catch {
       for (const { issuer, keys } of this.#external) {
         try {
@@ -148,7 +162,7 @@ export class TokenService {
     }
     if (!payload || payload.use === 'refresh') return undefined;
     const access = Array.isArray(payload.access) ? (payload.access as unknown[]).filter(isAccessEntry) : [];
-    return { ...(payload.sub ? { subject: payload.sub } : {}), access };
+    return { ...(payload.sub ? { subject: payload.sub } : {}), access, local };
   }
 }
 

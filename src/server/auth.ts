@@ -150,7 +150,7 @@ export class Authorizer {
     const wait = this.#throttle.retryAfterMs(client, user);
     if (wait > 0) throw tooMany(wait);
     if (await this.#htpasswd.verify(user, password)) {
-      this.#throttle.succeed(client);
+      this.#throttle.succeed(client, user);
       return { user };
     }
     this.#throttle.fail(client, user);
@@ -218,17 +218,22 @@ export class Authorizer {
       throw unauthorized(this.#bearerChallenge(req, scope, 'invalid_token'), 'invalid or expired token');
     const grants = (type: string, name: string) =>
       new Set(verified.access.filter((e) => e.type === type && e.name === name).flatMap((e) => e.actions));
-    const principal: Principal = verified.subject ? { user: verified.subject } : {};
-    const policyPull = (repo: string) => this.#policy.allowed(principal, repo).has('pull');
     const may = (repo: string, act: Action) => {
       const g = grants('repository', repo);
       return g.has(act) || g.has('*');
     };
+    // A token this registry issued speaks for a local user, whom the access rules know. A trusted
+    // issuer's token speaks only through what it grants: its subject is that issuer's name for someone,
+    // and matching it to a local user (its `root` to ours) would hand out that user's rights.
+    const principal: Principal = verified.local && verified.subject ? { user: verified.subject } : {};
+    const canPull = verified.local
+      ? (repo: string) => this.#policy.allowed(principal, repo).has('pull')
+      : (repo: string) => may(repo, 'pull');
     const caller: Caller = {
       may,
-      canMountFrom: (repo) => may(repo, 'pull') || policyPull(repo),
-      // The catalog is filtered by what the token's user may pull, per the access policy.
-      canList: policyPull,
+      canMountFrom: (repo) => may(repo, 'pull') || canPull(repo),
+      // The catalog is filtered by what the caller may pull.
+      canList: canPull,
     };
     if (principal.user !== undefined) caller.user = principal.user;
     if (match.route === 'catalog' && !grants('registry', 'catalog').has('*')) {
@@ -257,9 +262,12 @@ export class Authorizer {
         principal = await this.#login(req, form.get('username') ?? '', form.get('password') ?? '', challenge);
         wantRefresh = form.get('access_type') === 'offline';
       } else if (grant === 'refresh_token') {
-        const user = await tokens.verifyRefresh(form.get('refresh_token') ?? '');
-        if (!user || !this.#htpasswd.has(user)) throw unauthorized(challenge, 'invalid refresh token');
-        principal = { user };
+        const refresh = await tokens.verifyRefresh(form.get('refresh_token') ?? '');
+        // Issued against a password entry that is gone or changed (user removed, password changed, the
+        // name added again): it dies with it.
+        if (!refresh || this.#htpasswd.credentialTag(refresh.user) !== refresh.credential)
+          throw unauthorized(challenge, 'invalid refresh token');
+        principal = { user: refresh.user };
         refreshToken = form.get('refresh_token')!;
       } else {
         throw new OciError(400, 'UNSUPPORTED', 'grant_type must be password or refresh_token');
@@ -279,7 +287,10 @@ export class Authorizer {
     }
     const access = this.#grant(principal, scopes);
     const { token, expiresIn } = await tokens.issueAccess(principal.user, access);
-    if (principal.user !== undefined && wantRefresh) refreshToken = await tokens.issueRefresh(principal.user);
+    const credential =
+      principal.user === undefined ? undefined : this.#htpasswd.credentialTag(principal.user);
+    if (credential !== undefined && wantRefresh)
+      refreshToken = await tokens.issueRefresh(principal.user!, credential);
     sendJson(
       res,
       200,

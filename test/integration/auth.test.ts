@@ -456,6 +456,32 @@ describe('auth token: tokens that must be refused, refresh tokens, external issu
     });
     await new Promise((r) => setTimeout(r, 1100)); // the file is re-checked at most once a second
     assert.equal((await form({ grant_type: 'refresh_token', refresh_token })).status, 401);
+    // The same name added again (the same password, a new salt) is someone the old token never met.
+    await writeUsers(join(dir, 'htpasswd'));
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal(
+      (await form({ grant_type: 'refresh_token', refresh_token })).status,
+      401,
+      'name added again',
+    );
+    // And a password change ends the refresh tokens issued against the old one.
+    const again = (await (
+      await form({ grant_type: 'password', username: 'alice', password: USERS.alice, access_type: 'offline' })
+    ).json()) as { refresh_token: string };
+    assert.equal(
+      (await form({ grant_type: 'refresh_token', refresh_token: again.refresh_token })).status,
+      200,
+    );
+    const changed = await hashPassword('alice-new-pw', 4);
+    await editHtpasswd(join(dir, 'htpasswd'), (users) => {
+      users.set('alice', changed);
+    });
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal(
+      (await form({ grant_type: 'refresh_token', refresh_token: again.refresh_token })).status,
+      401,
+      'password changed',
+    );
     await writeUsers(join(dir, 'htpasswd'));
   });
 
@@ -475,6 +501,46 @@ describe('auth token: tokens that must be refused, refresh tokens, external issu
     };
     assert.equal(keys.keys[0]!.kty, 'EC');
     assert.equal(keys.keys[0]!.d, undefined, 'never the private part');
+  });
+
+  test("an external token's subject is not a local user: it gets what it grants, not that user's rights", async () => {
+    const { layer } = await seed(
+      reg,
+      async (repo) => ({
+        Authorization: `Bearer ${await token(reg, 'admin', [`repository:${repo}:pull,push`])}`,
+      }),
+      'secret/vault',
+    );
+    // `admin` is an admin here; in the issuer's world it is someone granted team/app and ext/x only.
+    const external = await new SignJWT({
+      access: [
+        ...access,
+        { type: 'repository', name: 'ext/x', actions: ['pull', 'push'] },
+        { type: 'registry', name: 'catalog', actions: ['*'] },
+      ],
+    })
+      .setProtectedHeader({ alg: 'ES256', kid: 'ext' })
+      .setIssuer('https://issuer.example')
+      .setAudience('tether')
+      .setSubject('admin')
+      .setExpirationTime('1m')
+      .sign(externalKey);
+    const headers = { Authorization: `Bearer ${external}` };
+    const catalog = await fetch(`${reg.url}/v2/_catalog`, { headers });
+    assert.deepEqual(((await catalog.json()) as { repositories: string[] }).repositories, ['team/app']);
+    const mount = await fetch(`${reg.url}/v2/ext/x/blobs/uploads/?mount=${layer}&from=secret/vault`, {
+      method: 'POST',
+      headers,
+    });
+    assert.equal(mount.status, 202, 'no mount from a repository the token does not grant');
+    assert.equal((await fetch(`${reg.url}/v2/ext/x/blobs/${layer}`, { headers })).status, 404);
+    // The same subject in a token of our own is the local admin.
+    const own = await token(reg, 'admin', ['registry:catalog:*']);
+    const all = await fetch(`${reg.url}/v2/_catalog`, { headers: { Authorization: `Bearer ${own}` } });
+    assert.deepEqual(((await all.json()) as { repositories: string[] }).repositories, [
+      'secret/vault',
+      'team/app',
+    ]);
   });
 });
 

@@ -216,6 +216,26 @@ describe('policies and auth logic', () => {
       'forgotten after a quiet period',
     );
   });
+  test('login throttle: logging in as oneself between guesses forgives none of them', () => {
+    const throttle = new LoginThrottle({ clientFailures: 10, userFailures: 5 });
+    const t0 = 1_000_000;
+    // One guess at the victim, one good login as the attacker's own account, again and again.
+    let refused = 0;
+    for (let i = 0; i < 30; i++) {
+      if (throttle.retryAfterMs('6.6.6.6', 'victim', t0) > 0) refused++;
+      else throttle.fail('6.6.6.6', 'victim', t0);
+      throttle.succeed('6.6.6.6', 'mallory');
+    }
+    // Before, each login wiped the client's record and every guess got through (30 of 30).
+    assert.equal(30 - refused, 5, 'five guesses, then locked out of the victim (its threshold)');
+    assert.equal(throttle.retryAfterMs('7.7.7.7', 'victim', t0), 0, 'the victim, from a clean client');
+    // A user's own typos are forgiven by their login.
+    throttle.fail('8.8.8.8', 'carol', t0);
+    throttle.fail('8.8.8.8', 'carol', t0);
+    throttle.succeed('8.8.8.8', 'carol');
+    for (let i = 0; i < 9; i++) throttle.fail('8.8.8.8', `typo${i}`, t0);
+    assert.equal(throttle.retryAfterMs('8.8.8.8', 'carol', t0), 0, 'carol typos no longer count');
+  });
 });
 
 describe('keyed lock', () => {
