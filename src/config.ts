@@ -8,6 +8,7 @@ import {
   parseStringList,
 } from './auth/access.ts';
 import { parseTrustedIssuers, type TrustedIssuer } from './auth/trusted-issuers.ts';
+import { parseTrustedProxies } from './auth/trusted-proxies.ts';
 import { ConfigError } from './config-error.ts';
 import { type PolicyRule, parsePolicyRules } from './registry/policy.ts';
 
@@ -52,6 +53,7 @@ export interface TetherConfig {
       trustedIssuers: TrustedIssuer[];
     };
     throttle: { clientFailures: number; userFailures: number };
+    trustedProxies: string[];
   };
   tls: { cert: string; key: string };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
@@ -317,6 +319,14 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'int', min: 1 },
     default: 20,
     description: 'Failed logins against one user before addresses that failed are refused for that user.',
+  },
+  {
+    key: 'auth.trustedProxies',
+    env: 'TETHER_AUTH_TRUSTED_PROXIES',
+    kind: { type: 'json', parse: parseTrustedProxies },
+    default: [],
+    description:
+      'Reverse proxies (IP addresses, CIDR ranges) whose X-Forwarded-For names the client that failed logins are counted against.',
   },
   {
     key: 'tls.cert',

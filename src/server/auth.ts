@@ -6,6 +6,7 @@ import { Htpasswd } from '../auth/htpasswd.ts';
 import { type AccessEntry, type Action, formatScope, parseScope } from '../auth/scope.ts';
 import { LoginThrottle } from '../auth/throttle.ts';
 import type { TokenService } from '../auth/tokens.ts';
+import { TrustedProxies } from '../auth/trusted-proxies.ts';
 import type { TetherConfig } from '../config.ts';
 import { OciError } from '../oci/errors.ts';
 import { isValidRepositoryName } from '../oci/reference.ts';
@@ -67,10 +68,6 @@ function bearer(header: string | undefined): string | undefined {
   return header && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
 }
 
-function clientAddress(req: IncomingMessage): string {
-  return req.socket.remoteAddress ?? 'unknown';
-}
-
 function unauthorized(challenge: string, message = 'authentication required'): OciError {
   return new OciError(401, 'UNAUTHORIZED', message, undefined, { 'WWW-Authenticate': challenge });
 }
@@ -90,6 +87,7 @@ export class Authorizer {
   readonly #tls: boolean;
   readonly #htpasswd: Htpasswd;
   readonly #throttle: LoginThrottle;
+  readonly #proxies: TrustedProxies;
   readonly #policy: AccessPolicy;
   readonly #tokens: TokenService | undefined;
   readonly #log: Logger;
@@ -98,6 +96,7 @@ export class Authorizer {
     this.#config = config.auth;
     this.#tls = config.tls.cert !== '';
     this.#htpasswd = new Htpasswd(config.auth.htpasswd || join(config.data, 'htpasswd'));
+    this.#proxies = new TrustedProxies(config.auth.trustedProxies);
     this.#throttle = new LoginThrottle({
       clientFailures: config.auth.throttle.clientFailures,
       userFailures: config.auth.throttle.userFailures,
@@ -146,7 +145,7 @@ export class Authorizer {
 
   /** Checks a user's password with throttling; throws 401/429, returns the principal on success. */
   async #login(req: IncomingMessage, user: string, password: string, challenge: string): Promise<Principal> {
-    const client = clientAddress(req);
+    const client = this.#proxies.clientOf(req.socket.remoteAddress, req.headers['x-forwarded-for']);
     const wait = this.#throttle.retryAfterMs(client, user);
     if (wait > 0) throw tooMany(wait);
     if (await this.#htpasswd.verify(user, password)) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { webcrypto } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
@@ -607,6 +607,34 @@ describe('brute force', () => {
     assert.equal((await request('127.0.0.2', 'alice', USERS.alice)).status, 429);
     // …but alice herself, from her own machine, is not locked out by the attacker.
     assert.equal((await request('127.0.0.4', 'alice', USERS.alice)).status, 200);
+  });
+
+  test('behind a trusted reverse proxy, failures count against the forwarded client, not the proxy', async (t) => {
+    const { dir, cleanup } = await tempDataDir();
+    mkdirSync(join(dir, 'a'));
+    mkdirSync(join(dir, 'b'));
+    const behind = await startAuthRegistry('basic', join(dir, 'a'), { 'auth.trustedProxies': ['127.0.0.1'] });
+    const direct = await startAuthRegistry('basic', join(dir, 'b'));
+    t.after(async () => {
+      await behind.close();
+      await direct.close();
+      await cleanup();
+    });
+    const login = (reg: RunningRegistry, forwardedFor: string, password: string) =>
+      fetch(`${reg.url}/v2/`, {
+        headers: {
+          Authorization: `Basic ${Buffer.from(`alice:${password}`).toString('base64')}`,
+          'X-Forwarded-For': forwardedFor,
+        },
+      }).then((res) => res.status);
+    for (const reg of [behind, direct]) {
+      for (let i = 0; i < 12; i++) await login(reg, '198.51.100.7', 'wrong');
+      assert.equal(await login(reg, '198.51.100.7', USERS.alice), 429, 'the guessing client is locked out');
+    }
+    // Another client through the same proxy: its own record counts, not the first one's.
+    assert.equal(await login(behind, '198.51.100.8', USERS.alice), 200);
+    // Without the setting the header is nobody's word: every client behind 127.0.0.1 is one client.
+    assert.equal(await login(direct, '198.51.100.8', USERS.alice), 429);
   });
 });
 
