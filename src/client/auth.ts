@@ -91,7 +91,7 @@ export class Authenticator {
       const creds = await this.#credentials();
       // An identity token is for a token service; a Basic registry has no use for it.
       if (!creds || creds.identityToken) return undefined;
-      const header = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      const header = basicAuthorization(creds);
       if (header === refused) return undefined;
       this.#basic = header;
       this.#sentCredentials = true;
@@ -130,11 +130,7 @@ export class Authenticator {
       : await send(url, {
           method: 'GET',
           trust,
-          headers: creds
-            ? {
-                Authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`,
-              }
-            : {},
+          headers: creds ? { Authorization: basicAuthorization(creds) } : {},
         });
     // Every way out below reads or drops the body: an unread body holds its connection, and the
     // process, open.
@@ -158,6 +154,11 @@ export class Authenticator {
     const lifetime = Math.max(10, body.expires_in ?? 60) * 1000;
     return { token, expiresAt: Date.now() + lifetime - Math.min(10_000, lifetime / 2) };
   }
+}
+
+/** HTTP Basic credentials, for a registry or for a token realm. */
+function basicAuthorization(creds: Credentials): string {
+  return `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
 }
 
 /**

@@ -154,8 +154,9 @@ export async function deleteManifest(
     }
     return;
   }
-  // By digest the content is fixed: `*` admits it when it exists, which the delete itself finds out.
-  if (ifMatch && !ifMatch.includes('*') && !ifMatch.includes(reference.digest.value)) {
+  // By digest the content is fixed: the manifest is the one named, and `*` admits it when it exists,
+  // which the delete itself finds out.
+  if (ifMatch && !ifMatchAdmits(ifMatch, reference.digest.value)) {
     throw new OciError(412, 'DENIED', 'precondition failed: If-Match does not name this manifest');
   }
   const cascade = ctx.policies.for(repo).onSubjectDelete === 'cascade';

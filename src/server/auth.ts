@@ -286,10 +286,10 @@ export class Authorizer {
     }
     const access = this.#grant(principal, scopes);
     const { token, expiresIn } = await tokens.issueAccess(principal.user, access);
-    const credential =
-      principal.user === undefined ? undefined : this.#htpasswd.credentialTag(principal.user);
-    if (credential !== undefined && wantRefresh)
-      refreshToken = await tokens.issueRefresh(principal.user!, credential);
+    if (wantRefresh && principal.user !== undefined) {
+      const credential = this.#htpasswd.credentialTag(principal.user);
+      if (credential !== undefined) refreshToken = await tokens.issueRefresh(principal.user, credential);
+    }
     sendJson(
       res,
       200,

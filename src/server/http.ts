@@ -111,6 +111,15 @@ export function parseEntityTags(header: string | undefined): string[] | undefine
     .map((t) => (t.startsWith('"') && t.endsWith('"') && t.length >= 2 ? t.slice(1, -1) : t));
 }
 
+/**
+ * Whether the request's `If-None-Match` names the entity tag `etag` (quoted, as sent in `ETag`) or is
+ * `*`: a GET or HEAD then answers 304.
+ */
+export function notModified(req: IncomingMessage, etag: string): boolean {
+  const etags = parseEntityTags(req.headers['if-none-match']);
+  return etags !== undefined && (etags.includes('*') || etags.includes(etag.slice(1, -1)));
+}
+
 /** `Link` header for the next page, relative to this registry, as RFC 8288 writes it. */
 export function nextLink(path: string, params: Record<string, string | string[] | undefined>): string {
   const query = new URLSearchParams();

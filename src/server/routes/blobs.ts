@@ -1,5 +1,5 @@
 import { parseDigest } from '../../oci/digest.ts';
-import { API_VERSION_HEADER, parseEntityTags, send } from '../http.ts';
+import { API_VERSION_HEADER, notModified, send } from '../http.ts';
 import type { RouteContext } from './types.ts';
 
 export type ByteRange = { start: number; end: number };
@@ -38,9 +38,7 @@ export async function getBlob(ctx: RouteContext): Promise<void> {
     'Accept-Ranges': 'bytes',
     'Cache-Control': 'max-age=31536000, immutable',
   };
-  const etag = `"${digest}"`;
-  const etags = parseEntityTags(req.headers['if-none-match']);
-  if (etags && (etags.includes('*') || etags.includes(digest))) {
+  if (notModified(req, headers.ETag)) {
     send(res, 304, headers);
     return;
   }
@@ -48,7 +46,9 @@ export async function getBlob(ctx: RouteContext): Promise<void> {
   // ETag (another one, or a date: blobs send no Last-Modified) asks for the whole blob (RFC 9110 §13.1.5).
   const ifRange = req.headers['if-range'] as string | undefined;
   const range =
-    ifRange === undefined || ifRange.trim() === etag ? parseRange(req.headers.range, size) : undefined;
+    ifRange === undefined || ifRange.trim() === headers.ETag
+      ? parseRange(req.headers.range, size)
+      : undefined;
   if (range === 'unsatisfiable') {
     send(res, 416, { ...headers, 'Content-Range': `bytes */${size}` });
     return;

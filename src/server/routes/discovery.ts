@@ -1,7 +1,7 @@
 import { parseDigest } from '../../oci/digest.ts';
 import { errors } from '../../oci/errors.ts';
 import { isValidMediaType, MediaType } from '../../oci/mediatypes.ts';
-import { nextLink, parseEntityTags, parsePageSize, send, sendJson } from '../http.ts';
+import { nextLink, notModified, parsePageSize, send, sendJson } from '../http.ts';
 import type { RouteContext } from './types.ts';
 
 /** Tags, repositories and referrers ask the store for pages of at most this many rows at a time. */
@@ -103,9 +103,7 @@ export async function listReferrers(ctx: RouteContext): Promise<void> {
     ETag: etag,
     ...(applied.length > 0 ? { 'OCI-Filters-Applied': applied.join(',') } : {}),
   };
-  const etags = parseEntityTags(req.headers['if-none-match']);
-  // parseEntityTags drops the quotes, so compare against the bare validator.
-  if (etags && (etags.includes('*') || etags.includes(etag.slice(1, -1)))) {
+  if (notModified(req, etag)) {
     send(res, 304, headers);
     return;
   }

@@ -1,6 +1,6 @@
 import { errors } from '../../oci/errors.ts';
 import { parseReference } from '../../registry/manifests.ts';
-import { parseEntityTags, readBody, send } from '../http.ts';
+import { notModified, parseEntityTags, readBody, send } from '../http.ts';
 import type { RouteContext } from './types.ts';
 
 export async function getManifest(ctx: RouteContext): Promise<void> {
@@ -11,8 +11,7 @@ export async function getManifest(ctx: RouteContext): Promise<void> {
     'Docker-Content-Digest': manifest.digest,
     ETag: `"${manifest.digest}"`,
   };
-  const etags = parseEntityTags(ctx.req.headers['if-none-match']);
-  if (etags && (etags.includes('*') || etags.includes(manifest.digest))) {
+  if (notModified(ctx.req, headers.ETag)) {
     send(ctx.res, 304, headers);
     return;
   }
