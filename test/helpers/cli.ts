@@ -1,4 +1,6 @@
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 
 /** The CLI's entry point, run from source. */
 export const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -40,4 +42,16 @@ export function runCli(args: string[], options: CliOptions): Promise<CliRun> {
     child.stdin.end(options.input ?? '');
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Runs `tether` in `home`, which is also its HOME and holds its Docker config: a user of its own. */
+export function runCliAt(home: string, args: string[]): Promise<CliRun> {
+  return runCli(args, { cwd: home, env: { HOME: home, DOCKER_CONFIG: join(home, '.docker') } });
+}
+
+/** `runCliAt`, expecting success: answers stdout, or fails the test with what the command said. */
+export async function cliOutput(home: string, args: string[]): Promise<string> {
+  const run = await runCliAt(home, args);
+  assert.equal(run.code, 0, `tether ${args.join(' ')}: ${run.stderr}`);
+  return run.stdout;
 }

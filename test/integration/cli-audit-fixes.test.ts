@@ -14,6 +14,7 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { CLI, type CliRun as Run, runCli } from '../helpers/cli.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 const PASSWORD = 'audit-secret';
 
@@ -315,17 +316,11 @@ test("discover --verify --format json carries each signature's verification (fin
   const policy = join(home, 'trustpolicy.json');
   await writeFile(
     policy,
-    JSON.stringify({
-      version: '1.0',
-      trustPolicies: [
-        {
-          name: 'audit',
-          registryScopes: ['*'],
-          signatureVerification: { level: 'strict' },
-          trustStores: ['ca:audit'],
-          trustedIdentities: ['*'],
-        },
-      ],
+    strictTrustPolicy({
+      name: 'audit',
+      registryScopes: ['*'],
+      trustStores: ['ca:audit'],
+      trustedIdentities: ['*'],
     }),
   );
   const r = await tether([

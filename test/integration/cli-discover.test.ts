@@ -12,10 +12,11 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { generateCertificateChain } from '../../src/sign/certs.ts';
 import { addToTrustStore } from '../../src/sign/trust-store.ts';
-import { runCli } from '../helpers/cli.ts';
+import { cliOutput, runCliAt } from '../helpers/cli.ts';
 import { pushSmallImage } from '../helpers/interop.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 const INDEX = 'application/vnd.oci.image.index.v1+json';
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -24,14 +25,9 @@ let home: string;
 let removeHome: () => Promise<void>;
 let reg: RunningRegistry;
 
-const tether = (...args: string[]) =>
-  runCli(args, { cwd: home, env: { HOME: home, DOCKER_CONFIG: join(home, '.docker') } });
-
-async function ok(...args: string[]): Promise<string> {
-  const r = await tether(...args);
-  assert.equal(r.code, 0, `tether ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+const tether = (...args: string[]) => runCliAt(home, args);
+/** Runs tether, expecting success; answers its stdout. */
+const ok = (...args: string[]) => cliOutput(home, args);
 
 interface Fixture {
   index: string;
@@ -216,17 +212,11 @@ test('discover --verify on a layout takes the trust policy scope from --scope, a
   const policy = join(home, 'trustpolicy.json');
   await writeFile(
     policy,
-    JSON.stringify({
-      version: '1.0',
-      trustPolicies: [
-        {
-          name: 'dv',
-          registryScopes: ['local/dv'],
-          signatureVerification: { level: 'strict' },
-          trustStores: ['ca:dv'],
-          trustedIdentities: ['*'],
-        },
-      ],
+    strictTrustPolicy({
+      name: 'dv',
+      registryScopes: ['local/dv'],
+      trustStores: ['ca:dv'],
+      trustedIdentities: ['*'],
     }),
   );
   const signature = (await ok('sign', '-q', 'oci:dv:v1', '--key', 'leaf.key', '--cert', 'chain.pem')).trim();

@@ -10,10 +10,11 @@ import { after, before, describe, test } from 'node:test';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { generateCertificateChain } from '../../src/sign/certs.ts';
 import { addToTrustStore } from '../../src/sign/trust-store.ts';
-import { runCli } from '../helpers/cli.ts';
+import { cliOutput, runCliAt } from '../helpers/cli.ts';
 import { pushSmallImage } from '../helpers/interop.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -21,15 +22,9 @@ let home: string;
 let removeHome: () => Promise<void>;
 let reg: RunningRegistry;
 
-const tether = (...args: string[]) =>
-  runCli(args, { cwd: home, env: { HOME: home, DOCKER_CONFIG: join(home, '.docker') } });
-
+const tether = (...args: string[]) => runCliAt(home, args);
 /** Runs tether, expecting success; answers its stdout. */
-async function ok(...args: string[]): Promise<string> {
-  const r = await tether(...args);
-  assert.equal(r.code, 0, `tether ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+const ok = (...args: string[]) => cliOutput(home, args);
 
 async function index(dir: string): Promise<{ digest: string; annotations?: Record<string, string> }[]> {
   return JSON.parse(await readFile(join(home, dir, 'index.json'), 'utf8')).manifests;
@@ -180,17 +175,11 @@ describe('every client command takes oci:DIR (gap G3)', () => {
     const policy = join(home, 'trustpolicy.json');
     await writeFile(
       policy,
-      JSON.stringify({
-        version: '1.0',
-        trustPolicies: [
-          {
-            name: 'layouts',
-            registryScopes: ['local/demo'],
-            signatureVerification: { level: 'strict' },
-            trustStores: ['ca:layouts'],
-            trustedIdentities: ['*'],
-          },
-        ],
+      strictTrustPolicy({
+        name: 'layouts',
+        registryScopes: ['local/demo'],
+        trustStores: ['ca:layouts'],
+        trustedIdentities: ['*'],
       }),
     );
     const signature = (

@@ -7,6 +7,7 @@ import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { pushImage } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 /**
  * Real clients log in to Tether in token mode (the Docker token protocol against the built-in token
@@ -215,19 +216,13 @@ describe('real clients log in with a token and push/pull', () => {
     const listed = await run('notation', ['list', '--insecure-registry', ref], env);
     assert.match(listed.stdout, /application\/vnd\.cncf\.notary\.signature/);
     const config = env.NOTATION_CONFIG!;
-    const policy = {
-      version: '1.0',
-      trustPolicies: [
-        {
-          name: 'interop',
-          registryScopes: ['*'],
-          signatureVerification: { level: 'strict' },
-          trustStores: ['ca:interop.example'],
-          trustedIdentities: ['*'],
-        },
-      ],
-    };
-    await writeFile(join(config, 'trustpolicy.json'), JSON.stringify(policy));
+    const policy = strictTrustPolicy({
+      name: 'interop',
+      registryScopes: ['*'],
+      trustStores: ['ca:interop.example'],
+      trustedIdentities: ['*'],
+    });
+    await writeFile(join(config, 'trustpolicy.json'), policy);
     await run('notation', ['verify', '--insecure-registry', ref], env);
   });
 });

@@ -15,6 +15,7 @@ import { addToTrustStore } from '../../src/sign/trust-store.ts';
 import { IMAGE_MANIFEST, pushSmallImage, runTether, runTool } from '../helpers/interop.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -259,17 +260,11 @@ describe('client commands on OCI layouts, with oras, regctl and notation', () =>
     await addToTrustStore(join(config, 'truststore'), 'ca', 'layouts', { 'root.pem': chain.rootCertificate });
     await writeFile(
       join(config, 'trustpolicy.json'),
-      JSON.stringify({
-        version: '1.0',
-        trustPolicies: [
-          {
-            name: 'layouts',
-            registryScopes: ['local/demo'],
-            signatureVerification: { level: 'strict' },
-            trustStores: ['ca:layouts'],
-            trustedIdentities: ['*'],
-          },
-        ],
+      strictTrustPolicy({
+        name: 'layouts',
+        registryScopes: ['local/demo'],
+        trustStores: ['ca:layouts'],
+        trustedIdentities: ['*'],
       }),
     );
     await writeFile(

@@ -18,6 +18,7 @@ import { JWS_ENVELOPE_MEDIA_TYPE, NOTARY_SIGNATURE_ARTIFACT_TYPE } from '../../s
 import { parseTrustPolicy } from '../../src/sign/trust-policy.ts';
 import { addToTrustStore } from '../../src/sign/trust-store.ts';
 import { verifyNotarySignature } from '../../src/sign/verify.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 const NOTATION = resolve(import.meta.dirname, '../../.tools/bin/notation');
 if (!existsSync(NOTATION))
@@ -65,17 +66,11 @@ async function workspace(
   await addToTrustStore(join(configDir, 'truststore'), 'ca', 'tether', { 'root.pem': chain.rootCertificate });
   writeFileSync(
     join(configDir, 'trustpolicy.json'),
-    JSON.stringify({
-      version: '1.0',
-      trustPolicies: [
-        {
-          name: 'interop',
-          registryScopes: [SCOPE],
-          signatureVerification: { level: 'strict' },
-          trustStores: ['ca:tether'],
-          trustedIdentities: [trustedIdentity],
-        },
-      ],
+    strictTrustPolicy({
+      name: 'interop',
+      registryScopes: [SCOPE],
+      trustStores: ['ca:tether'],
+      trustedIdentities: [trustedIdentity],
     }),
   );
   writeFileSync(join(root, 'leaf.key'), chain.leafPrivateKey);

@@ -9,6 +9,7 @@ import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { pushSmallImage, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
+import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
 /**
  * Notary Project signatures between Tether and the real notation v1.3.2, both ways, on Tether (referrers
@@ -107,17 +108,11 @@ describe('signing interop with notation v1.3.2', () => {
       }),
     );
     const policy = (identities: string[], stores = ['ca:tether']) =>
-      JSON.stringify({
-        version: '1.0',
-        trustPolicies: [
-          {
-            name: 'interop',
-            registryScopes: ['*'],
-            signatureVerification: { level: 'strict' },
-            trustStores: stores,
-            trustedIdentities: identities,
-          },
-        ],
+      strictTrustPolicy({
+        name: 'interop',
+        registryScopes: ['*'],
+        trustStores: stores,
+        trustedIdentities: identities,
       });
     await writeFile(join(config, 'trustpolicy.json'), policy(['x509.subject: C=US, ST=WA, O=Tether Test']));
     await writeFile(
