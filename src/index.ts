@@ -37,6 +37,7 @@ export {
 } from './client/reference.ts';
 export { isLoopbackHost, RegistryHttp } from './client/registry-http.ts';
 export { HttpResponse, ResponseHeaders } from './client/response.ts';
+export { removeScratch } from './client/scratch.ts';
 export {
   type BlobDescriptor,
   blobSource,

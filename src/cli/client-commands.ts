@@ -17,6 +17,7 @@ import { DIRECTORY_MEDIA_TYPE } from '../client/directory-archive.ts';
 import { getCredentials } from '../client/docker-config.ts';
 import { pourToFile } from '../client/file-streams.ts';
 import { type Endpoint, isLayoutReference, parseEndpoint } from '../client/reference.ts';
+import { withScratch } from '../client/scratch.ts';
 import { type ContentTarget, LayoutTarget, pourBlob, RegistryTarget } from '../client/target.ts';
 import type { TlsSettings } from '../client/tls.ts';
 import { ConfigError } from '../config-error.ts';
@@ -352,13 +353,16 @@ export async function blobCommand(argv: string[]): Promise<void> {
     }
     // Written beside the target and renamed once verified, so a bad download never replaces a file.
     const temp = `${values.output}.tether-partial`;
-    try {
-      await pourToFile(temp, (sink) => pourBlob(at.target, blob, sink));
-      await rename(temp, values.output);
-    } catch (err) {
-      await rm(temp, { force: true });
-      throw err;
-    }
+    const output = values.output;
+    await withScratch(temp, async () => {
+      try {
+        await pourToFile(temp, (sink) => pourBlob(at.target, blob, sink));
+        await rename(temp, output);
+      } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+      }
+    });
   } else await at.target.deleteBlob(at.digest);
 }
 

@@ -1,3 +1,4 @@
+import { removeScratch } from '../client/scratch.ts';
 import { HelpRequested, parseCommand } from './args.ts';
 
 const USAGE = `Usage: tether <command> [options]
@@ -116,9 +117,23 @@ const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<void>>>
   cert: async () => (await import('./sign-commands.ts')).certCommand,
 };
 
+/**
+ * A client command ended by Ctrl-C (or SIGTERM, SIGHUP) first removes the temporary files it has open
+ * (a blob half-written into a layout, a pull's staging directory; see `withScratch`), then ends by that
+ * same signal, so that a shell reports it as for any interrupted program (130 for Ctrl-C).
+ */
+function removeScratchOnSignals(): void {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.once(signal, () => {
+      removeScratch();
+      process.kill(process.pid, signal);
+    });
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const load = command === undefined ? undefined : COMMANDS[command];
+  if (load && command !== 'serve') removeScratchOnSignals();
   if (load) return (await load())(rest);
   switch (command) {
     case 'help':

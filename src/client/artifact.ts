@@ -17,6 +17,7 @@ import {
 import { ClientError } from './errors.ts';
 import { pourToFile } from './file-streams.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
+import { withScratch } from './scratch.ts';
 import { blobSource, type ContentTarget, referrerDescriptor } from './target.ts';
 import { countedSource } from './verify-stream.ts';
 
@@ -109,23 +110,26 @@ async function pushDirectory(
   file: ArtifactFile,
   progress: ProgressListener | undefined,
 ): Promise<Descriptor> {
-  if (!file.path || !file.title) throw new ClientError(`${file.path}: a directory needs a path and a title`);
+  const { path, title } = file;
+  if (!path || !title) throw new ClientError(`${path}: a directory needs a path and a title`);
   const scratch = await mkdtemp(join(tmpdir(), 'tether-push-'));
-  try {
-    const packed = join(scratch, 'directory.tar.gz');
-    const { digest, size, tarDigest } = await packDirectory(file.path, file.title, packed);
-    const layer: Descriptor = {
-      mediaType: file.mediaType,
-      digest,
-      size,
-      annotations: { [TAR_DIGEST_ANNOTATION]: tarDigest, [UNPACK_ANNOTATION]: 'true', [TITLE]: file.title },
-    };
-    const source = await fileSource(packed, { digest, size });
-    await transfer(target, layer, progress, (counted) => target.pushBlob(layer, counted(source)));
-    return layer;
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-  }
+  return withScratch(scratch, async () => {
+    try {
+      const packed = join(scratch, 'directory.tar.gz');
+      const { digest, size, tarDigest } = await packDirectory(path, title, packed);
+      const layer: Descriptor = {
+        mediaType: file.mediaType,
+        digest,
+        size,
+        annotations: { [TAR_DIGEST_ANNOTATION]: tarDigest, [UNPACK_ANNOTATION]: 'true', [TITLE]: title },
+      };
+      const source = await fileSource(packed, { digest, size });
+      await transfer(target, layer, progress, (counted) => target.pushBlob(layer, counted(source)));
+      return layer;
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  });
 }
 
 /** Pushes files as an artifact referring to what `subject` (a tag or digest in `target`) names. */
@@ -189,34 +193,36 @@ export async function pullArtifact(
   const staging = await mkdtemp(join(dir, '.tether-pull-'));
   // One move at a time: two layers may share directories that a move creates.
   let moving: Promise<void> = Promise.resolve();
-  try {
-    // Every file finishes or fails before the pull reports: the files that verified are kept, and no
-    // temporary file of one still arriving outlives the pull (to be left behind if the caller exits).
-    const outcomes = await Promise.allSettled(
-      files.map((layer, i) =>
-        transfer(target, layer, options.progress, async (counted) => {
-          const staged = join(staging, String(i));
-          const source = counted(blobSource(target, layer));
-          if (unpack[i])
-            await unpackDirectory(
-              (sink) => pourSource(source, sink),
-              staged,
-              paths[i]!,
-              layer.annotations?.[TAR_DIGEST_ANNOTATION],
-            );
-          else await pourToFile(staged, (sink) => pourSource(source, sink));
-          const moved = moving.then(() => moveInto(staged, dir, paths[i]!));
-          moving = moved.catch(() => {});
-          await moved;
-          return 'transferred';
-        }),
-      ),
-    );
-    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
-    if (failed) throw failed.reason;
-  } finally {
-    await rm(staging, { recursive: true, force: true });
-  }
+  await withScratch(staging, async () => {
+    try {
+      // Every file finishes or fails before the pull reports: the files that verified are kept, and no
+      // temporary file of one still arriving outlives the pull (to be left behind if the caller exits).
+      const outcomes = await Promise.allSettled(
+        files.map((layer, i) =>
+          transfer(target, layer, options.progress, async (counted) => {
+            const staged = join(staging, String(i));
+            const source = counted(blobSource(target, layer));
+            if (unpack[i])
+              await unpackDirectory(
+                (sink) => pourSource(source, sink),
+                staged,
+                paths[i]!,
+                layer.annotations?.[TAR_DIGEST_ANNOTATION],
+              );
+            else await pourToFile(staged, (sink) => pourSource(source, sink));
+            const moved = moving.then(() => moveInto(staged, dir, paths[i]!));
+            moving = moved.catch(() => {});
+            await moved;
+            return 'transferred';
+          }),
+        ),
+      );
+      const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+      if (failed) throw failed.reason;
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
+  });
   return pulled;
 }
 

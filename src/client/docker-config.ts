@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { withScratch } from './scratch.ts';
 
 /**
  * Credentials the way Docker keeps them: `$DOCKER_CONFIG/config.json` (default `~/.docker`), with
@@ -44,8 +45,10 @@ async function load(path: string): Promise<DockerConfig> {
 async function save(path: string, config: DockerConfig): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const temp = `${path}.${process.pid}.tmp`;
-  await writeFile(temp, `${JSON.stringify(config, null, '\t')}\n`, { mode: 0o600 });
-  await rename(temp, path);
+  await withScratch(temp, async () => {
+    await writeFile(temp, `${JSON.stringify(config, null, '\t')}\n`, { mode: 0o600 });
+    await rename(temp, path);
+  });
 }
 
 /** How long a credential helper may take (a keychain prompt included) before it counts as failed. */

@@ -10,6 +10,7 @@ import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
 import type { BodySink } from './body-sink.ts';
 import { ClientError } from './errors.ts';
 import { fileReader, pourToFile } from './file-streams.ts';
+import { withScratch } from './scratch.ts';
 import { ContentCheck, verifying } from './verify-stream.ts';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -151,14 +152,16 @@ export class OciLayout {
     const dir = join(path, '..');
     await mkdir(dir, { recursive: true });
     const temp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
-    try {
-      await pourToFile(temp, checked, { flags: 'wx', sync: true });
-      await rename(temp, path);
-      return true;
-    } catch (err) {
-      await rm(temp, { force: true });
-      throw err;
-    }
+    return withScratch(temp, async () => {
+      try {
+        await pourToFile(temp, checked, { flags: 'wx', sync: true });
+        await rename(temp, path);
+        return true;
+      } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+      }
+    });
   }
 
   /** Writes a blob held in memory (manifests, indexes), as `writeBlob` does. */
@@ -265,13 +268,15 @@ export class OciLayout {
       if (manifests === index.manifests) return;
       const next = { ...index, mediaType: MediaType.ociIndex, manifests };
       const temp = join(this.dir, `.index.json.${randomBytes(6).toString('hex')}`);
-      try {
-        await writeFile(temp, JSON.stringify(next));
-        await rename(temp, join(this.dir, 'index.json'));
-      } catch (err) {
-        await rm(temp, { force: true });
-        throw err;
-      }
+      await withScratch(temp, async () => {
+        try {
+          await writeFile(temp, JSON.stringify(next));
+          await rename(temp, join(this.dir, 'index.json'));
+        } catch (err) {
+          await rm(temp, { force: true });
+          throw err;
+        }
+      });
     });
     const settled = run.catch(() => {});
     indexUpdates.set(key, settled);
