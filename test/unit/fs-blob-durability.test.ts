@@ -88,11 +88,17 @@ test('a large append starts write-back while its body still streams in', { skip:
   t.after(cleanup);
   const id = '7a2e5c10-9d3b-4e8f-a1c6-5f0b2d4e8c93';
   // 12 MiB in 1 MiB pieces; the mark is written when the loop asks for the ninth, with 8 MiB received.
+  // The body pauses there for 300 ms first: the write-back started at 2, 4 and 6 MiB runs on the thread
+  // pool, and on a loaded machine (the suite runs in parallel) it did not always complete before the
+  // next 2 MiB arrived. A store that started no write-back completes none in the pause either.
   const [streaming, ending] = await syncsBetweenMarks(
     root,
     `const pieces = async function* () {
        for (let i = 0; i < 12; i++) {
-         if (i === 8) mark('streaming');
+         if (i === 8) {
+           await new Promise((resolve) => setTimeout(resolve, 300));
+           mark('streaming');
+         }
          yield Buffer.alloc(1 << 20, i);
        }
      };
