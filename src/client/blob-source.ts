@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { digestOf } from '../oci/digest.ts';
 import type { BodySink } from './body-sink.ts';
-import { fileReader, hashFile } from './file-streams.ts';
+import { fileReader, hashFile, pourFile } from './file-streams.ts';
 
 /** Something to upload: its digest and size known up front, its bytes streamed on demand (replayable). */
 export interface BlobSource {
@@ -35,12 +35,19 @@ export function bufferSource(bytes: Buffer, algorithm: 'sha256' | 'sha512' = 'sh
 
 /**
  * A file as a blob source: hashed once up front (unless its digest and size are `known`, as when it
- * was hashed while it was written), streamed from disk for each upload attempt.
+ * was hashed while it was written), read from disk for each upload attempt: lent from reused buffers
+ * (`pour`) wherever the writer takes lent chunks, streamed (`open`) where it needs a stream.
  */
 export async function fileSource(
   path: string,
   known?: { digest: string; size: number },
 ): Promise<BlobSource> {
   const { digest, size } = known ?? (await hashFile(path));
-  return { digest, size, file: { path }, open: async () => fileReader(path) };
+  return {
+    digest,
+    size,
+    file: { path },
+    open: async () => fileReader(path),
+    pour: (sink) => pourFile(path, sink),
+  };
 }

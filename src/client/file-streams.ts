@@ -20,29 +20,47 @@ export function fileReader(path: string): ReadStream {
 }
 
 /**
- * The sha256 digest and size of a file. Two buffers take turns: one is hashed while the next read fills
- * the other, so the hash never waits for the disk and no memory is allocated per read (a read stream's
- * fresh buffer per read cost ~0.1 s per GiB in allocation and collection).
+ * The sha256 digest and size of a file, read as `pourFile` reads it: at the speed of sha256 on one core,
+ * with no memory allocated per read (a read stream's fresh buffer per read cost ~0.1 s per GiB in
+ * allocation and collection).
  */
 export async function hashFile(path: string): Promise<{ digest: string; size: number }> {
   const hash = createHasher('sha256');
+  let size = 0;
+  await pourFile(path, {
+    write(chunk) {
+      hash.update(chunk);
+      size += chunk.length;
+    },
+  });
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+/**
+ * Lends a file's bytes to `sink` (see `BodySink`). Two buffers take turns: the next read fills one while
+ * the sink has the other, so neither waits for the other, and nothing is allocated per read. A file
+ * pushed into a layout went through a read stream's fresh 1 MiB per read before: a 200 MB file took the
+ * client to 136 MB of resident memory, where the 4 MiB its reads and writes need would do.
+ */
+export async function pourFile(path: string, sink: BodySink): Promise<void> {
   const handle = await open(path, 'r');
+  const buffers = [Buffer.allocUnsafeSlow(READ_BYTES), Buffer.allocUnsafeSlow(READ_BYTES)] as const;
+  let position = 0;
+  let turn = 0;
+  let next = handle.read(buffers[0], 0, READ_BYTES, 0);
   try {
-    const buffers = [Buffer.allocUnsafeSlow(READ_BYTES), Buffer.allocUnsafeSlow(READ_BYTES)] as const;
-    let size = 0;
-    let turn = 0;
-    let next = handle.read(buffers[0], 0, READ_BYTES, 0);
     for (;;) {
       const { bytesRead } = await next;
       if (bytesRead === 0) break;
       const filled = buffers[turn]!;
-      size += bytesRead;
+      position += bytesRead;
       turn ^= 1;
-      next = handle.read(buffers[turn]!, 0, READ_BYTES, size);
-      hash.update(bytesRead === READ_BYTES ? filled : filled.subarray(0, bytesRead));
+      next = handle.read(buffers[turn]!, 0, READ_BYTES, position);
+      await sink.write(bytesRead === READ_BYTES ? filled : filled.subarray(0, bytesRead));
     }
-    return { digest: `sha256:${hash.digest('hex')}`, size };
   } finally {
+    // A sink that failed leaves a read in flight; the handle closes once it has ended.
+    await next.catch(() => {});
     await handle.close();
   }
 }

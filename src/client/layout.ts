@@ -9,7 +9,7 @@ import { MediaType } from '../oci/mediatypes.ts';
 import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
 import type { BodySink } from './body-sink.ts';
 import { ClientError } from './errors.ts';
-import { fileReader, pourToFile } from './file-streams.ts';
+import { fileReader, pourFile, pourToFile } from './file-streams.ts';
 import { withScratch } from './scratch.ts';
 import { ContentCheck, verifying } from './verify-stream.ts';
 
@@ -121,6 +121,23 @@ export class OciLayout {
     const check = verifying(digest, size, `blob ${digest} in ${this.dir}`);
     pipeline(fileReader(path), check).catch(() => {});
     return check;
+  }
+
+  /**
+   * Lends a blob's bytes to `sink` from reused buffers (`pourFile`), verified as `openBlob` verifies
+   * them: no fresh memory per read, where a layout-to-layout copy of 200 MB through `openBlob` took
+   * the client to 138 MB of resident memory.
+   */
+  async pourBlob(digest: string, size: number | undefined, sink: BodySink): Promise<void> {
+    const path = this.blobPath(digest);
+    const check = new ContentCheck(digest, size, `blob ${digest} in ${this.dir}`);
+    try {
+      await check.checking((checked) => pourFile(path, checked))(sink);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new LayoutError(`blob ${digest} is not in the layout ${this.dir}`);
+      throw err;
+    }
   }
 
   async readBlob(digest: string, maxBytes = MAX_MANIFEST): Promise<Buffer> {

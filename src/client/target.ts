@@ -42,7 +42,7 @@ export interface ContentTarget {
   hasBlob(digest: string): Promise<boolean>;
   /** Streams a blob; the stream fails unless the bytes match the digest (and size, when given). */
   openBlob(descriptor: BlobDescriptor): Promise<Readable>;
-  /** Lends a blob's verified bytes to `sink`, where the target reads without a stream (a registry). */
+  /** Lends a blob's verified bytes to `sink`, where the target reads without a stream. */
   readBlob?(descriptor: BlobDescriptor, sink: BodySink): Promise<void>;
   /** `from` lets a registry mount the blob from another repository of the same registry. */
   pushBlob(descriptor: Descriptor, source: BlobSource, from?: ContentTarget): Promise<TransferOutcome>;
@@ -220,6 +220,10 @@ export class LayoutTarget implements ContentTarget {
 
   openBlob(blob: BlobDescriptor): Promise<Readable> {
     return this.layout.openBlob(blob.digest, blob.size);
+  }
+
+  readBlob(blob: BlobDescriptor, sink: BodySink): Promise<void> {
+    return this.layout.pourBlob(blob.digest, blob.size, sink);
   }
 
   async pushBlob(descriptor: Descriptor, source: BlobSource): Promise<TransferOutcome> {

@@ -38,11 +38,27 @@ export class ContentCheck {
     this.#hash.update(chunk);
   }
 
-  /** `pour`, with every byte it lends checked on the way: it fails unless the whole content matches. */
+  /**
+   * `pour`, with every byte it lends checked on the way: it fails unless the whole content matches.
+   * When the size is known, the content is checked whole before its last chunk is handed on, so a sink
+   * never receives all of content that does not match (the lent chunks cannot be held back, as
+   * `verifying` holds its own: the source refills them): an upload fed from here stops short instead of
+   * racing the registry's own DIGEST_INVALID.
+   */
   checking(pour: (sink: BodySink) => Promise<void>): (sink: BodySink) => Promise<void> {
     return async (sink) => {
-      await pour(tap(sink, (chunk) => this.update(chunk)));
-      this.finish();
+      let finished = false;
+      await pour({
+        write: (chunk) => {
+          this.update(chunk);
+          if (this.#seen === this.#size && chunk.length > 0) {
+            this.finish();
+            finished = true;
+          }
+          return sink.write(chunk);
+        },
+      });
+      if (!finished) this.finish();
     };
   }
 

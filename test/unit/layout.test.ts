@@ -94,6 +94,32 @@ describe('OciLayout', () => {
     assert.throws(() => layout.blobPath('sha256:../../etc/passwd'), /not a valid digest/);
   });
 
+  test('pourBlob lends a blob from reused buffers, verified; a missing one is named as missing', async () => {
+    const layout = await OciLayout.open(dir, { create: true });
+    // Three reads of 1 MiB and a short one: the buffers take turns, and what arrives is the blob.
+    const blob = Buffer.alloc(3 * 1024 * 1024 + 5);
+    for (let i = 0; i < blob.length; i += 4096) blob[i] = (i / 4096) & 0xff;
+    const digest = await put(layout, blob);
+    const received: Buffer[] = [];
+    await layout.pourBlob(digest, blob.length, { write: (chunk) => void received.push(Buffer.from(chunk)) });
+    assert.ok(Buffer.concat(received).equals(blob));
+    assert.equal(received.length, 4);
+    const target = new LayoutTarget(layout);
+    const viaTarget: Buffer[] = [];
+    await target.readBlob(
+      { digest, size: blob.length },
+      { write: (c) => void viaTarget.push(Buffer.from(c)) },
+    );
+    assert.ok(Buffer.concat(viaTarget).equals(blob));
+
+    await assert.rejects(layout.pourBlob(digest, blob.length + 1, { write() {} }), /descriptor says/);
+    await assert.rejects(layout.pourBlob(sha256('absent'), 6, { write() {} }), /is not in the layout/);
+    const bad = Buffer.from(blob);
+    bad[bad.length - 1] = 1;
+    await writeFile(layout.blobPath(digest), bad);
+    await assert.rejects(layout.pourBlob(digest, blob.length, { write() {} }), /hashes to/);
+  });
+
   test('a blob the layout has is not written again: its source is never read, and the copy says it existed', async () => {
     const target = await LayoutTarget.open(dir, { create: true });
     const bytes = Buffer.from('stored once');
