@@ -662,6 +662,11 @@ interface Node extends Descriptor {
   referrers: Node[];
   /** With `--verify`, the verdict on a Notary signature. */
   verification?: string;
+  /**
+   * Set on an index's manifest that is an index itself and is not stored (a mirror that copied some
+   * platforms): its referrers are still listed, its manifests cannot be.
+   */
+  absent?: true;
 }
 
 /** A node the tree may start from: a subject that is absent has no media type or size to show. */
@@ -733,7 +738,14 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   const nodeOf = async (d: Descriptor, level: number): Promise<Node> => {
     const referrers = await referrersOf(d.digest, level);
     if (!isIndex(d)) return { ...d, referrers };
-    const { json } = await t.fetchManifest(d.digest);
+    const fetched = await t.fetchManifest(d.digest).catch(async (err: unknown) => {
+      // Only an index that is not there is shown as such; any other failure (one that does not match
+      // its digest, a registry error) still ends the command.
+      if (await t.hasManifest(d.digest).catch(() => true)) throw err;
+      return undefined;
+    });
+    if (!fetched) return { ...d, absent: true, referrers };
+    const { json } = fetched;
     const manifests: Node[] = [];
     for (const child of (Array.isArray(json.manifests) ? json.manifests : []) as Descriptor[]) {
       if (typeof child?.digest !== 'string' || seen.has(child.digest)) continue;
@@ -855,7 +867,7 @@ function treeLines(n: SubjectNode, withAnnotations = false): TreeLine[] {
     ...(n.manifests ?? []).map((m) => {
       const platform = platformOf(m);
       return {
-        text: `[manifest${platform ? ` ${platform}` : ''}] ${m.mediaType}  ${m.digest}`,
+        text: `[manifest${platform ? ` ${platform}` : ''}] ${m.mediaType}  ${m.digest}${m.absent ? '  (not stored here)' : ''}`,
         below: treeLines(m, true),
       };
     }),

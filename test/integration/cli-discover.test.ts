@@ -173,6 +173,53 @@ describe('a subject that is not there (nit N7)', () => {
     }
   });
 
+  test('an index whose manifest is an index that is not stored: shown as such, with its referrers', async () => {
+    const amd64 = await pushSmallImage(reg.host, 'sparse', undefined, 'amd64');
+    const client = new RegistryClient();
+    const ref = { host: reg.host, repository: 'sparse' };
+    // A nested index, deleted once the outer one was pushed (a registry may let it go, as this one
+    // does; a layout copied in part lacks it the same way).
+    const nestedBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests: [] }));
+    const nested = { mediaType: INDEX, digest: sha256(nestedBytes), size: nestedBytes.length };
+    await client.putManifest(ref, nested.digest, nestedBytes, INDEX);
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: INDEX,
+        manifests: [
+          { mediaType: MANIFEST, ...amd64, platform: { os: 'linux', architecture: 'amd64' } },
+          nested,
+        ],
+      }),
+    );
+    await client.putManifest(ref, 'v1', index, INDEX);
+    await client.deleteManifest({ ...ref, digest: nested.digest });
+    const sig = await client.pushArtifact(ref, {
+      artifactType: 'application/vnd.example.sig',
+      files: [],
+      subject: nested,
+    });
+    const r = await tether('discover', `${reg.host}/sparse:v1`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      [
+        `${reg.host}/sparse@${sha256(index)}`,
+        `├── [manifest linux/amd64] ${MANIFEST}  ${amd64.digest}`,
+        `└── [manifest] ${INDEX}  ${nested.digest}  (not stored here)`,
+        `    └── application/vnd.example.sig  ${sig.digest}`,
+        '',
+      ].join('\n'),
+    );
+    const json = JSON.parse(await ok('discover', `${reg.host}/sparse:v1`, '--format', 'json'));
+    assert.deepEqual(json.manifests[1], {
+      ...nested,
+      absent: true,
+      referrers: [{ ...json.manifests[1].referrers[0] }],
+    });
+    assert.equal(json.manifests[1].referrers[0].digest, sig.digest);
+  });
+
   test('an absent subject with referrers: listed, with a note; the filter does not turn it into "not found"', async () => {
     const absent = { mediaType: MANIFEST, digest: sha256('never pushed'), size: 12 };
     const client = new RegistryClient();
