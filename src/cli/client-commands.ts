@@ -792,7 +792,7 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   if (format === 'json') {
     // An absent subject has no media type or size to show. With --verify, each Notary signature
     // carries the table's VERIFICATION text as `verification`.
-    console.log(JSON.stringify({ reference: positionals[0], ...tree }, null, 2));
+    console.log(JSON.stringify(referenced(tree, t.name), null, 2));
     return;
   }
   if (format === 'table') {
@@ -828,6 +828,20 @@ export async function discoverCommand(argv: string[]): Promise<void> {
   }
   console.log(`${t.name}@${subject}`);
   printTree(treeLines(tree), '');
+}
+
+/**
+ * A discover node for `--format json` as oras shapes it: each node, the root too, led by its
+ * `reference` (`HOST/REPO@DIGEST` or `oci:DIR@DIGEST`), so a script can take any node's reference and
+ * use it as it is.
+ */
+function referenced(n: SubjectNode, name: string): object {
+  return {
+    reference: `${name}@${n.digest}`,
+    ...n,
+    referrers: n.referrers.map((r) => referenced(r, name)),
+    ...(n.manifests ? { manifests: n.manifests.map((m) => referenced(m, name)) } : {}),
+  };
 }
 
 /** A line of the discover tree and the lines under it. */

@@ -116,6 +116,14 @@ describe('discover shows annotations and the manifests of an index (gap G5)', ()
     const f = await multiPlatform('g5j');
     const json = JSON.parse(await ok('discover', `${reg.host}/g5j:v1`, '--format', 'json'));
     assert.equal(json.digest, f.index);
+    // Every node leads with its reference, as oras's JSON: the root resolved, not the tag typed.
+    const at = (digest: string) => `${reg.host}/g5j@${digest}`;
+    assert.deepEqual(
+      [json.reference, json.referrers[0].reference, json.referrers[0].referrers[0].reference],
+      [at(f.index), at(f.sbom), at(f.sbomSig)],
+    );
+    assert.deepEqual(Object.keys(json.referrers[0])[0], 'reference');
+    assert.equal(json.manifests[0].reference, at(f.amd64));
     assert.deepEqual(json.referrers[0].annotations, { 'org.example.tool': 'syft', 'org.example.n': '1' });
     assert.deepEqual(
       json.manifests.map((m: { digest: string; referrers: { digest: string }[] }) => [
@@ -213,6 +221,7 @@ describe('a subject that is not there (nit N7)', () => {
     );
     const json = JSON.parse(await ok('discover', `${reg.host}/sparse:v1`, '--format', 'json'));
     assert.deepEqual(json.manifests[1], {
+      reference: `${reg.host}/sparse@${nested.digest}`,
       ...nested,
       absent: true,
       referrers: [{ ...json.manifests[1].referrers[0] }],
