@@ -255,6 +255,7 @@ export class Authorizer {
     const challenge = this.#basicChallenge();
     if (req.method === 'POST') {
       const form = new URLSearchParams((await readBody(req, res, 64 * 1024)).toString('utf8'));
+      this.#checkService(form.get('service'));
       scopes = (form.get('scope') ?? '').split(' ').filter((s) => s !== '');
       const grant = form.get('grant_type');
       if (grant === 'password') {
@@ -276,6 +277,7 @@ export class Authorizer {
         .getAll('scope')
         .flatMap((s) => s.split(' '))
         .filter((s) => s !== '');
+      this.#checkService(url.searchParams.get('service'));
       const credentials = decodeBasic(req.headers.authorization);
       if (req.headers.authorization && !credentials)
         throw unauthorized(challenge, 'unsupported authorization');
@@ -303,6 +305,18 @@ export class Authorizer {
       },
       { 'Cache-Control': 'no-store' },
     );
+  }
+
+  /**
+   * A client names the service its challenge named; another one is a client sent here by mistake (a
+   * proxy's or another registry's challenge). It would otherwise get a token that this registry accepts
+   * but that service refuses, and fail later with a puzzling 401. Checked before any password, so a
+   * misdirected login is not counted as a failed one.
+   */
+  #checkService(service: string | null): void {
+    const ours = this.#config.token.service;
+    if (service !== null && service !== '' && service !== ours)
+      throw new OciError(400, 'UNSUPPORTED', `this token service is "${ours}", not "${service}"`);
   }
 
   async handleJwks(res: ServerResponse): Promise<void> {

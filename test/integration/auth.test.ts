@@ -390,6 +390,32 @@ describe('auth token: tokens that must be refused, refresh tokens, external issu
     }
   });
 
+  test('a request for another service is refused with 400 before any password is checked', async () => {
+    const wrong = await fetch(`${reg.url}/auth/token?service=other-registry&scope=repository:team/app:pull`, {
+      headers: basic('alice'),
+    });
+    assert.equal(wrong.status, 400);
+    const body = (await wrong.json()) as { errors: { code: string; message: string }[] };
+    assert.equal(body.errors[0]?.code, 'UNSUPPORTED');
+    assert.match(body.errors[0]!.message, /this token service is "tether", not "other-registry"/);
+    const form = await fetch(`${reg.url}/auth/token`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        service: 'elsewhere',
+        grant_type: 'password',
+        username: 'alice',
+        password: 'x',
+      }),
+    });
+    assert.equal(form.status, 400, 'refused before the wrong password could count');
+    // No service named (some clients send none) is taken as this one.
+    const unnamed = await fetch(`${reg.url}/auth/token?scope=repository:team/app:pull`, {
+      headers: basic('alice'),
+    });
+    assert.equal(unnamed.status, 200);
+  });
+
   test('a token without the needed scope gets a challenge naming it (scope upgrade pull → pull,push)', async () => {
     const pullOnly = await token(reg, 'alice', ['repository:team/app:pull']);
     const res = await fetch(`${reg.url}/v2/team/app/blobs/uploads/`, {
