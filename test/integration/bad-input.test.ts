@@ -341,6 +341,24 @@ describe('bad input gets spec errors, never a 5xx, and never touches stored data
     );
   });
 
+  test('referrers filters: at most 16 of each kind (repeats count once), more is 400', async () => {
+    const at = `${reg.url}/v2/good/repo/referrers/${image.digest}`;
+    const annotations = (n: number) => Array.from({ length: n }, (_, i) => `annotation=k${i}%3Dv`).join('&');
+    const types = (n: number) =>
+      Array.from({ length: n }, (_, i) => `artifactType=application/x.t${i}`).join('&');
+    assert.equal((await fetch(`${at}?${annotations(16)}`)).status, 200);
+    assert.equal((await fetch(`${at}?${types(16)}&${types(16)}`)).status, 200, 'repeats count once');
+    for (const query of [annotations(17), types(17), annotations(200)]) {
+      const res = await fetch(`${at}?${query}`);
+      await expectError(res, 400, 'UNSUPPORTED');
+    }
+    const res = await fetch(`${at}?${annotations(200)}`);
+    assert.match(
+      ((await res.json()) as { errors: { message: string }[] }).errors[0]!.message,
+      /at most 16 annotation/,
+    );
+  });
+
   test('routing errors: 404 JSON for unknown endpoints, 405 with Allow for wrong methods', async () => {
     // Not NAME_UNKNOWN: the repository may well exist; the path does not.
     await expectError(await fetch(`${reg.url}/v2/good/repo/nothing-here`), 404, 'UNSUPPORTED');

@@ -61,9 +61,24 @@ export async function catalog(ctx: RouteContext): Promise<void> {
   sendJson(ctx.res, 200, { repositories }, headers);
 }
 
+/**
+ * The most filters of each kind one referrers request may carry. Each is checked against every
+ * referrer in the scan, inside SQLite, on the event loop: 200 annotation filters over a referrer with
+ * 287 k annotations held the whole server for 13.7 s. A filter set that needs more than this many
+ * types, or AND-ed annotations, is no real query.
+ */
+const MAX_FILTERS = 16;
+
+/** Refuses more than MAX_FILTERS filters of one kind (after repeats are dropped). */
+function limitFilters<T>(kind: string, filters: T[]): T[] {
+  if (filters.length > MAX_FILTERS)
+    throw errors.badRequest(`at most ${MAX_FILTERS} ${kind} filters per request`, { [kind]: filters.length });
+  return filters;
+}
+
 /** Parses `annotation=KEY=VALUE` filters (Tether extension; AND-ed). */
 function parseAnnotationFilters(values: string[]): [string, string][] {
-  return values.map((value) => {
+  return limitFilters('annotation', [...new Set(values)]).map((value) => {
     const eq = value.indexOf('=');
     if (eq <= 0 || value.length > 4096) {
       throw errors.badRequest('annotation filters take the form annotation=KEY=VALUE', {
@@ -79,10 +94,14 @@ export async function listReferrers(ctx: RouteContext): Promise<void> {
   const subject = parseDigest(ctx.ref);
   // Media types never contain spaces: a space here is a '+' the client did not percent-encode. An empty
   // value is a client's unset filter, not a type: it filters nothing.
-  const artifactTypes = query
-    .getAll('artifactType')
-    .filter((t) => t !== '')
-    .map((t) => t.replaceAll(' ', '+'));
+  const artifactTypes = limitFilters('artifactType', [
+    ...new Set(
+      query
+        .getAll('artifactType')
+        .filter((t) => t !== '')
+        .map((t) => t.replaceAll(' ', '+')),
+    ),
+  ]);
   const invalidType = artifactTypes.find((type): boolean => !isValidMediaType(type));
   if (invalidType !== undefined) {
     throw errors.badRequest('invalid artifactType filter', { artifactType: invalidType.slice(0, 200) });
