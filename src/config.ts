@@ -199,7 +199,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'bool' },
     default: true,
     description:
-      'Merge manifests listed in an index under a referrers-schema tag (`sha256-<hex>`) into the referrers API answer.',
+      'No effect (accepted so configurations that set it still load): a manifest listed in an index under a referrers-schema tag (`sha256-<hex>`) counts in the referrers API only when its subject is the tag digest, and then it is a referrer already.',
   },
   {
     key: 'referrers.serveFallbackTags',

@@ -15,7 +15,7 @@ export interface RegistryOptions {
   uploadTtlMs: number;
   /** Default and largest page of tags, repositories and referrers. */
   pageSizeMax: number;
-  /** Merge manifests listed under referrers-schema tags into the referrers API answer. */
+  /** No effect any more (see docs/referrers.md, "One truth for old and new clients"). */
   mergeFallbackTags: boolean;
   /** Answer GET of an unpushed referrers-schema tag with an index built from the API's referrers. */
   serveFallbackTags: boolean;

@@ -82,7 +82,6 @@ export async function putManifest(
     ...(input.precondition
       ? { precondition: await effectivePrecondition(ctx, repo, tags[0], input.precondition) }
       : {}),
-    ...(ctx.options.mergeFallbackTags ? { fallbackTags: tags.filter((t) => parseReferrersTag(t)) } : {}),
     requireSubject: policy.subjectPolicy === 'require',
   });
   if (result.status === 'subject-missing') {

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Digest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
-import { referrersTagFor } from '../oci/referrers-tag.ts';
 import type { RegistryContext } from './context.ts';
 
 /** Referrer pages stay under the spec's 4 MiB manifest guidance whatever the annotations weigh. */
@@ -25,24 +24,15 @@ export interface ReferrersRequest {
   limit: number;
 }
 
-function fallbackTag(ctx: RegistryContext, subject: Digest): string | undefined {
-  return ctx.options.mergeFallbackTags ? referrersTagFor(subject) : undefined;
-}
-
 /**
  * A strong ETag for the whole filtered referrer set as paged by this request. It comes from a version
- * token replaced in the same transaction as any change to the set (a referrer pushed or deleted, the
- * fallback tag moved, a listed manifest appearing or going), so checking it costs one primary-key read.
+ * token replaced in the same transaction as any change to the set (a referrer pushed or deleted), so
+ * checking it costs one primary-key read.
  */
 export async function referrersETag(ctx: RegistryContext, request: ReferrersRequest): Promise<string> {
-  const tag = fallbackTag(ctx, request.subject);
-  const version = await ctx.meta.referrersVersion(
-    request.repo,
-    tag ? [request.subject.value, tag] : [request.subject.value],
-  );
+  const version = await ctx.meta.referrersVersion(request.repo, [request.subject.value]);
   const shape = JSON.stringify([
     version,
-    tag ?? null,
     request.artifactTypes,
     request.annotations,
     request.after ?? '',
@@ -54,15 +44,18 @@ export async function referrersETag(ctx: RegistryContext, request: ReferrersRequ
 /**
  * One page of a subject's referrers as an image index. The filter runs in the index scan, so a page is
  * full whenever more matching referrers exist; the cursor is the last digest sent (keyset pagination).
+ *
+ * A referrer is a manifest of the repository whose `subject.digest` is the subject (DS §4). Manifests
+ * listed in an index under the subject's fallback tag add nothing: one whose subject is this digest is
+ * here already, and one with no subject or another one is no referrer of it, whoever listed it (DS §6.1
+ * takes listed manifests that "have a valid subject"; every manifest pushed with one is indexed).
  */
 export async function listReferrers(ctx: RegistryContext, request: ReferrersRequest): Promise<ReferrersPage> {
-  const tag = fallbackTag(ctx, request.subject);
   const rows = await ctx.meta.listReferrers(request.repo, request.subject.value, {
     artifactTypes: request.artifactTypes,
     annotations: request.annotations,
     limit: request.limit + 1,
     ...(request.after ? { after: request.after } : {}),
-    ...(tag ? { fallbackTag: tag } : {}),
   });
   const head = `{"schemaVersion":2,"mediaType":"${MediaType.ociIndex}","manifests":[`;
   const tail = ']}';

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const sha512 = (data: string) => `sha512:${createHash('sha512').update(data).digest('hex')}`;
 const EMPTY = { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 };
 
 interface Subject {
@@ -410,10 +412,15 @@ describe('concurrency', () => {
     const tag = img.digest.replace(':', '-');
     let conflicts = 0;
     const writer = async (i: number) => {
-      // An old-style client: push the artifact without subject, then add it to the fallback index.
-      const art = await pushArtifact(reg.url, 'fallback-race', undefined, 'application/old', {
-        i: String(i),
-      });
+      // A tag-mode client (oras --distribution-spec v1.1-referrers-tag, notation): push the artifact with
+      // its subject, then add it to the fallback index with a read-modify-write.
+      const art = await pushArtifact(
+        reg.url,
+        'fallback-race',
+        { digest: img.digest, size: img.bytes.length },
+        'application/old',
+        { i: String(i) },
+      );
       const entry = {
         mediaType: OCI_MANIFEST,
         digest: art.digest,
@@ -428,8 +435,11 @@ describe('concurrency', () => {
             : ((await current.json()) as { schemaVersion: 2; mediaType: string; manifests: unknown[] });
         const condition: Record<string, string> =
           current.status === 404 ? { 'If-None-Match': '*' } : { 'If-Match': current.headers.get('etag')! };
-        index.manifests.push(entry);
-        const put = await pushManifest(reg.url, 'fallback-race', tag, index, OCI_INDEX, condition);
+        if (!index.manifests.some((m) => (m as { digest: string }).digest === art.digest))
+          index.manifests.push(entry);
+        // Each writer signs the index it writes, so no two writers write the same bytes.
+        const signed = { ...index, annotations: { 'org.example.writer': String(i) } };
+        const put = await pushManifest(reg.url, 'fallback-race', tag, signed, OCI_INDEX, condition);
         if (put.response.status === 201) return art.digest;
         assert.equal(put.response.status, 412, await put.response.text());
         conflicts++;
@@ -443,7 +453,7 @@ describe('concurrency', () => {
     };
     assert.deepEqual(stored.manifests.map((m) => m.digest).sort(), written.sort());
     assert.ok(conflicts > 0, 'the writers really raced');
-    // And the API answer merges the tag's entries.
+    // And the API lists the same set.
     assert.deepEqual((await referrers(reg.url, 'fallback-race', img.digest)).digests, written.sort());
   });
 
@@ -483,52 +493,91 @@ describe('fallback tags and the API agree both ways', () => {
   });
   after(() => reg.close());
 
-  test('entries of a pushed fallback index appear in the API once their manifests exist', async () => {
+  test('a fallback index counts only listed manifests whose subject is the tag digest, judged when they arrive', async () => {
     const img = await pushImage(reg.url, 'merge', 'v1');
+    const other = await pushImage(reg.url, 'merge', 'v2');
     await pushBlob(reg.url, 'merge', '{}');
     const tag = img.digest.replace(':', '-');
-    const apiRef = await pushArtifact(
+    const subject = { digest: img.digest, size: img.bytes.length };
+    const good = await pushArtifact(reg.url, 'merge', subject, 'application/good');
+    const noSubject = await pushArtifact(reg.url, 'merge', undefined, 'application/nosubject');
+    const wrongSubject = await pushArtifact(
       reg.url,
       'merge',
-      { digest: img.digest, size: img.bytes.length },
-      'application/new',
+      { digest: other.digest, size: other.bytes.length },
+      'application/wrong',
     );
-    const oldRef = await pushArtifact(reg.url, 'merge', undefined, 'application/old', { who: 'old-client' });
+    // Listed while they exist only as blobs (an index may list blobs), pushed as manifests afterwards.
+    const lateBad = JSON.stringify(artifact(undefined, 'application/late-bad'));
+    const lateGood = JSON.stringify(artifact(subject, 'application/late-good'));
+    await pushBlob(reg.url, 'merge', lateBad);
+    await pushBlob(reg.url, 'merge', lateGood);
+    const entry = (digest: string, size: number, artifactType: string) => ({
+      mediaType: OCI_MANIFEST,
+      digest,
+      size,
+      artifactType,
+    });
     const index = {
       schemaVersion: 2,
       mediaType: OCI_INDEX,
       manifests: [
-        {
-          mediaType: OCI_MANIFEST,
-          digest: oldRef.digest,
-          size: oldRef.bytes.length,
-          artifactType: 'application/old',
-        },
-        {
-          mediaType: OCI_MANIFEST,
-          digest: apiRef.digest,
-          size: apiRef.bytes.length,
-          artifactType: 'application/new',
-        },
+        entry(noSubject.digest, noSubject.bytes.length, 'application/nosubject'),
+        entry(wrongSubject.digest, wrongSubject.bytes.length, 'application/wrong'),
+        entry(good.digest, good.bytes.length, 'application/good'),
+        entry(sha256(lateBad), lateBad.length, 'application/late-bad'),
+        entry(sha256(lateGood), lateGood.length, 'application/late-good'),
+        // A platform image of a multi-arch index that happens to carry such a tag.
+        entry(other.digest, other.bytes.length, 'application/vnd.oci.image.config.v1+json'),
       ],
     };
     assert.equal((await pushManifest(reg.url, 'merge', tag, index, OCI_INDEX)).response.status, 201);
-    const { body, digests } = await referrers(reg.url, 'merge', img.digest);
-    assert.deepEqual(digests, [apiRef.digest, oldRef.digest].sort(), 'merged and deduplicated');
-    const old = body.manifests.find((m) => m.digest === oldRef.digest)!;
-    assert.equal(old.artifactType, 'application/old');
-    assert.deepEqual(old.annotations, { who: 'old-client' });
+    assert.deepEqual((await referrers(reg.url, 'merge', img.digest)).digests, [good.digest]);
+    for (const type of ['application/nosubject', 'application/wrong']) {
+      assert.deepEqual(
+        (await referrers(reg.url, 'merge', img.digest, `?artifactType=${type}`)).digests,
+        [],
+        type,
+      );
+    }
+    // The manifest that names another subject is a referrer of that one, and only of that one.
+    assert.deepEqual((await referrers(reg.url, 'merge', other.digest)).digests, [wrongSubject.digest]);
+    // Manifests pushed after the tag are judged by their own subject when they arrive.
+    assert.equal((await pushManifest(reg.url, 'merge', sha256(lateBad), lateBad)).response.status, 201);
+    assert.equal((await pushManifest(reg.url, 'merge', sha256(lateGood), lateGood)).response.status, 201);
     assert.deepEqual(
-      (await referrers(reg.url, 'merge', img.digest, '?artifactType=application/old')).digests,
-      [oldRef.digest],
+      (await referrers(reg.url, 'merge', img.digest)).digests,
+      [good.digest, sha256(lateGood)].sort(),
     );
-    // Deleting a listed manifest removes it from the merged answer; so does moving the tag away.
-    await fetch(`${reg.url}/v2/merge/manifests/${oldRef.digest}`, { method: 'DELETE' });
-    assert.deepEqual((await referrers(reg.url, 'merge', img.digest)).digests, [apiRef.digest]);
-    // The pushed fallback tag itself is still served byte-exact (deletes never rewrite an index).
-    const served = await fetch(`${reg.url}/v2/merge/manifests/${tag}`);
-    assert.equal(served.status, 200);
-    assert.equal(Buffer.from(await served.arrayBuffer()).toString(), JSON.stringify(index));
+    // Deleting a listed referrer removes it (the tag does not keep it alive).
+    await fetch(`${reg.url}/v2/merge/manifests/${good.digest}`, { method: 'DELETE' });
+    assert.deepEqual((await referrers(reg.url, 'merge', img.digest)).digests, [sha256(lateGood)]);
+  });
+
+  test('sha512: a fallback tag carries 64 hex of the subject; its entries count only with that exact subject', async () => {
+    await pushBlob(reg.url, 'merge512', '{}');
+    const image = JSON.stringify({ ...artifact(undefined, 'application/vnd.example.image'), n: 512 });
+    const digest = sha512(image);
+    assert.equal((await pushManifest(reg.url, 'merge512', digest, image)).response.status, 201);
+    const tag = `sha512-${digest.slice('sha512:'.length, 'sha512:'.length + 64)}`;
+    const subject = { digest, size: image.length };
+    const good = await pushArtifact(reg.url, 'merge512', subject, 'application/good');
+    const noSubject = await pushArtifact(reg.url, 'merge512', undefined, 'application/nosubject');
+    // Same first 64 hex, another digest: listed under the same tag, but not this subject's referrer.
+    const lookalike = { digest: `${digest.slice(0, -1)}${digest.endsWith('0') ? '1' : '0'}`, size: 1 };
+    const twin = await pushArtifact(reg.url, 'merge512', lookalike, 'application/twin');
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [good, noSubject, twin].map((m) => ({
+        mediaType: OCI_MANIFEST,
+        digest: m.digest,
+        size: m.bytes.length,
+      })),
+    };
+    assert.equal((await pushManifest(reg.url, 'merge512', tag, index, OCI_INDEX)).response.status, 201);
+    assert.deepEqual((await referrers(reg.url, 'merge512', digest)).digests, [good.digest]);
+    assert.deepEqual((await referrers(reg.url, 'merge512', lookalike.digest)).digests, [twin.digest]);
   });
 
   test('an unpushed fallback tag answers an index of the API referrers, and 404 when there are none', async () => {
@@ -558,15 +607,9 @@ describe('fallback tags and the API agree both ways', () => {
         annotations: { k: 'v' },
       },
     ]);
-    // A tag-only client appends with If-Match on what it read; a stale ETag is refused.
-    const old = await pushArtifact(reg.url, 'synth', undefined, 'application/old');
-    const updated = {
-      ...index,
-      manifests: [
-        ...index.manifests,
-        { mediaType: OCI_MANIFEST, digest: old.digest, size: old.bytes.length },
-      ],
-    };
+    // A tag-only client writes the index back with If-Match on what it read (here with an annotation of
+    // its own); a stale ETag is refused.
+    const updated = { ...index, annotations: { 'org.example.writer': 'old-client' } };
     const stale = await pushManifest(reg.url, 'synth', tag, updated, OCI_INDEX, {
       'If-Match': `"${sha256('nope')}"`,
     });
@@ -575,10 +618,9 @@ describe('fallback tags and the API agree both ways', () => {
       'If-Match': res.headers.get('etag')!,
     });
     assert.equal(ok.response.status, 201, await ok.response.text());
-    assert.deepEqual(
-      (await referrers(reg.url, 'synth', img.digest)).digests,
-      [sig.digest, old.digest].sort(),
-    );
+    assert.deepEqual((await referrers(reg.url, 'synth', img.digest)).digests, [sig.digest]);
+    const written = await fetch(`${reg.url}/v2/synth/manifests/${tag}`);
+    assert.equal(written.headers.get('docker-content-digest'), ok.digest, 'the pushed index, byte-exact');
     // Such tags are tags, never read as digests: an image without referrers is not served under its tag.
     const plain = await pushImage(reg.url, 'synth', 'plain');
     assert.equal(

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { after, describe, test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
+import { sqliteMigrations } from '../../src/storage/meta/migrations/sqlite.ts';
 import { SqliteMetaStore } from '../../src/storage/meta/sqlite.ts';
 
 const sha256 = (text: string) => digestOf('sha256', Buffer.from(text));
@@ -86,6 +88,41 @@ describe('SqliteMetaStore on a file', async () => {
       assert.equal(await store.findBlob(sha256('x')), undefined);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('SqliteMetaStore migrations', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'tether-sqlite-migrate-'));
+  after(() => rm(root, { recursive: true, force: true }));
+
+  test('schema 3 empties fallback_entries and the per-tag version tokens of a schema 2 store, and keeps the table', async () => {
+    const path = join(root, 'meta.db');
+    const v2 = new DatabaseSync(path);
+    v2.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER)');
+    for (const [i, sql] of sqliteMigrations.slice(0, 2).entries()) {
+      v2.exec(sql);
+      v2.prepare('INSERT INTO schema_migrations VALUES (?, ?)').run(i + 1, 0);
+    }
+    const subject = sha256('subject');
+    const tag = subject.replace(':', '-');
+    v2.prepare('INSERT INTO fallback_entries VALUES (?, ?, ?)').run('app', tag, sha256('listed'));
+    v2.prepare('INSERT INTO referrer_versions VALUES (?, ?, ?)').run('app', tag, 'tag-token');
+    v2.prepare('INSERT INTO referrer_versions VALUES (?, ?, ?)').run('app', subject, 'subject-token');
+    v2.close();
+
+    const store = new SqliteMetaStore({ path });
+    try {
+      assert.equal(await store.referrersVersion('app', [subject, tag]), `${subject}=subject-token`);
+    } finally {
+      await store.close();
+    }
+    const db = new DatabaseSync(path);
+    try {
+      assert.deepEqual({ ...db.prepare('SELECT count(*) AS n FROM fallback_entries').get() }, { n: 0 });
+      assert.deepEqual({ ...db.prepare('SELECT max(version) AS v FROM schema_migrations').get() }, { v: 3 });
+    } finally {
+      db.close();
     }
   });
 });

@@ -210,8 +210,6 @@ export class SqliteMetaStore implements MetaStore {
       );
       if (inserted.changes > 0) {
         if (record.subjectDigest) this.#bump(repo, record.subjectDigest);
-        // Fallback indexes that listed this manifest before it existed now show it.
-        for (const tag of this.#fallbackTagsListing(repo, digest)) this.#bump(repo, tag);
         const addRef = this.#stmt(
           'INSERT INTO manifest_refs (repo, parent_digest, child_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
         );
@@ -221,17 +219,8 @@ export class SqliteMetaStore implements MetaStore {
         `INSERT INTO tags (repo, name, digest, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
       );
-      const addEntry = this.#stmt(
-        'INSERT INTO fallback_entries (repo, tag, referrer_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
-      );
       for (const tag of tags) {
-        if (this.#tagTarget(repo, tag) === digest) continue;
-        setTag.run(repo, tag, digest, now);
-        this.#clearFallbackEntries(repo, tag);
-        if (options.fallbackTags?.includes(tag)) {
-          for (const child of new Set(record.children)) addEntry.run(repo, tag, child);
-          this.#bump(repo, tag);
-        }
+        if (this.#tagTarget(repo, tag) !== digest) setTag.run(repo, tag, digest, now);
       }
       return { status: 'ok' };
     });
@@ -248,21 +237,6 @@ export class SqliteMetaStore implements MetaStore {
     return (
       this.#stmt('SELECT 1 FROM manifests WHERE repo = ? AND digest = ?').get(repo, digest) !== undefined
     );
-  }
-
-  #fallbackTagsListing(repo: string, digest: string): string[] {
-    const rows = this.#stmt('SELECT tag FROM fallback_entries WHERE repo = ? AND referrer_digest = ?').all(
-      repo,
-      digest,
-    ) as { tag: string }[];
-    return rows.map((r) => r.tag);
-  }
-
-  /** Drops a tag's fallback entries (the tag moved or went away) and marks its set as changed. */
-  #clearFallbackEntries(repo: string, tag: string): void {
-    if (this.#stmt('DELETE FROM fallback_entries WHERE repo = ? AND tag = ?').run(repo, tag).changes > 0) {
-      this.#bump(repo, tag);
-    }
   }
 
   #bump(repo: string, key: string): void {
@@ -319,7 +293,6 @@ export class SqliteMetaStore implements MetaStore {
           }
         }
       }
-      const tagsOf = this.#stmt('SELECT name FROM tags WHERE repo = ? AND digest = ?');
       for (const target of doomed) {
         const row = this.#stmt('SELECT subject_digest FROM manifests WHERE repo = ? AND digest = ?').get(
           repo,
@@ -327,9 +300,6 @@ export class SqliteMetaStore implements MetaStore {
         ) as { subject_digest: string | null };
         this.#stmt('DELETE FROM manifests WHERE repo = ? AND digest = ?').run(repo, target);
         if (row.subject_digest) this.#bump(repo, row.subject_digest);
-        for (const tag of this.#fallbackTagsListing(repo, target)) this.#bump(repo, tag);
-        for (const { name } of tagsOf.all(repo, target) as { name: string }[])
-          this.#clearFallbackEntries(repo, name);
         this.#stmt('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, target);
         this.#stmt('DELETE FROM manifest_refs WHERE repo = ? AND parent_digest = ?').run(repo, target);
       }
@@ -347,7 +317,6 @@ export class SqliteMetaStore implements MetaStore {
       if (current === undefined) return 'missing';
       if (ifMatch && !ifMatchAdmits(ifMatch, current)) return 'precondition-failed';
       this.#stmt('DELETE FROM tags WHERE repo = ? AND name = ?').run(repo, tag);
-      this.#clearFallbackEntries(repo, tag);
       return 'deleted';
     });
   }
@@ -361,8 +330,8 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async listReferrers(repo: string, subjectDigest: string, query: ReferrersQuery): Promise<ReferrerRow[]> {
-    // Filters run inside each indexed range scan, before the page is cut; each side is limited to one
-    // page, so a page costs O(page) whatever the repository or the subject's referrer count.
+    // Filters run inside the indexed range scan, before the page is cut, so a page costs O(page)
+    // whatever the repository or the subject's referrer count.
     const filters = `
       AND (:typeCount = 0 OR m.artifact_type IN (SELECT value FROM json_each(:types)))
       AND (:annotationCount = 0 OR (
@@ -374,22 +343,12 @@ export class SqliteMetaStore implements MetaStore {
     // annotations object and a stringify of both in JavaScript (less garbage on large pages).
     const columns = `m.digest AS digest, ${DESCRIPTOR_JSON} AS descriptor`;
     return this.#stmt(
-      `SELECT * FROM (
-         SELECT * FROM (
-           SELECT ${columns} FROM manifests m
-            WHERE m.repo = :repo AND m.subject_digest = :subject AND m.digest > :after ${filters}
-            ORDER BY m.digest LIMIT :limit)
-         UNION
-         SELECT * FROM (
-           SELECT ${columns} FROM fallback_entries f
-             JOIN manifests m ON m.repo = f.repo AND m.digest = f.referrer_digest
-            WHERE f.repo = :repo AND f.tag = :tag AND f.referrer_digest > :after ${filters}
-            ORDER BY f.referrer_digest LIMIT :limit)
-       ) ORDER BY digest LIMIT :limit`,
+      `SELECT ${columns} FROM manifests m
+        WHERE m.repo = :repo AND m.subject_digest = :subject AND m.digest > :after ${filters}
+        ORDER BY m.digest LIMIT :limit`,
     ).all({
       repo,
       subject: subjectDigest,
-      tag: query.fallbackTag ?? null,
       after: query.after ?? '',
       limit: query.limit,
       typeCount: query.artifactTypes?.length ?? 0,

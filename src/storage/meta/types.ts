@@ -50,11 +50,6 @@ export interface TagPrecondition {
 
 export interface PutManifestOptions {
   precondition?: TagPrecondition;
-  /**
-   * Tags among the pushed tags that follow the referrers tag schema. When the manifest is an index, its
-   * children become that tag's fallback entries (merged into the referrers API answer).
-   */
-  fallbackTags?: string[];
   /** Refuse the push when the subject is not a manifest of this repository (`subjectPolicy: require`). */
   requireSubject?: boolean;
 }
@@ -85,8 +80,6 @@ export interface ReferrersQuery extends Page {
   artifactTypes?: string[];
   /** AND: the referrer carries every one of these annotation key/value pairs. */
   annotations?: [string, string][];
-  /** Also include manifests listed under this referrers-schema tag (if they exist in the repository). */
-  fallbackTag?: string;
 }
 
 export interface MetaStore {
@@ -110,8 +103,8 @@ export interface MetaStore {
   listTags(repo: string, page: Page): Promise<string[]>;
   listReferrers(repo: string, subjectDigest: string, query: ReferrersQuery): Promise<ReferrerRow[]>;
   /**
-   * An opaque token that changes whenever the referrer set of any of `keys` (subject digests or
-   * referrers-schema tags) changes; equal tokens mean equal sets.
+   * An opaque token that changes whenever the referrer set of any of `keys` (subject digests) changes;
+   * equal tokens mean equal sets.
    */
   referrersVersion(repo: string, keys: string[]): Promise<string>;
   /** Records the digest of the index served for `subject`'s referrers-schema tag (a no-op when unchanged). */

@@ -96,4 +96,12 @@ export const sqliteMigrations: string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX served_fallback_indexes_by_digest ON served_fallback_indexes (repo, digest);
   `,
+  `
+  -- Entries of fallback indexes are no longer merged into the referrers API: only a listed manifest whose
+  -- subject is the tag's digest may count, and such a manifest is a referrer through its own subject
+  -- already. Nothing reads or writes fallback_entries any more, nor the version tokens kept per tag (keys
+  -- without a ':'); the rows go, the table stays so that an older binary can still open the file.
+  DELETE FROM fallback_entries;
+  DELETE FROM referrer_versions WHERE instr(key, ':') = 0;
+  `,
 ];
