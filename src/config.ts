@@ -199,7 +199,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'bool' },
     default: true,
     description:
-      'No effect (accepted so configurations that set it still load): a manifest listed in an index under a referrers-schema tag (`sha256-<hex>`) counts in the referrers API only when its subject is the tag digest, and then it is a referrer already.',
+      "Keep a pushed referrers-schema tag (`sha256-<hex>`) in step with the referrers: its index is served byte-exact while it lists exactly the subject's referrers, else an index of them is (tag-only clients see API pushes and deletes). `false`: served as pushed, always. The API answer is the same either way.",
   },
   {
     key: 'referrers.serveFallbackTags',
@@ -207,7 +207,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'bool' },
     default: true,
     description:
-      'Answer GET of a referrers-schema tag nobody pushed with an index of the API referrers (404 when there are none).',
+      "Answer GET of a referrers-schema tag nobody pushed with an index of the subject's referrers (404 when there are none).",
   },
   {
     key: 'auth.mode',

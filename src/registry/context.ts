@@ -15,7 +15,7 @@ export interface RegistryOptions {
   uploadTtlMs: number;
   /** Default and largest page of tags, repositories and referrers. */
   pageSizeMax: number;
-  /** No effect any more (see docs/referrers.md, "One truth for old and new clients"). */
+  /** A pushed referrers-schema tag shows the current referrers when its index lists anything else. */
   mergeFallbackTags: boolean;
   /** Answer GET of an unpushed referrers-schema tag with an index built from the API's referrers. */
   serveFallbackTags: boolean;

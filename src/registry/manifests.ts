@@ -1,4 +1,4 @@
-import { type Digest, digestOf, tryParseDigest } from '../oci/digest.ts';
+import { type Digest, type DigestAlgorithm, digestOf, tryParseDigest } from '../oci/digest.ts';
 import { errors, OciError } from '../oci/errors.ts';
 import { parseManifest } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
@@ -78,10 +78,16 @@ export async function putManifest(
     ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
   };
   const policy = ctx.policies.for(repo);
+  const precondition =
+    input.precondition && (await effectivePrecondition(ctx, repo, tags[0], input.precondition));
+  if (precondition && 'failedAgainst' in precondition) {
+    throw new OciError(412, 'DENIED', 'precondition failed: the tag does not match If-Match/If-None-Match', {
+      tag: tags[0],
+      current: precondition.failedAgainst,
+    });
+  }
   const result = await ctx.meta.putManifest(record, tags, {
-    ...(input.precondition
-      ? { precondition: await effectivePrecondition(ctx, repo, tags[0], input.precondition) }
-      : {}),
+    ...(precondition ? { precondition } : {}),
     requireSubject: policy.subjectPolicy === 'require',
   });
   if (result.status === 'subject-missing') {
@@ -116,17 +122,26 @@ export async function getManifest(
   repo: string,
   reference: ManifestReference,
 ): Promise<StoredManifest> {
-  const manifest =
-    reference.kind === 'digest'
-      ? await ctx.meta.getManifest(repo, reference.digest.value)
-      : await ctx.meta.getManifestByTag(repo, reference.tag);
-  if (manifest) return manifest;
-  const synthesized =
-    reference.kind === 'tag'
-      ? await servedFallbackIndex(ctx, repo, reference.tag)
-      : await fallbackIndexByDigest(ctx, repo, reference.digest.value);
-  if (synthesized) return synthesized;
-  throw await unknownIn(ctx, repo, reference.kind === 'digest' ? reference.digest.value : reference.tag);
+  if (reference.kind === 'digest') {
+    const manifest = await ctx.meta.getManifest(repo, reference.digest.value);
+    if (manifest) return manifest;
+    const served = await fallbackIndexByDigest(ctx, repo, reference.digest.value);
+    if (served) return served;
+    throw await unknownIn(ctx, repo, reference.digest.value);
+  }
+  const stored = await ctx.meta.getManifestByTag(repo, reference.tag);
+  // Any other tag is the stored manifest and nothing else: one query, as before.
+  if (!parseReferrersTag(reference.tag)) {
+    if (stored) return stored;
+    throw await unknownIn(ctx, repo, reference.tag);
+  }
+  const view = await fallbackTagView(ctx, repo, reference.tag, stored);
+  if (!view) throw await unknownIn(ctx, repo, reference.tag);
+  // Clients resolve a tag and then fetch what it resolved to by digest (containerd, `regctl`): a built
+  // index's digest is noted so that it answers too.
+  if (view.builtFor !== undefined)
+    await ctx.meta.noteServedFallbackIndex(repo, view.builtFor, view.index.digest);
+  return view.index;
 }
 
 /** The 404 for a manifest that is not there: NAME_UNKNOWN when its repository is not there either. */
@@ -144,7 +159,11 @@ export async function deleteManifest(
 ): Promise<void> {
   if (!ctx.options.deleteEnabled) throw errors.unsupported('deletion is disabled on this registry');
   if (reference.kind === 'tag') {
-    const result = await ctx.meta.deleteTag(repo, reference.tag, ifMatch);
+    const precondition = ifMatch && (await effectivePrecondition(ctx, repo, reference.tag, { ifMatch }));
+    const result =
+      precondition && 'failedAgainst' in precondition
+        ? 'precondition-failed'
+        : await ctx.meta.deleteTag(repo, reference.tag, precondition?.ifMatch);
     if (result === 'missing') throw await unknownIn(ctx, repo, reference.tag);
     if (result === 'precondition-failed') {
       throw new OciError(412, 'DENIED', 'precondition failed: the tag does not match If-Match', {
@@ -168,89 +187,117 @@ export async function deleteManifest(
 }
 
 /**
- * The index a referrers-schema tag would hold, built from the referrers API, for a tag nobody pushed
- * (so tag-only clients see what API clients pushed). Undefined when disabled, not such a tag, or empty.
+ * What GET or HEAD of a referrers-schema tag answers (docs/referrers.md, "One truth for old and new
+ * clients"). The tag stands for the subject's referrers, as the API lists them:
+ * - pushed, an OCI index that lists exactly those referrers (by digest): the stored index, byte-exact;
+ * - pushed, an OCI index that lists anything else (a referrer pushed through the API since, one deleted
+ *   since, a manifest that does not name the subject): an index of the referrers, built with the pushed
+ *   index's own top-level fields (`annotations`, `artifactType`...); `mergeFallbackTags: false` serves
+ *   the pushed index instead, whatever it lists;
+ * - pushed, anything but an OCI index: the stored manifest (it is an ordinary tag);
+ * - not pushed: an index of the referrers, or nothing when there are none (`serveFallbackTags`).
+ * `builtFor` is set when the index was built rather than stored: the subject its digest is noted for.
  */
-async function synthesizeFallbackIndex(
+interface FallbackView {
+  index: StoredManifest;
+  builtFor?: string;
+}
+
+async function fallbackTagView(
   ctx: RegistryContext,
   repo: string,
   tag: string,
-): Promise<{ subject: Digest; index: StoredManifest } | undefined> {
-  const schema = ctx.options.serveFallbackTags ? parseReferrersTag(tag) : undefined;
-  if (!schema) return undefined;
+  stored: StoredManifest | undefined,
+): Promise<FallbackView | undefined> {
+  const schema = parseReferrersTag(tag);
+  const joined = stored
+    ? ctx.options.mergeFallbackTags && stored.mediaType === MediaType.ociIndex
+    : ctx.options.serveFallbackTags;
+  if (!schema || !joined) return stored && { index: stored };
+  // A sha512 tag carries 64 of the 128 hex: the subject is the one whose referrers have that prefix.
   const subjectValue = schema.complete
     ? schema.digestPrefix
     : (await ctx.meta.findSubjects(repo, schema.digestPrefix, 1))[0];
   const subject = subjectValue === undefined ? undefined : tryParseDigest(subjectValue);
-  if (!subject) return undefined;
-  const index = await referrersIndex(ctx, repo, subject);
-  return index && { subject, index };
+  if (stored && (await ctx.meta.listsExactlyTheReferrers(repo, stored.digest, subject?.value)))
+    return { index: stored };
+  if (!stored && !subject) return undefined;
+  const index = await referrersIndex(ctx, repo, subject, stored ? ownFields(stored.bytes) : '');
+  if (!stored && !index.hasEntries) return undefined;
+  return { index: index.manifest, builtFor: subject?.value ?? schema.digestPrefix };
 }
 
-/** The subject's referrers as one OCI index; undefined when it has none. */
+/** A pushed index's top-level fields other than schemaVersion, mediaType and manifests, as JSON members. */
+function ownFields(bytes: Buffer): string {
+  const index = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  let members = '';
+  for (const [key, value] of Object.entries(index)) {
+    if (key !== 'schemaVersion' && key !== 'mediaType' && key !== 'manifests')
+      members += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
+  }
+  return members;
+}
+
+/** The subject's referrers as one OCI index (none when `subject` is undefined), with `fields` appended. */
 async function referrersIndex(
   ctx: RegistryContext,
   repo: string,
-  subject: Digest,
-): Promise<StoredManifest | undefined> {
-  const page = await listReferrers(ctx, { repo, subject, artifactTypes: [], annotations: [], limit: 10_000 });
-  if (!page.body.includes('"digest"')) return undefined;
+  subject: Digest | undefined,
+  fields: string,
+): Promise<{ manifest: StoredManifest; hasEntries: boolean }> {
+  const page = subject
+    ? (await listReferrers(ctx, { repo, subject, artifactTypes: [], annotations: [], limit: 10_000 })).body
+    : Buffer.from(`{"schemaVersion":2,"mediaType":"${MediaType.ociIndex}","manifests":[]}`);
+  const body = fields === '' ? page : Buffer.concat([page.subarray(0, -1), Buffer.from(`${fields}}`)]);
   return {
-    digest: digestOf('sha256', page.body),
-    mediaType: MediaType.ociIndex,
-    size: page.body.length,
-    bytes: page.body,
+    manifest: {
+      digest: digestOf('sha256', body),
+      mediaType: MediaType.ociIndex,
+      size: body.length,
+      bytes: body,
+    },
+    hasEntries: page.includes('"digest"'),
   };
 }
 
 /**
- * A GET or HEAD of a referrers-schema tag nobody pushed. Its digest is noted, because clients resolve a
- * tag and then fetch what it resolved to by digest (containerd, `regctl`): that must answer too.
- */
-async function servedFallbackIndex(
-  ctx: RegistryContext,
-  repo: string,
-  tag: string,
-): Promise<StoredManifest | undefined> {
-  const synthesized = await synthesizeFallbackIndex(ctx, repo, tag);
-  if (!synthesized) return undefined;
-  await ctx.meta.noteServedFallbackIndex(repo, synthesized.subject.value, synthesized.index.digest);
-  return synthesized.index;
-}
-
-/**
- * A served fallback index fetched by its digest: rebuilt, and answered while the referrer set is the
- * one it was built from. Once the set changes the old index is gone, as a replaced manifest would be
- * after garbage collection.
+ * A built fallback index fetched by its digest: rebuilt, and answered while it is still what the tag
+ * shows. Once the referrer set (or the pushed index) changes, the old index is gone, as a replaced
+ * manifest would be after garbage collection.
  */
 async function fallbackIndexByDigest(
   ctx: RegistryContext,
   repo: string,
   digest: string,
 ): Promise<StoredManifest | undefined> {
-  if (!ctx.options.serveFallbackTags) return undefined;
-  const subjectValue = await ctx.meta.servedFallbackSubject(repo, digest);
-  const subject = subjectValue === undefined ? undefined : tryParseDigest(subjectValue);
+  if (!ctx.options.serveFallbackTags && !ctx.options.mergeFallbackTags) return undefined;
+  const subject = /^(sha256|sha512):([a-f0-9]{64,128})$/.exec(
+    (await ctx.meta.servedFallbackSubject(repo, digest)) ?? '',
+  );
   if (!subject) return undefined;
-  const index = await referrersIndex(ctx, repo, subject);
-  return index?.digest === digest ? index : undefined;
+  const tag = referrersTagFor({ algorithm: subject[1] as DigestAlgorithm, hex: subject[2]! });
+  const view = await fallbackTagView(ctx, repo, tag, await ctx.meta.getManifestByTag(repo, tag));
+  return view?.builtFor !== undefined && view.index.digest === digest ? view.index : undefined;
 }
 
 /**
- * `If-Match` on a referrers-schema tag that only exists as a synthesized index: the client read our
- * synthesized answer and wants to replace it. Its ETag matches when the synthesized digest does; the
- * write then proceeds as "create the tag if still absent".
+ * `If-Match` on a referrers-schema tag whose GET answers a built index: that index is the tag's current
+ * representation, so `If-Match` is judged against its digest (a client read it and wants to replace it),
+ * and the write then requires the tag to be where it was when the index was built: still pointing at the
+ * same pushed index, or still absent. `failedAgainst` is the built digest when `If-Match` names another.
  */
 async function effectivePrecondition(
   ctx: RegistryContext,
   repo: string,
   tag: string | undefined,
   precondition: TagPrecondition,
-): Promise<TagPrecondition> {
-  if (!precondition.ifMatch || tag === undefined || (await ctx.meta.getManifestByTag(repo, tag)))
-    return precondition;
-  const synthesized = await synthesizeFallbackIndex(ctx, repo, tag);
-  if (synthesized && ifMatchAdmits(precondition.ifMatch, synthesized.index.digest))
-    return { ifNoneMatchAny: true };
-  return precondition;
+): Promise<TagPrecondition | { failedAgainst: string }> {
+  if (!precondition.ifMatch || tag === undefined || !parseReferrersTag(tag)) return precondition;
+  const stored = await ctx.meta.getManifestByTag(repo, tag);
+  const view = await fallbackTagView(ctx, repo, tag, stored);
+  if (view?.builtFor === undefined) return precondition;
+  if (!ifMatchAdmits(precondition.ifMatch, view.index.digest)) return { failedAgainst: view.index.digest };
+  return stored
+    ? { ifMatch: [stored.digest], ...(precondition.ifNoneMatchAny ? { ifNoneMatchAny: true } : {}) }
+    : { ifNoneMatchAny: true };
 }

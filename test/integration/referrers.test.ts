@@ -664,6 +664,201 @@ describe('fallback tags and the API agree both ways', () => {
     assert.equal((await fetch(`${reg.url}/v2/synthdigest/manifests/${next}`)).status, 200);
   });
 
+  test('a pushed fallback tag is served byte-exact while it lists exactly the referrers, else as an index of them', async () => {
+    const img = await pushImage(reg.url, 'split', 'v1');
+    await pushBlob(reg.url, 'split', '{}');
+    const tag = img.digest.replace(':', '-');
+    const subject = { digest: img.digest, size: img.bytes.length };
+    const tagUrl = `${reg.url}/v2/split/manifests/${tag}`;
+    const entry = (m: { digest: string; bytes: Buffer }, artifactType: string) => ({
+      mediaType: OCI_MANIFEST,
+      digest: m.digest,
+      size: m.bytes.length,
+      artifactType,
+    });
+    const read = async () => {
+      const res = await fetch(tagUrl);
+      assert.equal(res.status, 200, tag);
+      assert.equal(res.headers.get('content-type'), OCI_INDEX);
+      const bytes = Buffer.from(await res.arrayBuffer());
+      assert.equal(res.headers.get('docker-content-digest'), sha256(bytes));
+      assert.equal(res.headers.get('etag'), `"${sha256(bytes)}"`);
+      const head = await fetch(tagUrl, { method: 'HEAD' });
+      assert.equal(head.headers.get('docker-content-digest'), sha256(bytes), 'HEAD agrees with GET');
+      const index = JSON.parse(bytes.toString()) as {
+        schemaVersion: number;
+        mediaType: string;
+        manifests: { digest: string }[];
+        annotations?: Record<string, string>;
+      };
+      return { bytes, digest: sha256(bytes), index, digests: index.manifests.map((m) => m.digest).sort() };
+    };
+
+    // A tag-mode client (tether attach --referrers-mode tag) attaches a signature and writes the tag.
+    const sig = await pushArtifact(reg.url, 'split', subject, 'application/sig');
+    const pushed = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [entry(sig, 'application/sig')],
+      annotations: { 'org.example.writer': 'tag-client' },
+    };
+    const first = await pushManifest(reg.url, 'split', tag, pushed, OCI_INDEX, {
+      'If-Match': `"${(await read()).digest}"`,
+    });
+    assert.equal(first.response.status, 201);
+    assert.ok((await read()).bytes.equals(first.bytes), 'lists exactly the referrers: byte-exact');
+
+    // An API client attaches an SBOM: tag readers see it too, in an index that keeps the pushed
+    // index's own fields, and whose digest answers by digest as well.
+    const sbom = await pushArtifact(reg.url, 'split', subject, 'application/sbom');
+    const merged = await read();
+    assert.notEqual(merged.digest, first.digest);
+    assert.deepEqual(merged.digests, [sig.digest, sbom.digest].sort());
+    assert.equal(merged.index.schemaVersion, 2);
+    assert.equal(merged.index.mediaType, OCI_INDEX);
+    assert.deepEqual(merged.index.annotations, { 'org.example.writer': 'tag-client' });
+    const byDigest = await fetch(`${reg.url}/v2/split/manifests/${merged.digest}`);
+    assert.equal(byDigest.status, 200);
+    assert.ok(Buffer.from(await byDigest.arrayBuffer()).equals(merged.bytes));
+    assert.equal(
+      (await fetch(`${reg.url}/v2/split/manifests/${merged.digest}`, { method: 'HEAD' })).status,
+      200,
+    );
+    // The API is unchanged by any of this.
+    assert.deepEqual((await referrers(reg.url, 'split', img.digest)).digests, merged.digests);
+
+    // The tag client's read-modify-write: If-Match on what it read works; on the pushed index's digest,
+    // which is no longer what the tag shows, it is refused (412), as any stale ETag.
+    const third = await pushArtifact(reg.url, 'split', subject, 'application/third');
+    const now = await read();
+    const rewritten = {
+      ...pushed,
+      manifests: [entry(sig, 'application/sig'), entry(sbom, 'application/sbom'), entry(third, 'x/y')],
+    };
+    const stale = await pushManifest(reg.url, 'split', tag, rewritten, OCI_INDEX, {
+      'If-Match': `"${first.digest}"`,
+    });
+    assert.equal(stale.response.status, 412);
+    const staleBuilt = await pushManifest(reg.url, 'split', tag, rewritten, OCI_INDEX, {
+      'If-Match': `"${merged.digest}"`,
+    });
+    assert.equal(staleBuilt.response.status, 412, 'an index built before the third referrer is stale');
+    const ok = await pushManifest(reg.url, 'split', tag, rewritten, OCI_INDEX, {
+      'If-Match': `"${now.digest}"`,
+    });
+    assert.equal(ok.response.status, 201, await ok.response.text());
+    assert.ok((await read()).bytes.equals(ok.bytes), 'lists exactly the referrers again: byte-exact');
+    assert.equal(
+      (await fetch(`${reg.url}/v2/split/manifests/${now.digest}`)).status,
+      404,
+      'a built index is gone once the tag shows something else',
+    );
+
+    // A referrer deleted since no longer shows under the tag.
+    assert.equal(
+      (await fetch(`${reg.url}/v2/split/manifests/${sig.digest}`, { method: 'DELETE' })).status,
+      202,
+    );
+    const afterDelete = await read();
+    assert.deepEqual(afterDelete.digests, [sbom.digest, third.digest].sort());
+    assert.deepEqual(afterDelete.index.annotations, { 'org.example.writer': 'tag-client' });
+
+    // Entries that are no referrers of the subject never show, and make the pushed index a built one.
+    const stray = await pushArtifact(reg.url, 'split', undefined, 'application/stray');
+    const withStray = {
+      ...pushed,
+      manifests: [entry(sbom, 'application/sbom'), entry(third, 'x/y'), entry(stray, 'application/stray')],
+    };
+    const strayPut = await pushManifest(reg.url, 'split', tag, withStray, OCI_INDEX, {
+      'If-Match': `"${afterDelete.digest}"`,
+    });
+    assert.equal(strayPut.response.status, 201);
+    const noStray = await read();
+    assert.notEqual(noStray.digest, strayPut.digest);
+    assert.deepEqual(noStray.digests, [sbom.digest, third.digest].sort());
+
+    // DELETE of the tag judges If-Match the same way.
+    const del = (etag: string) =>
+      fetch(tagUrl, { method: 'DELETE', headers: { 'If-Match': `"${etag}"` } }).then((r) => r.status);
+    assert.equal(await del(strayPut.digest), 412);
+    assert.equal(await del(noStray.digest), 202);
+    assert.deepEqual((await read()).digests, [sbom.digest, third.digest].sort(), 'the API view again');
+  });
+
+  test('a pushed fallback tag whose referrers are all gone answers an empty index, not 404', async () => {
+    const img = await pushImage(reg.url, 'emptied', 'v1');
+    await pushBlob(reg.url, 'emptied', '{}');
+    const tag = img.digest.replace(':', '-');
+    const sig = await pushArtifact(
+      reg.url,
+      'emptied',
+      { digest: img.digest, size: img.bytes.length },
+      'application/sig',
+    );
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: sig.digest, size: sig.bytes.length }],
+    };
+    assert.equal((await pushManifest(reg.url, 'emptied', tag, index, OCI_INDEX)).response.status, 201);
+    await fetch(`${reg.url}/v2/emptied/manifests/${sig.digest}`, { method: 'DELETE' });
+    const res = await fetch(`${reg.url}/v2/emptied/manifests/${tag}`);
+    assert.equal(res.status, 200);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    assert.equal(bytes.toString(), `{"schemaVersion":2,"mediaType":"${OCI_INDEX}","manifests":[]}`);
+    // A writer that starts again from it is admitted.
+    const put = await pushManifest(reg.url, 'emptied', tag, bytes.toString(), OCI_INDEX, {
+      'If-Match': res.headers.get('etag')!,
+    });
+    assert.equal(put.response.status, 201);
+  });
+
+  test('sha512: a pushed fallback tag shows the referrers of the subject it names 64 hex of', async () => {
+    await pushBlob(reg.url, 'split512', '{}');
+    const image = JSON.stringify({ ...artifact(undefined, 'application/vnd.example.image'), n: 5120 });
+    const digest = sha512(image);
+    assert.equal((await pushManifest(reg.url, 'split512', digest, image)).response.status, 201);
+    const tag = `sha512-${digest.slice('sha512:'.length, 'sha512:'.length + 64)}`;
+    const good = await pushArtifact(reg.url, 'split512', { digest, size: image.length }, 'application/good');
+    const stray = await pushArtifact(reg.url, 'split512', undefined, 'application/stray');
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: stray.digest, size: stray.bytes.length }],
+    };
+    assert.equal((await pushManifest(reg.url, 'split512', tag, index, OCI_INDEX)).response.status, 201);
+    const served = (await (await fetch(`${reg.url}/v2/split512/manifests/${tag}`)).json()) as {
+      manifests: { digest: string }[];
+    };
+    assert.deepEqual(
+      served.manifests.map((m) => m.digest),
+      [good.digest],
+    );
+  });
+
+  test('mergeFallbackTags off: a pushed fallback tag is served as pushed, whatever it lists', async () => {
+    const off = await startRegistry({ settings: { 'referrers.mergeFallbackTags': false } });
+    try {
+      const img = await pushImage(off.url, 'r', 'v1');
+      await pushBlob(off.url, 'r', '{}');
+      const tag = img.digest.replace(':', '-');
+      const subject = { digest: img.digest, size: img.bytes.length };
+      const sig = await pushArtifact(off.url, 'r', subject, 'application/sig');
+      const index = {
+        schemaVersion: 2,
+        mediaType: OCI_INDEX,
+        manifests: [{ mediaType: OCI_MANIFEST, digest: sig.digest, size: sig.bytes.length }],
+      };
+      const pushed = await pushManifest(off.url, 'r', tag, index, OCI_INDEX);
+      await pushArtifact(off.url, 'r', subject, 'application/sbom');
+      const res = await fetch(`${off.url}/v2/r/manifests/${tag}`);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(pushed.bytes));
+      assert.equal((await referrers(off.url, 'r', img.digest)).digests.length, 2);
+    } finally {
+      await off.close();
+    }
+  });
+
   test('merging and synthesis can be turned off', async () => {
     const off = await startRegistry({
       settings: { 'referrers.mergeFallbackTags': false, 'referrers.serveFallbackTags': false },

@@ -366,6 +366,27 @@ export class SqliteMetaStore implements MetaStore {
     return rows.map((r) => `${r.key}=${r.version}`).join(';');
   }
 
+  async listsExactlyTheReferrers(
+    repo: string,
+    indexDigest: string,
+    subjectDigest: string | undefined,
+  ): Promise<boolean> {
+    // An index's manifest_refs are the digests it lists (an index has no blobs of its own). Equal sets:
+    // as many listed as there are referrers, and every listed one is a referrer.
+    const row = this.#stmt(
+      `SELECT
+         (SELECT count(*) FROM manifest_refs WHERE repo = :repo AND parent_digest = :index) AS listed,
+         (SELECT count(*) FROM manifest_refs r JOIN manifests m ON m.repo = r.repo AND m.digest = r.child_digest
+           WHERE r.repo = :repo AND r.parent_digest = :index AND m.subject_digest = :subject) AS valid,
+         (SELECT count(*) FROM manifests WHERE repo = :repo AND subject_digest = :subject) AS referrers`,
+    ).get({ repo, index: indexDigest, subject: subjectDigest ?? null }) as {
+      listed: number;
+      valid: number;
+      referrers: number;
+    };
+    return row.listed === row.valid && row.valid === row.referrers;
+  }
+
   async noteServedFallbackIndex(repo: string, subjectDigest: string, digest: string): Promise<void> {
     // Read first: an unchanged referrer set (every poll but the first) costs no write and no sync.
     const row = this.#stmt(

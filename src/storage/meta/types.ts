@@ -107,9 +107,22 @@ export interface MetaStore {
    * equal tokens mean equal sets.
    */
   referrersVersion(repo: string, keys: string[]): Promise<string>;
-  /** Records the digest of the index served for `subject`'s referrers-schema tag (a no-op when unchanged). */
+  /**
+   * Whether the stored index `indexDigest` lists exactly the referrers of `subjectDigest` (none when
+   * undefined), by digest: every manifest it lists is in the repository and names that subject, and every
+   * such manifest is listed.
+   */
+  listsExactlyTheReferrers(
+    repo: string,
+    indexDigest: string,
+    subjectDigest: string | undefined,
+  ): Promise<boolean>;
+  /**
+   * Records the digest of the index built for a referrers-schema tag (a no-op when unchanged). `subject`
+   * is the subject digest, or the tag's digest prefix when no manifest names a subject with it.
+   */
   noteServedFallbackIndex(repo: string, subjectDigest: string, digest: string): Promise<void>;
-  /** The subject whose referrers-schema tag was last served as `digest`, if any. */
+  /** The subject (digest or prefix) whose referrers-schema tag was last served as `digest`, if any. */
   servedFallbackSubject(repo: string, digest: string): Promise<string | undefined>;
   /** Subjects with referrers whose digest starts with `prefix` (resolves truncated referrers tags). */
   findSubjects(repo: string, prefix: string, limit: number): Promise<string[]>;
