@@ -153,7 +153,8 @@ export const SETTINGS: Setting[] = [
     env: 'TETHER_LIMITS_MANIFEST_MAX_BYTES',
     kind: { type: 'int', min: 1024 },
     default: 4 * 1024 * 1024,
-    description: 'Largest manifest accepted (413 above it).',
+    description:
+      'Largest manifest accepted (413 above it), and largest index a referrers-schema tag is built as (409 above it; docs/referrers.md).',
   },
   {
     key: 'limits.blobMaxBytes',

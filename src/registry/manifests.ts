@@ -6,7 +6,7 @@ import { isValidTag } from '../oci/reference.ts';
 import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
 import { ifMatchAdmits, type StoredManifest, type TagPrecondition } from '../storage/meta/types.ts';
 import type { RegistryContext } from './context.ts';
-import { listReferrers } from './referrers.ts';
+import { ReferrersIndexTooLarge, wholeReferrersIndex } from './referrers.ts';
 
 /** A manifest reference from the URL: exactly a digest or a tag, nothing else. */
 export type ManifestReference = { kind: 'digest'; digest: Digest } | { kind: 'tag'; tag: string };
@@ -238,17 +238,25 @@ function ownFields(bytes: Buffer): string {
   return members;
 }
 
-/** The subject's referrers as one OCI index (none when `subject` is undefined), with `fields` appended. */
+/**
+ * The subject's referrers as one OCI index (none when `subject` is undefined), with `fields` appended:
+ * all of them, or a 409 when they exceed the manifest size limit. The limit is the largest index a
+ * client could write back under the tag here (and the spec's 4 MB guidance by default, which is what
+ * clients size their manifest reads for: oras-go refuses larger ones).
+ */
 async function referrersIndex(
   ctx: RegistryContext,
   repo: string,
   subject: Digest | undefined,
   fields: string,
 ): Promise<{ manifest: StoredManifest; hasEntries: boolean }> {
-  const page = subject
-    ? (await listReferrers(ctx, { repo, subject, artifactTypes: [], annotations: [], limit: 10_000 })).body
-    : Buffer.from(`{"schemaVersion":2,"mediaType":"${MediaType.ociIndex}","manifests":[]}`);
-  const body = fields === '' ? page : Buffer.concat([page.subarray(0, -1), Buffer.from(`${fields}}`)]);
+  const { body, entries } = await wholeReferrersIndex(
+    ctx,
+    repo,
+    subject,
+    fields,
+    ctx.options.manifestMaxBytes,
+  );
   return {
     manifest: {
       digest: digestOf('sha256', body),
@@ -256,7 +264,7 @@ async function referrersIndex(
       size: body.length,
       bytes: body,
     },
-    hasEntries: page.includes('"digest"'),
+    hasEntries: entries > 0,
   };
 }
 
@@ -276,7 +284,7 @@ async function fallbackIndexByDigest(
   );
   if (!subject) return undefined;
   const tag = referrersTagFor({ algorithm: subject[1] as DigestAlgorithm, hex: subject[2]! });
-  const view = await fallbackTagView(ctx, repo, tag, await ctx.meta.getManifestByTag(repo, tag));
+  const view = await viewUnlessTooLarge(ctx, repo, tag, await ctx.meta.getManifestByTag(repo, tag));
   return view?.builtFor !== undefined && view.index.digest === digest ? view.index : undefined;
 }
 
@@ -294,10 +302,28 @@ async function effectivePrecondition(
 ): Promise<TagPrecondition | { failedAgainst: string }> {
   if (!precondition.ifMatch || tag === undefined || !parseReferrersTag(tag)) return precondition;
   const stored = await ctx.meta.getManifestByTag(repo, tag);
-  const view = await fallbackTagView(ctx, repo, tag, stored);
+  const view = await viewUnlessTooLarge(ctx, repo, tag, stored);
   if (view?.builtFor === undefined) return precondition;
   if (!ifMatchAdmits(precondition.ifMatch, view.index.digest)) return { failedAgainst: view.index.digest };
   return stored
     ? { ifMatch: [stored.digest], ...(precondition.ifNoneMatchAny ? { ifNoneMatchAny: true } : {}) }
     : { ifNoneMatchAny: true };
+}
+
+/**
+ * The view of a tag for the paths that only compare digests with it: an index too large to build was
+ * never served, so no digest can name it, and a stored one still can.
+ */
+async function viewUnlessTooLarge(
+  ctx: RegistryContext,
+  repo: string,
+  tag: string,
+  stored: StoredManifest | undefined,
+): Promise<FallbackView | undefined> {
+  try {
+    return await fallbackTagView(ctx, repo, tag, stored);
+  } catch (err) {
+    if (err instanceof ReferrersIndexTooLarge) return stored && { index: stored };
+    throw err;
+  }
 }

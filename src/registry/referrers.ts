@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Digest } from '../oci/digest.ts';
+import { OciError } from '../oci/errors.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import type { RegistryContext } from './context.ts';
 
@@ -73,4 +74,58 @@ export async function listReferrers(ctx: RegistryContext, request: ReferrersRequ
   const body = Buffer.from(head + parts.join(',') + tail);
   const more = rows.length > sent;
   return more && sent > 0 ? { body, next: rows[sent - 1]!.digest } : { body };
+}
+
+/** Rows asked of the store at a time while an index of every referrer is built. */
+const WHOLE_INDEX_BATCH = 1000;
+
+/**
+ * A subject's referrers do not fit in one index of the allowed size: answered instead of a partial
+ * index, which a tag-only client could not tell from the whole (and would write back, dropping the rest).
+ * 409: the request is fine, the state of the repository is what prevents the answer; a 404 would make a
+ * tag writer start a fresh index, and 5xx answers are retried.
+ */
+export class ReferrersIndexTooLarge extends OciError {
+  constructor(repo: string, subject: string, limit: number) {
+    super(
+      409,
+      'UNSUPPORTED',
+      `the referrers of ${subject} do not fit in one fallback index of at most ${limit} bytes ` +
+        `(limits.manifestMaxBytes); list them with GET /v2/${repo}/referrers/${subject}, which pages`,
+      { subject, limit },
+    );
+  }
+}
+
+/**
+ * Every referrer of `subject` (none when undefined) as one OCI image index, in digest order, with
+ * `members` (serialized JSON members, each starting with a comma) after `manifests`. Throws
+ * ReferrersIndexTooLarge rather than cut the list when the index would exceed `maxBytes`.
+ */
+export async function wholeReferrersIndex(
+  ctx: RegistryContext,
+  repo: string,
+  subject: Digest | undefined,
+  members: string,
+  maxBytes: number,
+): Promise<{ body: Buffer; entries: number }> {
+  const head = `{"schemaVersion":2,"mediaType":"${MediaType.ociIndex}","manifests":[`;
+  const tail = `]${members}}`;
+  const parts: string[] = [];
+  let bytes = Buffer.byteLength(head) + Buffer.byteLength(tail);
+  let after: string | undefined;
+  while (subject) {
+    const rows = await ctx.meta.listReferrers(repo, subject.value, {
+      limit: WHOLE_INDEX_BATCH,
+      ...(after ? { after } : {}),
+    });
+    for (const row of rows) {
+      bytes += Buffer.byteLength(row.descriptor) + (parts.length > 0 ? 1 : 0);
+      if (bytes > maxBytes) throw new ReferrersIndexTooLarge(repo, subject.value, maxBytes);
+      parts.push(row.descriptor);
+    }
+    if (rows.length < WHOLE_INDEX_BATCH) break;
+    after = rows.at(-1)!.digest;
+  }
+  return { body: Buffer.from(head + parts.join(',') + tail), entries: parts.length };
 }

@@ -883,6 +883,85 @@ describe('fallback tags and the API agree both ways', () => {
   });
 });
 
+describe('a built fallback index lists every referrer, or none', () => {
+  let reg: RunningRegistry;
+  before(async () => {
+    // Durability is not under test here; without flushes the 10 001 pushes take a few seconds.
+    reg = await startRegistry({
+      settings: { 'storage.sqliteSynchronous': 'NORMAL', 'storage.fsync': false },
+    });
+  });
+  after(() => reg.close());
+
+  test('more referrers than one store batch and than the old 10 000 cut: the tag lists them all', async () => {
+    const img = await pushImage(reg.url, 'many', 'v1');
+    await pushBlob(reg.url, 'many', '{}');
+    const subject = { digest: img.digest, size: img.bytes.length };
+    const pushed: string[] = [];
+    for (let batch = 0; batch < 41; batch++) {
+      const count = batch < 40 ? 250 : 1;
+      const done = await Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          pushArtifact(reg.url, 'many', subject, 'application/x', { i: `${batch}-${i}` }),
+        ),
+      );
+      pushed.push(...done.map((p) => p.digest));
+    }
+    assert.equal(pushed.length, 10_001);
+    const res = await fetch(`${reg.url}/v2/many/manifests/${img.digest.replace(':', '-')}`);
+    assert.equal(res.status, 200);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    const index = JSON.parse(bytes.toString()) as { manifests: { digest: string }[] };
+    assert.deepEqual(
+      index.manifests.map((m) => m.digest),
+      pushed.sort(),
+      'every referrer once, in digest order',
+    );
+    assert.equal((await fetch(`${reg.url}/v2/many/manifests/${sha256(bytes)}`)).status, 200);
+  });
+
+  test('referrers beyond the manifest size limit: 409 with an OCI error, never a partial index', async () => {
+    const img = await pushImage(reg.url, 'huge', 'v1');
+    await pushBlob(reg.url, 'huge', '{}');
+    const subject = { digest: img.digest, size: img.bytes.length };
+    const big = 'x'.repeat(900 * 1024);
+    const pushed: { digest: string; bytes: Buffer }[] = [];
+    for (let i = 0; i < 5; i++)
+      pushed.push(await pushArtifact(reg.url, 'huge', subject, 'application/x', { big, i: String(i) }));
+    const tag = img.digest.replace(':', '-');
+    const tagUrl = `${reg.url}/v2/huge/manifests/${tag}`;
+    const tooLarge = async () => {
+      const res = await fetch(tagUrl);
+      assert.equal(res.status, 409);
+      assert.equal(res.headers.get('content-type'), 'application/json');
+      const error = ((await res.json()) as { errors: { code: string; message: string; detail: unknown }[] })
+        .errors[0]!;
+      assert.equal(error.code, 'UNSUPPORTED');
+      assert.match(error.message, /do not fit in one fallback index/);
+      assert.match(error.message, new RegExp(`/v2/huge/referrers/${img.digest}`));
+      assert.deepEqual(error.detail, { subject: img.digest, limit: 4 * 1024 * 1024 });
+      assert.equal((await fetch(tagUrl, { method: 'HEAD' })).status, 409);
+    };
+    await tooLarge();
+    // The API still pages through all of them.
+    assert.equal((await allPages(reg.url, 'huge', img.digest, '')).length, 5);
+    // A pushed index that lists exactly them needs no building: served as pushed.
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: pushed.map((p) => ({ mediaType: OCI_MANIFEST, digest: p.digest, size: p.bytes.length })),
+    };
+    const put = await pushManifest(reg.url, 'huge', tag, index, OCI_INDEX);
+    assert.equal(put.response.status, 201);
+    const served = await fetch(tagUrl);
+    assert.equal(served.status, 200);
+    assert.ok(Buffer.from(await served.arrayBuffer()).equals(put.bytes));
+    // One more referrer, and the tag would have to be built again: 409 again.
+    await pushArtifact(reg.url, 'huge', subject, 'application/x', { big, i: '5' });
+    await tooLarge();
+  });
+});
+
 describe('referrer policies', () => {
   test('subjectPolicy require refuses a missing subject with MANIFEST_BLOB_UNKNOWN, only where configured', async () => {
     const reg = await startRegistry({
