@@ -120,6 +120,129 @@ describe('client referrers interop', () => {
     assert.deepEqual(discovered(await tether(['discover', '--format', 'json', ref], env)), [ours]);
   });
 
+  test('on Tether, oras --distribution-spec v1.1-referrers-tag sees what the API holds after a tag-mode writer', async () => {
+    const subject = await pushImage(tetherReg.host, 'split', 'v1');
+    const at = `${tetherReg.host}/split@${subject}`;
+    const tagUrl = `${tetherReg.url}/v2/split/manifests/${subject.replace(':', '-')}`;
+    // A tag-mode writer stores the fallback index; an API client attaches afterwards.
+    const sbom = (
+      await tether(
+        ['attach', at, 'sbom.json', '--artifact-type', 'application/spdx+json', '--referrers-mode', 'tag'],
+        env,
+        dir,
+      )
+    ).trim();
+    assert.equal((await fetch(tagUrl)).status, 200, 'the tag was pushed');
+    await writeFile(join(dir, 'split-sig.txt'), 'signature');
+    const sig = (
+      JSON.parse(
+        await run(
+          'oras',
+          [
+            'attach',
+            '--plain-http',
+            '--disable-path-validation',
+            '--format',
+            'json',
+            '--artifact-type',
+            'application/vnd.example.sig',
+            at,
+            `${join(dir, 'split-sig.txt')}:text/plain`,
+          ],
+          env,
+        ),
+      ) as { digest: string }
+    ).digest;
+    const orasView = async (mode: string) =>
+      discovered(
+        await run(
+          'oras',
+          ['discover', '--plain-http', '--distribution-spec', mode, '--format', 'json', at],
+          env,
+        ),
+      );
+    assert.deepEqual(await orasView('v1.1-referrers-tag'), [sbom, sig].sort());
+    assert.deepEqual(
+      discovered(await tether(['discover', '--format', 'json', '--referrers-mode', 'tag', at], env)),
+      [sbom, sig].sort(),
+    );
+    // A manifest with no subject, listed under the tag by hand, shows in neither view.
+    const stray = JSON.parse(
+      await run(
+        'oras',
+        [
+          'push',
+          '--plain-http',
+          '--disable-path-validation',
+          '--format',
+          'json',
+          '--artifact-type',
+          'application/vnd.example.stray',
+          `${tetherReg.host}/split:stray`,
+          `${join(dir, 'split-sig.txt')}:text/plain`,
+        ],
+        env,
+      ),
+    ) as { digest: string; size: number; mediaType: string };
+    const current = await fetch(tagUrl);
+    const index = (await current.json()) as { manifests: unknown[] };
+    index.manifests.push({ mediaType: stray.mediaType, digest: stray.digest, size: stray.size });
+    const put = await fetch(tagUrl, {
+      method: 'PUT',
+      body: JSON.stringify(index),
+      headers: {
+        'Content-Type': 'application/vnd.oci.image.index.v1+json',
+        'If-Match': current.headers.get('etag')!,
+      },
+    });
+    assert.equal(put.status, 201);
+    assert.deepEqual(await orasView('v1.1-referrers-tag'), [sbom, sig].sort());
+    assert.deepEqual(await orasView('v1.1-referrers-api'), [sbom, sig].sort());
+    // Deleted through the API: gone from the tag view too.
+    await run(
+      'oras',
+      ['manifest', 'delete', '--plain-http', '--force', `${tetherReg.host}/split@${sig}`],
+      env,
+    );
+    assert.deepEqual(await orasView('v1.1-referrers-tag'), [sbom]);
+  });
+
+  test('on Tether, oras in tag mode reports referrers too large for one fallback index instead of listing some', async () => {
+    const subject = await pushImage(tetherReg.host, 'huge', 'v1');
+    const at = `${tetherReg.host}/huge@${subject}`;
+    for (let i = 0; i < 5; i++) {
+      // 900 KiB of annotation each (from a file: one command-line argument may hold at most 128 KiB).
+      const file = join(dir, `huge-${i}.json`);
+      await writeFile(file, JSON.stringify({ $manifest: { big: String(i).repeat(900 * 1024) } }));
+      await run(
+        'oras',
+        [
+          'attach',
+          '--plain-http',
+          '--disable-path-validation',
+          '--artifact-type',
+          'application/vnd.example.big',
+          '--annotation-file',
+          file,
+          at,
+          `${join(dir, 'sbom.json')}:application/json`,
+        ],
+        env,
+      );
+    }
+    let listed = 0;
+    for (let next: string | undefined = `/v2/huge/referrers/${subject}`; next; ) {
+      const res = await fetch(`${tetherReg.url}${next}`);
+      listed += ((await res.json()) as { manifests: unknown[] }).manifests.length;
+      next = /^<([^>]+)>; rel="next"$/.exec(res.headers.get('link') ?? '')?.[1];
+    }
+    assert.equal(listed, 5, 'the API pages through all of them');
+    await assert.rejects(
+      run('oras', ['discover', '--plain-http', '--distribution-spec', 'v1.1-referrers-tag', at], env),
+      /do not fit in one fallback index of at most 4194304 bytes/,
+    );
+  });
+
   test('tether cp -r (signature, SBOM, signed SBOM) to Tether and Distribution 2.8; regctl copies back; digests identical', async () => {
     const subject = await pushImage(tetherReg.host, 'cp/src', 'v1');
     const src = `${tetherReg.host}/cp/src:v1`;
