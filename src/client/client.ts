@@ -19,6 +19,7 @@ import { type BodySink, collect, pourSource, sinkReadable } from './body-sink.ts
 import { type CopyOptions, type CopyResult, copyGraph } from './copy.ts';
 import { getCredentials } from './docker-config.ts';
 import { ClientError } from './errors.ts';
+import { readFallbackIndex } from './fallback-index.ts';
 import { Limiter } from './limiter.ts';
 import type { ProgressListener, TransferOutcome } from './progress.ts';
 import type { ImageReference } from './reference.ts';
@@ -575,7 +576,10 @@ export class RegistryClient {
     return out;
   }
 
-  /** The fallback index of a subject with its ETag; an empty index when the tag does not exist or is not an index. */
+  /**
+   * The fallback index of a subject with its ETag; an empty index when the tag does not exist or does not
+   * hold an image index (see `readFallbackIndex`).
+   */
   async #fallbackIndex(
     subject: ImageReference & { digest: string },
   ): Promise<{ manifests: Descriptor[]; etag?: string; exists: boolean }> {
@@ -590,19 +594,12 @@ export class RegistryClient {
     if (res.status !== 200)
       return this.#fail(res, subject.host, 'get referrers tag', at(subject, tag), 'pull');
     const etag = res.headers.get('etag') ?? undefined;
-    const bytes = await res.bytes();
-    try {
-      const index = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; manifests?: unknown };
-      // A fallback index must be an OCI index of descriptors; anything else counts as "no referrers".
-      if (index.mediaType !== MediaType.ociIndex || !Array.isArray(index.manifests))
-        return { manifests: [], exists: true, ...(etag ? { etag } : {}) };
-      const manifests = (index.manifests as Descriptor[]).filter(
-        (d) => typeof d?.digest === 'string' && tryParseDigest(d.digest) && typeof d.size === 'number',
-      );
-      return { manifests, exists: true, ...(etag ? { etag } : {}) };
-    } catch {
-      return { manifests: [], exists: true, ...(etag ? { etag } : {}) };
-    }
+    const content = readFallbackIndex(await res.bytes(), res.headers.get('content-type') ?? undefined);
+    return {
+      manifests: content.index ? content.manifests : [],
+      exists: true,
+      ...(etag ? { etag } : {}),
+    };
   }
 
   /**

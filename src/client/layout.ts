@@ -9,6 +9,7 @@ import { MediaType } from '../oci/mediatypes.ts';
 import { parseReferrersTag, referrersTagFor } from '../oci/referrers-tag.ts';
 import type { BodySink } from './body-sink.ts';
 import { ClientError } from './errors.ts';
+import { readFallbackIndex } from './fallback-index.ts';
 import { fileReader, pourFile, pourToFile } from './file-streams.ts';
 import { withScratch } from './scratch.ts';
 import { ContentCheck, verifying } from './verify-stream.ts';
@@ -317,11 +318,8 @@ export class OciLayout {
     for (const entry of manifests) {
       if (entry.annotations?.[REF_NAME] === fallbackTag) {
         const index = await this.manifest(entry.digest).catch(() => undefined);
-        const listed = index?.json.manifests;
-        if (index?.json.mediaType === MediaType.ociIndex && Array.isArray(listed)) {
-          for (const d of listed as Descriptor[])
-            if (typeof d?.digest === 'string' && tryParseDigest(d.digest)) found.set(d.digest, d);
-        }
+        const content = index && readFallbackIndex(index.bytes, entry.mediaType);
+        if (content?.index) for (const d of content.manifests) found.set(d.digest, d);
         continue;
       }
       if (entry.mediaType !== MediaType.ociManifest && entry.mediaType !== MediaType.ociIndex) continue;

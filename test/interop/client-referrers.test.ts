@@ -19,6 +19,7 @@ import { tempDataDir } from '../helpers/tether-process.ts';
  * Tether itself (API) and Debian's Distribution 2.8 (no API: the fallback tag).
  */
 const run = runTool;
+const INDEX = 'application/vnd.oci.image.index.v1+json';
 const tether = runTether;
 
 /** Pushes a small image with the client itself; returns its digest. */
@@ -289,6 +290,55 @@ describe('client referrers interop', () => {
     );
     // Re-running a copy finishes instantly and changes nothing.
     assert.equal((await tether(['cp', '-r', src, `${tetherReg.host}/cp/dst:v1`], env)).trim(), subject);
+  });
+
+  test('Distribution 2.8: a fallback index without mediaType is read, and tether attach keeps its entries (finding 2)', async () => {
+    const subject = await pushImage(distHost, 'nomt', 'v1');
+    const ref = `${distHost}/nomt:v1`;
+    await writeFile(join(dir, 'first.txt'), 'first');
+    const first = (
+      JSON.parse(
+        await run(
+          'oras',
+          [
+            'attach',
+            '--plain-http',
+            '--disable-path-validation',
+            '--format',
+            'json',
+            '--artifact-type',
+            'application/vnd.first',
+            `${distHost}/nomt@${subject}`,
+            `${join(dir, 'first.txt')}:text/plain`,
+          ],
+          env,
+        ),
+      ) as { digest: string }
+    ).digest;
+    // The same index without its optional top-level mediaType; the Content-Type still says OCI index.
+    const url = `http://${distHost}/v2/nomt/manifests/${subject.replace(':', '-')}`;
+    const index = (await (await fetch(url, { headers: { Accept: INDEX } })).json()) as Record<
+      string,
+      unknown
+    >;
+    delete index.mediaType;
+    const put = await fetch(url, {
+      method: 'PUT',
+      body: JSON.stringify(index),
+      headers: { 'Content-Type': INDEX },
+    });
+    assert.equal(put.status, 201);
+
+    assert.deepEqual(discovered(await tether(['discover', '--format', 'json', ref], env)), [first]);
+    const ours = (
+      await tether(['attach', ref, 'sbom.json', '--artifact-type', 'application/spdx+json'], env, dir)
+    ).trim();
+    const oras = JSON.parse(
+      await run('oras', ['discover', '--plain-http', '--format', 'json', ref], env),
+    ) as {
+      referrers: { digest: string }[];
+    };
+    assert.deepEqual(oras.referrers.map((r) => r.digest).sort(), [first, ours].sort());
   });
 
   for (const target of ['tether-forced-tag', 'distribution'] as const) {
