@@ -577,15 +577,17 @@ export class RegistryClient {
   }
 
   /**
-   * The fallback index of a subject with its ETag; an empty index when the tag does not exist or does not
-   * hold an image index (see `readFallbackIndex`).
+   * The fallback index of a subject with its ETag: empty when the tag does not exist; with `notIndex`
+   * (what the tag holds instead) and no entries when it holds something other than an image index (see
+   * `readFallbackIndex`). Accept names every manifest type: asked for an index alone, Distribution
+   * answers 404 for an image manifest under the tag, and a writer would take the tag for free.
    */
   async #fallbackIndex(
     subject: ImageReference & { digest: string },
-  ): Promise<{ manifests: Descriptor[]; etag?: string; exists: boolean }> {
+  ): Promise<{ manifests: Descriptor[]; etag?: string; exists: boolean; notIndex?: string }> {
     const tag = referrersTagFor(tryParseDigest(subject.digest)!);
     const res = await this.#request(subject, 'GET', `/manifests/${tag}`, false, {
-      headers: { Accept: MediaType.ociIndex },
+      headers: { Accept: MANIFEST_ACCEPT },
     });
     if (res.status === 404) {
       await res.discard();
@@ -599,13 +601,17 @@ export class RegistryClient {
       manifests: content.index ? content.manifests : [],
       exists: true,
       ...(etag ? { etag } : {}),
+      ...(content.index ? {} : { notIndex: content.holds }),
     };
   }
 
   /**
    * Adds (or removes) a descriptor in the subject's fallback index, safely under concurrency: write with
    * If-Match/If-None-Match and retry on 412; then re-read after a short random pause and re-apply until
-   * the entry is stable, for registries that ignore If-Match (Distribution 2.8 does).
+   * the entry is stable, for registries that ignore If-Match (Distribution 2.8 does). When the tag holds
+   * something other than an image index (another tool's manifest tagged `sha256-<hex>`), it fails and
+   * leaves the tag as it is (distribution-spec, client step 2: report a failure and stop); oras and
+   * regctl overwrite it.
    */
   async updateFallbackIndex(
     subject: ImageReference & { digest: string },
@@ -615,6 +621,10 @@ export class RegistryClient {
     const tag = referrersTagFor(tryParseDigest(subject.digest)!);
     for (let attempt = 0; attempt < 60; attempt++) {
       const current = await this.#fallbackIndex(subject);
+      if (current.notIndex)
+        throw new ClientError(
+          `referrers tag ${at(subject, tag)} holds ${current.notIndex}, not an image index; it is left as it is, so ${entry.digest} was not ${remove ? 'taken out of' : 'added to'} it (move or delete that tag to keep referrers there)`,
+        );
       const present = current.manifests.some((d) => d.digest === entry.digest);
       if (present !== remove && attempt > 0) {
         // Our change is visible. Registries that ignore If-Match let a writer that read before our write
@@ -709,7 +719,12 @@ export class RegistryClient {
         mode === 'tag' ||
         this.#options.forceReferrersTag ||
         (mode === 'auto' && !(await this.#hasReferrersApi(ref, subject.digest, key)));
-      if (viaTag) await this.updateFallbackIndex({ ...ref, digest: subject.digest }, descriptor, true);
+      if (viaTag)
+        await this.updateFallbackIndex({ ...ref, digest: subject.digest }, descriptor, true).catch((err) => {
+          throw err instanceof ClientError
+            ? new ClientError(`deleted ${at(ref, descriptor.digest)}, but ${err.message}`, err.status)
+            : err;
+        });
     }
     return descriptor.digest;
   }

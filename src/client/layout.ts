@@ -367,8 +367,16 @@ export class OciLayout {
     if (!parsed) throw new LayoutError(`${subject} is not a valid digest`);
     const tag = referrersTagFor(parsed);
     const current = taggedEntry(manifests, tag);
-    const listed = current ? (await this.manifest(current.digest)).json.manifests : [];
-    const existing = (Array.isArray(listed) ? listed : []) as Descriptor[];
+    let existing: Descriptor[] = [];
+    if (current) {
+      // What another tool tagged there is not overwritten (see RegistryClient.updateFallbackIndex).
+      const content = readFallbackIndex((await this.manifest(current.digest)).bytes, current.mediaType);
+      if (!content.index)
+        throw new LayoutError(
+          `referrers tag ${tag} in ${this.dir} holds ${content.holds}, not an image index; it is left as it is (move or delete that tag to keep referrers there)`,
+        );
+      existing = content.manifests;
+    }
     const entries = change(existing);
     if (entries === existing) return manifests;
     const bytes = Buffer.from(
@@ -410,6 +418,8 @@ export class OciLayout {
       return this.#withFallback(rest, subject, (entries) =>
         entries.some((d) => d.digest === digest) ? entries.filter((d) => d.digest !== digest) : entries,
       );
+    }).catch((err) => {
+      throw err instanceof LayoutError ? new LayoutError(`${digest} was not deleted: ${err.message}`) : err;
     });
     await rm(this.blobPath(digest), { force: true });
     this.#manifests.delete(digest);

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { cliOutput, runCliAt } from '../helpers/cli.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 
 /**
@@ -15,12 +19,13 @@ const INDEX = 'application/vnd.oci.image.index.v1+json';
 const EMPTY = { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 };
 const anonymous = { credentials: async () => undefined };
 
-/** Pushes an artifact (by digest) of `artifactType`, referring to `subject` when given. */
+/** Pushes an artifact of `artifactType` by digest (and under `tag`), referring to `subject` when given. */
 async function pushArtifact(
   base: string,
   repo: string,
   artifactType: string,
   subject?: { digest: string; size: number },
+  tag?: string,
 ) {
   await pushBlob(base, repo, '{}');
   const body = {
@@ -32,9 +37,23 @@ async function pushArtifact(
     ...(subject ? { subject: { mediaType: MANIFEST, ...subject } } : {}),
   };
   const digest = sha256(JSON.stringify(body));
-  const pushed = await pushManifest(base, repo, digest, body);
-  assert.equal(pushed.response.status, 201, await pushed.response.clone().text());
-  return { digest, size: pushed.bytes.length, artifactType };
+  for (const reference of [digest, ...(tag ? [tag] : [])]) {
+    const pushed = await pushManifest(base, repo, reference, body);
+    assert.equal(pushed.response.status, 201, await pushed.response.clone().text());
+  }
+  return { digest, size: Buffer.byteLength(JSON.stringify(body)), artifactType };
+}
+
+/** A pattern matching `text` as it is. */
+const literally = (text: string) => new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+
+/** The digest a tag names now (HEAD), or undefined when it names nothing. */
+async function tagged(base: string, repo: string, tag: string): Promise<string | undefined> {
+  const res = await fetch(`${base}/v2/${repo}/manifests/${tag}`, {
+    method: 'HEAD',
+    headers: { Accept: `${MANIFEST}, ${INDEX}` },
+  });
+  return res.status === 200 ? (res.headers.get('docker-content-digest') ?? undefined) : undefined;
 }
 
 async function fallbackEntries(base: string, repo: string, subject: string): Promise<string[]> {
@@ -47,15 +66,19 @@ async function fallbackEntries(base: string, repo: string, subject: string): Pro
 
 describe('client: fallback tag', () => {
   let reg: RunningRegistry;
+  let home: string;
   const tagMode = new RegistryClient({ referrersMode: 'tag', ...anonymous });
 
   before(async () => {
     reg = await startRegistry({
       settings: { 'referrers.mergeFallbackTags': false, 'referrers.serveFallbackTags': false },
     });
+    home = await mkdtemp(join(tmpdir(), 'tether-fallback-tag-'));
+    await writeFile(join(home, 'sbom.json'), '{"spdxVersion":"SPDX-2.3"}');
   });
   after(async () => {
     await reg?.close();
+    await rm(home, { recursive: true, force: true });
   });
 
   test('an index without mediaType under the tag is read, and attach keeps its entries (finding 2)', async () => {
@@ -82,5 +105,110 @@ describe('client: fallback tag', () => {
       [first.digest, second.digest].sort(),
       "the other tool's entry is kept",
     );
+  });
+
+  test('attach, cp -r and manifest delete refuse to overwrite a fallback tag that holds an image manifest (finding 7)', async () => {
+    const image = await pushImage(reg.url, 'nonidx', 'v1');
+    const tag = image.digest.replace(':', '-');
+    const subject = { digest: image.digest, size: image.bytes.length };
+    // Another tool's artifact, tagged with the subject's fallback-tag name.
+    const other = await pushArtifact(reg.url, 'nonidx', 'application/vnd.something.else', undefined, tag);
+    const holds = (repo: string) =>
+      literally(
+        `referrers tag ${reg.host}/${repo}:${tag} holds an image manifest (${MANIFEST}), not an image index; it is left as it is`,
+      );
+
+    const attach = await runCliAt(home, [
+      'attach',
+      '--referrers-mode',
+      'tag',
+      `${reg.host}/nonidx@${image.digest}`,
+      'sbom.json',
+      '--artifact-type',
+      'application/spdx+json',
+    ]);
+    assert.equal(attach.code, 1, attach.stderr);
+    assert.match(attach.stderr, holds('nonidx'));
+    assert.equal(await tagged(reg.url, 'nonidx', tag), other.digest, 'the tag still holds the artifact');
+
+    // A referrer recorded through the API only; deleting it in tag mode would have rewritten the tag.
+    const sig = await pushArtifact(reg.url, 'nonidx', 'application/vnd.example.sig', subject);
+    const del = await runCliAt(home, [
+      'manifest',
+      'delete',
+      '--referrers-mode',
+      'tag',
+      `${reg.host}/nonidx@${sig.digest}`,
+    ]);
+    assert.equal(del.code, 1, del.stderr);
+    assert.match(del.stderr, literally(`deleted ${reg.host}/nonidx@${sig.digest}, but `));
+    assert.match(del.stderr, holds('nonidx'));
+    assert.equal(await tagged(reg.url, 'nonidx', sig.digest), undefined, 'the manifest itself is deleted');
+    assert.equal(await tagged(reg.url, 'nonidx', tag), other.digest);
+
+    // cp -r from a repository with a proper fallback index into one whose fallback tag for the image
+    // holds another tool's artifact: the copy stops there and tags nothing.
+    await tagMode.copy(
+      parseImageReference(`${reg.host}/nonidx:v1`),
+      parseImageReference(`${reg.host}/src:v1`),
+    );
+    await tagMode.attach(
+      { ...parseImageReference(`${reg.host}/src`), digest: image.digest },
+      'application/x.a',
+      [{ mediaType: 'text/plain', title: 'a.txt', bytes: Buffer.from('a') }],
+    );
+    const squatter = await pushArtifact(reg.url, 'dst', 'application/vnd.something.else', undefined, tag);
+    const cp = await runCliAt(home, [
+      'cp',
+      '-r',
+      '--referrers-mode',
+      'tag',
+      `${reg.host}/src:v1`,
+      `${reg.host}/dst:v1`,
+    ]);
+    assert.equal(cp.code, 1, cp.stderr);
+    assert.match(cp.stderr, holds('dst'));
+    assert.equal(await tagged(reg.url, 'dst', tag), squatter.digest);
+    assert.equal(await tagged(reg.url, 'dst', 'v1'), undefined, 'a failed copy sets no tag');
+  });
+
+  test('in a layout, attach and manifest delete refuse the same way (finding 7)', async () => {
+    const image = await pushImage(reg.url, 'lay', 'v1');
+    const tag = image.digest.replace(':', '-');
+    const other = await pushArtifact(reg.url, 'lay', 'application/vnd.something.else');
+    const layout = join(home, 'layout');
+    await cliOutput(home, ['cp', `${reg.host}/lay:v1`, `oci:${layout}:v1`]);
+    await cliOutput(home, ['cp', `${reg.host}/lay@${other.digest}`, `oci:${layout}:${tag}`]);
+    const holds = literally(`referrers tag ${tag} in ${layout} holds an image manifest`);
+
+    const attach = await runCliAt(home, [
+      'attach',
+      '--referrers-mode',
+      'tag',
+      `oci:${layout}:v1`,
+      'sbom.json',
+      '--artifact-type',
+      'application/spdx+json',
+    ]);
+    assert.equal(attach.code, 1, attach.stderr);
+    assert.match(attach.stderr, holds);
+    assert.equal((await cliOutput(home, ['resolve', `oci:${layout}:${tag}`])).trim(), other.digest);
+
+    // Listed the oras way, so a delete has to look at the fallback tag too: it refuses before it changes anything.
+    const sbom = (
+      await cliOutput(home, [
+        'attach',
+        `oci:${layout}:v1`,
+        'sbom.json',
+        '--artifact-type',
+        'application/spdx+json',
+      ])
+    ).trim();
+    const del = await runCliAt(home, ['manifest', 'delete', `oci:${layout}@${sbom}`]);
+    assert.equal(del.code, 1, del.stderr);
+    assert.match(del.stderr, literally(`${sbom} was not deleted: `));
+    assert.match(del.stderr, holds);
+    assert.equal((await cliOutput(home, ['resolve', `oci:${layout}:${tag}`])).trim(), other.digest);
+    assert.equal((await cliOutput(home, ['resolve', `oci:${layout}@${sbom}`])).trim(), sbom);
   });
 });

@@ -341,6 +341,41 @@ describe('client referrers interop', () => {
     assert.deepEqual(oras.referrers.map((r) => r.digest).sort(), [first, ours].sort());
   });
 
+  test('Distribution 2.8: tether attach refuses to overwrite an image manifest under the fallback tag (finding 7)', async () => {
+    const subject = await pushImage(distHost, 'nonidx', 'v1');
+    const tag = subject.replace(':', '-');
+    await writeFile(join(dir, 'ni.txt'), 'not an index');
+    // Asked for an index alone, Distribution answers 404 for this tag: the client must ask for any manifest.
+    await run(
+      'oras',
+      [
+        'push',
+        '--plain-http',
+        '--disable-path-validation',
+        '--artifact-type',
+        'application/vnd.something.else',
+        `${distHost}/nonidx:${tag}`,
+        `${join(dir, 'ni.txt')}:text/plain`,
+      ],
+      env,
+    );
+    const before = (await run('oras', ['resolve', '--plain-http', `${distHost}/nonidx:${tag}`], env)).trim();
+    await assert.rejects(
+      tether(
+        ['attach', `${distHost}/nonidx@${subject}`, 'sbom.json', '--artifact-type', 'application/spdx+json'],
+        env,
+        dir,
+      ),
+      (err: Error) =>
+        err.message.includes(`referrers tag ${distHost}/nonidx:${tag} holds an image manifest`) &&
+        err.message.includes('not an image index; it is left as it is'),
+    );
+    assert.equal(
+      (await run('oras', ['resolve', '--plain-http', `${distHost}/nonidx:${tag}`], env)).trim(),
+      before,
+    );
+  });
+
   for (const target of ['tether-forced-tag', 'distribution'] as const) {
     test(`16 concurrent tether attach processes lose no fallback entry (${target})`, async () => {
       const host = target === 'distribution' ? distHost : tetherReg.host;
