@@ -105,6 +105,8 @@ export class RegistryClient {
   readonly #hosts = new Map<string, RegistryHttp>();
   /** Per `host/repo`: does the referrers API exist there? */
   readonly #referrersApi = new Map<string, boolean>();
+  /** Per `host/repo`: a question to the referrers API under way (see `#hasReferrersApi`). */
+  readonly #apiProbes = new Map<string, Promise<boolean>>();
   readonly #limiters = new Map<string, Limiter>();
 
   constructor(options: ClientOptions = {}) {
@@ -239,6 +241,29 @@ export class RegistryClient {
     if (mode === 'tag' || (mode === 'auto' && (!pushed.subjectAccepted || this.#options.forceReferrersTag)))
       await this.updateFallbackIndex({ ...ref, digest: subject.digest }, referrerDescriptor(manifest));
     return pushed;
+  }
+
+  /**
+   * Makes sure a manifest with a `subject` that the repository already holds is where referrer lookups
+   * find it, as `putManifestWithSubject` records a pushed one, without pushing it again: a copy that
+   * finds it there (after an interrupted copy, or another tool's push that kept no fallback index)
+   * still lists it. A registry with the referrers API indexes it itself: once the client knows the API
+   * is there (an `OCI-Subject` answer or a listing in this run) nothing is sent, else one `GET
+   * /referrers/<subject>` per repository tells. Without the API, or in tag mode or with
+   * `forceReferrersTag`, its entry is added to the subject's fallback index if missing (one GET when
+   * it is there).
+   */
+  async recordReferrer(ref: ImageReference, manifest: FetchedManifest): Promise<void> {
+    const subject = manifest.json.subject as Descriptor | undefined;
+    if (!subject?.digest || !tryParseDigest(subject.digest)) return;
+    const mode = this.#options.referrersMode ?? 'auto';
+    if (mode === 'api') return;
+    const viaTag =
+      mode === 'tag' ||
+      this.#options.forceReferrersTag ||
+      !(await this.#hasReferrersApi(ref, subject.digest, `${ref.host}/${ref.repository}`));
+    if (viaTag)
+      await this.updateFallbackIndex({ ...ref, digest: subject.digest }, referrerDescriptor(manifest));
   }
 
   async blobExists(ref: ImageReference, digest: string): Promise<boolean> {
@@ -543,14 +568,16 @@ export class RegistryClient {
     return index.manifests.filter((d) => !artifactType || d.artifactType === artifactType);
   }
 
+  /** The referrers the API lists (up to `maxPages` pages), or undefined when there is no API. */
   async #referrersFromApi(
     subject: ImageReference & { digest: string },
     artifactType?: string,
+    maxPages = 1000,
   ): Promise<Descriptor[] | undefined> {
     const out: Descriptor[] = [];
     let path: string | undefined =
       `/referrers/${subject.digest}${artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : ''}`;
-    for (let pages = 0; path && pages < 1000; pages++) {
+    for (let pages = 0; path && pages < maxPages; pages++) {
       const res = await this.#request(subject, 'GET', path, false);
       if (res.status === 404) {
         await res.discard();
@@ -606,12 +633,12 @@ export class RegistryClient {
   }
 
   /**
-   * Adds (or removes) a descriptor in the subject's fallback index, safely under concurrency: write with
-   * If-Match/If-None-Match and retry on 412; then re-read after a short random pause and re-apply until
-   * the entry is stable, for registries that ignore If-Match (Distribution 2.8 does). When the tag holds
-   * something other than an image index (another tool's manifest tagged `sha256-<hex>`), it fails and
-   * leaves the tag as it is (distribution-spec, client step 2: report a failure and stop); oras and
-   * regctl overwrite it.
+   * Adds (or removes) a descriptor in the subject's fallback index, unless it is listed (or absent)
+   * already, safely under concurrency: write with If-Match/If-None-Match and retry on 412; then re-read
+   * after a short random pause and re-apply until the entry is stable, for registries that ignore
+   * If-Match (Distribution 2.8 does). When the tag holds something other than an image index (another
+   * tool's manifest tagged `sha256-<hex>`), it fails and leaves the tag as it is (distribution-spec,
+   * client step 2: report a failure and stop); oras and regctl overwrite it.
    */
   async updateFallbackIndex(
     subject: ImageReference & { digest: string },
@@ -626,7 +653,9 @@ export class RegistryClient {
           `referrers tag ${at(subject, tag)} holds ${current.notIndex}, not an image index; it is left as it is, so ${entry.digest} was not ${remove ? 'taken out of' : 'added to'} it (move or delete that tag to keep referrers there)`,
         );
       const present = current.manifests.some((d) => d.digest === entry.digest);
-      if (present !== remove && attempt > 0) {
+      // Already so before we wrote anything: nothing to write (client step 4: no duplicates).
+      if (present !== remove && attempt === 0) return;
+      if (present !== remove) {
         // Our change is visible. Registries that ignore If-Match let a writer that read before our write
         // overwrite it later, so it only counts as stable after two more reads, each after a random pause
         // longer than such a writer's read-to-write gap.
@@ -729,12 +758,25 @@ export class RegistryClient {
     return descriptor.digest;
   }
 
+  /**
+   * Whether the repository has the referrers API: known from an earlier answer, else asked once (the
+   * first page of `digest`'s referrers), however many callers wait for the answer at the same time.
+   */
   async #hasReferrersApi(ref: ImageReference, digest: string, key: string): Promise<boolean> {
     const known = this.#referrersApi.get(key);
     if (known !== undefined) return known;
-    const has = (await this.#referrersFromApi({ ...ref, digest })) !== undefined;
-    this.#referrersApi.set(key, has);
-    return has;
+    let probe = this.#apiProbes.get(key);
+    if (!probe) {
+      probe = this.#referrersFromApi({ ...ref, digest }, undefined, 1).then((found) => {
+        const has = found !== undefined;
+        this.#referrersApi.set(key, has);
+        return has;
+      });
+      this.#apiProbes.set(key, probe);
+      const forget = () => this.#apiProbes.delete(key);
+      probe.then(forget, forget);
+    }
+    return probe;
   }
 
   async deleteBlob(ref: ImageReference, digest: string): Promise<void> {

@@ -81,7 +81,8 @@ export class CopyError extends ClientError {
  * consistent at every moment: blobs, then child manifests, then the manifest itself (by digest), then
  * its referrers (and theirs, and those of every index child), and the tag last, so nobody can pull a
  * tag whose content is not all there. Each digest moves once however often it is reached (loop-safe);
- * what the destination already has is skipped, so re-running an interrupted copy finishes it.
+ * what the destination already has is not sent again but still recorded where the destination looks
+ * referrers up (`recordStored`), so re-running an interrupted copy finishes it.
  */
 export async function copyGraph(
   src: ContentTarget,
@@ -220,6 +221,10 @@ class GraphCopy {
   async #storeOnce(from: ContentTarget, to: ContentTarget, digest: string): Promise<void> {
     const manifest = await this.#fetch(from, digest);
     if (await to.hasManifest(digest)) {
+      // There, but perhaps not recorded: a copy interrupted between the push and the fallback index,
+      // or another tool's push that keeps none. Recording sends no content, and nothing where it is.
+      this.#goingOn();
+      await to.recordStored?.(manifest);
       this.#result.manifests.existed++;
       return;
     }

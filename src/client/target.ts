@@ -30,6 +30,12 @@ export interface ContentTarget {
   hasManifest(digest: string): Promise<boolean>;
   /** Stores a manifest by digest; one with a `subject` is recorded where referrers are looked up. */
   pushManifest(manifest: FetchedManifest): Promise<void>;
+  /**
+   * For a manifest the target already holds: records it as `pushManifest` would (a layout's `index.json`
+   * entry; for one with a `subject`, the fallback index where the target keeps referrers that way),
+   * sending or writing no content, and nothing at all where it is recorded already.
+   */
+  recordStored?(manifest: FetchedManifest): Promise<void>;
   /** Points `tag` at a manifest already stored. */
   tag(manifest: FetchedManifest, tag: string): Promise<void>;
   /** Every tag. */
@@ -116,6 +122,10 @@ export class RegistryTarget implements ContentTarget {
     await this.client.putManifestWithSubject(this.ref, manifest.descriptor.digest, manifest);
   }
 
+  recordStored(manifest: FetchedManifest): Promise<void> {
+    return this.client.recordReferrer(this.ref, manifest);
+  }
+
   async tag(manifest: FetchedManifest, tag: string): Promise<void> {
     await this.client.putManifest(this.ref, tag, manifest.bytes, manifest.descriptor.mediaType);
   }
@@ -189,14 +199,18 @@ export class LayoutTarget implements ContentTarget {
   }
 
   async pushManifest(manifest: FetchedManifest): Promise<void> {
-    const { descriptor, bytes, json } = manifest;
+    const { descriptor, bytes } = manifest;
     const algorithm = tryParseDigest(descriptor.digest)?.algorithm ?? 'sha256';
     if (digestOf(algorithm, bytes) !== descriptor.digest)
       throw new Error(`manifest ${descriptor.digest}: bytes do not match`);
     await this.layout.writeBytes(descriptor.digest, bytes);
+    await this.recordStored(manifest);
+  }
+
+  async recordStored(manifest: FetchedManifest): Promise<void> {
     // Every manifest is listed, as oras lists them: oras resolves a digest only through index.json, and
     // referrers are found by the `subject` of listed manifests.
-    const subject = (json.subject as Descriptor | undefined)?.digest;
+    const subject = (manifest.json.subject as Descriptor | undefined)?.digest;
     await this.layout.addToIndex(referrerDescriptor(manifest));
     if (subject && this.#fallbackTag)
       await this.layout.addFallbackEntry(subject, referrerDescriptor(manifest));

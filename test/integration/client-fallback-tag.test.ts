@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -8,6 +8,7 @@ import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { cliOutput, runCliAt } from '../helpers/cli.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
+import { startProxy } from '../helpers/proxy.ts';
 
 /**
  * The client's side of the referrers fallback tag (audit-ref findings 2, 3, 6 and 7), against a real
@@ -210,5 +211,143 @@ describe('client: fallback tag', () => {
     assert.match(del.stderr, holds);
     assert.equal((await cliOutput(home, ['resolve', `oci:${layout}:${tag}`])).trim(), other.digest);
     assert.equal((await cliOutput(home, ['resolve', `oci:${layout}@${sbom}`])).trim(), sbom);
+  });
+});
+
+/** Every digest in a `tether discover --format json` tree, at any depth, sorted. */
+function discovered(json: string): string[] {
+  type Node = { digest: string; referrers?: Node[] };
+  const out: string[] = [];
+  const walk = (nodes: Node[]) => {
+    for (const n of nodes) {
+      out.push(n.digest);
+      walk(n.referrers ?? []);
+    }
+  };
+  walk((JSON.parse(json) as { referrers: Node[] }).referrers);
+  return out.sort();
+}
+
+describe('client: cp -r records referrers the destination already holds (finding 3)', () => {
+  let reg: RunningRegistry;
+  let withApi: RunningRegistry;
+  let home: string;
+  const tagMode = new RegistryClient({ referrersMode: 'tag', ...anonymous });
+  /** Pushes with the API alone: what an interrupted copy, or a tool that keeps no fallback tag, leaves. */
+  const apiMode = new RegistryClient({ referrersMode: 'api', ...anonymous });
+
+  before(async () => {
+    reg = await startRegistry({
+      settings: { 'referrers.mergeFallbackTags': false, 'referrers.serveFallbackTags': false },
+    });
+    withApi = await startRegistry();
+    home = await mkdtemp(join(tmpdir(), 'tether-cp-existing-'));
+  });
+  after(async () => {
+    await reg?.close();
+    await withApi?.close();
+    await rm(home, { recursive: true, force: true });
+  });
+
+  /** An image with an SBOM and a signature of the SBOM, listed by the API and in fallback tags. */
+  async function signedImage(repo: string) {
+    const image = (await pushImage(reg.url, repo, 'v1')).digest;
+    const at = (digest: string) => ({ ...parseImageReference(`${reg.host}/${repo}`), digest });
+    const file = (name: string) => [{ mediaType: 'text/plain', title: name, bytes: Buffer.from(name) }];
+    const sbom = (await tagMode.attach(at(image), 'application/spdx+json', file('sbom.json'))).digest;
+    const sig = (await tagMode.attach(at(sbom), 'application/vnd.example.sig', file('sig.txt'))).digest;
+    return { image, sbom, sig };
+  }
+
+  /** Copies the SBOM alone, by digest, without recording it anywhere but the registry's own API. */
+  async function interrupted(from: string, to: string, sbom: string) {
+    await apiMode.copy(parseImageReference(`${from}@${sbom}`), parseImageReference(`${to}@${sbom}`));
+  }
+
+  test('to a registry kept by fallback tags: the SBOM gets its entry; a rerun sends only the tag', async () => {
+    const { image, sbom, sig } = await signedImage('cp3');
+    await interrupted(`${reg.host}/cp3`, `${reg.host}/cp3-dst`, sbom);
+    assert.equal(await tagged(reg.url, 'cp3-dst', image.replace(':', '-')), undefined);
+
+    const args = ['cp', '-r', '--referrers-mode', 'tag', '--format', 'json'];
+    const copy = JSON.parse(await cliOutput(home, [...args, `${reg.host}/cp3:v1`, `${reg.host}/cp3-dst:v1`]));
+    assert.equal(copy.referrers, 2);
+    assert.deepEqual(copy.manifests, { copied: 2, existed: 1 });
+    assert.deepEqual(await fallbackEntries(reg.url, 'cp3-dst', image), [sbom]);
+    assert.deepEqual(await fallbackEntries(reg.url, 'cp3-dst', sbom), [sig]);
+    const tree = await cliOutput(home, [
+      'discover',
+      '--referrers-mode',
+      'tag',
+      '--format',
+      'json',
+      `${reg.host}/cp3-dst:v1`,
+    ]);
+    assert.deepEqual(discovered(tree), [sbom, sig].sort());
+
+    // Everything is there and recorded: a rerun reads, and writes nothing but the tag (set last, as always).
+    const proxy = await startProxy(reg.host);
+    try {
+      const again = JSON.parse(
+        await cliOutput(home, [...args, `${proxy.host}/cp3:v1`, `${proxy.host}/cp3-dst:v1`]),
+      );
+      assert.deepEqual(again.manifests, { copied: 0, existed: 3 });
+      assert.deepEqual(again.blobs, { transferred: 0, exists: 0, mounted: 0 });
+      const writes = proxy.seen
+        .filter((r) => r.method !== 'GET' && r.method !== 'HEAD')
+        .map((r) => `${r.method} ${r.url}`);
+      assert.deepEqual(writes, ['PUT /v2/cp3-dst/manifests/v1']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('to a registry with the referrers API: no fallback tag is read or written, the API is asked at most once', async () => {
+    const { image, sbom, sig } = await signedImage('cp3api');
+    const proxy = await startProxy(withApi.host);
+    try {
+      await interrupted(`${reg.host}/cp3api`, `${withApi.host}/dst`, sbom);
+      for (const run of ['first', 'rerun']) {
+        proxy.resetCounters();
+        await cliOutput(home, ['cp', '-r', `${reg.host}/cp3api:v1`, `${proxy.host}/dst:v1`]);
+        const urls = proxy.seen.map((r) => `${r.method} ${r.url}`);
+        assert.deepEqual(
+          urls.filter((u) => u.includes('/manifests/sha256-')),
+          [],
+          `${run}: no fallback tag`,
+        );
+        assert.ok(urls.filter((u) => u.includes('/referrers/')).length <= 1, `${run}: ${urls.join('\n')}`);
+      }
+      const listed = await fetch(`${withApi.url}/v2/dst/referrers/${image}`);
+      assert.deepEqual(
+        ((await listed.json()) as { manifests: { digest: string }[] }).manifests.map((d) => d.digest),
+        [sbom],
+      );
+      assert.equal(await tagged(withApi.url, 'dst', sig), sig);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('to a layout: a stored but unlisted SBOM is listed again, and tag mode adds the fallback tags', async () => {
+    const { image, sbom, sig } = await signedImage('cp3lay');
+    const src = `${reg.host}/cp3lay:v1`;
+    const layout = join(home, 'cp3-layout');
+    await cliOutput(home, ['cp', '-r', src, `oci:${layout}:v1`]);
+    // The SBOM's blob stays, its index.json entry goes: a copy interrupted between the two.
+    const indexPath = join(layout, 'index.json');
+    const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: { digest: string }[] };
+    index.manifests = index.manifests.filter((d) => d.digest !== sbom);
+    await writeFile(indexPath, JSON.stringify(index));
+    const discover = ['discover', '--format', 'json', `oci:${layout}:v1`];
+    assert.deepEqual(discovered(await cliOutput(home, discover)), []);
+
+    await cliOutput(home, ['cp', '-r', src, `oci:${layout}:v1`]);
+    assert.deepEqual(discovered(await cliOutput(home, discover)), [sbom, sig].sort());
+
+    // Copied before without fallback tags, now with them: every one is added, nothing else written.
+    await cliOutput(home, ['cp', '-r', '--referrers-mode', 'tag', src, `oci:${layout}:v1`]);
+    const tags = (await cliOutput(home, ['repo', 'tags', `oci:${layout}`])).trim().split('\n');
+    assert.deepEqual(tags.sort(), [image.replace(':', '-'), sbom.replace(':', '-'), 'v1'].sort());
   });
 });

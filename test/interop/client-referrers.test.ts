@@ -376,6 +376,40 @@ describe('client referrers interop', () => {
     );
   });
 
+  test('Distribution 2.8: tether cp -r records a referrer that is already there by digest (finding 3)', async () => {
+    const subject = await pushImage(tetherReg.host, 'partial/src', 'v1');
+    const src = `${tetherReg.host}/partial/src`;
+    const sbom = (
+      await tether(['attach', `${src}:v1`, 'sbom.json', '--artifact-type', 'application/spdx+json'], env, dir)
+    ).trim();
+    await writeFile(join(dir, 'sig.txt'), 'signature');
+    const sig = (
+      await tether(
+        ['attach', `${src}@${sbom}`, 'sig.txt', '--artifact-type', 'application/vnd.example.sig'],
+        env,
+        dir,
+      )
+    ).trim();
+    // What an interrupted copy leaves: the SBOM at the destination by digest, in no fallback index.
+    const dst = `${distHost}/partial/dst`;
+    await tether(['cp', '--referrers-mode', 'api', `${src}@${sbom}`, `${dst}@${sbom}`], env);
+
+    assert.equal((await tether(['cp', '-r', `${src}:v1`, `${dst}:v1`], env)).trim(), subject);
+    const oras = JSON.parse(
+      await run('oras', ['discover', '--plain-http', '--format', 'json', `${dst}:v1`], env),
+    ) as {
+      referrers: { digest: string }[];
+    };
+    assert.deepEqual(
+      oras.referrers.map((r) => r.digest),
+      [sbom],
+    );
+    assert.deepEqual(
+      discoveredDigests(await tether(['discover', '--format', 'json', `${dst}:v1`], env)),
+      [sbom, sig].sort(),
+    );
+  });
+
   for (const target of ['tether-forced-tag', 'distribution'] as const) {
     test(`16 concurrent tether attach processes lose no fallback entry (${target})`, async () => {
       const host = target === 'distribution' ? distHost : tetherReg.host;
