@@ -213,6 +213,36 @@ export class RegistryClient {
     };
   }
 
+  /**
+   * Points `tag` at a manifest already stored under a digest that is not sha256, by `PUT
+   * /manifests/<digest>?tag=<tag>` (distribution-spec's multi-tag push). A plain tag PUT is hashed with
+   * sha256 by registries, so the tag would name another digest than the one the manifest's referrers
+   * name. The registry confirms the tag with `OCI-Tag`; one that answers without it is asked what the
+   * tag names now (HEAD), and unless that is `digest`, this fails: the manifest is there by digest, the
+   * tag is not set (rather than set apart from the referrers).
+   */
+  async tagByDigest(ref: ImageReference, manifest: FetchedManifest, tag: string): Promise<void> {
+    const { digest, mediaType } = manifest.descriptor;
+    const put = `${at(ref, digest)}?tag=${tag}`;
+    const res = await this.#request(ref, 'PUT', `/manifests/${digest}?tag=${encodeURIComponent(tag)}`, true, {
+      body: manifest.bytes,
+      headers: { 'Content-Type': mediaType },
+    });
+    if (res.status !== 201) return this.#fail(res, ref.host, 'put manifest', put, 'push');
+    await res.discard();
+    const confirmed = (res.headers.get('oci-tag') ?? '').split(',').map((t) => t.trim());
+    if (confirmed.includes(tag)) return;
+    const now = await this.#request(ref, 'HEAD', `/manifests/${tag}`, false, {
+      headers: { Accept: MANIFEST_ACCEPT },
+    });
+    await now.discard();
+    if (now.status === 200 && now.headers.get('docker-content-digest') === digest) return;
+    throw new ClientError(
+      `tag ${at(ref, tag)} is not set: the registry did not confirm it (no OCI-Tag in its answer to PUT ${put}); ` +
+        `the manifest is there as ${at(ref, digest)}, and a plain tag push would be stored under a sha256 digest, apart from the referrers of ${digest}`,
+    );
+  }
+
   async manifestExists(ref: ImageReference, reference: string): Promise<boolean> {
     const res = await this.#request(ref, 'HEAD', `/manifests/${reference}`, false, {
       headers: { Accept: MANIFEST_ACCEPT },
@@ -542,9 +572,20 @@ export class RegistryClient {
   }
 
   async tag(ref: ImageReference, newTag: string): Promise<string> {
-    const { bytes, descriptor } = await this.getManifest(ref);
-    await this.putManifest(ref, newTag, bytes, descriptor.mediaType);
-    return descriptor.digest;
+    const manifest = await this.getManifest(ref);
+    await this.tagManifest(ref, manifest, newTag);
+    return manifest.descriptor.digest;
+  }
+
+  /**
+   * Points `tag` at a manifest the repository holds. A sha256 manifest is pushed under the tag; any
+   * other digest is tagged by digest (`tagByDigest`), since a tag PUT is hashed with sha256 and the tag
+   * would come apart from the manifest's referrers.
+   */
+  async tagManifest(ref: ImageReference, manifest: FetchedManifest, tag: string): Promise<void> {
+    const algorithm = tryParseDigest(manifest.descriptor.digest)?.algorithm;
+    if (algorithm && algorithm !== 'sha256') return this.tagByDigest(ref, manifest, tag);
+    await this.putManifest(ref, tag, manifest.bytes, manifest.descriptor.mediaType);
   }
 
   /** Lists referrers of `subject`: the API (all pages), or the fallback tag when the API is missing. */

@@ -127,7 +127,7 @@ export class RegistryTarget implements ContentTarget {
   }
 
   async tag(manifest: FetchedManifest, tag: string): Promise<void> {
-    await this.client.putManifest(this.ref, tag, manifest.bytes, manifest.descriptor.mediaType);
+    await this.client.tagManifest(this.ref, manifest, tag);
   }
 
   tags(): Promise<string[]> {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -349,5 +350,100 @@ describe('client: cp -r records referrers the destination already holds (finding
     await cliOutput(home, ['cp', '-r', '--referrers-mode', 'tag', src, `oci:${layout}:v1`]);
     const tags = (await cliOutput(home, ['repo', 'tags', `oci:${layout}`])).trim().split('\n');
     assert.deepEqual(tags.sort(), [image.replace(':', '-'), sbom.replace(':', '-'), 'v1'].sort());
+  });
+});
+
+describe('client: a root with a sha512 digest is tagged by digest (finding 6)', () => {
+  let reg: RunningRegistry;
+  let home: string;
+
+  before(async () => {
+    reg = await startRegistry();
+    home = await mkdtemp(join(tmpdir(), 'tether-sha512-tag-'));
+  });
+  after(async () => {
+    await reg?.close();
+    await rm(home, { recursive: true, force: true });
+  });
+
+  /** An image stored under its sha512 digest only, with one referrer that names that digest. */
+  async function sha512Image(repo: string) {
+    const config = '{"architecture":"amd64","os":"linux"}';
+    const layer = `layer ${repo}`;
+    const body = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MANIFEST,
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: await pushBlob(reg.url, repo, config),
+        size: config.length,
+      },
+      layers: [
+        {
+          mediaType: 'application/vnd.oci.image.layer.v1.tar',
+          digest: await pushBlob(reg.url, repo, layer),
+          size: layer.length,
+        },
+      ],
+    });
+    const digest = `sha512:${createHash('sha512').update(body).digest('hex')}`;
+    assert.equal((await pushManifest(reg.url, repo, digest, body)).response.status, 201);
+    const sbom = await pushArtifact(reg.url, repo, 'application/spdx+json', { digest, size: body.length });
+    return { digest, sbom: sbom.digest };
+  }
+
+  test('cp -r and tag point the tag at the sha512 digest, so the referrers come with it; a sha256 root is tagged by a plain tag PUT', async () => {
+    const { digest, sbom } = await sha512Image('s512');
+    await cliOutput(home, ['cp', '-r', `${reg.host}/s512@${digest}`, `${reg.host}/s512copy:v1`]);
+    assert.equal(await tagged(reg.url, 's512copy', 'v1'), digest);
+    const tree = await cliOutput(home, ['discover', '--format', 'json', `${reg.host}/s512copy:v1`]);
+    assert.deepEqual(discovered(tree), [sbom]);
+
+    await cliOutput(home, ['tag', `${reg.host}/s512copy@${digest}`, 'v2']);
+    assert.equal(await tagged(reg.url, 's512copy', 'v2'), digest);
+
+    const proxy = await startProxy(reg.host);
+    try {
+      const plain = await pushImage(reg.url, 's256', 'v1');
+      await cliOutput(home, ['cp', `${proxy.host}/s256:v1`, `${proxy.host}/s256copy:v1`]);
+      const puts = proxy.seen.filter((r) => r.method === 'PUT').map((r) => r.url);
+      assert.deepEqual(puts, [`/v2/s256copy/manifests/${plain.digest}`, '/v2/s256copy/manifests/v1']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a registry that ignores ?tag= leaves the tag unset, and the copy says so (the content is there by digest)', async () => {
+    const { digest } = await sha512Image('s512ign');
+    // Answers as a registry without multi-tag pushes would: stored by digest, no OCI-Tag.
+    const proxy = await startProxy(reg.host, {
+      before(req) {
+        req.url = req.url!.replace(/\?tag=.*$/, '');
+        return false;
+      },
+    });
+    try {
+      const cp = await runCliAt(home, [
+        'cp',
+        '-r',
+        `${reg.host}/s512ign@${digest}`,
+        `${proxy.host}/s512ign-copy:v1`,
+      ]);
+      assert.equal(cp.code, 1, cp.stderr);
+      assert.match(
+        cp.stderr,
+        literally(
+          `tag ${proxy.host}/s512ign-copy:v1 is not set: the registry did not confirm it (no OCI-Tag in its answer to PUT ${proxy.host}/s512ign-copy@${digest}?tag=v1); the manifest is there as ${proxy.host}/s512ign-copy@${digest}`,
+        ),
+      );
+      assert.equal(await tagged(reg.url, 's512ign-copy', digest), digest);
+      assert.equal(
+        await tagged(reg.url, 's512ign-copy', 'v1'),
+        undefined,
+        'no tag on a sha256 re-hash either',
+      );
+    } finally {
+      await proxy.close();
+    }
   });
 });
