@@ -238,6 +238,47 @@ describe('distinguished names', () => {
     assert.throws(() => parseDistinguishedName('C=US, ST=WA'), /mandatory RDN attribute for "O"/);
     assert.throws(() => parseDistinguishedName('C=US, ST=WA, O'), /not valid/);
   });
+  test('spaces: only unescaped outer spaces are dropped (go-ldap v3.4.10), values compare exactly', () => {
+    const o = (dn: string) => parseDistinguishedName(`C=US, ST=WA, ${dn}`).O;
+    assert.equal(o('O=Example\\ '), 'Example ');
+    assert.equal(o('O=Example\\20'), 'Example ');
+    assert.equal(o('O=\\  Example'), '  Example');
+    assert.equal(o('O=Example \\ '), 'Example  ');
+    assert.equal(o('O =  Example  '), 'Example');
+    // go-ldap's quirk: an escaped backslash before an unescaped trailing space keeps the space.
+    assert.equal(o('O=x\\\\ '), 'x\\ ');
+    assert.equal(o('O=\\c3\\a9'), 'é');
+    assert.ok(
+      !isSubsetDN(parseDistinguishedName('C=US, ST=WA, O=Example\\ '), { C: 'US', ST: 'WA', O: 'Example' }),
+    );
+    // `\ff` is not UTF-8: it equals only the same bytes, never a (UTF-8) certificate value.
+    assert.notEqual(o('O=\\ff'), '\ufffd');
+    assert.equal(o('O=\\ff'), o('O=\\FF'));
+    assert.throws(() => parseDistinguishedName('C=US, ST=WA, O=Ex\\ample'), /not valid.*escaped character/);
+    assert.throws(() => parseDistinguishedName('C=US, ST=WA, O=Example,'), /DN ended with incomplete type/);
+    assert.throws(() => parseDistinguishedName('C=US, ST=WA, O=Example\\'), /not valid/);
+  });
+
+  test("certificate values keep their spaces: leaf O='Acme ' matches only O=Acme\\ ", () => {
+    const { publicKey, privateKey } = generateKey('ec-p256');
+    const dn = certificateSubjectDN(
+      new X509Certificate(
+        issueCertificate({
+          subject: { country: 'US', state: 'WA', organization: 'Acme ', commonName: ' signer' },
+          subjectPublicKey: publicKey,
+          issuerPrivateKey: privateKey,
+          notBefore: new Date(Date.now() - 1000),
+          notAfter: new Date(Date.now() + 3600_000),
+          ca: false,
+        }),
+      ),
+    );
+    assert.equal(dn.O, 'Acme ');
+    assert.equal(dn.CN, ' signer');
+    assert.ok(!isSubsetDN(parseDistinguishedName('C=US, ST=WA, O=Acme'), dn));
+    assert.ok(isSubsetDN(parseDistinguishedName('C=US, ST=WA, O=Acme\\ , CN=\\ signer'), dn));
+  });
+
   test('certificate subjects: any order, repeated attributes refused', () => {
     const { publicKey, privateKey } = generateKey('ec-p256');
     const now = Date.now();

@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { IMAGE_MANIFEST, pushSmallImage } from '../helpers/interop.ts';
+import {
+  type CertFiles,
+  craftEnvelope,
+  opensslLeaf,
+  opensslRoot,
+  pushSignature,
+  standardPayload,
+  standardProtected,
+  type Target,
+} from '../helpers/notary-craft.ts';
+import { tempDataDir } from '../helpers/tether-process.ts';
+
+/**
+ * One signature, two verifiers: each case signs an image with an independent JWS signer (or a leaf
+ * certificate made by openssl), then runs the real notation v1.3.2 and `tether verify` on it under the same
+ * trust policy and store, and asserts that both reach the verdict notation reaches. These are the cases
+ * where Tether and notation disagreed (the signing audit); "tether passes, notation fails" is the
+ * dangerous direction.
+ */
+const ROOT = new URL('../../', import.meta.url).pathname;
+const BIN = join(ROOT, '.tools/bin');
+const CLI = join(ROOT, 'src/cli/main.ts');
+
+interface Run {
+  code: number;
+  out: string;
+}
+
+function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
+    );
+  });
+}
+
+interface Case {
+  /** openssl `-subj` of the signing leaf (default `/C=US/ST=WA/O=Example/CN=signer`). */
+  leaf?: string;
+  identities?: string[];
+  level?: string;
+  /** The protected header JSON text (default notation's, as `standardProtected`). */
+  protectedJson?: string;
+  /** The payload JSON text for the image (default `{"targetArtifact":…}`). */
+  payloadJson?: (target: Target) => string;
+  /** notation's verdict, which Tether must reach too. */
+  verified: boolean;
+}
+
+describe('verdicts agree with notation v1.3.2 on the same signature', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let reg: RunningRegistry;
+  let pki: string;
+  let config: string;
+  let env: NodeJS.ProcessEnv;
+  const leaves = new Map<string, CertFiles>();
+  let counter = 0;
+
+  before(async () => {
+    ({ dir, cleanup } = await tempDataDir());
+    reg = await startRegistry({ storage: { data: join(dir, 'tether') } });
+    pki = join(dir, 'pki');
+    config = join(dir, 'notation');
+    await mkdir(pki, { recursive: true });
+    const root = opensslRoot(pki, 'root', '/C=US/ST=WA/O=Example/CN=Root');
+    await mkdir(join(config, 'truststore/x509/ca/t'), { recursive: true });
+    await writeFile(join(config, 'truststore/x509/ca/t/root.pem'), root.certPem);
+    env = { HOME: join(dir, 'home'), XDG_CONFIG_HOME: join(dir, 'home/.config'), NOTATION_CONFIG: config };
+  });
+  after(async () => {
+    await reg?.close();
+    await cleanup?.();
+  });
+
+  function leaf(subject: string): CertFiles {
+    let files = leaves.get(subject);
+    if (!files) {
+      files = opensslLeaf(pki, `leaf${leaves.size}`, subject, 'root');
+      leaves.set(subject, files);
+    }
+    return files;
+  }
+
+  async function policy(identities: string[], level: string) {
+    await writeFile(
+      join(config, 'trustpolicy.json'),
+      JSON.stringify({
+        version: '1.0',
+        trustPolicies: [
+          {
+            name: 'verdicts',
+            registryScopes: ['*'],
+            signatureVerification: { level },
+            trustStores: ['ca:t'],
+            trustedIdentities: identities,
+          },
+        ],
+      }),
+    );
+  }
+
+  /** Signs a fresh image as `c` says, runs both verifiers, and asserts both reach `c.verified`. */
+  async function agree(label: string, c: Case) {
+    const repo = 'verdicts/app';
+    const image = await pushSmallImage(reg.host, repo, `c${++counter}`);
+    const target: Target = { mediaType: IMAGE_MANIFEST, digest: image.digest, size: image.size };
+    const envelope = craftEnvelope({
+      signer: leaf(c.leaf ?? '/C=US/ST=WA/O=Example/CN=signer'),
+      protectedJson: c.protectedJson ?? JSON.stringify(standardProtected()),
+      payloadJson: (c.payloadJson ?? standardPayload)(target),
+    });
+    await pushSignature(reg.host, repo, target, envelope);
+    await policy(c.identities ?? ['*'], c.level ?? 'strict');
+    const ref = `${reg.host}/${repo}@${image.digest}`;
+    const notation = await exec('notation', ['verify', '--insecure-registry', ref], env);
+    const tether = await exec(process.execPath, [CLI, 'verify', ref], env);
+    assert.deepEqual(
+      { notation: notation.code === 0, tether: tether.code === 0 },
+      { notation: c.verified, tether: c.verified },
+      `${label}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
+    );
+  }
+
+  test('trusted identities: escaped and unescaped spaces around values (F1)', async () => {
+    const id = (dn: string) => [`x509.subject: ${dn}`];
+    await agree('leaf O="Example " vs identity O=Example', {
+      leaf: '/C=US/ST=WA/O=Example /CN=sp',
+      identities: id('C=US, ST=WA, O=Example'),
+      verified: false,
+    });
+    await agree('leaf O=" Example" vs identity O=Example', {
+      leaf: '/C=US/ST=WA/O= Example/CN=lsp',
+      identities: id('C=US, ST=WA, O=Example'),
+      verified: false,
+    });
+    await agree('leaf CN="two  " vs identity CN=two', {
+      leaf: '/C=US/ST=WA/O=Example/CN=two  ',
+      identities: id('C=US, ST=WA, O=Example, CN=two'),
+      verified: false,
+    });
+    await agree('identity O=Example\\  (escaped space) vs leaf O=Example', {
+      identities: id('C=US, ST=WA, O=Example\\ '),
+      verified: false,
+    });
+    await agree('identity O=Example\\20 vs leaf O=Example', {
+      identities: id('C=US, ST=WA, O=Example\\20'),
+      verified: false,
+    });
+    await agree('identity O=Example\\  matches leaf O="Example "', {
+      leaf: '/C=US/ST=WA/O=Example /CN=sp',
+      identities: id('C=US, ST=WA, O=Example\\ '),
+      verified: true,
+    });
+    await agree('identity CN=two \\  matches leaf CN="two  "', {
+      leaf: '/C=US/ST=WA/O=Example/CN=two  ',
+      identities: id('C=US, ST=WA, O=Example, CN=two \\ '),
+      verified: true,
+    });
+    await agree('unescaped spaces around types and values are not part of them', {
+      identities: id('  C = US ,ST=WA,   O =  Example   '),
+      verified: true,
+    });
+    await agree('a non-hex escape makes the policy invalid', {
+      identities: id('C=US, ST=WA, O=Ex\\ample'),
+      verified: false,
+    });
+    await agree('a trailing comma makes the policy invalid', {
+      identities: id('C=US, ST=WA, O=Example,'),
+      verified: false,
+    });
+  });
+});
