@@ -8,7 +8,8 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { parseCertificates } from './cert-info.ts';
 import { loadPrivateKey } from './certs.ts';
 import { JWS_ALGORITHMS, type JwsAlgorithm, keySpecOf, validateCodeSigningChain } from './chain.ts';
-import { SignatureError } from './errors.ts';
+import { SignatureError, type SignatureErrorCode } from './errors.ts';
+import { checkGoShape, GO_DESCRIPTOR, GoJsonError, type GoType, parseGoJson } from './go-json.ts';
 import { NOTARY_PAYLOAD_MEDIA_TYPE } from './media-types.ts';
 
 export const SIGNING_SCHEME_X509 = 'notary.x509';
@@ -104,16 +105,65 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function parseJsonObject(bytes: Buffer, what: string, code: 'MALFORMED_ENVELOPE' | 'INVALID_PAYLOAD') {
+/**
+ * Parses one of the envelope's JSON documents for reading by exact key: strictly, and only when Go (notation)
+ * would decode the same document into its struct with the same values (go-json.ts). So a case variant of a
+ * field (`Digest`, `IO.CNCF.NOTARY.EXPIRY`), a duplicate key or a value Go cannot decode is refused here,
+ * rather than read one way by Tether and another by notation.
+ */
+function parseJsonObject(
+  bytes: Buffer,
+  what: string,
+  code: SignatureErrorCode,
+  shape: GoType,
+): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch {
-    throw new SignatureError(code, `${what} is not valid UTF-8 JSON`);
+    value = parseGoJson(bytes);
+  } catch (err) {
+    throw new SignatureError(code, `${what} is not valid JSON: ${(err as Error).message}`);
   }
   if (!isObject(value)) throw new SignatureError(code, `${what} must be a JSON object`);
+  try {
+    checkGoShape(value, shape, what);
+  } catch (err) {
+    if (!(err instanceof GoJsonError)) throw err;
+    throw new SignatureError(code, `${err.message}; refused so that it has one reading`);
+  }
   return value;
 }
+
+/** notation-core-go's jwsEnvelope, with its unprotected header, as Go decodes them. */
+const GO_ENVELOPE: GoType = {
+  struct: {
+    payload: 'string',
+    protected: 'string',
+    header: {
+      struct: {
+        [HEADER.timestampSignature]: 'bytes',
+        x5c: { array: 'bytes' },
+        [HEADER.signingAgent]: 'string',
+      },
+    },
+    signature: 'string',
+  },
+};
+
+/** notation-core-go's jwsProtectedHeader (times are `*time.Time`, JSON strings). */
+const GO_PROTECTED_HEADER: GoType = {
+  struct: {
+    alg: 'string',
+    cty: 'string',
+    crit: { array: 'string' },
+    [HEADER.expiry]: 'string',
+    [HEADER.signingScheme]: 'string',
+    [HEADER.signingTime]: 'string',
+    [HEADER.authenticSigningTime]: 'string',
+  },
+};
+
+/** notation-go's envelope.Payload: `{"targetArtifact": ocispec.Descriptor}`. */
+const GO_PAYLOAD: GoType = { struct: { targetArtifact: GO_DESCRIPTOR } };
 
 /** RFC 3339 `date-time`, any offset, optional fraction (Go's time.Time JSON form). */
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
@@ -321,7 +371,7 @@ function optionalString(header: Record<string, unknown>, key: string): string | 
  * time, and `alg` against the leaf key. Throws SignatureError naming the failed rule.
  */
 export function parseJwsEnvelope(bytes: Uint8Array): ParsedJwsEnvelope {
-  const env = parseJsonObject(Buffer.from(bytes), 'signature envelope', 'MALFORMED_ENVELOPE');
+  const env = parseJsonObject(Buffer.from(bytes), 'signature envelope', 'MALFORMED_ENVELOPE', GO_ENVELOPE);
   if ('signatures' in env)
     malformed('general JWS JSON serialization is not supported; expected the flattened form');
   const header = env.header;
@@ -347,8 +397,13 @@ export function parseJwsEnvelope(bytes: Uint8Array): ParsedJwsEnvelope {
   const protectedBytes = decodeB64Url(env.protected, 'protected header');
   const payloadBytes = decodeB64Url(env.payload, 'payload');
   const signature = decodeB64Url(env.signature, 'signature');
-  const protectedHeader = parseJsonObject(protectedBytes, 'protected header', 'MALFORMED_ENVELOPE');
-  const payload = parseJsonObject(payloadBytes, 'payload', 'INVALID_PAYLOAD');
+  const protectedHeader = parseJsonObject(
+    protectedBytes,
+    'protected header',
+    'MALFORMED_ENVELOPE',
+    GO_PROTECTED_HEADER,
+  );
+  const payload = parseJsonObject(payloadBytes, 'payload', 'INVALID_PAYLOAD', GO_PAYLOAD);
   const algValue = protectedHeader.alg;
   if (typeof algValue !== 'string') {
     throw new SignatureError('UNSUPPORTED_ALGORITHM', 'signing method (alg) is unspecified');

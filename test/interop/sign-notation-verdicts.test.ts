@@ -56,6 +56,11 @@ interface Case {
   payloadJson?: (target: Target) => string;
   /** notation's verdict, which Tether must reach too. */
   verified: boolean;
+  /**
+   * Tether's verdict where it is deliberately stricter than notation (documented in docs/signing.md):
+   * only `false` with `verified: true`. Tether passing where notation fails is never expected.
+   */
+  tether?: false;
 }
 
 describe('verdicts agree with notation v1.3.2 on the same signature', () => {
@@ -128,9 +133,16 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     const tether = await exec(process.execPath, [CLI, 'verify', ref], env);
     assert.deepEqual(
       { notation: notation.code === 0, tether: tether.code === 0 },
-      { notation: c.verified, tether: c.verified },
+      { notation: c.verified, tether: c.tether ?? c.verified },
       `${label}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
     );
+    return { notation: notation.out, tether: tether.out };
+  }
+
+  /** Another image in the same repository, to be named in a payload. */
+  async function otherImage(): Promise<Target> {
+    const image = await pushSmallImage(reg.host, 'verdicts/app', `o${++counter}`);
+    return { mediaType: IMAGE_MANIFEST, digest: image.digest, size: image.size };
   }
 
   test('trusted identities: escaped and unescaped spaces around values (F1)', async () => {
@@ -179,6 +191,76 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await agree('a trailing comma makes the policy invalid', {
       identities: id('C=US, ST=WA, O=Example,'),
       verified: false,
+    });
+  });
+
+  test('payload keys Go matches case-insensitively or twice: one signature must not name two images (F2)', async () => {
+    const b = await otherImage();
+    const mixed = (a: Target, x: Target) =>
+      `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size},"Digest":"${x.digest}","Size":${x.size}}}`;
+    // notation reads the last case-insensitive match: B. Tether used to read A and pass.
+    const out = await agree('payload {digest: A, Digest: B} verifying A', {
+      payloadJson: (a) => mixed(a, b),
+      verified: false,
+    });
+    assert.match(out.tether, /differs from the field "digest" only in case/);
+    await agree('payload {targetArtifact: A, TargetArtifact: B} verifying A', {
+      payloadJson: (a) => `{"targetArtifact":${JSON.stringify(a)},"TargetArtifact":${JSON.stringify(b)}}`,
+      verified: false,
+    });
+    await agree('payload with a duplicate "digest" (A, then B) verifying A', {
+      payloadJson: (a) =>
+        `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size},"digest":"${b.digest}"}}`,
+      verified: false,
+    });
+    await agree('payload size written 8.0 (Go cannot decode it into int64)', {
+      payloadJson: (a) =>
+        `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size}.0}}`,
+      verified: false,
+    });
+    await agree('payload urls of the wrong type (Go fails the whole payload)', {
+      payloadJson: (a) =>
+        `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size},"urls":5}}`,
+      verified: false,
+    });
+    // The reverse direction, documented: notation accepts these for the image it reads, Tether refuses
+    // every payload with two readings.
+    // The image verified is the one named by "Digest"/"Size", so notation passes it.
+    const a = await otherImage();
+    await agree('payload {digest: A, Digest: B} verifying B', {
+      payloadJson: (verified) => mixed(a, verified),
+      verified: true,
+      tether: false,
+    });
+  });
+
+  test('protected header keys Go matches case-insensitively (F3)', async () => {
+    const past = new Date(Date.now() - 60_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    const future = new Date(Date.now() + 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    const header = (extra: Record<string, unknown>) =>
+      JSON.stringify({ ...standardProtected(new Date(Date.now() - 600_000)), ...extra });
+    await agree('IO.CNCF.NOTARY.EXPIRY in the past beside a future expiry', {
+      protectedJson: header({
+        crit: ['io.cncf.notary.signingScheme', 'io.cncf.notary.expiry'],
+        'io.cncf.notary.expiry': future,
+        'IO.CNCF.NOTARY.EXPIRY': past,
+      }),
+      verified: false,
+    });
+    await agree('Io.cncf.notary.Expiry in the past (notation: expired)', {
+      protectedJson: header({ 'Io.cncf.notary.Expiry': past }),
+      verified: false,
+    });
+    await agree('CTY application/json (notation: wrong payload content type)', {
+      protectedJson: header({ CTY: 'application/json' }),
+      verified: false,
+    });
+    // Reverse direction, documented: CTY first and cty last reads as the right cty in Go; Tether refuses.
+    const standard = standardProtected(new Date(Date.now() - 600_000));
+    await agree('CTY before cty', {
+      protectedJson: `{"CTY":"application/json",${JSON.stringify(standard).slice(1)}`,
+      verified: true,
+      tether: false,
     });
   });
 });

@@ -53,6 +53,8 @@ const b64u = (v: string | Buffer) => Buffer.from(v).toString('base64url');
 function forge(opts: {
   protectedHeader: Record<string, unknown> | string;
   payload?: unknown;
+  /** The payload as exact JSON text (duplicate keys and all); wins over `payload`. */
+  payloadJson?: string;
   key: KeyObject;
   alg: string;
   chain: GeneratedChain;
@@ -61,7 +63,7 @@ function forge(opts: {
   const p = b64u(
     typeof opts.protectedHeader === 'string' ? opts.protectedHeader : JSON.stringify(opts.protectedHeader),
   );
-  const pl = b64u(JSON.stringify(opts.payload ?? { targetArtifact: target }));
+  const pl = b64u(opts.payloadJson ?? JSON.stringify(opts.payload ?? { targetArtifact: target }));
   const input = Buffer.from(`${p}.${pl}`);
   const hash = `sha${opts.alg.slice(2)}`;
   const signature = opts.alg.startsWith('PS')
@@ -401,6 +403,108 @@ describe('parseJwsEnvelope rejects', () => {
       forge({ protectedHeader: baseHeader(), payload, key, alg: 'ES256', chain: c }),
     );
     assert.deepEqual(parsed.payload.targetArtifact, target);
+  });
+});
+
+describe("parseJwsEnvelope: only JSON that Go's decoder (notation) reads the same way (audit F2, F3)", () => {
+  const c = chainFor('ec-p256');
+  const key = createPrivateKey(c.leafPrivateKey);
+  const other = digestOf('sha256', Buffer.from('another image'));
+  const t = `"mediaType":"${target.mediaType}","digest":"${target.digest}","size":${target.size}`;
+  const withPayload = (payloadJson: string) =>
+    forge({ protectedHeader: baseHeader(), payloadJson, key, alg: 'ES256', chain: c });
+  const withHeader = (protectedHeader: string) => forge({ protectedHeader, key, alg: 'ES256', chain: c });
+  const header = (extra: string) => JSON.stringify(baseHeader()).replace(/}$/, `,${extra}}`);
+
+  test('payload keys that differ from a field only in case: Go reads them, so they are refused', () => {
+    // Tether would read image A, notation image B (the last case-insensitive match wins).
+    rejects(
+      withPayload(`{"targetArtifact":{${t},"Digest":"${other}"}}`),
+      'INVALID_PAYLOAD',
+      /payload\.targetArtifact has the key "Digest", which differs from the field "digest" only in case/,
+    );
+    rejects(
+      withPayload(`{"targetArtifact":{${t}},"TargetArtifact":{"digest":"${other}"}}`),
+      'INVALID_PAYLOAD',
+      /"TargetArtifact".*"targetArtifact"/,
+    );
+    rejects(withPayload(`{"targetArtifact":{${t},"SIZE":9}}`), 'INVALID_PAYLOAD', /"SIZE"/);
+    // Go folds ſ (U+017F) to s and the Kelvin sign to k as well.
+    rejects(withPayload(`{"targetArtifact":{${t},"ſize":9}}`), 'INVALID_PAYLOAD', /only in case/);
+  });
+  test('duplicate keys, anywhere in the payload, are refused', () => {
+    rejects(
+      withPayload(`{"targetArtifact":{${t},"digest":"${other}"}}`),
+      'INVALID_PAYLOAD',
+      /duplicate key "digest"/,
+    );
+    rejects(
+      withPayload(`{"targetArtifact":{${t},"annotations":{"k":"a","k":"b"}}}`),
+      'INVALID_PAYLOAD',
+      /duplicate key "k"/,
+    );
+  });
+  test('values Go cannot decode into the descriptor are refused (notation fails on them)', () => {
+    rejects(
+      withPayload(`{"targetArtifact":{${t.replace(`"size":${target.size}`, `"size":${target.size}.0`)}}}`),
+      'INVALID_PAYLOAD',
+      /size must be an integer literal within int64, not 8\.0/,
+    );
+    rejects(withPayload(`{"targetArtifact":{${t},"urls":5}}`), 'INVALID_PAYLOAD', /urls must be an array/);
+    rejects(withPayload(`{"targetArtifact":{${t},"data":"***"}}`), 'INVALID_PAYLOAD', /data must be/);
+    rejects(
+      withPayload(`{"targetArtifact":{${t},"platform":{"os":5}}}`),
+      'INVALID_PAYLOAD',
+      /platform\.os must be a string/,
+    );
+    rejects(withPayload(`\ufeff{"targetArtifact":{${t}}}`), 'INVALID_PAYLOAD', /not valid JSON/);
+    rejects(
+      withPayload(`{"targetArtifact":{${t},"artifactType":"\\ud800"}}`),
+      'INVALID_PAYLOAD',
+      /unpaired UTF-16 surrogate/,
+    );
+  });
+  test('what Go reads the same way still verifies: unknown keys, nulls, an exact descriptor', () => {
+    const parsed = parseJwsEnvelope(
+      withPayload(
+        `{"targetArtifact":{${t},"urls":null,"platform":{"os":"linux"},"annotations":{"Build":"1","build":"2"},"x":1},"extra":{"Digest":1}}`,
+      ),
+    );
+    assert.deepEqual(parsed.payload.targetArtifact, { ...target, annotations: { Build: '1', build: '2' } });
+  });
+  test('protected header keys: a case variant of a Notary header is refused', () => {
+    const past = formatRfc3339(new Date(Date.now() - 60_000));
+    // notation reads IO.CNCF.NOTARY.EXPIRY as the expiry (and finds the signature expired).
+    rejects(
+      withHeader(header(`"IO.CNCF.NOTARY.EXPIRY":"${past}"`)),
+      'MALFORMED_ENVELOPE',
+      /protected header has the key "IO\.CNCF\.NOTARY\.EXPIRY", which differs from the field "io\.cncf\.notary\.expiry" only in case/,
+    );
+    rejects(withHeader(header('"CTY":"application/json"')), 'MALFORMED_ENVELOPE', /"CTY"/);
+    rejects(withHeader(header('"Alg":"ES256"')), 'MALFORMED_ENVELOPE', /"Alg"/);
+    rejects(withHeader(header('"cty":"application/json"')), 'MALFORMED_ENVELOPE', /duplicate key "cty"/);
+    // Unrelated extended attributes are still fine.
+    assert.equal(
+      parseJwsEnvelope(withHeader(header('"x.custom":"v"'))).extendedAttributes[0]?.key,
+      'x.custom',
+    );
+  });
+  test('envelope and unprotected header keys: case variants and duplicates are refused', () => {
+    const env = decode(
+      signJwsEnvelope({ target, privateKeyPem: c.leafPrivateKey, certificateChainPem: c.chain }),
+    );
+    const text = JSON.stringify(env);
+    rejects(
+      Buffer.from(text.replace(/}$/, `,"Payload":"${env.payload}"}`)),
+      'MALFORMED_ENVELOPE',
+      /"Payload"/,
+    );
+    rejects(Buffer.from(text.replace('"x5c"', '"X5C"')), 'MALFORMED_ENVELOPE', /"X5C"/);
+    rejects(
+      Buffer.from(text.replace(/}$/, `,"signature":"${env.signature}"}`)),
+      'MALFORMED_ENVELOPE',
+      /duplicate key "signature"/,
+    );
   });
 });
 
