@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, readFile } from 'node:fs/promises';
 import { bufferSource } from '../client/blob-source.ts';
 import { collect } from '../client/body-sink.ts';
 import type { FetchedManifest } from '../client/client.ts';
@@ -16,7 +17,7 @@ import {
   NOTARY_SIGNATURE_ARTIFACT_TYPE,
 } from './media-types.ts';
 import { parseTrustPolicy, type TrustPolicyDocument } from './trust-policy.ts';
-import { trustPolicyPaths } from './trust-store.ts';
+import { notationConfigDir, trustPolicyPaths } from './trust-store.ts';
 import { type VerificationResult, verifyNotarySignature } from './verify.ts';
 
 /**
@@ -309,20 +310,45 @@ async function signatureEnvelope(
   }
 }
 
-/** The trust policy at `path`, or notation's (`trustpolicy.oci.json`, else `trustpolicy.json`). */
-export async function loadTrustPolicy(path?: string): Promise<TrustPolicyDocument> {
-  const candidates = path ? [path] : [trustPolicyPaths().oci, trustPolicyPaths().v1];
-  for (const candidate of candidates) {
+/**
+ * The trust policy at `path`, or notation v1.3.2's: `{config}/trustpolicy.json` and nothing else (checked
+ * against the binary: it never reads `trustpolicy.oci.json`, which only notation v2 prefers), and only as a
+ * regular file: notation refuses a symlink or a directory there, and so does Tether. A `path` given
+ * explicitly (`--trust-policy`) is read as it is.
+ */
+export async function loadTrustPolicy(
+  path?: string,
+  configDir: string = notationConfigDir(),
+): Promise<TrustPolicyDocument> {
+  const read = async (file: string) => {
     let bytes: Buffer;
     try {
-      bytes = await readFile(candidate);
+      bytes = await readFile(file);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !path) continue;
-      throw new ClientError(`cannot read the trust policy ${candidate}: ${(err as Error).message}`);
+      throw new ClientError(`cannot read the trust policy ${file}: ${(err as Error).message}`);
     }
     return parseTrustPolicy(bytes);
+  };
+  if (path) return read(path);
+  const { v1, oci } = trustPolicyPaths(configDir);
+  let stats: Stats;
+  try {
+    stats = await lstat(v1);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new ClientError(`cannot read the trust policy ${v1}: ${(err as Error).message}`);
+    const ociOnly = await lstat(oci).then(
+      () => true,
+      () => false,
+    );
+    throw new ClientError(
+      `no trust policy: create ${v1} (notation's format) or pass --trust-policy FILE${ociOnly ? `; ${oci} is not read, as notation v1.3.2 does not read it` : ''}`,
+    );
   }
-  throw new ClientError(
-    `no trust policy: pass --trust-policy FILE or create ${trustPolicyPaths().v1} (notation's format)`,
-  );
+  if (!stats.isFile()) {
+    throw new ClientError(
+      `the trust policy ${v1} is not a regular file (symlinks are not supported, as in notation)`,
+    );
+  }
+  return read(v1);
 }

@@ -48,7 +48,10 @@ export function defaultTrustStoreDir(configDir: string = notationConfigDir()): s
   return join(configDir, 'truststore');
 }
 
-/** Paths of a config directory's trust policy files (v1.3 reads only trustpolicy.json; v2 prefers the oci one). */
+/**
+ * Paths of a config directory's trust policy files. notation v1.3 (and Tether) read only `v1`,
+ * trustpolicy.json; notation v2 prefers `oci`, trustpolicy.oci.json.
+ */
 export function trustPolicyPaths(configDir: string = notationConfigDir()): { v1: string; oci: string } {
   return { v1: join(configDir, 'trustpolicy.json'), oci: join(configDir, 'trustpolicy.oci.json') };
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
@@ -61,6 +61,8 @@ interface Case {
    * only `false` with `verified: true`. Tether passing where notation fails is never expected.
    */
   tether?: false;
+  /** Runs after trustpolicy.json is written, to change the configuration directory. */
+  configure?: (config: string) => Promise<void>;
 }
 
 describe('verdicts agree with notation v1.3.2 on the same signature', () => {
@@ -98,22 +100,24 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     return files;
   }
 
+  function policyText(identities: string[], level: string) {
+    return JSON.stringify({
+      version: '1.0',
+      trustPolicies: [
+        {
+          name: 'verdicts',
+          registryScopes: ['*'],
+          signatureVerification: { level },
+          trustStores: ['ca:t'],
+          trustedIdentities: identities,
+        },
+      ],
+    });
+  }
+
   async function policy(identities: string[], level: string) {
-    await writeFile(
-      join(config, 'trustpolicy.json'),
-      JSON.stringify({
-        version: '1.0',
-        trustPolicies: [
-          {
-            name: 'verdicts',
-            registryScopes: ['*'],
-            signatureVerification: { level },
-            trustStores: ['ca:t'],
-            trustedIdentities: identities,
-          },
-        ],
-      }),
-    );
+    for (const f of ['trustpolicy.json', 'trustpolicy.oci.json']) await rm(join(config, f), { force: true });
+    await writeFile(join(config, 'trustpolicy.json'), policyText(identities, level));
   }
 
   /** Signs a fresh image as `c` says, runs both verifiers, and asserts both reach `c.verified`. */
@@ -128,6 +132,7 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     });
     await pushSignature(reg.host, repo, target, envelope);
     await policy(c.identities ?? ['*'], c.level ?? 'strict');
+    await c.configure?.(config);
     const ref = `${reg.host}/${repo}@${image.digest}`;
     const notation = await exec('notation', ['verify', '--insecure-registry', ref], env);
     const tether = await exec(process.execPath, [CLI, 'verify', ref], env);
@@ -261,6 +266,37 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       protectedJson: `{"CTY":"application/json",${JSON.stringify(standard).slice(1)}`,
       verified: true,
       tether: false,
+    });
+  });
+
+  test('which trust policy file: trustpolicy.json only, as a regular file (F4)', async () => {
+    const nobody = policyText(['x509.subject: C=US, ST=WA, O=Nobody'], 'strict');
+    const anyone = policyText(['*'], 'strict');
+    await agree('trustpolicy.json refuses the signer, trustpolicy.oci.json trusts anyone', {
+      configure: async (dir) => {
+        await writeFile(join(dir, 'trustpolicy.json'), nobody);
+        await writeFile(join(dir, 'trustpolicy.oci.json'), anyone);
+      },
+      verified: false,
+    });
+    await agree('only trustpolicy.oci.json', {
+      configure: async (dir) => {
+        await rm(join(dir, 'trustpolicy.json'));
+        await writeFile(join(dir, 'trustpolicy.oci.json'), anyone);
+      },
+      verified: false,
+    });
+    await agree('trustpolicy.json is a symlink to a policy that trusts anyone', {
+      configure: async (dir) => {
+        await writeFile(join(pki, 'linked-policy.json'), anyone);
+        await rm(join(dir, 'trustpolicy.json'));
+        await symlink(join(pki, 'linked-policy.json'), join(dir, 'trustpolicy.json'));
+      },
+      verified: false,
+    });
+    await agree('trustpolicy.json trusts, trustpolicy.oci.json refuses (and is ignored)', {
+      configure: async (dir) => writeFile(join(dir, 'trustpolicy.oci.json'), nobody),
+      verified: true,
     });
   });
 });

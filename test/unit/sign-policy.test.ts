@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { describe, test } from 'node:test';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
 import { generateKey, issueCertificate } from '../../src/sign/certs.ts';
 import { certificateSubjectDN, isSubsetDN, parseDistinguishedName } from '../../src/sign/dn.ts';
 import type { SignatureError } from '../../src/sign/errors.ts';
+import { loadTrustPolicy } from '../../src/sign/registry.ts';
 import {
   artifactPath,
   parseTrustPolicy,
@@ -318,5 +322,47 @@ describe('notation config directory', () => {
       notationConfigDir({}, 'darwin', '/Users/u'),
       '/Users/u/Library/Application Support/notation',
     );
+  });
+});
+
+describe('loadTrustPolicy: the file notation v1.3.2 reads (audit F4)', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'tether-policy-'));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  let n = 0;
+  const doc = (name: string) =>
+    JSON.stringify({ version: '1.0', trustPolicies: [statement({ name, registryScopes: ['*'] })] });
+  const configDir = (files: Record<string, string>) => {
+    const dir = join(tmp, `c${++n}`);
+    mkdirSync(dir);
+    for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
+    return dir;
+  };
+
+  test('trustpolicy.json only: trustpolicy.oci.json is never read, whichever exists', async () => {
+    const both = configDir({ 'trustpolicy.json': doc('json'), 'trustpolicy.oci.json': doc('oci') });
+    assert.equal((await loadTrustPolicy(undefined, both)).trustPolicies[0]?.name, 'json');
+    const ociOnly = configDir({ 'trustpolicy.oci.json': doc('oci') });
+    await assert.rejects(
+      loadTrustPolicy(undefined, ociOnly),
+      /no trust policy: create .*trustpolicy\.json.*trustpolicy\.oci\.json is not read/,
+    );
+    // A broken trustpolicy.oci.json beside a good trustpolicy.json does not matter either.
+    const broken = configDir({ 'trustpolicy.json': doc('json'), 'trustpolicy.oci.json': '{' });
+    assert.equal((await loadTrustPolicy(undefined, broken)).trustPolicies[0]?.name, 'json');
+  });
+
+  test('a symlink or a directory is refused, as notation refuses it; --trust-policy FILE is read as given', async () => {
+    const target = join(tmp, 'elsewhere.json');
+    writeFileSync(target, doc('linked'));
+    const linked = configDir({});
+    symlinkSync(target, join(linked, 'trustpolicy.json'));
+    await assert.rejects(
+      loadTrustPolicy(undefined, linked),
+      /not a regular file \(symlinks are not supported/,
+    );
+    const dir = configDir({});
+    mkdirSync(join(dir, 'trustpolicy.json'));
+    await assert.rejects(loadTrustPolicy(undefined, dir), /not a regular file/);
+    assert.equal((await loadTrustPolicy(join(linked, 'trustpolicy.json'))).trustPolicies[0]?.name, 'linked');
   });
 });
