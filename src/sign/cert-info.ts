@@ -3,6 +3,7 @@
  * X509Certificate does not expose: extension criticality, key-usage bits, basic-constraints path length,
  * the raw issuer/subject Names (compared byte for byte, as Go does) and the subject's attribute list.
  */
+import { isUtf8 } from 'node:buffer';
 import { X509Certificate } from 'node:crypto';
 import {
   type DerNode,
@@ -12,7 +13,6 @@ import {
   decodeInteger,
   decodeNamedBits,
   decodeOid,
-  decodeString,
   isContext,
   isUniversal,
 } from './der.ts';
@@ -155,6 +155,57 @@ function parseTime(node: DerNode): Date {
   return fail('certificate validity time is malformed');
 }
 
+/** Go's x509 `isPrintable`: PrintableString's set, plus `*` and `&` that real certificates use. */
+const GO_PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?*&]*$/;
+
+/**
+ * A Name attribute value exactly as Go's x509 parser (`parseASN1String`) reads it, which is how notation
+ * reads every certificate: T61String as Latin-1, PrintableString (with `*` and `&`), UTF8String that is
+ * valid UTF-8, BMPString without surrogates or noncharacters (a trailing NUL dropped), IA5String of ASCII,
+ * NumericString; any other type or content makes Go refuse the whole certificate, so it throws here.
+ */
+function goNameString(node: DerNode): string {
+  const bytes = node.content;
+  const fail2 = (what: string): never =>
+    fail(`certificate Name holds an invalid ${what}, which Go's x509 parser refuses`);
+  if (node.cls !== 0 || node.constructed) return fail2('attribute value (not a universal string type)');
+  switch (node.tagNumber) {
+    case 0x14: // T61String
+      return bytes.toString('latin1');
+    case 0x13: // PrintableString
+      if (!GO_PRINTABLE.test(bytes.toString('latin1'))) fail2('PrintableString');
+      return bytes.toString('latin1');
+    case 0x0c: // UTF8String
+      if (!isUtf8(bytes)) fail2('UTF8String');
+      return bytes.toString('utf8');
+    case 0x1e: {
+      // BMPString (UCS-2)
+      if (bytes.length % 2 !== 0) fail2('BMPString');
+      let units = bytes;
+      if (units.length >= 2 && units[units.length - 1] === 0 && units[units.length - 2] === 0) {
+        units = units.subarray(0, units.length - 2);
+      }
+      let out = '';
+      for (let i = 0; i < units.length; i += 2) {
+        const u = units.readUInt16BE(i);
+        if (u === 0xfffe || u === 0xffff || (u >= 0xfdd0 && u <= 0xfdef) || (u >= 0xd800 && u <= 0xdfff)) {
+          fail2('BMPString');
+        }
+        out += String.fromCharCode(u);
+      }
+      return out;
+    }
+    case 0x16: // IA5String
+      if (!/^[\x00-\x7f]*$/.test(bytes.toString('latin1'))) fail2('IA5String');
+      return bytes.toString('latin1');
+    case 0x12: // NumericString
+      if (!/^[0-9 ]*$/.test(bytes.toString('latin1'))) fail2('NumericString');
+      return bytes.toString('latin1');
+    default:
+      return fail2(`attribute value (string type ${node.tagNumber})`);
+  }
+}
+
 export function parseName(node: DerNode): NameAttribute[][] {
   if (!isUniversal(node, 'sequence')) fail('certificate Name is not a SEQUENCE');
   return node.children.map((rdn) => {
@@ -162,13 +213,7 @@ export function parseName(node: DerNode): NameAttribute[][] {
     return rdn.children.map((atv) => {
       if (!isUniversal(atv, 'sequence') || atv.children.length !== 2) fail('malformed name attribute');
       const oid = decodeOid(atv.children[0]!);
-      let value: string;
-      try {
-        value = decodeString(atv.children[1]!);
-      } catch {
-        // Go renders non-string values as `#<hex DER>`; keep that form so they can never match by accident.
-        value = `#${atv.children[1]!.raw.toString('hex')}`;
-      }
+      const value = goNameString(atv.children[1]!);
       return { oid, type: ATTRIBUTE_NAMES[oid] ?? oid, value };
     });
   });
@@ -239,6 +284,8 @@ export function certificateInfo(cert: X509Certificate): CertificateInfo {
     if (decodeOid(signature.children[0]!) !== signatureAlgorithm) {
       fail('TBSCertificate signature algorithm differs from the outer one');
     }
+    // Go's x509 parser refuses a certificate whose issuer Name holds a string it cannot read; so do we.
+    parseName(issuer);
     const extNode = fields.slice(6).find((f) => isContext(f, 3));
     const extensions = extNode ? parseExtensions(extNode.children[0]!) : new Map<string, Extension>();
     info = {

@@ -9,6 +9,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { X509Certificate } from 'node:crypto';
 import { certificateInfo } from './cert-info.ts';
+import { derPrintableString, derUtf8String } from './der.ts';
 
 export type DistinguishedName = Record<string, string>;
 
@@ -155,8 +156,18 @@ function toMap(rdns: RawAttribute[][], label: string): DistinguishedName {
   return map;
 }
 
-/** Parses a trusted-identity DN (`C=US, ST=WA, O=Example, CN=signer`) under notation's rules. */
+/**
+ * notation-go's `ParseDistinguishedName`: a DN string (a trusted identity, or a leaf subject as Go prints
+ * it) → notation's map. A DN containing `=#` anywhere is refused outright, as notation refuses it: that is
+ * how Go prints an attribute it has no short name for (`1.2.840.113549.1.9.1=#0c…`), and how RFC 4514 writes
+ * a BER-encoded value.
+ */
 export function parseDistinguishedName(name: string): DistinguishedName {
+  if (name.includes('=#')) {
+    throw new DistinguishedNameError(
+      `unsupported distinguished name (DN) ${JSON.stringify(name)}: notation does not support x509.subject identities containing "=#"`,
+    );
+  }
   let rdns: RawAttribute[][];
   try {
     rdns = parseRfc4514(name);
@@ -168,28 +179,88 @@ export function parseDistinguishedName(name: string): DistinguishedName {
   return toMap(rdns, JSON.stringify(name));
 }
 
+/** The attributes Go's pkix.Name parses into named fields (CN, SERIALNUMBER, C, L, ST, STREET, O, OU, POSTALCODE). */
+const STANDARD = new Set([
+  '2.5.4.3',
+  '2.5.4.5',
+  '2.5.4.6',
+  '2.5.4.7',
+  '2.5.4.8',
+  '2.5.4.9',
+  '2.5.4.10',
+  '2.5.4.11',
+  '2.5.4.17',
+]);
+
+/** encoding/asn1's PrintableString test when it marshals a Go string (no `*`, no `&`). */
+const ASN1_PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
+
+/** Go's `RDNSequence.String()` escaping of one value. */
+function goEscape(value: string): string {
+  const chars = [...value];
+  return chars
+    .map((c, k) => {
+      const escaped =
+        ',+"\\<>;'.includes(c) ||
+        (c === ' ' && (k === 0 || k === chars.length - 1)) ||
+        (c === '#' && k === 0);
+      return escaped ? `\\${c}` : c;
+    })
+    .join('');
+}
+
 /**
- * The leaf subject as notation sees it. notation parses Go's `Subject.String()`, which regroups all values
- * of one standard attribute into one RDN and flattens the certificate's own multi-valued RDNs; so in effect
- * any attribute type that occurs twice is an error, and a certificate multi-valued RDN is fine. Values are
- * kept as they are: Go escapes a leading or trailing space, so go-ldap keeps it (`O=Example ` stays
- * `Example `, and matches only an identity that writes the space escaped).
+ * Go's `cert.Subject.String()`, which notation parses to match trusted identities: attributes Go has no
+ * name for come last, as `OID=#<hex DER>`; the standard ones are regrouped as `ToRDNSequence` writes them,
+ * each type's values in one RDN (C, ST, L, STREET, POSTALCODE, O, OU), then CN and SERIALNUMBER, of which
+ * Go keeps only the last value and drops an empty one; the sequence is printed in reverse, `,`-separated.
+ */
+export function notationSubjectString(cert: X509Certificate): string {
+  const attrs = certificateInfo(cert).subject.flat();
+  const rdns: string[][] = [];
+  for (const a of attrs) {
+    if (STANDARD.has(a.oid)) continue;
+    // Go re-marshals the string: PrintableString when it can, else UTF8String.
+    const der = ASN1_PRINTABLE.test(a.value) ? derPrintableString(a.value) : derUtf8String(a.value);
+    rdns.push([`${a.oid}=#${der.toString('hex')}`]);
+  }
+  const values = (oid: string) => attrs.filter((a) => a.oid === oid).map((a) => a.value);
+  const group = (name: string, list: string[]) => {
+    if (list.length > 0) rdns.push(list.map((v) => `${name}=${goEscape(v)}`));
+  };
+  for (const [oid, name] of [
+    ['2.5.4.6', 'C'],
+    ['2.5.4.8', 'ST'],
+    ['2.5.4.7', 'L'],
+    ['2.5.4.9', 'STREET'],
+    ['2.5.4.17', 'POSTALCODE'],
+    ['2.5.4.10', 'O'],
+    ['2.5.4.11', 'OU'],
+  ] as const) {
+    group(name, values(oid));
+  }
+  for (const [oid, name] of [
+    ['2.5.4.3', 'CN'],
+    ['2.5.4.5', 'SERIALNUMBER'],
+  ] as const) {
+    const last = values(oid).at(-1);
+    if (last) group(name, [last]);
+  }
+  return rdns
+    .reverse()
+    .map((rdn) => rdn.join('+'))
+    .join(',');
+}
+
+/**
+ * The leaf subject as notation sees it: `notationSubjectString` parsed by `parseDistinguishedName`. So a
+ * standard attribute that occurs twice (two OUs) is a multi-valued RDN and an error, a second CN replaces
+ * the first, an attribute Go has no name for (emailAddress, UID, title, …) makes the `=#` refusal, and
+ * values keep their spaces: Go escapes a leading or trailing one, so `O=Example ` stays `Example ` and
+ * matches only an identity that writes the space escaped.
  */
 export function certificateSubjectDN(cert: X509Certificate): DistinguishedName {
-  const attrs = certificateInfo(cert).subject.flat();
-  const seen = new Set<string>();
-  for (const a of attrs) {
-    if (seen.has(a.type)) {
-      throw new DistinguishedNameError(
-        `the certificate subject has more than one "${a.type}" attribute, which notation does not support`,
-      );
-    }
-    seen.add(a.type);
-  }
-  return toMap(
-    attrs.map((a) => [{ type: a.type, value: a.value }]),
-    'of the certificate subject',
-  );
+  return parseDistinguishedName(notationSubjectString(cert));
 }
 
 /** True when every attribute of `subset` has the same value in `dn`. */

@@ -299,4 +299,53 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       verified: true,
     });
   });
+
+  test('leaf attributes Go has no short name for, and #hex identities (F5, F6)', async () => {
+    const id = (dn: string) => [`x509.subject: ${dn}`];
+    const email = '/C=US/ST=WA/O=Example/CN=mail/emailAddress=a@b.c';
+    await agree('leaf with emailAddress, identity C/ST/O', {
+      leaf: email,
+      identities: id('C=US, ST=WA, O=Example'),
+      verified: false,
+    });
+    await agree('leaf with emailAddress, identity naming it by OID', {
+      leaf: email,
+      identities: id('C=US, ST=WA, O=Example, 1.2.840.113549.1.9.1=a@b.c'),
+      verified: false,
+    });
+    await agree('leaf with UID', {
+      leaf: '/C=US/ST=WA/O=Example/UID=u1/CN=uid',
+      identities: id('C=US, ST=WA, O=Example'),
+      verified: false,
+    });
+    await agree('leaf with title, identity naming it by OID', {
+      leaf: '/C=US/ST=WA/O=Example/title=Boss/CN=title',
+      identities: id('C=US, ST=WA, O=Example, 2.5.4.12=Boss'),
+      verified: false,
+    });
+    await agree('leaf with emailAddress, any identity', { leaf: email, identities: ['*'], verified: true });
+    await agree('identity with a BER #hex value', {
+      identities: id('C=US, ST=WA, O=#0c074578616d706c65'),
+      verified: false,
+    });
+  });
+
+  test("leaf subjects regrouped as Go's Subject.String() does (F10)", async () => {
+    const id = (dn: string) => [`x509.subject: ${dn}`];
+    await agree('leaf with two CNs: the last one counts', {
+      leaf: '/C=US/ST=WA/O=Example/CN=first/CN=last',
+      identities: id('C=US, ST=WA, O=Example, CN=last'),
+      verified: true,
+    });
+    await agree('leaf with two CNs: the first one does not', {
+      leaf: '/C=US/ST=WA/O=Example/CN=first/CN=last',
+      identities: id('C=US, ST=WA, O=Example, CN=first'),
+      verified: false,
+    });
+    await agree('leaf with two OUs', {
+      leaf: '/C=US/ST=WA/O=Example/OU=a/OU=b/CN=ou',
+      identities: id('C=US, ST=WA, O=Example'),
+      verified: false,
+    });
+  });
 });

@@ -1,11 +1,18 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { certificateInfo } from '../../src/sign/cert-info.ts';
 import { generateKey, issueCertificate } from '../../src/sign/certs.ts';
-import { certificateSubjectDN, isSubsetDN, parseDistinguishedName } from '../../src/sign/dn.ts';
+import {
+  certificateSubjectDN,
+  isSubsetDN,
+  notationSubjectString,
+  parseDistinguishedName,
+} from '../../src/sign/dn.ts';
 import type { SignatureError } from '../../src/sign/errors.ts';
 import { loadTrustPolicy } from '../../src/sign/registry.ts';
 import {
@@ -305,6 +312,96 @@ describe('distinguished names', () => {
     assert.throws(
       () => certificateSubjectDN(cert({ country: 'US', organization: 'Acme' })),
       /mandatory RDN attribute for "ST"/,
+    );
+  });
+});
+
+describe("leaf subjects as notation reads them: Go's Subject.String(), then the identity rules (audit F5, F6, F10)", () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'tether-subject-'));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  const key = join(tmp, 'k.pem');
+  execFileSync('openssl', [
+    'genpkey',
+    '-algorithm',
+    'EC',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-out',
+    key,
+  ]);
+  /** A self-signed certificate with the openssl `-subj` given (attributes in that order, repeats kept). */
+  const withSubject = (subj: string) =>
+    new X509Certificate(
+      execFileSync('openssl', ['req', '-x509', '-new', '-key', key, '-days', '1', '-utf8', '-subj', subj]),
+    );
+
+  test('attributes Go has no short name for print as OID=#hex, which notation refuses', () => {
+    const email = withSubject('/C=US/ST=WA/O=Example/CN=e/emailAddress=a@b.c');
+    assert.equal(
+      notationSubjectString(email),
+      'CN=e,O=Example,ST=WA,C=US,1.2.840.113549.1.9.1=#0c056140622e63',
+    );
+    assert.throws(
+      () => certificateSubjectDN(email),
+      /notation does not support x509\.subject identities containing "=#"/,
+    );
+    assert.throws(() => certificateSubjectDN(withSubject('/C=US/ST=WA/O=Example/UID=u1/CN=u')), /"=#"/);
+    assert.throws(() => certificateSubjectDN(withSubject('/C=US/ST=WA/O=Example/title=Boss/CN=t')), /"=#"/);
+    // "=#" inside a standard value is refused too, exactly as notation's string test does.
+    assert.throws(() => certificateSubjectDN(withSubject('/C=US/ST=WA/O=Example/CN=a=#b')), /"=#"/);
+  });
+
+  test('identities with =# (BER #hex values, dotted OIDs with them) are invalid policy', () => {
+    assert.throws(() => parseDistinguishedName('C=US, ST=WA, O=#0c074578616d706c65'), /"=#"/);
+    policyRejects(
+      {
+        version: '1.0',
+        trustPolicies: [
+          statement({ trustedIdentities: ['x509.subject: C=US, ST=WA, O=#0c074578616d706c65'] }),
+        ],
+      },
+      /invalid identity value: unsupported distinguished name.*"=#"/,
+    );
+  });
+
+  test("Go's regrouping: a second CN replaces the first; two OUs are one multi-valued RDN", () => {
+    const twoCn = withSubject('/C=US/ST=WA/O=Example/CN=x/CN=y');
+    assert.equal(notationSubjectString(twoCn), 'CN=y,O=Example,ST=WA,C=US');
+    assert.equal(certificateSubjectDN(twoCn).CN, 'y');
+    const twoOu = withSubject('/C=US/ST=WA/O=Example/OU=a/OU=b/CN=z');
+    assert.equal(notationSubjectString(twoOu), 'CN=z,OU=a+OU=b,O=Example,ST=WA,C=US');
+    assert.throws(() => certificateSubjectDN(twoOu), /multi-valued RDN/);
+    // Go escapes , + " \ < > ; anywhere, a space at either end and a leading #.
+    const escaped = withSubject('/C=US/ST=WA/O=a,b\\+c/OU=\\#x /CN= lead');
+    assert.equal(notationSubjectString(escaped), 'CN=\\ lead,OU=\\#x\\ ,O=a\\,b\\+c,ST=WA,C=US');
+    assert.deepEqual(
+      { ...certificateSubjectDN(escaped) },
+      { C: 'US', ST: 'WA', O: 'a,b+c', OU: '#x ', CN: ' lead' },
+    );
+  });
+
+  test("a Name string Go's x509 parser refuses makes the certificate unusable, as in notation", () => {
+    const der = Buffer.from(
+      execFileSync('openssl', [
+        'req',
+        '-x509',
+        '-new',
+        '-key',
+        key,
+        '-days',
+        '1',
+        '-subj',
+        '/C=US/ST=WA/O=ZZZZ',
+        '-outform',
+        'DER',
+      ]),
+    );
+    // The O value as a PrintableString holding '@' (Go: "invalid PrintableString"); OpenSSL reads it.
+    const patched = Buffer.from(der.toString('latin1').replaceAll('\x0c\x04ZZZZ', '\x13\x04Z@ZZ'), 'latin1');
+    assert.notDeepEqual(patched, der);
+    assert.throws(
+      () => certificateInfo(new X509Certificate(patched)),
+      /invalid PrintableString, which Go's x509 parser refuses/,
     );
   });
 });
