@@ -16,7 +16,7 @@ import {
   JWS_ENVELOPE_MEDIA_TYPE,
   NOTARY_SIGNATURE_ARTIFACT_TYPE,
 } from './media-types.ts';
-import { parseTrustPolicy, type TrustPolicyDocument } from './trust-policy.ts';
+import { parseTrustPolicy, selectTrustPolicy, type TrustPolicyDocument } from './trust-policy.ts';
 import { notationConfigDir, trustPolicyPaths } from './trust-store.ts';
 import { type VerificationResult, verifyNotarySignature } from './verify.ts';
 
@@ -178,7 +178,7 @@ export interface ImageVerification {
  * its Notary signatures (referrers API, else the fallback tag; in a layout, the manifests that name it
  * as their subject), evaluate them in order against the trust policy selected for the scope (`host/repo`
  * or `options.scope`), and succeed at the first that passes. Both manifest shapes are accepted; anything
- * else is skipped with a reason. Verification at level `skip` succeeds without looking.
+ * else is skipped with a reason. Verification at level `skip` succeeds without listing or fetching anything.
  */
 export async function verifyImage(
   source: ContentTarget,
@@ -189,6 +189,18 @@ export async function verifyImage(
   const resolved = await source.resolve(at);
   const target: Descriptor = { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size };
   const reference = `${scope}@${resolved.digest}`;
+  // notation picks the policy before it looks for signatures: at level `skip` it lists and fetches none,
+  // so a malformed or unreachable referrer cannot fail a skipped scope.
+  const statement = selectTrustPolicy(options.policy, reference);
+  if (statement.signatureVerification.level === 'skip') {
+    return {
+      ok: true,
+      target,
+      reference,
+      signatures: [],
+      reason: `trust policy "${statement.name}" skips verification`,
+    };
+  }
   const listed = await source.referrers(resolved.digest, NOTARY_SIGNATURE_ARTIFACT_TYPE);
   const signatures: SignatureOutcome[] = [];
   const max = options.maxSignatures ?? 100;
@@ -198,23 +210,6 @@ export async function verifyImage(
     if (outcome.result?.ok) return { ok: true, target, reference, verifiedBy: descriptor.digest, signatures };
   }
   if (signatures.length === 0) {
-    // Level `skip` needs no signature at all; every other level fails without one.
-    const skipped = await verifyNotarySignature({
-      envelope: Buffer.alloc(0),
-      envelopeMediaType: JWS_ENVELOPE_MEDIA_TYPE,
-      artifactReference: reference,
-      target,
-      policy: options.policy,
-      trustStoreDir: options.trustStoreDir,
-    }).catch(() => undefined);
-    if (skipped?.level === 'skip')
-      return {
-        ok: true,
-        target,
-        reference,
-        signatures,
-        reason: `trust policy "${skipped.policyName}" skips verification`,
-      };
     return {
       ok: false,
       target,

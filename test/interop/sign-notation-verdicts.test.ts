@@ -61,6 +61,8 @@ interface Case {
    * only `false` with `verified: true`. Tether passing where notation fails is never expected.
    */
   tether?: false;
+  /** Rewrites the signature manifest's JSON text. */
+  manifestJson?: (manifest: Record<string, unknown>) => string;
   /** Runs after trustpolicy.json is written, to change the configuration directory. */
   configure?: (config: string) => Promise<void>;
 }
@@ -108,8 +110,8 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
           name: 'verdicts',
           registryScopes: ['*'],
           signatureVerification: { level },
-          trustStores: ['ca:t'],
-          trustedIdentities: identities,
+          // Level skip takes neither (a policy with them is invalid).
+          ...(level === 'skip' ? {} : { trustStores: ['ca:t'], trustedIdentities: identities }),
         },
       ],
     });
@@ -130,7 +132,7 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       protectedJson: c.protectedJson ?? JSON.stringify(standardProtected()),
       payloadJson: (c.payloadJson ?? standardPayload)(target),
     });
-    await pushSignature(reg.host, repo, target, envelope);
+    await pushSignature(reg.host, repo, target, envelope, c.manifestJson);
     await policy(c.identities ?? ['*'], c.level ?? 'strict');
     await c.configure?.(config);
     const ref = `${reg.host}/${repo}@${image.digest}`;
@@ -345,6 +347,24 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await agree('leaf with two OUs', {
       leaf: '/C=US/ST=WA/O=Example/OU=a/OU=b/CN=ou',
       identities: id('C=US, ST=WA, O=Example'),
+      verified: false,
+    });
+  });
+
+  test('level skip reads no signature, so a malformed one cannot fail it (F8)', async () => {
+    await agree('skip, signature manifest whose layer descriptor has the wrong size', {
+      level: 'skip',
+      manifestJson: (m) => JSON.stringify({ ...m, layers: [{ ...(m.layers as object[])[0], size: 10 }] }),
+      verified: true,
+    });
+    await agree('skip, signature manifest with two layers', {
+      level: 'skip',
+      manifestJson: (m) =>
+        JSON.stringify({ ...m, layers: [...(m.layers as object[]), ...(m.layers as object[])] }),
+      verified: true,
+    });
+    await agree('strict, the same wrong layer size', {
+      manifestJson: (m) => JSON.stringify({ ...m, layers: [{ ...(m.layers as object[])[0], size: 10 }] }),
       verified: false,
     });
   });
