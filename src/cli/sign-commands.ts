@@ -20,11 +20,22 @@ REF is HOST/REPO[:TAG][@DIGEST] or, in an OCI image layout, oci:DIR[:TAG][@DIGES
 Verification defaults to notation's configuration ($NOTATION_CONFIG or ~/.config/notation).
 Exit codes: 0 verified/signed, 1 verification failed or error, 2 usage error.`;
 
-/** `30m`, `24h`, `7d`, `90s`. */
-function duration(value: string): number {
+/** The latest expiry a signature header can hold: RFC 3339 (and Go's time parser) take four-digit years. */
+const LATEST_EXPIRY = Date.UTC(9999, 11, 31, 23, 59, 59);
+
+/** `--expiry 30m`, `24h`, `7d`, `90s`: the time that long after `now`; a usage error when it cannot be one. */
+export function expiryAfter(value: string, now: number = Date.now()): Date {
   const m = /^(\d+)(s|m|h|d)$/.exec(value);
   if (!m) throw new ConfigError(`--expiry takes a duration like 24h, 7d or 30m, got "${value}"`);
-  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'] * 1000;
+  const ms = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'] * 1000;
+  if (!(ms > 0)) throw new ConfigError(`--expiry must be longer than 0, got "${value}"`);
+  const at = now + ms;
+  if (!Number.isFinite(at) || at > LATEST_EXPIRY) {
+    throw new ConfigError(
+      `--expiry ${value} ends after 9999-12-31T23:59:59Z, the latest time a signature's expiry can hold`,
+    );
+  }
+  return new Date(at);
 }
 
 export async function signCommand(argv: string[]): Promise<void> {
@@ -39,6 +50,7 @@ export async function signCommand(argv: string[]): Promise<void> {
   });
   const at = await openReference(positionals[0], usage, values);
   if (!values.key || !values.cert) throw new ConfigError(usage);
+  const expiry = values.expiry ? expiryAfter(values.expiry) : undefined;
   const shape = (values.shape ?? 'config') as SignatureShape;
   if (shape !== 'config' && shape !== 'artifactType')
     throw new ConfigError('--shape takes config (notation v1.3, the default) or artifactType');
@@ -46,7 +58,7 @@ export async function signCommand(argv: string[]): Promise<void> {
     privateKeyPem: await readFile(values.key),
     certificateChainPem: await readFile(values.cert),
     shape,
-    ...(values.expiry ? { expiry: new Date(Date.now() + duration(values.expiry)) } : {}),
+    ...(expiry ? { expiry } : {}),
     userMetadata: parseAnnotations(values['user-metadata']),
   });
   if (values.format === 'json') {

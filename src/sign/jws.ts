@@ -196,6 +196,9 @@ export function parseRfc3339(value: unknown, what: string): Date {
   return new Date(base - offsetMinutes * 60_000 + ms);
 }
 
+const RFC3339_EARLIEST = Date.parse('0000-01-01T00:00:00Z');
+const RFC3339_LATEST = Date.parse('9999-12-31T23:59:59Z');
+
 /** `2026-11-22T14:30:31Z`: whole seconds, UTC, as notation writes (after truncation). */
 export function formatRfc3339(date: Date): string {
   return new Date(Math.floor(date.getTime() / 1000) * 1000).toISOString().replace('.000Z', 'Z');
@@ -283,6 +286,15 @@ export function signJwsEnvelope(options: SignJwsOptions): Buffer {
   const spec = keySpecOf(leaf.publicKey);
   const signingTime = new Date(Math.floor((options.signingTime ?? new Date()).getTime() / 1000) * 1000);
   const expiry = options.expiry ? new Date(Math.floor(options.expiry.getTime() / 1000) * 1000) : undefined;
+  for (const [what, time] of [
+    ['signing time', signingTime],
+    ['expiry', expiry],
+  ] as const) {
+    // RFC 3339 (and Go's time parser, notation's) take four-digit years only.
+    if (time && !(time.getTime() >= RFC3339_EARLIEST && time.getTime() <= RFC3339_LATEST)) {
+      throw new SignatureError('INVALID_HEADER', `the ${what} must fall in the years 0000 to 9999`);
+    }
+  }
   if (expiry && expiry <= signingTime) {
     throw new SignatureError('INVALID_HEADER', 'expiry cannot be equal or before the signing time');
   }

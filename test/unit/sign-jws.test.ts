@@ -201,6 +201,22 @@ describe('signJwsEnvelope → parseJwsEnvelope round trip', () => {
   });
 });
 
+describe('signJwsEnvelope: times RFC 3339 can hold (audit F11)', () => {
+  test('an expiry past 9999-12-31T23:59:59Z, or an invalid date, is refused with a reason, not a RangeError', () => {
+    const c = chainFor('ec-p256');
+    const sign = (expiry: Date) =>
+      signJwsEnvelope({ target, privateKeyPem: c.leafPrivateKey, certificateChainPem: c.chain, expiry });
+    for (const expiry of [new Date(Date.parse('9999-12-31T23:59:59Z') + 1000), new Date(Number.NaN)]) {
+      assert.throws(
+        () => sign(expiry),
+        (e: unknown) => e instanceof SignatureError && /must fall in the years 0000 to 9999/.test(e.message),
+      );
+    }
+    const latest = parseJwsEnvelope(sign(new Date('9999-12-31T23:59:59Z')));
+    assert.equal(latest.expiry?.toISOString(), '9999-12-31T23:59:59.000Z');
+  });
+});
+
 describe('parseJwsEnvelope rejects', () => {
   const c = chainFor('ec-p256');
   const key = createPrivateKey(c.leafPrivateKey);
