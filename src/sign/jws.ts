@@ -379,8 +379,8 @@ function optionalString(header: Record<string, unknown>, key: string): string | 
 
 /**
  * Parses a JWS envelope and verifies it the way notation's integrity step does: structure, signature with
- * the x5c leaf key, protected headers and `crit`, payload content type, the certificate chain at signing
- * time, and `alg` against the leaf key. Throws SignatureError naming the failed rule.
+ * the x5c leaf key, protected headers and `crit`, payload content type, the certificate chain's shape and
+ * profile, and `alg` against the leaf key. Throws SignatureError naming the failed rule.
  */
 export function parseJwsEnvelope(bytes: Uint8Array): ParsedJwsEnvelope {
   const env = parseJsonObject(Buffer.from(bytes), 'signature envelope', 'MALFORMED_ENVELOPE', GO_ENVELOPE);
@@ -509,7 +509,11 @@ export function parseJwsEnvelope(bytes: Uint8Array): ParsedJwsEnvelope {
   if (expiry && expiry <= effectiveSigningTime) {
     throw new SignatureError('INVALID_HEADER', 'expiry cannot be equal or before the signing time');
   }
-  validateCodeSigningChain(chain, effectiveSigningTime);
+  // The chain's shape and profile, without the signing time: notation's verifier passes none (notation-core-go
+  // validateSignerInfo), as the spec's integrity step has none. A notary.x509 signing time is the signer's
+  // own claim, proving nothing; the chain must be valid *now* (authenticTimestamp), and a
+  // signingAuthority's authentic signing time must fall inside it (also authenticTimestamp, verify.ts).
+  validateCodeSigningChain(chain);
   const spec = keySpecOf(leaf.publicKey);
   if (spec.alg !== alg) {
     throw new SignatureError(

@@ -368,4 +368,16 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       verified: false,
     });
   });
+
+  test('a signing time before the leaf was issued: only the validity now counts (F7)', async () => {
+    // The default leaf was issued an hour ago; its root a day ago.
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    for (const level of ['strict', 'permissive', 'audit']) {
+      await agree(`${level}, notary.x509 signing time 2 h ago`, {
+        level,
+        protectedJson: JSON.stringify(standardProtected(twoHoursAgo)),
+        verified: true,
+      });
+    }
+  });
 });

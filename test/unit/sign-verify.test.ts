@@ -20,6 +20,7 @@ import { COSE_ENVELOPE_MEDIA_TYPE, JWS_ENVELOPE_MEDIA_TYPE } from '../../src/sig
 import { parseTrustPolicy } from '../../src/sign/trust-policy.ts';
 import { addToTrustStore } from '../../src/sign/trust-store.ts';
 import { type VerificationResult, type VerifyOptions, verifyNotarySignature } from '../../src/sign/verify.ts';
+import { craftEnvelope, rfc3339, standardPayload, standardProtected } from '../helpers/notary-craft.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tether-sign-verify-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -115,6 +116,99 @@ describe('verifyNotarySignature: round trip for every key type under strict', ()
       assert.equal(r.envelope?.payload.targetArtifact.digest, target.digest);
     });
   }
+});
+
+describe('signing time and certificate validity (audit F7)', () => {
+  // A leaf issued 1 hour ago under a root valid for the last 10 days.
+  const rootKey = generateKey('ec-p256');
+  const leafKey = generateKey('ec-p256');
+  const hour = 3600_000;
+  const rootName = { country: 'US', state: 'WA', organization: 'Tether Test', commonName: 'root' };
+  const root = issueCertificate({
+    subject: rootName,
+    subjectPublicKey: rootKey.publicKey,
+    issuerPrivateKey: rootKey.privateKey,
+    notBefore: new Date(Date.now() - 240 * hour),
+    notAfter: new Date(Date.now() + 240 * hour),
+    ca: true,
+  });
+  const leaf = issueCertificate({
+    subject: { ...rootName, commonName: 'fresh' },
+    issuer: rootName,
+    subjectPublicKey: leafKey.publicKey,
+    issuerPrivateKey: rootKey.privateKey,
+    notBefore: new Date(Date.now() - hour),
+    notAfter: new Date(Date.now() + 240 * hour),
+    ca: false,
+  });
+  const signer = {
+    keyPem: leafKey.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    certPem: toPem(leaf),
+    chainPem: toPem(leaf) + toPem(root),
+  };
+  const twoHoursAgo = new Date(Date.now() - 2 * hour);
+
+  test('notary.x509: a signing time before the leaf was issued passes, the chain being valid now', async () => {
+    const dir = await trustStore([{ pems: [toPem(root)] }]);
+    const envelope = craftEnvelope({
+      signer,
+      protectedJson: JSON.stringify(standardProtected(twoHoursAgo)),
+      payloadJson: standardPayload(target),
+    });
+    for (const level of ['strict', 'permissive', 'audit']) {
+      const r = await run({
+        envelope,
+        trustStoreDir: dir,
+        policy: policy({ signatureVerification: { level } }),
+      });
+      assert.equal(r.ok, true, `${level}: ${JSON.stringify(r.results)}`);
+    }
+    // After the leaf expires the authentic-timestamp check (now) still fails it under strict.
+    const late = await run({ envelope, trustStoreDir: dir, now: new Date(Date.now() + 300 * hour) });
+    assert.match(result(late, 'authenticTimestamp').reason!, /not valid anymore/);
+  });
+
+  test('signingAuthority: the authentic signing time must fall in the validity (authenticTimestamp)', async () => {
+    const dir = await trustStore([{ type: 'signingAuthority', pems: [toPem(root)] }]);
+    const header = (at: Date) => {
+      const h: Record<string, unknown> = {
+        ...standardProtected(),
+        crit: ['io.cncf.notary.signingScheme', 'io.cncf.notary.authenticSigningTime'],
+        'io.cncf.notary.signingScheme': 'notary.x509.signingAuthority',
+        'io.cncf.notary.authenticSigningTime': rfc3339(at),
+      };
+      delete h['io.cncf.notary.signingTime'];
+      return JSON.stringify(h);
+    };
+    const sa = policy({ trustStores: ['signingAuthority:acme'] });
+    const early = craftEnvelope({
+      signer,
+      protectedJson: header(twoHoursAgo),
+      payloadJson: standardPayload(target),
+    });
+    const strict = await run({ envelope: early, trustStoreDir: dir, policy: sa });
+    assert.equal(strict.ok, false);
+    assert.equal(result(strict, 'integrity').ok, true);
+    assert.match(
+      result(strict, 'authenticTimestamp').reason!,
+      /was not valid when the digital signature was produced/,
+    );
+    const permissive = await run({
+      envelope: early,
+      trustStoreDir: dir,
+      policy: policy({
+        trustStores: ['signingAuthority:acme'],
+        signatureVerification: { level: 'permissive' },
+      }),
+    });
+    assert.equal(permissive.ok, true);
+    const inside = craftEnvelope({
+      signer,
+      protectedJson: header(new Date(Date.now() - 60_000)),
+      payloadJson: standardPayload(target),
+    });
+    assert.equal((await run({ envelope: inside, trustStoreDir: dir, policy: sa })).ok, true);
+  });
 });
 
 describe('verifyNotarySignature: failures carry a specific reason', () => {
