@@ -263,7 +263,11 @@ export function certificateSubjectDN(cert: X509Certificate): DistinguishedName {
   return parseDistinguishedName(notationSubjectString(cert));
 }
 
-/** True when every attribute of `subset` has the same value in `dn`. */
+/**
+ * notation's `IsSubsetDN`: every attribute of `subset` has the same value in `dn`, an attribute `dn` lacks
+ * counting as the empty string (Go's map zero value). So an identity `…, OU=` matches a leaf without OU (or
+ * with an empty one), never a leaf with a non-empty OU.
+ */
 export function isSubsetDN(subset: DistinguishedName, dn: DistinguishedName): boolean {
-  return Object.entries(subset).every(([k, v]) => dn[k] === v);
+  return Object.entries(subset).every(([k, v]) => (Object.hasOwn(dn, k) ? dn[k] : '') === v);
 }

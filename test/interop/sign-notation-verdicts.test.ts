@@ -332,7 +332,7 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     });
   });
 
-  test("leaf subjects regrouped as Go's Subject.String() does (F10)", async () => {
+  test("leaf subjects regrouped as Go's Subject.String() does, empty identity values (F10)", async () => {
     const id = (dn: string) => [`x509.subject: ${dn}`];
     await agree('leaf with two CNs: the last one counts', {
       leaf: '/C=US/ST=WA/O=Example/CN=first/CN=last',
@@ -342,6 +342,19 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await agree('leaf with two CNs: the first one does not', {
       leaf: '/C=US/ST=WA/O=Example/CN=first/CN=last',
       identities: id('C=US, ST=WA, O=Example, CN=first'),
+      verified: false,
+    });
+    await agree('identity with an empty OU, leaf without OU', {
+      identities: id('C=US, ST=WA, O=Example, OU='),
+      verified: true,
+    });
+    await agree('identity with an empty OU, leaf with an OU', {
+      leaf: '/C=US/ST=WA/O=Example/OU=unit/CN=withou',
+      identities: id('C=US, ST=WA, O=Example, OU='),
+      verified: false,
+    });
+    await agree('an empty-OU identity overlaps any other (invalid policy)', {
+      identities: [...id('C=US, ST=WA, O=Example, OU='), ...id('C=US, ST=WA, O=Example, CN=signer')],
       verified: false,
     });
     await agree('leaf with two OUs', {

@@ -380,6 +380,36 @@ describe("leaf subjects as notation reads them: Go's Subject.String(), then the 
     );
   });
 
+  test('an empty value in an identity matches a leaf without that attribute (Go map zero value)', () => {
+    const id = parseDistinguishedName('C=US, ST=WA, O=Acme, OU=');
+    assert.ok(isSubsetDN(id, { C: 'US', ST: 'WA', O: 'Acme' }));
+    assert.ok(isSubsetDN(id, { C: 'US', ST: 'WA', O: 'Acme', OU: '' }));
+    assert.ok(!isSubsetDN(id, { C: 'US', ST: 'WA', O: 'Acme', OU: 'x' }));
+    // An inherited property is no attribute.
+    assert.ok(
+      !isSubsetDN(parseDistinguishedName('C=US, ST=WA, O=Acme, constructor=x'), {
+        C: 'US',
+        ST: 'WA',
+        O: 'Acme',
+      }),
+    );
+    // ... which makes these two identities overlap, as notation says.
+    policyRejects(
+      {
+        version: '1.0',
+        trustPolicies: [
+          statement({
+            trustedIdentities: [
+              'x509.subject: C=US, ST=WA, O=Acme, OU=',
+              'x509.subject: C=US, ST=WA, O=Acme, CN=x',
+            ],
+          }),
+        ],
+      },
+      /overlapping x509 trustedIdentities/,
+    );
+  });
+
   test("a Name string Go's x509 parser refuses makes the certificate unusable, as in notation", () => {
     const der = Buffer.from(
       execFileSync('openssl', [
