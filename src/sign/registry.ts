@@ -10,6 +10,7 @@ import { digestOf } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { parseCertificates } from './cert-info.ts';
+import { checkGoShape, GO_DESCRIPTOR, GoJsonError, type GoType, parseGoJson } from './go-json.ts';
 import { formatRfc3339, signJwsEnvelope } from './jws.ts';
 import {
   COSE_ENVELOPE_MEDIA_TYPE,
@@ -27,8 +28,9 @@ import { type VerificationResult, verifyNotarySignature } from './verify.ts';
  * the way notation v1.3 reads and writes it (`--oci-layout` included).
  */
 
-/** notation caps envelope blobs at 32 MiB (notation-go registry/repository.go). */
+/** notation caps envelope blobs at 32 MiB and signature manifests at 4 MiB (notation-go registry/repository.go). */
 const MAX_ENVELOPE_BYTES = 32 * 1024 * 1024;
+const MAX_SIGNATURE_MANIFEST_BYTES = 4 * 1024 * 1024;
 const THUMBPRINTS = 'io.cncf.notary.x509chain.thumbprint#S256';
 const CREATED = 'org.opencontainers.image.created';
 const LEGACY_ARTIFACT_MANIFEST = 'application/vnd.oci.artifact.manifest.v1+json';
@@ -158,6 +160,11 @@ export interface SignatureOutcome {
   digest: string;
   /** Why the manifest was not evaluated as a signature (wrong shape, too big, wrong subject). */
   skipped?: string;
+  /**
+   * Set when the signature could not be retrieved the way notation retrieves it (see `skipped` for why):
+   * notation then fails the whole verification, and so does `verifyImage`.
+   */
+  unretrievable?: true;
   result?: VerificationResult;
 }
 
@@ -178,7 +185,8 @@ export interface ImageVerification {
  * its Notary signatures (referrers API, else the fallback tag; in a layout, the manifests that name it
  * as their subject), evaluate them in order against the trust policy selected for the scope (`host/repo`
  * or `options.scope`), and succeed at the first that passes. Both manifest shapes are accepted; anything
- * else is skipped with a reason. Verification at level `skip` succeeds without listing or fetching anything.
+ * else is skipped with a reason, except a signature notation cannot retrieve (see `signatureEnvelope`), which
+ * fails the verification there, as in notation. Level `skip` succeeds without listing or fetching anything.
  */
 export async function verifyImage(
   source: ContentTarget,
@@ -208,6 +216,15 @@ export async function verifyImage(
     const outcome = await verifySignatureManifest(source, target, descriptor, options);
     signatures.push(outcome);
     if (outcome.result?.ok) return { ok: true, target, reference, verifiedBy: descriptor.digest, signatures };
+    // notation stops at a signature it cannot retrieve and fails, whatever comes after it.
+    if (outcome.unretrievable)
+      return {
+        ok: false,
+        target,
+        reference,
+        signatures,
+        reason: `unable to retrieve the signature ${descriptor.digest}: ${outcome.skipped}`,
+      };
   }
   if (signatures.length === 0) {
     return {
@@ -238,6 +255,8 @@ export async function verifySignatureManifest(
   const scope = trustScope(source, options.scope);
   const found = await signatureEnvelope(source, signature, target.digest);
   if ('skipped' in found) return { digest: signature.digest, skipped: found.skipped };
+  if ('unretrievable' in found)
+    return { digest: signature.digest, skipped: found.unretrievable, unretrievable: true };
   const result = await verifyNotarySignature({
     envelope: found.envelope,
     envelopeMediaType: found.mediaType,
@@ -256,22 +275,90 @@ export function firstFailure(result: VerificationResult | undefined): string | u
   return failed ? `${failed.check}: ${failed.reason ?? 'failed'}` : undefined;
 }
 
-/** The envelope of a signature manifest, after notation's shape rules; or why it is not a signature. */
+/** notation-go v1.3.2's Go types for a signature manifest: an image manifest, or the old artifact manifest. */
+const GO_IMAGE_MANIFEST: GoType = {
+  struct: {
+    schemaVersion: 'int',
+    mediaType: 'string',
+    artifactType: 'string',
+    config: GO_DESCRIPTOR,
+    layers: { array: GO_DESCRIPTOR },
+    subject: GO_DESCRIPTOR,
+    annotations: { map: 'string' },
+  },
+};
+const GO_ARTIFACT_MANIFEST: GoType = {
+  struct: {
+    mediaType: 'string',
+    artifactType: 'string',
+    blobs: { array: GO_DESCRIPTOR },
+    subject: GO_DESCRIPTOR,
+    annotations: { map: 'string' },
+  },
+};
+
+type FoundEnvelope =
+  | { envelope: Buffer; mediaType: string }
+  /** Tether does not evaluate it as a signature (its own, stricter rules); the others are still tried. */
+  | { skipped: string }
+  /** notation cannot retrieve it, which ends its verification with a failure: Tether's too. */
+  | { unretrievable: string };
+
+/**
+ * The envelope of a signature manifest, or why there is none. First what notation v1.3.2 does to retrieve
+ * it (getSignatureBlobDesc, FetchSignatureBlob): a manifest that is not an image (or artifact) manifest,
+ * over 4 MiB, not decodable by Go the one way Tether reads it, without exactly one layer, with an envelope
+ * over 32 MiB or one that cannot be fetched is `unretrievable`, which fails the whole verification, as it
+ * does in notation, even when another signature would pass. Then Tether's own rules, which only `skip` the
+ * manifest: the two Notary shapes, the subject, a JWS or COSE envelope.
+ */
 async function signatureEnvelope(
   source: ContentTarget,
   descriptor: Descriptor,
   subject: string,
-): Promise<{ envelope: Buffer; mediaType: string } | { skipped: string }> {
+): Promise<FoundEnvelope> {
+  if (descriptor.size > MAX_SIGNATURE_MANIFEST_BYTES)
+    return { unretrievable: `signature manifest too large: ${descriptor.size} bytes` };
   let manifest: FetchedManifest;
   try {
     manifest = await source.fetchManifest(descriptor.digest);
   } catch (err) {
-    return { skipped: `cannot fetch the signature manifest: ${(err as Error).message}` };
+    return { unretrievable: `cannot fetch the signature manifest: ${(err as Error).message}` };
   }
   const { json } = manifest;
   const kind = json.mediaType ?? manifest.descriptor.mediaType;
   if (kind !== MediaType.ociManifest && kind !== LEGACY_ARTIFACT_MANIFEST)
-    return { skipped: `not an image manifest (${String(kind)})` };
+    return { unretrievable: `not an image manifest (${String(kind)})` };
+  try {
+    checkGoShape(
+      parseGoJson(manifest.bytes),
+      kind === LEGACY_ARTIFACT_MANIFEST ? GO_ARTIFACT_MANIFEST : GO_IMAGE_MANIFEST,
+      'signature manifest',
+    );
+  } catch (err) {
+    if (!(err instanceof GoJsonError)) throw err;
+    return { unretrievable: `${err.message}; refused so that it has one reading` };
+  }
+  const list = kind === LEGACY_ARTIFACT_MANIFEST ? json.blobs : json.layers;
+  const layers = (Array.isArray(list) ? list : []) as Descriptor[];
+  if (layers.length !== 1)
+    return { unretrievable: `a signature manifest has exactly one layer, this has ${layers.length}` };
+  const layer = layers[0]!;
+  if (layer.size > MAX_ENVELOPE_BYTES)
+    return {
+      unretrievable: `the envelope is ${layer.size} bytes, more than the ${MAX_ENVELOPE_BYTES} allowed`,
+    };
+  let envelope: Buffer;
+  try {
+    envelope = await collect(
+      (sink) => pourBlob(source, layer, sink),
+      MAX_ENVELOPE_BYTES,
+      () => new ClientError(`blob ${layer.digest} is larger than ${MAX_ENVELOPE_BYTES} bytes`),
+    );
+  } catch (err) {
+    if (err instanceof ClientError) return { unretrievable: `envelope: ${err.message}` };
+    throw err;
+  }
   const config = json.config as Descriptor | undefined;
   const artifactType = json.artifactType as string | undefined;
   const shapeA = artifactType === NOTARY_SIGNATURE_ARTIFACT_TYPE && config?.mediaType === MediaType.ociEmpty;
@@ -282,27 +369,9 @@ async function signatureEnvelope(
     };
   if ((json.subject as Descriptor | undefined)?.digest !== subject)
     return { skipped: `its subject is not ${subject}` };
-  const layers = (
-    Array.isArray(json.layers) ? json.layers : Array.isArray(json.blobs) ? json.blobs : []
-  ) as Descriptor[];
-  if (layers.length !== 1)
-    return { skipped: `a signature manifest has exactly one layer, this has ${layers.length}` };
-  const layer = layers[0]!;
   if (layer.mediaType !== JWS_ENVELOPE_MEDIA_TYPE && layer.mediaType !== COSE_ENVELOPE_MEDIA_TYPE)
     return { skipped: `unsupported envelope media type ${layer.mediaType}` };
-  if (layer.size > MAX_ENVELOPE_BYTES)
-    return { skipped: `the envelope is ${layer.size} bytes, more than the ${MAX_ENVELOPE_BYTES} allowed` };
-  try {
-    const envelope = await collect(
-      (sink) => pourBlob(source, layer, sink),
-      MAX_ENVELOPE_BYTES,
-      () => new ClientError(`blob ${layer.digest} is larger than ${MAX_ENVELOPE_BYTES} bytes`),
-    );
-    return { envelope, mediaType: layer.mediaType };
-  } catch (err) {
-    if (err instanceof ClientError) return { skipped: `envelope: ${err.message}` };
-    throw err;
-  }
+  return { envelope, mediaType: layer.mediaType };
 }
 
 /**

@@ -135,15 +135,20 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await pushSignature(reg.host, repo, target, envelope, c.manifestJson);
     await policy(c.identities ?? ['*'], c.level ?? 'strict');
     await c.configure?.(config);
-    const ref = `${reg.host}/${repo}@${image.digest}`;
-    const notation = await exec('notation', ['verify', '--insecure-registry', ref], env);
-    const tether = await exec(process.execPath, [CLI, 'verify', ref], env);
+    const { notation, tether } = await verdicts(`${reg.host}/${repo}@${image.digest}`);
     assert.deepEqual(
       { notation: notation.code === 0, tether: tether.code === 0 },
       { notation: c.verified, tether: c.tether ?? c.verified },
       `${label}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
     );
     return { notation: notation.out, tether: tether.out };
+  }
+
+  /** Both verifiers on `ref`, under the trust policy and store in place. */
+  async function verdicts(ref: string) {
+    const notation = await exec('notation', ['verify', '--insecure-registry', ref], env);
+    const tether = await exec(process.execPath, [CLI, 'verify', ref], env);
+    return { notation, tether };
   }
 
   /** Another image in the same repository, to be named in a payload. */
@@ -392,5 +397,52 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         verified: true,
       });
     }
+  });
+
+  test('a signature notation cannot retrieve fails the verification when it is listed before a good one', async () => {
+    const repo = 'verdicts/app';
+    const twoLayers = (nonce: number) => (m: Record<string, unknown>) =>
+      JSON.stringify({
+        ...m,
+        layers: [...(m.layers as object[]), ...(m.layers as object[])],
+        annotations: { ...(m.annotations as object), nonce: String(nonce) },
+      });
+    await policy(['*'], 'strict');
+    for (const badFirst of [true, false]) {
+      const image = await otherImage();
+      const envelope = craftEnvelope({
+        signer: leaf('/C=US/ST=WA/O=Example/CN=signer'),
+        protectedJson: JSON.stringify(standardProtected()),
+        payloadJson: standardPayload(image),
+      });
+      const good = await pushSignature(reg.host, repo, image, envelope);
+      // Referrers are listed by digest: push the broken one until it sorts where the case wants it.
+      for (let nonce = 0; ; nonce++) {
+        const bad = await pushSignature(reg.host, repo, image, envelope, twoLayers(nonce));
+        if (bad < good === badFirst) break;
+      }
+      const { notation, tether } = await verdicts(`${reg.host}/${repo}@${image.digest}`);
+      assert.deepEqual(
+        { notation: notation.code === 0, tether: tether.code === 0 },
+        { notation: !badFirst, tether: !badFirst },
+        `bad first: ${badFirst}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
+      );
+      if (badFirst)
+        assert.match(
+          tether.out,
+          /unable to retrieve the signature sha256:\w+: a signature manifest has exactly one layer, this has 2/,
+        );
+    }
+  });
+
+  test('signature manifests Go decodes another way: case-variant keys, wrong types', async () => {
+    await agree('manifest with "Layers": [] after "layers"', {
+      manifestJson: (m) => JSON.stringify(m).replace(/}$/, ',"Layers":[]}'),
+      verified: false,
+    });
+    await agree('manifest with a "Config": 5 Go decodes into config and fails on', {
+      manifestJson: (m) => JSON.stringify({ ...m, Config: 5 }),
+      verified: false,
+    });
   });
 });

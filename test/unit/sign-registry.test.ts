@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import type { ContentTarget } from '../../src/client/target.ts';
 import { digestOf } from '../../src/oci/digest.ts';
@@ -11,6 +12,62 @@ const image = {
   digest: digestOf('sha256', Buffer.from('an image')),
   size: 8,
 };
+
+/**
+ * A target that resolves `image`, lists `manifests` (by digest) as its signatures, serves them and any
+ * blob (as `{}`), and records every call: what verifyImage touches. Anything else fails.
+ */
+function signatureTarget(manifests: Record<string, unknown>[]): { target: ContentTarget; calls: string[] } {
+  const calls: string[] = [];
+  const stored = manifests.map((m) => {
+    const bytes = Buffer.from(JSON.stringify(m));
+    return {
+      bytes,
+      json: m,
+      descriptor: { mediaType: MANIFEST, digest: digestOf('sha256', bytes), size: bytes.length },
+    };
+  });
+  const target = {
+    name: 'oci:fake',
+    resolve: async () => {
+      calls.push('resolve');
+      return image;
+    },
+    referrers: async () => {
+      calls.push('referrers');
+      return stored.map((m) => m.descriptor);
+    },
+    fetchManifest: async (digest: string) => {
+      calls.push(`fetchManifest ${stored.findIndex((m) => m.descriptor.digest === digest)}`);
+      return stored.find((m) => m.descriptor.digest === digest)!;
+    },
+    openBlob: async () => {
+      calls.push('openBlob');
+      return Readable.from([Buffer.from('{}')]);
+    },
+  } as unknown as ContentTarget;
+  return { target, calls };
+}
+
+const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const EMPTY = {
+  mediaType: 'application/vnd.cncf.notary.signature',
+  digest: digestOf('sha256', Buffer.from('{}')),
+  size: 2,
+};
+const ENVELOPE = {
+  mediaType: 'application/jose+json',
+  digest: digestOf('sha256', Buffer.from('{}')),
+  size: 2,
+};
+const signatureManifest = (over: Record<string, unknown> = {}) => ({
+  schemaVersion: 2,
+  mediaType: MANIFEST,
+  config: EMPTY,
+  layers: [ENVELOPE],
+  subject: image,
+  ...over,
+});
 
 /** A target that resolves `image` and fails (and records) any other call: what verifyImage touches. */
 function recordingTarget(): { target: ContentTarget; calls: string[] } {
@@ -69,5 +126,51 @@ describe('verifyImage at level skip (audit F8)', () => {
       /no applicable oci trust policy statement/,
     );
     assert.deepEqual(calls, ['resolve']);
+  });
+});
+
+describe('verifyImage: a signature notation cannot retrieve fails the verification, as in notation', () => {
+  const verify = (target: ContentTarget) =>
+    verifyImage(target, 'v1', { policy: policy('strict'), trustStoreDir: '/nonexistent', scope: SCOPE });
+
+  test('two layers: the verification ends there, the next signature is never fetched', async () => {
+    const { target, calls } = signatureTarget([
+      signatureManifest({ layers: [ENVELOPE, ENVELOPE] }),
+      signatureManifest(),
+    ]);
+    const r = await verify(target);
+    assert.equal(r.ok, false);
+    assert.match(
+      r.reason!,
+      /^unable to retrieve the signature sha256:\w+: a signature manifest has exactly one layer, this has 2$/,
+    );
+    assert.deepEqual(calls, ['resolve', 'referrers', 'fetchManifest 0']);
+    assert.equal(r.signatures[0]?.unretrievable, true);
+  });
+  test('an image manifest read by Go: "blobs" is no layer list, a "Layers" key has two readings', async () => {
+    for (const [manifest, reason] of [
+      [{ ...signatureManifest(), layers: undefined, blobs: [ENVELOPE] }, /exactly one layer, this has 0/],
+      [
+        { ...signatureManifest(), Layers: [] },
+        /"Layers", which differs from the field "layers" only in case/,
+      ],
+    ] as const) {
+      const { target } = signatureTarget([manifest, signatureManifest()]);
+      const r = await verify(target);
+      assert.equal(r.ok, false);
+      assert.match(r.reason!, reason);
+    }
+  });
+  test("a manifest only Tether's rules refuse is skipped, and the next one is tried", async () => {
+    const { target, calls } = signatureTarget([
+      signatureManifest({ artifactType: 'application/vnd.cncf.notary.signature' }),
+      signatureManifest({ subject: { ...image, digest: digestOf('sha256', Buffer.from('another')) } }),
+      signatureManifest(),
+    ]);
+    const r = await verify(target);
+    assert.match(r.signatures[0]!.skipped!, /neither artifactType nor config shape/);
+    assert.match(r.signatures[1]!.skipped!, /its subject is not/);
+    assert.ok(r.signatures[2]?.result, 'the third signature is evaluated');
+    assert.ok(calls.includes('fetchManifest 2'));
   });
 });
