@@ -445,4 +445,13 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       verified: false,
     });
   });
+
+  test("Tether's own manifest shape rule: artifactType beside the notary config (F9, documented)", async () => {
+    // notation v1.3.2 checks no shape; Tether skips a manifest that is neither Notary shape.
+    await agree('artifactType and config both application/vnd.cncf.notary.signature', {
+      manifestJson: (m) => JSON.stringify({ ...m, artifactType: 'application/vnd.cncf.notary.signature' }),
+      verified: true,
+      tether: false,
+    });
+  });
 });
