@@ -5,6 +5,7 @@
  */
 import { type DistinguishedName, DistinguishedNameError, isSubsetDN, parseDistinguishedName } from './dn.ts';
 import { SignatureError } from './errors.ts';
+import { checkGoShape, GoJsonError, type GoType, parseGoJson } from './go-json.ts';
 import { isValidTrustStoreName, TRUST_STORE_TYPES, type TrustStoreType } from './trust-store.ts';
 
 export type VerificationCheck = 'integrity' | 'authenticity' | 'authenticTimestamp' | 'expiry' | 'revocation';
@@ -143,14 +144,42 @@ function decodeStatement(value: unknown, index: number): TrustPolicyStatement {
   };
 }
 
+/** notation-go v1.3.2's trustpolicy.Document as Go decodes it. */
+const GO_TRUST_POLICY: GoType = {
+  struct: {
+    version: 'string',
+    trustPolicies: {
+      array: {
+        struct: {
+          name: 'string',
+          registryScopes: { array: 'string' },
+          signatureVerification: {
+            struct: { level: 'string', override: { map: 'string' }, verifyTimestamp: 'string' },
+          },
+          trustStores: { array: 'string' },
+          trustedIdentities: { array: 'string' },
+        },
+      },
+    },
+  },
+};
+
 /** Parses and validates a trust policy document (JSON text, bytes, or an already-parsed object). */
 export function parseTrustPolicy(input: string | Uint8Array | unknown): TrustPolicyDocument {
   let value: unknown = input;
   if (typeof input === 'string' || input instanceof Uint8Array) {
+    // notation decodes the file with Go's encoding/json (case-insensitive keys, last one wins): refuse what
+    // it would read differently from us, such as "TrustPolicies" beside "trustPolicies" (go-json.ts).
     try {
-      value = JSON.parse(typeof input === 'string' ? input : Buffer.from(input).toString('utf8'));
-    } catch {
-      throw policyError('malformed trust policy: not valid JSON');
+      value = parseGoJson(typeof input === 'string' ? Buffer.from(input, 'utf8') : input);
+    } catch (err) {
+      throw policyError(`malformed trust policy: not valid JSON (${(err as Error).message})`);
+    }
+    try {
+      checkGoShape(value, GO_TRUST_POLICY, 'the trust policy');
+    } catch (err) {
+      if (!(err instanceof GoJsonError)) throw err;
+      throw policyError(`malformed trust policy: ${err.message}; refused so that it has one reading`);
     }
   }
   if (!isObject(value)) throw policyError('malformed trust policy: the document must be a JSON object');

@@ -301,6 +301,19 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       },
       verified: false,
     });
+    // notation reads the last of two case-insensitive matches (strict); Tether used to read the exact
+    // key (audit, which only logs the untrusted identity).
+    const auditNobody = policyText(['x509.subject: C=US, ST=WA, O=Nobody'], 'audit');
+    await agree('"trustPolicies" at level audit, then "TrustPolicies" at level strict', {
+      configure: async (dir) => {
+        const statements = (text: string) => JSON.stringify(JSON.parse(text).trustPolicies);
+        await writeFile(
+          join(dir, 'trustpolicy.json'),
+          `{"version":"1.0","trustPolicies":${statements(auditNobody)},"TrustPolicies":${statements(nobody)}}`,
+        );
+      },
+      verified: false,
+    });
     await agree('trustpolicy.json trusts, trustpolicy.oci.json refuses (and is ignored)', {
       configure: async (dir) => writeFile(join(dir, 'trustpolicy.oci.json'), nobody),
       verified: true,

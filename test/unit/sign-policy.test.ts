@@ -73,6 +73,25 @@ describe('trust policy validation', () => {
     );
     policyRejects({ version: '1.0', trustPolicies: [statement({ trustStores: 'ca:x' })] }, /malformed/);
   });
+  test("JSON Go's decoder reads differently is refused: case variants, duplicates, a byte order mark", () => {
+    const audit = JSON.stringify([statement({ signatureVerification: { level: 'audit' } })]);
+    const strict = JSON.stringify([statement()]);
+    // notation reads the last case-insensitive match: strict. Tether read the exact key: audit.
+    policyRejects(
+      `{"version":"1.0","trustPolicies":${audit},"TrustPolicies":${strict}}`,
+      /the trust policy has the key "TrustPolicies", which differs from the field "trustPolicies" only in case/,
+    );
+    policyRejects(
+      `{"version":"1.0","trustPolicies":${audit},"trustPolicies":${strict}}`,
+      /duplicate key "trustPolicies"/,
+    );
+    policyRejects(
+      `{"version":"1.0","trustPolicies":${strict.replace('"level"', '"Level"')}}`,
+      /"Level", which differs from the field "level"/,
+    );
+    policyRejects(`\ufeff{"version":"1.0","trustPolicies":${strict}}`, /not valid JSON/);
+    assert.equal(parseTrustPolicy(`{"version":"1.0","trustPolicies":${strict},"x":{"X":1}}`).version, '1.0');
+  });
   test('statement rules', () => {
     const one = (s: Record<string, unknown>) => ({ version: '1.0', trustPolicies: [s] });
     policyRejects(one(statement({ name: '' })), /missing a name/);
