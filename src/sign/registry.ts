@@ -165,6 +165,8 @@ export interface SignatureOutcome {
    * notation then fails the whole verification, and so does `verifyImage`.
    */
   unretrievable?: true;
+  /** Set when notation would not list it as a signature at all (in an OCI layout; see `skipped`). */
+  unlisted?: true;
   result?: VerificationResult;
 }
 
@@ -212,9 +214,13 @@ export async function verifyImage(
   const listed = await source.referrers(resolved.digest, NOTARY_SIGNATURE_ARTIFACT_TYPE);
   const signatures: SignatureOutcome[] = [];
   const max = options.maxSignatures ?? 100;
-  for (const descriptor of listed.slice(0, max)) {
+  let evaluated = 0;
+  for (const descriptor of listed) {
+    if (evaluated >= max) break;
     const outcome = await verifySignatureManifest(source, target, descriptor, options);
     signatures.push(outcome);
+    // A manifest notation would not list (in a layout) is no signature and does not count.
+    if (!outcome.unlisted) evaluated++;
     if (outcome.result?.ok) return { ok: true, target, reference, verifiedBy: descriptor.digest, signatures };
     // notation stops at a signature it cannot retrieve and fails, whatever comes after it.
     if (outcome.unretrievable)
@@ -226,7 +232,7 @@ export async function verifyImage(
         reason: `unable to retrieve the signature ${descriptor.digest}: ${outcome.skipped}`,
       };
   }
-  if (signatures.length === 0) {
+  if (signatures.every((s) => s.unlisted)) {
     return {
       ok: false,
       target,
@@ -235,7 +241,10 @@ export async function verifyImage(
       reason: `no signature is associated with ${reference}`,
     };
   }
-  const why = signatures.map((s) => s.skipped ?? firstFailure(s.result)).filter(Boolean);
+  const why = signatures
+    .filter((s) => !s.unlisted)
+    .map((s) => s.skipped ?? firstFailure(s.result))
+    .filter(Boolean);
   return {
     ok: false,
     target,
@@ -253,8 +262,9 @@ export async function verifySignatureManifest(
   options: VerifyImageOptions,
 ): Promise<SignatureOutcome> {
   const scope = trustScope(source, options.scope);
-  const found = await signatureEnvelope(source, signature, target.digest);
+  const found = await signatureEnvelope(source, signature, target);
   if ('skipped' in found) return { digest: signature.digest, skipped: found.skipped };
+  if ('unlisted' in found) return { digest: signature.digest, skipped: found.unlisted, unlisted: true };
   if ('unretrievable' in found)
     return { digest: signature.digest, skipped: found.unretrievable, unretrievable: true };
   const result = await verifyNotarySignature({
@@ -302,7 +312,9 @@ type FoundEnvelope =
   /** Tether does not evaluate it as a signature (its own, stricter rules); the others are still tried. */
   | { skipped: string }
   /** notation cannot retrieve it, which ends its verification with a failure: Tether's too. */
-  | { unretrievable: string };
+  | { unretrievable: string }
+  /** notation v1.3.2 does not list it as a signature of the image (OCI layouts): neither does Tether. */
+  | { unlisted: string };
 
 /**
  * The envelope of a signature manifest, or why there is none. First what notation v1.3.2 does to retrieve
@@ -315,8 +327,9 @@ type FoundEnvelope =
 async function signatureEnvelope(
   source: ContentTarget,
   descriptor: Descriptor,
-  subject: string,
+  target: Descriptor,
 ): Promise<FoundEnvelope> {
+  const subject = target.digest;
   if (descriptor.size > MAX_SIGNATURE_MANIFEST_BYTES)
     return { unretrievable: `signature manifest too large: ${descriptor.size} bytes` };
   let manifest: FetchedManifest;
@@ -338,6 +351,26 @@ async function signatureEnvelope(
   } catch (err) {
     if (!(err instanceof GoJsonError)) throw err;
     return { unretrievable: `${err.message}; refused so that it has one reading` };
+  }
+  if (!(source instanceof RegistryTarget)) {
+    // In an OCI layout notation v1.3.2 finds signatures itself (notation-go signatureReferrers): a manifest
+    // whose subject is the image's exact descriptor and whose config media type (an artifact manifest's
+    // artifactType) is the Notary one. So the spec's artifactType shape, with its empty config, is not a
+    // signature there, for notation nor for Tether.
+    const type =
+      kind === LEGACY_ARTIFACT_MANIFEST
+        ? json.artifactType
+        : (json.config as Descriptor | undefined)?.mediaType;
+    const s = json.subject as Descriptor | undefined;
+    if (type !== NOTARY_SIGNATURE_ARTIFACT_TYPE)
+      return {
+        unlisted: `notation v1.3.2 does not take it for a signature in an OCI layout: its ${kind === LEGACY_ARTIFACT_MANIFEST ? 'artifactType' : 'config media type'} is ${JSON.stringify(type)}`,
+      };
+    if (s?.digest !== target.digest || s.size !== target.size || s.mediaType !== target.mediaType)
+      return {
+        unlisted:
+          'notation v1.3.2 does not take it for a signature in an OCI layout: its subject is not the exact descriptor of the image',
+      };
   }
   const list = kind === LEGACY_ARTIFACT_MANIFEST ? json.blobs : json.layers;
   const layers = (Array.isArray(list) ? list : []) as Descriptor[];

@@ -467,4 +467,55 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       tether: false,
     });
   });
+
+  test('OCI layouts: only what notation v1.3.2 lists there is a signature (the config shape)', async () => {
+    await policy(['*'], 'strict');
+    const image = await otherImage();
+    const signer = leaf('/C=US/ST=WA/O=Example/CN=signer');
+    await writeFile(join(pki, 'layout-chain.pem'), signer.chainPem);
+    await writeFile(join(pki, 'layout-leaf.key'), signer.keyPem);
+    for (const [shape, verified] of [
+      ['artifactType', false],
+      ['config', true],
+    ] as const) {
+      const layout = join(dir, `layout-${shape}`);
+      const copied = await exec(
+        process.execPath,
+        [CLI, 'cp', `${reg.host}/verdicts/app@${image.digest}`, `oci:${layout}:v1`],
+        env,
+      );
+      assert.equal(copied.code, 0, copied.out);
+      const signed = await exec(
+        process.execPath,
+        [
+          CLI,
+          'sign',
+          `oci:${layout}@${image.digest}`,
+          '--key',
+          join(pki, 'layout-leaf.key'),
+          '--cert',
+          join(pki, 'layout-chain.pem'),
+          '--shape',
+          shape,
+        ],
+        env,
+      );
+      assert.equal(signed.code, 0, signed.out);
+      const notation = await exec(
+        'notation',
+        ['verify', '--oci-layout', '--scope', 'local/demo', `${layout}@${image.digest}`],
+        { ...env, NOTATION_EXPERIMENTAL: '1' },
+      );
+      const tether = await exec(
+        process.execPath,
+        [CLI, 'verify', `oci:${layout}@${image.digest}`, '--scope', 'local/demo'],
+        env,
+      );
+      assert.deepEqual(
+        { notation: notation.code === 0, tether: tether.code === 0 },
+        { notation: verified, tether: verified },
+        `--shape ${shape}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
+      );
+    }
+  });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { ContentTarget } from '../../src/client/target.ts';
+import { type ContentTarget, RegistryTarget } from '../../src/client/target.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { verifyImage } from '../../src/sign/registry.ts';
 import { parseTrustPolicy } from '../../src/sign/trust-policy.ts';
@@ -17,7 +17,10 @@ const image = {
  * A target that resolves `image`, lists `manifests` (by digest) as its signatures, serves them and any
  * blob (as `{}`), and records every call: what verifyImage touches. Anything else fails.
  */
-function signatureTarget(manifests: Record<string, unknown>[]): { target: ContentTarget; calls: string[] } {
+function signatureTarget(
+  manifests: Record<string, unknown>[],
+  kind: 'registry' | 'layout' = 'registry',
+): { target: ContentTarget; calls: string[] } {
   const calls: string[] = [];
   const stored = manifests.map((m) => {
     const bytes = Buffer.from(JSON.stringify(m));
@@ -41,11 +44,15 @@ function signatureTarget(manifests: Record<string, unknown>[]): { target: Conten
       calls.push(`fetchManifest ${stored.findIndex((m) => m.descriptor.digest === digest)}`);
       return stored.find((m) => m.descriptor.digest === digest)!;
     },
+    // Shadows RegistryTarget's own reader, so that blobs come from openBlob.
+    readBlob: undefined,
     openBlob: async () => {
       calls.push('openBlob');
       return Readable.from([Buffer.from('{}')]);
     },
   } as unknown as ContentTarget;
+  // verifyImage tells a registry from a layout by class, as notation's rules differ between them.
+  if (kind === 'registry') Object.setPrototypeOf(target, RegistryTarget.prototype);
   return { target, calls };
 }
 
@@ -172,5 +179,49 @@ describe('verifyImage: a signature notation cannot retrieve fails the verificati
     assert.match(r.signatures[1]!.skipped!, /its subject is not/);
     assert.ok(r.signatures[2]?.result, 'the third signature is evaluated');
     assert.ok(calls.includes('fetchManifest 2'));
+  });
+});
+
+describe('verifyImage in an OCI layout: what notation v1.3.2 lists as signatures there', () => {
+  const verify = (target: ContentTarget, maxSignatures?: number) =>
+    verifyImage(target, 'v1', {
+      policy: policy('strict'),
+      trustStoreDir: '/nonexistent',
+      scope: SCOPE,
+      ...(maxSignatures ? { maxSignatures } : {}),
+    });
+
+  test("the spec's artifactType shape (empty config) is no signature there: none is associated", async () => {
+    const shapeA = signatureManifest({
+      artifactType: 'application/vnd.cncf.notary.signature',
+      config: { ...EMPTY, mediaType: 'application/vnd.oci.empty.v1+json' },
+    });
+    const layout = await verify(signatureTarget([shapeA], 'layout').target);
+    assert.equal(layout.ok, false);
+    assert.match(layout.reason!, /^no signature is associated with/);
+    assert.match(
+      layout.signatures[0]!.skipped!,
+      /does not take it for a signature in an OCI layout: its config media type is "application\/vnd\.oci\.empty\.v1\+json"/,
+    );
+    // On a registry it is evaluated (and fails here only because its envelope is `{}`).
+    const registry = await verify(signatureTarget([shapeA], 'registry').target);
+    assert.ok(registry.signatures[0]?.result);
+  });
+  test('a subject that is not the exact descriptor of the image is no signature there', async () => {
+    for (const subject of [
+      { ...image, size: 9 },
+      { ...image, mediaType: 'application/vnd.oci.image.index.v1+json' },
+    ]) {
+      const r = await verify(signatureTarget([signatureManifest({ subject })], 'layout').target);
+      assert.match(r.reason!, /^no signature is associated with/);
+    }
+  });
+  test('unlisted manifests do not count towards --max-signatures', async () => {
+    const shapeA = signatureManifest({
+      config: { ...EMPTY, mediaType: 'application/vnd.oci.empty.v1+json' },
+    });
+    const r = await verify(signatureTarget([shapeA, shapeA, signatureManifest()], 'layout').target, 1);
+    assert.equal(r.signatures.length, 3);
+    assert.ok(r.signatures[2]?.result, 'the one real signature is evaluated');
   });
 });
