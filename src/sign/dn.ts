@@ -138,6 +138,7 @@ function toMap(rdns: RawAttribute[][], label: string): DistinguishedName {
     for (const attr of rdn) {
       // stateOrProvinceName may be written `S`; notation treats it as `ST`.
       const type = attr.type === 'S' ? 'ST' : attr.type;
+      // As notation: only a non-empty earlier value is a duplicate (`OU=, OU=x` reads OU=x).
       if (map[type]) {
         throw new DistinguishedNameError(
           `distinguished name (DN) ${label} has duplicate RDN attribute for "${type}", DN can only have unique RDN attributes`,
