@@ -278,8 +278,13 @@ export function certificateInfo(cert: X509Certificate): CertificateInfo {
     if (fields[0] && isContext(fields[0], 0)) {
       version = Number(decodeInteger(fields.shift()!.children[0]!)) + 1;
     }
-    const [, signature, issuer, validity, subject] = fields;
-    if (!signature || !issuer || !validity || !subject) fail('malformed TBSCertificate');
+    const [serial, signature, issuer, validity, subject] = fields;
+    if (!serial || !signature || !issuer || !validity || !subject) fail('malformed TBSCertificate');
+    // Go's x509 parser (and so notation) refuses a negative serial number since Go 1.23.
+    if (!isUniversal(serial, 'integer')) fail('certificate serial number is not an INTEGER');
+    if (decodeInteger(serial) < 0n) {
+      fail("certificate has a negative serial number, which Go's x509 parser refuses");
+    }
     const signatureAlgorithm = decodeOid(sigAlg.children[0]!);
     if (decodeOid(signature.children[0]!) !== signatureAlgorithm) {
       fail('TBSCertificate signature algorithm differs from the outer one');

@@ -107,38 +107,65 @@ export function opensslLeaf(
   subject: string,
   root: string,
   notBefore = new Date(Date.now() - 3_600_000),
+  serial?: number,
 ): CertFiles {
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`], dir);
   openssl(['req', '-new', '-key', `${name}.key`, '-subj', subject, '-out', `${name}.csr`], dir);
   writeFileSync(join(dir, `${name}.ext`), '[ext]\nkeyUsage=critical,digitalSignature\n');
   caConfig(dir);
-  openssl(
-    [
-      'ca',
-      '-config',
-      'ca.cnf',
-      '-batch',
-      '-notext',
-      '-preserveDN',
-      '-in',
-      `${name}.csr`,
-      '-cert',
-      `${root}.pem`,
-      '-keyfile',
-      `${root}.key`,
-      '-startdate',
-      asn1Time(notBefore),
-      '-enddate',
-      asn1Time(new Date(notBefore.getTime() + 30 * 86_400_000)),
-      '-extfile',
-      `${name}.ext`,
-      '-extensions',
-      'ext',
-      '-out',
-      `${name}.pem`,
-    ],
-    dir,
-  );
+  // A chosen serial (negative ones included) needs `openssl x509 -req`; its validity starts now.
+  const issue =
+    serial !== undefined
+      ? [
+          'x509',
+          '-req',
+          '-in',
+          `${name}.csr`,
+          '-CA',
+          `${root}.pem`,
+          '-CAkey',
+          `${root}.key`,
+          '-set_serial',
+          String(serial),
+          '-days',
+          '30',
+          '-extfile',
+          `${name}.ext`,
+          '-extensions',
+          'ext',
+          '-out',
+          `${name}.pem`,
+        ]
+      : undefined;
+  if (issue) openssl(issue, dir);
+  else
+    openssl(
+      [
+        'ca',
+        '-config',
+        'ca.cnf',
+        '-batch',
+        '-notext',
+        '-preserveDN',
+        '-in',
+        `${name}.csr`,
+        '-cert',
+        `${root}.pem`,
+        '-keyfile',
+        `${root}.key`,
+        '-startdate',
+        asn1Time(notBefore),
+        '-enddate',
+        asn1Time(new Date(notBefore.getTime() + 30 * 86_400_000)),
+        '-extfile',
+        `${name}.ext`,
+        '-extensions',
+        'ext',
+        '-out',
+        `${name}.pem`,
+      ],
+      dir,
+    );
   const certPem = readFileSync(join(dir, `${name}.pem`), 'utf8');
   const rootPem = readFileSync(join(dir, `${root}.pem`), 'utf8');
   return {

@@ -48,6 +48,8 @@ function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run>
 interface Case {
   /** openssl `-subj` of the signing leaf (default `/C=US/ST=WA/O=Example/CN=signer`). */
   leaf?: string;
+  /** The signing leaf itself, when a subject is not enough to say which. */
+  signer?: CertFiles;
   identities?: string[];
   level?: string;
   /** The protected header JSON text (default notation's, as `standardProtected`). */
@@ -128,7 +130,7 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     const image = await pushSmallImage(reg.host, repo, `c${++counter}`);
     const target: Target = { mediaType: IMAGE_MANIFEST, digest: image.digest, size: image.size };
     const envelope = craftEnvelope({
-      signer: leaf(c.leaf ?? '/C=US/ST=WA/O=Example/CN=signer'),
+      signer: c.signer ?? leaf(c.leaf ?? '/C=US/ST=WA/O=Example/CN=signer'),
       protectedJson: c.protectedJson ?? JSON.stringify(standardProtected()),
       payloadJson: (c.payloadJson ?? standardPayload)(target),
     });
@@ -517,5 +519,12 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         `--shape ${shape}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
       );
     }
+  });
+
+  test("a leaf Go's x509 parser refuses: a negative serial number", async () => {
+    const negative = opensslLeaf(pki, 'negative', '/C=US/ST=WA/O=Example/CN=negative', 'root', undefined, -5);
+    await agree('leaf with serial -5', { signer: negative, verified: false });
+    const positive = opensslLeaf(pki, 'positive', '/C=US/ST=WA/O=Example/CN=positive', 'root', undefined, 5);
+    await agree('leaf with serial 5 (control)', { signer: positive, verified: true });
   });
 });

@@ -207,6 +207,23 @@ describe("notation's certificate chain rules", () => {
     // ⚠ anyExtendedKeyUsage is accepted by notation's code.
     validateCodeSigningChain([leaf({ extKeyUsage: ['2.5.29.37.0'] }), root], now);
   });
+  test("a negative serial number makes the certificate unusable, as Go's parser refuses it (notation)", () => {
+    const { publicKey, privateKey } = generateKey('ec-p256');
+    const cert = (serialNumber: bigint) =>
+      new X509Certificate(
+        issueCertificate({
+          subject: { country: 'US', state: 'WA', organization: 'Acme', commonName: 'neg' },
+          subjectPublicKey: publicKey,
+          issuerPrivateKey: privateKey,
+          notBefore: new Date(Date.now() - 1000),
+          notAfter: new Date(Date.now() + 3600_000),
+          ca: false,
+          serialNumber,
+        }),
+      );
+    assert.throws(() => certificateInfo(cert(-5n)), /negative serial number/);
+    assert.equal(certificateInfo(cert(0n)).version, 3);
+  });
   test('chain shape: ends in a self-signed root, each issued by the next', () => {
     rejects([leaf()], /invalid self-signed certificate/);
     rejects([root, leaf()], /self-signed/);
