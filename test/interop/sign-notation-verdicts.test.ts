@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { IMAGE_MANIFEST, pushSmallImage } from '../helpers/interop.ts';
 import {
@@ -416,12 +417,17 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
 
   test('a signature notation cannot retrieve fails the verification when it is listed before a good one', async () => {
     const repo = 'verdicts/app';
-    const twoLayers = (nonce: number) => (m: Record<string, unknown>) =>
-      JSON.stringify({
-        ...m,
-        layers: [...(m.layers as object[]), ...(m.layers as object[])],
-        annotations: { ...(m.annotations as object), nonce: String(nonce) },
-      });
+    // Referrers are listed by digest: a nonce annotation puts the broken manifest before or after the good.
+    const twoLayers = (good: string, before: boolean) => (m: Record<string, unknown>) => {
+      for (let nonce = 0; ; nonce++) {
+        const text = JSON.stringify({
+          ...m,
+          layers: [...(m.layers as object[]), ...(m.layers as object[])],
+          annotations: { ...(m.annotations as object), nonce: String(nonce) },
+        });
+        if (digestOf('sha256', Buffer.from(text)) < good === before) return text;
+      }
+    };
     await policy(['*'], 'strict');
     for (const badFirst of [true, false]) {
       const image = await otherImage();
@@ -431,11 +437,7 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         payloadJson: standardPayload(image),
       });
       const good = await pushSignature(reg.host, repo, image, envelope);
-      // Referrers are listed by digest: push the broken one until it sorts where the case wants it.
-      for (let nonce = 0; ; nonce++) {
-        const bad = await pushSignature(reg.host, repo, image, envelope, twoLayers(nonce));
-        if (bad < good === badFirst) break;
-      }
+      await pushSignature(reg.host, repo, image, envelope, twoLayers(good, badFirst));
       const { notation, tether } = await verdicts(`${reg.host}/${repo}@${image.digest}`);
       assert.deepEqual(
         { notation: notation.code === 0, tether: tether.code === 0 },
