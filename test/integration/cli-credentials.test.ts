@@ -151,7 +151,7 @@ describe('credentials on the command line (G4)', () => {
 
   test('a password or token without -u is an identity token, as with oras', async () => {
     const basicAuth = Buffer.from(`carol:${CAROL_PASSWORD}`).toString('base64');
-    const grant = await fetch(`${token.url}/auth/token?service=${token.host}&offline_token=true`, {
+    const grant = await fetch(`${token.url}/auth/token?service=tether&offline_token=true`, {
       headers: { Authorization: `Basic ${basicAuth}` },
     });
     const { refresh_token: identityToken } = (await grant.json()) as { refresh_token: string };

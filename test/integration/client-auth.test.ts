@@ -149,7 +149,7 @@ test('identity tokens (oras login --identity-token, cloud logins) are used as re
   });
   // A refresh token as a token service hands one out for offline use.
   const basic = Buffer.from(`alice:${PASSWORD}`).toString('base64');
-  const grant = await fetch(`${reg.url}/auth/token?service=${reg.host}&offline_token=true`, {
+  const grant = await fetch(`${reg.url}/auth/token?service=tether&offline_token=true`, {
     headers: { Authorization: `Basic ${basic}` },
   });
   const { refresh_token: identityToken } = (await grant.json()) as { refresh_token: string };
