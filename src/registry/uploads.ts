@@ -51,6 +51,21 @@ export class Uploads {
   }
 
   /**
+   * A session for a status request. One this process holds a running hash for has its bytes staged (it
+   * wrote them); any other (after a restart) is checked first, and its bytes restored if need be, so the
+   * `Range` it is answered with is one the next request can go on from.
+   */
+  async status(repo: string, id: string): Promise<UploadRecord> {
+    const upload = await this.get(repo, id);
+    if (this.#hashes.has(id)) return upload;
+    return this.#locks.run(id, async () => {
+      const current = await this.get(repo, id);
+      if (!this.#hashes.has(id)) await this.#recoverStaged(current);
+      return current;
+    });
+  }
+
+  /**
    * Appends a request body at the session's offset. With `range` (from Content-Range) the chunk must start
    * exactly at the current offset and have the declared length; otherwise 416 and nothing changes.
    */
@@ -63,7 +78,7 @@ export class Uploads {
     return this.#locks.run(id, async () => {
       const upload = await this.get(repo, id);
       await this.#write(upload, body, { range });
-      await this.#ctx.meta.setUploadOffset(id, upload.offset, upload.updatedAt);
+      await this.#ctx.meta.setUploadOffset(id, upload.offset, upload.updatedAt, upload.contentDigest);
       return upload;
     });
   }
@@ -80,8 +95,18 @@ export class Uploads {
   ): Promise<{ size: number }> {
     return this.#locks.run(id, async () => {
       const upload = await this.get(repo, id);
+      const acknowledged = upload.offset;
       if (final) await this.#write(upload, final.body, { range: final.range, publishing: true });
       await this.#verify(upload, digest);
+      // Publishing moves the staged bytes away before the link is committed. Should the process stop in
+      // between, acknowledged bytes must be found again by a retry (see #recoverStaged), in a blob the
+      // session's row names. It names the digest of exactly those bytes since the last PATCH, so when
+      // that is the digest published (every byte was PATCHed, as docker and containerd do) nothing more
+      // is written; when a last chunk came with this request, the digest published is noted, durably,
+      // first. A session with nothing acknowledged before this request needs neither: a retry sends all
+      // of its bytes again.
+      if (acknowledged > 0 && upload.contentDigest !== digest.value)
+        await this.#ctx.meta.markUploadPublishing(id, digest.value);
       await this.#ctx.blobs.commitUpload(id, digest.value, upload.offset);
       await this.#ctx.meta.completeUpload(id, digest.value, upload.offset);
       return { size: upload.offset };
@@ -161,6 +186,8 @@ export class Uploads {
     upload.offset += written;
     upload.updatedAt = Date.now();
     state.offset = upload.offset;
+    const soFar = state.hash.digestSoFar;
+    if (!publishing && soFar !== undefined) upload.contentDigest = `${state.algorithm}:${soFar}`;
   }
 
   /** Compares the running hash with `digest`; on mismatch the session is discarded and 400 thrown. */
@@ -219,10 +246,53 @@ export class Uploads {
     if (cached && cached.algorithm === algorithm && cached.offset === upload.offset) return cached;
     if (!isSupportedAlgorithm(algorithm)) throw errors.digestInvalid('unsupported digest algorithm');
     this.#forgetHash(upload.id);
+    // Not in memory: the process restarted, or the last request on the session failed. Either way the
+    // staged bytes are checked before anything builds on them.
+    await this.#recoverStaged(upload);
     const hash = await this.#ctx.blobs.uploadHash(upload.id, algorithm, upload.offset);
     const state = { hash, algorithm, offset: upload.offset };
     this.#hashes.set(upload.id, state);
     return state;
+  }
+
+  /**
+   * Makes sure a session's acknowledged bytes are staged. They are not when the process stopped after
+   * publishing them and before linking them (finish): the session's row names the blob they went to
+   * (`contentDigest`), and they are copied back from its start, so a retried PUT, or a PATCH, goes on as
+   * if nothing had happened. A session with nothing acknowledged just gets a new, empty staged file. A session whose
+   * bytes are gone for good (removed from outside, or lost to a power loss with `storage.fsync: false`)
+   * cannot go on: it is removed, and the client told so (404 BLOB_UPLOAD_UNKNOWN) rather than given an
+   * offset it cannot build on.
+   */
+  async #recoverStaged(upload: UploadRecord): Promise<void> {
+    const { blobs, log } = this.#ctx;
+    const staged = await blobs.uploadSize(upload.id);
+    if (staged !== undefined && staged >= upload.offset) return;
+    if (staged === undefined) {
+      if (upload.offset === 0) {
+        await blobs.createUpload(upload.id);
+        return;
+      }
+      const holder = upload.contentDigest;
+      if (holder !== undefined && ((await blobs.stat(holder)) ?? -1) >= upload.offset) {
+        await blobs.restoreUpload(upload.id, holder, upload.offset);
+        log.warn(
+          { upload: upload.id, digest: holder, offset: upload.offset },
+          'upload session restored from the blob it was published as before a restart',
+        );
+        return;
+      }
+    }
+    log.warn(
+      { upload: upload.id, offset: upload.offset, staged: staged ?? null },
+      'upload session lost its staged bytes; removed',
+    );
+    await this.#discard(upload.id).catch((err: unknown) =>
+      log.error({ err, upload: upload.id }, 'could not remove an upload session'),
+    );
+    throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', 'blob upload lost its data; start a new upload', {
+      id: upload.id,
+    });
   }
 
   #forgetHash(id: string): void {

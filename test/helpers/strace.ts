@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 /** Whether durability tests can run: they read the system calls, on Linux, with strace. */
@@ -88,4 +89,28 @@ export function syncsAfterMark(events: TraceEvent[], n: number): string[] {
   return events
     .slice(marks[n]! + 1, marks[n + 1])
     .flatMap((e) => ('path' in e ? [`${e.sync} ${e.path}`] : []));
+}
+
+/**
+ * strace arguments that hold every system call matching `calls` (a regular expression over their
+ * names, as `^rename`) for `seconds` after it returned: the call has done its work, and the process
+ * can be killed right after it (a crash point, without any hook in the server).
+ */
+export const straceHoldArgs = (calls: string, seconds: number) => [
+  '-f',
+  '-qq',
+  '-o',
+  '/dev/null',
+  '-e',
+  `trace=/${calls}`,
+  '-e',
+  `inject=/${calls}:delay_exit=${Math.round(seconds * 1_000_000)}`,
+];
+
+/** The pid of the process a wrapper such as strace started (its only child). */
+export function wrappedPid(wrapperPid: number): number {
+  const children = readFileSync(`/proc/${wrapperPid}/task/${wrapperPid}/children`, 'utf8').trim();
+  const pid = Number(children.split(/\s+/)[0]);
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no child of ${wrapperPid}: "${children}"`);
+  return pid;
 }

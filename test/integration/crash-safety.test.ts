@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { selfSignedCert } from '../helpers/certs.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
+import { straceHoldArgs, straceSkip, wrappedPid } from '../helpers/strace.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -63,6 +64,122 @@ async function stopMidUpload(
 function blobFile(data: string, digest: string): string {
   return join(data, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
 }
+
+async function until(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('kill -9 between publishing an upload and linking it: a retried PUT, or a PATCH, finishes the session', {
+  skip: straceSkip,
+}, async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  // Publishing a blob is a rename(): strace holds each one after it returned, so the server is killed
+  // with the bytes under blobs/ and the link (and the end of the session) not committed.
+  let server = await spawnTether(dir, [], {}, { wrapper: ['strace', ...straceHoldArgs('^rename', 60)] });
+  t.after(() => server.kill9());
+  const base = server.url;
+  const repo = '/v2/crash/publish';
+  const MiB = 1024 * 1024;
+  const session = async () => {
+    const res = await fetch(`${base}${repo}/blobs/uploads/`, { method: 'POST' });
+    assert.equal(res.status, 202);
+    return res.headers.get('location')!;
+  };
+  const patch = async (url: string, location: string, bytes: Buffer, start: number) => {
+    const res = await fetch(`${url}${location}`, {
+      method: 'PATCH',
+      body: bytes,
+      headers: {
+        'Content-Type': 'application/octet-stream',
+        'Content-Range': `${start}-${start + bytes.length - 1}`,
+      },
+    });
+    assert.equal(res.status, 202, await res.text());
+    return res;
+  };
+  const blobs = { a: randomBytes(3 * MiB), b: randomBytes(3 * MiB), c: randomBytes(3 * MiB) };
+  const digests = {
+    a: sha256(blobs.a),
+    b: sha256(blobs.b),
+    c: sha256(blobs.c),
+  };
+  // A: every byte acknowledged by a PATCH, then a PUT without a body (what docker does).
+  const a = await session();
+  await patch(base, a, blobs.a, 0);
+  // B: 2 MiB acknowledged, the last MiB sent with the PUT.
+  const b = await session();
+  await patch(base, b, blobs.b.subarray(0, 2 * MiB), 0);
+  // C: nothing acknowledged; the whole blob sent with the PUT.
+  const c = await session();
+  const puts = [
+    openUpload(`${base}${a}?digest=${digests.a}`, 'PUT', { 'Content-Length': 0 }),
+    openUpload(`${base}${b}?digest=${digests.b}`, 'PUT', {
+      'Content-Length': MiB,
+      'Content-Range': `${2 * MiB}-${3 * MiB - 1}`,
+    }),
+    openUpload(`${base}${c}?digest=${digests.c}`, 'PUT', { 'Content-Length': blobs.c.length }),
+  ];
+  puts[0]!.req.end(Buffer.alloc(0));
+  puts[1]!.req.end(blobs.b.subarray(2 * MiB));
+  puts[2]!.req.end(blobs.c);
+  await until(
+    () => Object.values(digests).every((d) => existsSync(blobFile(dir, d))),
+    'the three blobs to be published',
+  );
+  process.kill(wrappedPid(server.proc.pid!), 'SIGKILL');
+  await server.kill9();
+  assert.deepEqual(await Promise.all(puts.map((p) => p.response)), [-1, -1, -1], 'none was acknowledged');
+
+  server = await spawnTether(dir);
+  const url = server.url;
+  const statusOf = async (location: string) => {
+    const res = await fetch(`${url}${location}`);
+    return { status: res.status, range: res.headers.get('range') };
+  };
+  // Each session still answers with what it acknowledged, and goes on from there.
+  assert.deepEqual(await statusOf(a), { status: 204, range: `0-${3 * MiB - 1}` });
+  assert.deepEqual(await statusOf(b), { status: 204, range: `0-${2 * MiB - 1}` });
+  assert.deepEqual(await statusOf(c), { status: 204, range: '0-0' });
+  const retryA = await fetch(`${url}${a}?digest=${digests.a}`, { method: 'PUT' });
+  assert.equal(retryA.status, 201, await retryA.text());
+  await patch(url, b, blobs.b.subarray(2 * MiB), 2 * MiB);
+  const finishB = await fetch(`${url}${b}?digest=${digests.b}`, { method: 'PUT' });
+  assert.equal(finishB.status, 201, await finishB.text());
+  const retryC = await fetch(`${url}${c}?digest=${digests.c}`, { method: 'PUT', body: blobs.c });
+  assert.equal(retryC.status, 201, await retryC.text());
+  for (const key of ['a', 'b', 'c'] as const) {
+    const got = await fetch(`${url}${repo}/blobs/${digests[key]}`);
+    assert.equal(got.status, 200, key);
+    assert.ok(Buffer.from(await got.arrayBuffer()).equals(blobs[key]), `blob ${key} byte-identical`);
+  }
+  for (const location of [a, b, c]) assert.equal((await statusOf(location)).status, 404, 'session done');
+});
+
+test('a session whose staged bytes are gone for good answers 404 BLOB_UPLOAD_UNKNOWN, not a Range it lost', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  let server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const start = await fetch(`${server.url}/v2/crash/lost/blobs/uploads/`, { method: 'POST' });
+  const location = start.headers.get('location')!;
+  const patched = await fetch(`${server.url}${location}`, { method: 'PATCH', body: randomBytes(1000) });
+  assert.equal(patched.status, 202);
+  await server.kill9();
+  // Removed from outside (or lost to a power loss with storage.fsync false).
+  unlinkSync(join(dir, 'uploads', location.split('/').at(-1)!));
+  server = await spawnTether(dir);
+  const status = await fetch(`${server.url}${location}`);
+  assert.equal(status.status, 404);
+  const body = (await status.json()) as { errors: { code: string }[] };
+  assert.equal(body.errors[0]?.code, 'BLOB_UPLOAD_UNKNOWN');
+  const more = await fetch(`${server.url}${location}`, { method: 'PATCH', body: randomBytes(10) });
+  assert.equal(more.status, 404);
+});
 
 test('kill -9 during a chunked upload keeps every acknowledged chunk and nothing else', async (t) => {
   const { dir, cleanup } = await tempDataDir();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -39,6 +39,8 @@ for (const fsync of [true, false]) {
       const first = randomBytes(3 * 1024 * 1024 + 5);
       const firstHash = await fresh(id);
       assert.equal(await store.appendUpload(id, 0, chunked(first), firstHash), first.length);
+      // Each append that completes leaves the digest so far (kept by the session's row), without consuming it.
+      assert.equal(firstHash.digestSoFar, hex(first));
       assert.equal(await firstHash.digest(), hex(first));
       // A retried chunk starts again at an earlier acknowledged offset: what followed it is dropped. The
       // hash that goes on from there is seeded from the staged bytes (as after a restart).
@@ -164,6 +166,25 @@ for (const fsync of [true, false]) {
       hash.dispose();
       await store.commitUpload(id, digestOf('sha256', whole), whole.length);
       assert.equal(await store.stat(digestOf('sha256', whole)), whole.length);
+    });
+
+    test('a lost staged file is restored from the start of the blob its bytes were published in, atomically', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const whole = randomBytes(3 * 1024 * 1024 + 11);
+      const hash = await fresh(id);
+      await store.appendUpload(id, 0, chunked(whole), hash, { publishing: true });
+      const digest = `sha256:${await hash.digest()}`;
+      await store.commitUpload(id, digest, whole.length);
+      assert.equal(await store.uploadSize(id), undefined, 'published: the staged file is gone');
+      await store.restoreUpload(id, digest, 2_000_003);
+      assert.equal(await store.uploadSize(id), 2_000_003);
+      assert.ok((await staged(id, 2_000_003)).equals(whole.subarray(0, 2_000_003)));
+      // More than the blob holds: refused, and nothing is left in uploads/ but what was there.
+      const before = (await readdir(join(root, 'uploads'))).sort();
+      await assert.rejects(store.restoreUpload(randomUUID(), digest, whole.length + 1), /shorter/);
+      assert.deepEqual((await readdir(join(root, 'uploads'))).sort(), before);
+      await store.deleteUpload(id);
     });
 
     test('a resumed hash longer than the staged bytes is refused', async () => {

@@ -82,7 +82,7 @@ export async function finishUpload(ctx: RouteContext): Promise<void> {
 }
 
 export async function uploadStatus(ctx: RouteContext): Promise<void> {
-  const upload = await ctx.registry.uploads.get(ctx.name, ctx.ref);
+  const upload = await ctx.registry.uploads.status(ctx.name, ctx.ref);
   send(ctx.res, 204, sessionHeaders(ctx.name, upload.id, upload.offset));
 }
 

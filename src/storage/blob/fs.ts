@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sendFileRange } from '../../io/file-sender.ts';
@@ -106,6 +107,50 @@ export class FsBlobStore implements BlobStore {
   async createUpload(id: string): Promise<void> {
     const handle = await open(this.#uploadPath(id), 'wx');
     await handle.close();
+  }
+
+  async uploadSize(id: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.#uploadPath(id))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Copied under a new upload id first, synced, then renamed to `id`: a crash midway leaves a staged
+   * file no session owns (swept once it is older than the TTL), never a short one under `id`. Only
+   * after a crash, so a plain copy loop does.
+   */
+  async restoreUpload(id: string, digest: string, length: number): Promise<void> {
+    const target = this.#uploadPath(id);
+    const temporary = this.#uploadPath(randomUUID());
+    const source = await open(this.#blobPath(digest).file, 'r');
+    try {
+      const copy = await open(temporary, 'wx');
+      try {
+        const buffer = Buffer.allocUnsafe(Math.min(WRITE_BUFFER, Math.max(1, length)));
+        for (let at = 0; at < length; ) {
+          const { bytesRead } = await source.read(buffer, 0, Math.min(buffer.length, length - at), at);
+          if (bytesRead === 0) throw new Error(`blob ${digest} is shorter than ${length} bytes`);
+          for (let done = 0; done < bytesRead; ) {
+            done += (await copy.write(buffer, done, bytesRead - done, at + done)).bytesWritten;
+          }
+          at += bytesRead;
+        }
+        if (this.#fsync) await copy.datasync();
+      } finally {
+        await copy.close();
+      }
+      await rename(temporary, target);
+    } catch (err) {
+      await rm(temporary, { force: true });
+      throw err;
+    } finally {
+      await source.close();
+    }
+    if (this.#fsync) await syncDirectory(this.#uploads);
   }
 
   uploadHash(id: string, algorithm: string, length: number): Promise<UploadHash> {

@@ -19,7 +19,10 @@ export type IngestRequest =
    * `end` says the bytes are durable.
    */
   | { op: 'data'; append: number; chunks: Uint8Array<ArrayBuffer>[] }
-  /** Every byte was sent: finish the writes, sync when asked, close; with `digest`, digest the hash too. */
+  /**
+   * Every byte was sent: finish the writes, sync when asked, close. Answered with the hash's digest: with
+   * `digest` the hash is finished (gone afterwards), without it the digest is of a copy (the hash goes on).
+   */
   | { op: 'end'; call: number; append: number; digest: boolean }
   /** The body failed: wait for what is in flight and close, keeping nothing else. */
   | { op: 'abort'; call: number; append: number };

@@ -400,8 +400,8 @@ async function closeDirect(append: Append, handle: FileHandle, flush: boolean): 
 }
 
 /**
- * Ends an append: with `complete`, its bytes are made durable (when syncing) before it resolves, and
- * with `digest` as well, it resolves with the hash's digest (the hash is gone afterwards).
+ * Ends an append: with `complete`, its bytes are made durable (when syncing) before it resolves with
+ * the hash's digest so far; with `digest` as well, that digest finishes the hash (gone afterwards).
  */
 async function finish(id: number, complete: boolean, digest: boolean): Promise<string | undefined> {
   const append = appends.get(id);
@@ -431,7 +431,13 @@ async function finish(id: number, complete: boolean, digest: boolean): Promise<s
   } finally {
     await handle.close();
   }
-  return digest ? takeDigest(append.hashId) : undefined;
+  if (!complete) return undefined;
+  return digest ? takeDigest(append.hashId) : peekDigest(append.hashId);
+}
+
+/** The hex digest of what a hash has seen so far, from a copy: the hash goes on. */
+function peekDigest(id: number): string | undefined {
+  return hashes.get(id)?.copy().digest('hex');
 }
 
 /** The hex digest of a hash, which is gone afterwards. */

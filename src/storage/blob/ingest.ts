@@ -105,7 +105,8 @@ export class IngestWorker {
       // The end waits for the last batch's write in the worker, and reports its failure.
       if (batchBytes > 0) send();
       const digest = await this.#call({ op: 'end', append: id, digest: options.digest === true });
-      if (digest !== undefined) hash.final = digest;
+      if (options.digest === true) hash.final = digest;
+      else hash.digestSoFar = digest;
     } catch (err) {
       // The abort waits for the write in flight and closes the file before the caller truncates or
       // deletes it (a worker that is gone has closed everything already).
@@ -207,6 +208,7 @@ class IngestHash implements UploadHash {
   readonly algorithm: string;
   /** The digest, once an append finished the hash (see `append`'s `digest` option). */
   final: string | undefined;
+  digestSoFar: string | undefined;
 
   constructor(owner: IngestWorker, id: number, generation: number, algorithm: string) {
     this.owner = owner;

@@ -34,6 +34,17 @@ export class MemoryBlobStore implements BlobStore {
     this.#uploads.set(id, { chunks: [], modifiedAt: new Date() });
   }
 
+  async uploadSize(id: string): Promise<number | undefined> {
+    return this.#uploads.get(id)?.chunks.reduce((size, chunk) => size + chunk.length, 0);
+  }
+
+  async restoreUpload(id: string, digest: string, length: number): Promise<void> {
+    const blob = this.#blobs.get(digest);
+    if (!blob || blob.length < length)
+      throw new Error(`blob ${digest} is missing or shorter than ${length} bytes`);
+    this.#uploads.set(id, { chunks: [Buffer.from(blob.subarray(0, length))], modifiedAt: new Date() });
+  }
+
   #upload(id: string) {
     const upload = this.#uploads.get(id);
     if (!upload) throw Object.assign(new Error('upload not found'), { code: 'ENOENT' });
@@ -61,6 +72,7 @@ export class MemoryBlobStore implements BlobStore {
       upload.chunks.push(Buffer.from(chunk));
       written += chunk.length;
     }
+    hash.noteProgress();
     upload.modifiedAt = new Date();
     return written;
   }
@@ -89,6 +101,7 @@ export class MemoryBlobStore implements BlobStore {
 class LocalUploadHash implements UploadHash {
   readonly algorithm: string;
   readonly #hash: Hash;
+  digestSoFar: string | undefined;
 
   constructor(algorithm: string) {
     this.algorithm = algorithm;
@@ -97,6 +110,11 @@ class LocalUploadHash implements UploadHash {
 
   update(chunk: Buffer): void {
     this.#hash.update(chunk);
+  }
+
+  /** An append completed: its digest so far, from a copy. */
+  noteProgress(): void {
+    this.digestSoFar = this.#hash.copy().digest('hex');
   }
 
   async digest(): Promise<string> {

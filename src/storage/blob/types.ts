@@ -19,6 +19,12 @@ export interface BlobReader {
  */
 export interface UploadHash {
   readonly algorithm: string;
+  /**
+   * The hex digest of every byte fed so far, as of the last append that completed (not one that
+   * publishes: that one's digest is `digest()`); undefined before. It costs no read: the store takes
+   * it from a copy of the running hash as the append ends.
+   */
+  readonly digestSoFar: string | undefined;
   /** The hex digest of every byte fed so far. Consumes the hash. */
   digest(): Promise<string>;
   /** Releases a hash that will not be digested. */
@@ -46,6 +52,15 @@ export interface BlobStore {
   delete(digest: string): Promise<void>;
 
   createUpload(id: string): Promise<void>;
+  /** How many bytes an upload has staged, or undefined when its staged object does not exist. */
+  uploadSize(id: string): Promise<number | undefined>;
+  /**
+   * Stages the first `length` bytes of the published blob `digest` as upload `id` (replacing nothing:
+   * the upload's staged object is gone). For a session whose bytes were published but not linked when
+   * the process stopped: its acknowledged bytes are the start of that blob. Atomic: a crash midway leaves
+   * no staged object under `id`.
+   */
+  restoreUpload(id: string, digest: string, length: number): Promise<void>;
   /**
    * A running hash of the first `length` staged bytes of an upload (0 for a new one; more when an upload
    * resumes after a restart or on another replica, since running hashes live in memory only).

@@ -501,10 +501,24 @@ export class SqliteMetaStore implements MetaStore {
     return this.#stmt('SELECT 1 FROM uploads WHERE id = ?').get(id) !== undefined;
   }
 
-  async setUploadOffset(id: string, offset: number, updatedAt: number): Promise<void> {
+  async setUploadOffset(
+    id: string,
+    offset: number,
+    updatedAt: number,
+    contentDigest?: string,
+  ): Promise<void> {
     await this.#write(() =>
-      this.#stmt('UPDATE uploads SET offset = ?, updated_at = ? WHERE id = ?').run(offset, updatedAt, id),
+      this.#stmt('UPDATE uploads SET offset = ?, updated_at = ?, content_digest = ? WHERE id = ?').run(
+        offset,
+        updatedAt,
+        contentDigest ?? null,
+        id,
+      ),
     );
+  }
+
+  async markUploadPublishing(id: string, digest: string): Promise<void> {
+    await this.#write(() => this.#stmt('UPDATE uploads SET content_digest = ? WHERE id = ?').run(digest, id));
   }
 
   async completeUpload(id: string, digest: string, size: number): Promise<void> {
@@ -544,5 +558,6 @@ function uploadFromRow(row: Row): UploadRecord {
     algorithm: row.algorithm as string,
     startedAt: Number(row.started_at),
     updatedAt: Number(row.updated_at),
+    ...(row.content_digest ? { contentDigest: row.content_digest as string } : {}),
   };
 }

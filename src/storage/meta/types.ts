@@ -68,6 +68,12 @@ export interface UploadRecord {
   algorithm: string;
   startedAt: number;
   updatedAt: number;
+  /**
+   * A digest whose blob starts with the acknowledged bytes: theirs exactly (`setUploadOffset`), or the
+   * blob they are being published in (`markUploadPublishing`). A staged file lost by a crash between
+   * publishing and linking is restored from it.
+   */
+  contentDigest?: string;
 }
 
 export interface Page {
@@ -141,7 +147,14 @@ export interface MetaStore {
 
   createUpload(upload: UploadRecord): Promise<void>;
   getUpload(id: string): Promise<UploadRecord | undefined>;
-  setUploadOffset(id: string, offset: number, updatedAt: number): Promise<void>;
+  /** Commits an acknowledged append: the new offset, activity time and digest of the bytes so far. */
+  setUploadOffset(id: string, offset: number, updatedAt: number, contentDigest?: string): Promise<void>;
+  /**
+   * Records, durably, that the session's bytes (its acknowledged ones and a last chunk) were verified as
+   * `digest` and are about to be published under it, so that a crash after the publish and before
+   * `completeUpload` can find them again (`contentDigest`).
+   */
+  markUploadPublishing(id: string, digest: string): Promise<void>;
   /** Links the finished blob into the upload's repository and forgets the session, in one transaction. */
   completeUpload(id: string, digest: string, size: number): Promise<void>;
   deleteUpload(id: string): Promise<void>;

@@ -104,4 +104,11 @@ export const sqliteMigrations: string[] = [
   DELETE FROM fallback_entries;
   DELETE FROM referrer_versions WHERE instr(key, ':') = 0;
   `,
+  `
+  -- A digest whose blob starts with the upload session's acknowledged bytes: theirs exactly (set with
+  -- each acknowledged append), or the blob they are about to be published in (set before the publish
+  -- when a last chunk comes with the PUT). After a crash between publishing the bytes and linking them,
+  -- the session's staged file is gone, and its acknowledged bytes are found again there.
+  ALTER TABLE uploads ADD COLUMN content_digest TEXT;
+  `,
 ];
