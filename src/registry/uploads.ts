@@ -21,6 +21,17 @@ export class Uploads {
   readonly #ctx: RegistryContext;
   readonly #hashes = new Map<string, HashState>();
   readonly #locks = new KeyedLock();
+  /**
+   * Requests in progress per session (waiting for its lock included) and per staged file of a whole
+   * blob being pushed: the sweep leaves them alone, however old their row or file looks.
+   */
+  readonly #busy = new Map<string, number>();
+  /**
+   * When the last body streamed into a session failed, in this process: activity its row does not show
+   * (a PATCH that streamed for a long time and then broke off commits no offset). Forgotten with the
+   * session.
+   */
+  readonly #failedAt = new Map<string, number>();
 
   constructor(ctx: RegistryContext) {
     this.#ctx = ctx;
@@ -58,7 +69,7 @@ export class Uploads {
   async status(repo: string, id: string): Promise<UploadRecord> {
     const upload = await this.get(repo, id);
     if (this.#hashes.has(id)) return upload;
-    return this.#locks.run(id, async () => {
+    return this.#session(id, async () => {
       const current = await this.get(repo, id);
       if (!this.#hashes.has(id)) await this.#recoverStaged(current);
       return current;
@@ -75,7 +86,7 @@ export class Uploads {
     body: AsyncIterable<Buffer>,
     range?: { start: number; end: number },
   ): Promise<UploadRecord> {
-    return this.#locks.run(id, async () => {
+    return this.#session(id, async () => {
       const upload = await this.get(repo, id);
       await this.#write(upload, body, { range });
       await this.#ctx.meta.setUploadOffset(id, upload.offset, upload.updatedAt, upload.contentDigest);
@@ -93,7 +104,7 @@ export class Uploads {
     digest: Digest,
     final?: { body: AsyncIterable<Buffer>; range?: { start: number; end: number } },
   ): Promise<{ size: number }> {
-    return this.#locks.run(id, async () => {
+    return this.#session(id, async () => {
       const upload = await this.get(repo, id);
       const acknowledged = upload.offset;
       if (final) await this.#write(upload, final.body, { range: final.range, publishing: true });
@@ -109,6 +120,7 @@ export class Uploads {
         await this.#ctx.meta.markUploadPublishing(id, digest.value);
       await this.#ctx.blobs.commitUpload(id, digest.value, upload.offset);
       await this.#ctx.meta.completeUpload(id, digest.value, upload.offset);
+      this.#failedAt.delete(id);
       return { size: upload.offset };
     });
   }
@@ -128,10 +140,13 @@ export class Uploads {
       startedAt: now,
       updatedAt: now,
     };
-    await this.#ctx.blobs.createUpload(upload.id);
-    const hash = await this.#ctx.blobs.uploadHash(upload.id, digest.algorithm, 0);
-    this.#hashes.set(upload.id, { hash, algorithm: digest.algorithm, offset: 0 });
+    // Its staged file has no session row: only this mark keeps the sweep away from it, since its time
+    // of modification moves only when a batch is written (a slow client may take long over one).
+    this.#enter(upload.id);
     try {
+      await this.#ctx.blobs.createUpload(upload.id);
+      const hash = await this.#ctx.blobs.uploadHash(upload.id, digest.algorithm, 0);
+      this.#hashes.set(upload.id, { hash, algorithm: digest.algorithm, offset: 0 });
       await this.#write(upload, body, { publishing: true });
       await this.#verify(upload, digest);
       await this.#ctx.blobs.commitUpload(upload.id, digest.value, upload.offset);
@@ -139,7 +154,9 @@ export class Uploads {
       return { size: upload.offset };
     } finally {
       this.#forgetHash(upload.id);
+      this.#failedAt.delete(upload.id);
       await this.#ctx.blobs.deleteUpload(upload.id).catch(() => {});
+      this.#leave(upload.id);
     }
   }
 
@@ -174,10 +191,12 @@ export class Uploads {
     } catch (err) {
       // The hash has seen bytes the offset does not acknowledge: rebuild it from storage next time.
       this.#forgetHash(id);
+      this.#failedAt.set(id, Date.now());
       throw err;
     }
     if (range && written !== range.end - range.start + 1) {
       this.#forgetHash(id);
+      this.#failedAt.set(id, Date.now());
       throw errors.sizeInvalid('chunk length does not match Content-Range', {
         expected: range.end - range.start + 1,
         received: written,
@@ -207,35 +226,74 @@ export class Uploads {
   }
 
   async cancel(repo: string, id: string): Promise<void> {
-    await this.#locks.run(id, async () => {
+    await this.#session(id, async () => {
       await this.get(repo, id);
       await this.#discard(id);
     });
   }
 
-  /** Removes sessions idle for longer than the TTL, and staged files no session owns. */
+  /**
+   * Removes sessions idle for longer than the TTL, and staged files no session owns. A session is idle
+   * when no request on it is in progress or waiting, its last committed activity is older than the TTL
+   * and no request on it failed since; that is checked when it is listed and again under its lock
+   * (a request may have used it in between), so a session in use is never removed.
+   */
   async sweep(now = Date.now()): Promise<number> {
     const cutoff = now - this.#ctx.options.uploadTtlMs;
+    const idle = (upload: UploadRecord) =>
+      !this.#busy.has(upload.id) && Math.max(upload.updatedAt, this.#failedAt.get(upload.id) ?? 0) < cutoff;
     let removed = 0;
     for (;;) {
       const stale = await this.#ctx.meta.listStaleUploads(cutoff, 100);
-      for (const upload of stale) {
-        await this.#locks.run(upload.id, () => this.#discard(upload.id));
-        removed++;
+      let progress = 0;
+      for (const listed of stale) {
+        if (!idle(listed)) continue;
+        const discarded = await this.#locks.run(listed.id, async () => {
+          const upload = await this.#ctx.meta.getUpload(listed.id);
+          if (!upload || !idle(upload)) return false;
+          await this.#discard(upload.id);
+          return true;
+        });
+        if (discarded) progress++;
       }
-      if (stale.length < 100) break;
+      removed += progress;
+      // Sessions skipped as busy are listed again: stop once a full page gave nothing.
+      if (stale.length < 100 || progress === 0) break;
     }
     for await (const staged of this.#ctx.blobs.listUploads()) {
-      if (staged.modifiedAt.getTime() < cutoff && !(await this.#ctx.meta.hasUpload(staged.id))) {
-        await this.#ctx.blobs.deleteUpload(staged.id);
-        removed++;
-      }
+      if (staged.modifiedAt.getTime() >= cutoff || this.#busy.has(staged.id)) continue;
+      if (await this.#ctx.meta.hasUpload(staged.id)) continue;
+      // A request may have started on it while the row was looked up.
+      if (this.#busy.has(staged.id)) continue;
+      await this.#ctx.blobs.deleteUpload(staged.id);
+      removed++;
     }
     return removed;
   }
 
+  /** Runs a request on a session: under its lock, marked busy from its arrival (see sweep). */
+  async #session<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    this.#enter(id);
+    try {
+      return await this.#locks.run(id, fn);
+    } finally {
+      this.#leave(id);
+    }
+  }
+
+  #enter(id: string): void {
+    this.#busy.set(id, (this.#busy.get(id) ?? 0) + 1);
+  }
+
+  #leave(id: string): void {
+    const count = (this.#busy.get(id) ?? 1) - 1;
+    if (count === 0) this.#busy.delete(id);
+    else this.#busy.set(id, count);
+  }
+
   async #discard(id: string): Promise<void> {
     this.#forgetHash(id);
+    this.#failedAt.delete(id);
     await this.#ctx.meta.deleteUpload(id);
     await this.#ctx.blobs.deleteUpload(id);
   }
