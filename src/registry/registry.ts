@@ -88,8 +88,10 @@ export class Registry {
       }
     }
     if (size === undefined) return false;
-    // The bytes must really be there: a link to nothing would be served as a broken blob.
-    if ((await this.ctx.blobs.stat(digest)) === undefined) return false;
+    // The bytes must really be there, all of them: a link to nothing, or to a file damaged behind our
+    // back (short), would be served as a broken blob. The client uploads instead, which repairs the file.
+    // (A file of the right size with altered bytes is not found here: that takes reading it.)
+    if ((await this.ctx.blobs.stat(digest)) !== size) return false;
     await this.ctx.meta.linkBlob(repo, digest, size);
     return true;
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, opendir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sendFileRange } from '../../io/file-sender.ts';
 import { tryParseDigest } from '../../oci/digest.ts';
@@ -191,17 +191,23 @@ export class FsBlobStore implements BlobStore {
     return Math.min(WRITE_BUFFER, Math.max(MIN_WRITE_BUFFER, WRITE_BUDGET / (2 * this.#appending)));
   }
 
+  /**
+   * The verified bytes always take the blob's name, replacing a file already there: a file damaged
+   * behind Tether's back (short after a power loss with `fsync: false`, or altered) is repaired by
+   * pushing the blob again, and a rename costs what dropping the staged copy did. Whether the new name
+   * must be synced depends on what was there: nothing, or a file of another size (damaged), and the
+   * acknowledgement depends on it; a file of the right size was most likely intact, and either file is
+   * right, so that replacement becomes durable with the file system's next commit, saving a sync on
+   * every push of a blob the store already holds.
+   */
   async commitUpload(id: string, digest: string, length: number): Promise<void> {
     const source = this.#uploadPath(id);
     const { dir, file } = this.#blobPath(digest);
-    // Both questions at once, since each is a trip through the thread pool: is the blob there already,
-    // and does the staged file hold exactly `length` bytes? The second matters only when the first is no.
+    // Both questions at once, since each is a trip through the thread pool: what size is the blob there
+    // already, if any, and does the staged file hold exactly `length` bytes?
     const stagedSize = stat(source).then((info) => info.size);
     stagedSize.catch(() => {});
-    if ((await this.stat(digest)) !== undefined) {
-      await unlink(source).catch(() => {});
-      return;
-    }
+    const existing = await this.stat(digest);
     if ((await stagedSize) !== length) {
       // Drop anything past the verified length (an aborted append may have left extra bytes).
       const handle = await open(source, 'r+');
@@ -213,7 +219,7 @@ export class FsBlobStore implements BlobStore {
       }
     }
     await this.#renameInto(dir, source, file);
-    if (this.#fsync) await syncDirectory(dir);
+    if (this.#fsync && existing !== length) await syncDirectory(dir);
   }
 
   /**

@@ -79,7 +79,7 @@ export class MemoryBlobStore implements BlobStore {
 
   async commitUpload(id: string, digest: string, length: number): Promise<void> {
     const upload = this.#upload(id);
-    if (!this.#blobs.has(digest)) this.#blobs.set(digest, Buffer.concat(upload.chunks).subarray(0, length));
+    this.#blobs.set(digest, Buffer.concat(upload.chunks).subarray(0, length));
     this.#uploads.delete(id);
   }
 

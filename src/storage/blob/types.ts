@@ -82,7 +82,10 @@ export interface BlobStore {
     hash: UploadHash,
     options?: { publishing?: boolean },
   ): Promise<number>;
-  /** Publishes staged bytes as `digest` atomically; if the blob exists already the staged copy is dropped. */
+  /**
+   * Publishes staged bytes as `digest` atomically. A blob already there is replaced by them (they were
+   * verified; a stored file may have been damaged since it was written).
+   */
   commitUpload(id: string, digest: string, length: number): Promise<void>;
   deleteUpload(id: string): Promise<void>;
   /** Staged uploads with their last modification time, for sweeping orphans. */
