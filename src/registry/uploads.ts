@@ -248,12 +248,18 @@ export class Uploads {
       let progress = 0;
       for (const listed of stale) {
         if (!idle(listed)) continue;
-        const discarded = await this.#locks.run(listed.id, async () => {
-          const upload = await this.#ctx.meta.getUpload(listed.id);
-          if (!upload || !idle(upload)) return false;
-          await this.#discard(upload.id);
-          return true;
-        });
+        const discarded = await this.#locks
+          .run(listed.id, async () => {
+            const upload = await this.#ctx.meta.getUpload(listed.id);
+            if (!upload || !idle(upload)) return false;
+            await this.#discard(upload.id);
+            return true;
+          })
+          .catch((err: unknown) => {
+            // One that cannot be removed (a full disk) does not keep the others.
+            this.#ctx.log.warn({ err, upload: listed.id }, 'could not remove an expired upload session');
+            return false;
+          });
         if (discarded) progress++;
       }
       removed += progress;
@@ -265,8 +271,12 @@ export class Uploads {
       if (await this.#ctx.meta.hasUpload(staged.id)) continue;
       // A request may have started on it while the row was looked up.
       if (this.#busy.has(staged.id)) continue;
-      await this.#ctx.blobs.deleteUpload(staged.id);
-      removed++;
+      try {
+        await this.#ctx.blobs.deleteUpload(staged.id);
+        removed++;
+      } catch (err) {
+        this.#ctx.log.warn({ err, upload: staged.id }, 'could not remove a staged upload file');
+      }
     }
     return removed;
   }
@@ -291,11 +301,16 @@ export class Uploads {
     else this.#busy.set(id, count);
   }
 
+  /**
+   * Removes a session: its staged file first, so that its space comes back even when the row cannot be
+   * deleted (a full disk refuses that write too); a row left without its file is then a session that
+   * lost its bytes (see #recoverStaged), and the next cancel or sweep deletes it.
+   */
   async #discard(id: string): Promise<void> {
     this.#forgetHash(id);
     this.#failedAt.delete(id);
-    await this.#ctx.meta.deleteUpload(id);
     await this.#ctx.blobs.deleteUpload(id);
+    await this.#ctx.meta.deleteUpload(id);
   }
 
   /** The running hash for `algorithm` at the acknowledged offset, rebuilt from staged bytes if needed. */

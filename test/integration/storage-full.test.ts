@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from '../../src/registry/registry.ts';
@@ -7,6 +9,9 @@ import { listen } from '../../src/server/app.ts';
 import { MemoryBlobStore } from '../../src/storage/blob/memory.ts';
 import type { UploadHash } from '../../src/storage/blob/types.ts';
 import { SqliteMetaStore } from '../../src/storage/meta/sqlite.ts';
+import { sha256 } from '../helpers/oci.ts';
+import { smallDiskSkip, smallDiskWrapper } from '../helpers/small-disk.ts';
+import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 /** A blob store whose disk fills up after `room` bytes of upload data. */
 class FillingBlobStore extends MemoryBlobStore {
@@ -70,4 +75,100 @@ test('a full disk mid-upload answers 507 with OCI error JSON, stores nothing, an
   assert.equal(retry.status, 201);
   const pulled = await fetch(`${base}/v2/full/repo/blobs/${digest}`);
   assert.ok(Buffer.from(await pulled.arrayBuffer()).equals(big));
+});
+
+/** One request with a Buffer body; its status and body, or -1 when the connection failed. */
+function request(
+  url: string,
+  method: string,
+  body: Buffer = Buffer.alloc(0),
+  headers: Record<string, string> = {},
+): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve) => {
+    const req = http.request(url, {
+      method,
+      headers: { 'Content-Length': body.length, 'Content-Type': 'application/octet-stream', ...headers },
+    });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString(), headers: res.headers }),
+      );
+    });
+    req.on('error', () => resolve({ status: -1, text: '', headers: {} }));
+    req.end(body);
+  });
+}
+
+test('on a full disk, failed chunks give their space back and cancelling an upload frees its file', {
+  skip: smallDiskSkip,
+}, async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const MiB = 1024 * 1024;
+  const server = await spawnTether(join(dir, 'data'), [], {}, { wrapper: smallDiskWrapper(dir, 32) });
+  t.after(() => server.kill9());
+  const base = `${server.url}/v2/full/disk`;
+  const session = async () => {
+    const res = await request(`${base}/blobs/uploads/`, 'POST');
+    assert.equal(res.status, 202);
+    return `${server.url}${res.headers.location}`;
+  };
+  const patch = (location: string, bytes: Buffer, start: number) =>
+    request(location, 'PATCH', bytes, { 'Content-Range': `${start}-${start + bytes.length - 1}` });
+  const pushWhole = (bytes: Buffer) =>
+    request(`${base}/blobs/uploads/?digest=${sha256(bytes)}`, 'POST', bytes);
+  const stored = randomBytes(MiB);
+  assert.equal((await pushWhole(stored)).status, 201);
+
+  // 20 MiB acknowledged; a second 20 MiB chunk runs out of space after about 12.
+  const a = await session();
+  assert.equal((await patch(a, randomBytes(20 * MiB), 0)).status, 202);
+  const b = await session();
+  assert.equal((await patch(b, randomBytes(20 * MiB), 0)).status, 507);
+  // Its unacknowledged bytes were cut off at once: the space is there for another push.
+  const next = randomBytes(6 * MiB);
+  assert.equal((await pushWhole(next)).status, 201, 'the failed chunk gave its space back');
+
+  // Fill the disk with acknowledged chunks, down to a page.
+  const c = await session();
+  let offset = 0;
+  for (const size of [4 * MiB, MiB, 256 * 1024, 64 * 1024, 16 * 1024, 4096]) {
+    for (;;) {
+      const res = await patch(c, randomBytes(size), offset);
+      if (res.status !== 202) {
+        // The bytes or, once they fit, the offset's commit did not.
+        assert.ok(res.status >= 500, `${res.status} ${res.text}`);
+        break;
+      }
+      offset += size;
+    }
+  }
+  // Metadata writes fail too now.
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [],
+  });
+  const refused = await request(`${base}/manifests/full`, 'PUT', Buffer.from(manifest), {
+    'Content-Type': 'application/vnd.oci.image.index.v1+json',
+  });
+  assert.ok(refused.status >= 500, `${refused.status} ${refused.text}`);
+
+  // Cancelling the 20 MiB session frees its file first, so the row's delete has room and succeeds.
+  const cancel = await request(a, 'DELETE');
+  assert.equal(cancel.status, 204, cancel.text);
+  assert.equal((await request(a, 'GET')).status, 404);
+  assert.equal((await pushWhole(randomBytes(6 * MiB))).status, 201, 'the space came back');
+  const retried = await request(`${base}/manifests/full`, 'PUT', Buffer.from(manifest), {
+    'Content-Type': 'application/vnd.oci.image.index.v1+json',
+  });
+  assert.equal(retried.status, 201);
+  // Nothing acknowledged was lost on the way.
+  const status = await request(c, 'GET');
+  assert.equal(status.status, 204);
+  assert.equal(status.headers.range, `0-${offset - 1}`);
+  const pulled = await fetch(`${base}/blobs/${sha256(stored)}`);
+  assert.ok(Buffer.from(await pulled.arrayBuffer()).equals(stored));
 });

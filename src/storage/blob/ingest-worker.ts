@@ -402,6 +402,7 @@ async function closeDirect(append: Append, handle: FileHandle, flush: boolean): 
 /**
  * Ends an append: with `complete`, its bytes are made durable (when syncing) before it resolves with
  * the hash's digest so far; with `digest` as well, that digest finishes the hash (gone afterwards).
+ * Otherwise, or when it fails, the file is cut back to where the append started.
  */
 async function finish(id: number, complete: boolean, digest: boolean): Promise<string | undefined> {
   const append = appends.get(id);
@@ -420,6 +421,7 @@ async function finish(id: number, complete: boolean, digest: boolean): Promise<s
     if (complete) throw err;
     return undefined;
   }
+  let stored = false;
   try {
     try {
       await closeDirect(append, handle, complete && append.failure === undefined);
@@ -428,7 +430,12 @@ async function finish(id: number, complete: boolean, digest: boolean): Promise<s
     }
     if (complete && append.failure !== undefined) throw append.failure;
     if (complete && append.fsync) await handle.datasync();
+    stored = complete;
   } finally {
+    // An append that failed (a full disk, a client gone, a size limit) leaves nothing past the offset
+    // it started at: the next append would cut it off anyway, but until then those bytes hold space
+    // that a full disk needs back.
+    if (!stored) await handle.truncate(append.start).catch(() => {});
     await handle.close();
   }
   if (!complete) return undefined;
