@@ -110,7 +110,16 @@ export class SqliteMetaStore implements MetaStore {
       this.#db.exec('COMMIT');
       return result;
     } catch (err) {
-      this.#db.exec('ROLLBACK');
+      // Some failures end the transaction inside SQLite already (a full disk: SQLITE_FULL, an I/O
+      // error): a ROLLBACK would then fail with "no transaction is active" and hide the real cause,
+      // which decides the answer (507 for a full disk). The cause is what is thrown, always.
+      if (this.#db.isTransaction) {
+        try {
+          this.#db.exec('ROLLBACK');
+        } catch {
+          // Nothing better to report than `err`.
+        }
+      }
       throw err;
     }
   }
