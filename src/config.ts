@@ -94,7 +94,8 @@ export const SETTINGS: Setting[] = [
     flag: 'data',
     kind: { type: 'string' },
     default: './data',
-    description: 'Directory for blobs (`blobs/`, `uploads/`) and the SQLite database (`meta.db`).',
+    description:
+      'Directory for blobs (`blobs/`, `uploads/`) and the SQLite database (`meta.db`); one server at a time uses it (`tether.lock`).',
   },
   {
     key: 'storage.blobs',

@@ -5,6 +5,7 @@ import { Registry } from '../registry/registry.ts';
 import { FsBlobStore } from '../storage/blob/fs.ts';
 import { MemoryBlobStore } from '../storage/blob/memory.ts';
 import type { BlobStore } from '../storage/blob/types.ts';
+import { DataDirectoryLock } from '../storage/data-lock.ts';
 import { SqliteMetaStore } from '../storage/meta/sqlite.ts';
 import type { MetaStore } from '../storage/meta/types.ts';
 import { listen } from './app.ts';
@@ -21,22 +22,39 @@ export interface RunningRegistry {
   close(): Promise<void>;
 }
 
-async function openStores(config: TetherConfig): Promise<{ blobs: BlobStore; meta: MetaStore }> {
+interface Stores {
+  blobs: BlobStore;
+  meta: MetaStore;
+  /** Held while a store lives in the data directory (see DataDirectoryLock). */
+  lock: DataDirectoryLock | undefined;
+}
+
+async function openStores(config: TetherConfig): Promise<Stores> {
   const data = resolve(config.data);
-  const blobs =
-    config.storage.blobs === 'memory'
-      ? new MemoryBlobStore()
-      : await FsBlobStore.open(data, { fsync: config.storage.fsync });
-  const meta = new SqliteMetaStore({
-    path: config.storage.meta === 'memory' ? ':memory:' : join(data, 'meta.db'),
-    synchronous: config.storage.sqliteSynchronous,
-  });
-  return { blobs, meta };
+  const onDisk = config.storage.blobs !== 'memory' || config.storage.meta !== 'memory';
+  // First of all: nothing in the directory is touched while another server uses it.
+  const lock = onDisk ? DataDirectoryLock.acquire(data) : undefined;
+  let blobs: BlobStore | undefined;
+  try {
+    blobs =
+      config.storage.blobs === 'memory'
+        ? new MemoryBlobStore()
+        : await FsBlobStore.open(data, { fsync: config.storage.fsync });
+    const meta = new SqliteMetaStore({
+      path: config.storage.meta === 'memory' ? ':memory:' : join(data, 'meta.db'),
+      synchronous: config.storage.sqliteSynchronous,
+    });
+    return { blobs, meta, lock };
+  } catch (err) {
+    await blobs?.close();
+    lock?.release();
+    throw err;
+  }
 }
 
 /** Opens the stores named by `config`, starts the HTTP server and the upload sweeper. */
 export async function startServer(config: TetherConfig, log: Logger): Promise<RunningRegistry> {
-  const { blobs, meta } = await openStores(config);
+  const { blobs, meta, lock } = await openStores(config);
   const registry = new Registry(blobs, meta, log, {
     deleteEnabled: config.delete.enabled,
     manifestMaxBytes: config.limits.manifestMaxBytes,
@@ -61,6 +79,7 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
     http = await listen(registry, log, { host, port, ...(auth ? { auth } : {}), ...(tls ? { tls } : {}) });
   } catch (err) {
     await registry.close();
+    lock?.release();
     throw err;
   }
   registry.startMaintenance();
@@ -71,7 +90,11 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
     registry,
     close: async () => {
       await http.close();
-      await registry.close();
+      try {
+        await registry.close();
+      } finally {
+        lock?.release();
+      }
     },
   };
 }

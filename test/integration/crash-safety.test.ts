@@ -6,6 +6,7 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import { straceHoldArgs, straceSkip, wrappedPid } from '../helpers/strace.ts';
@@ -432,4 +433,43 @@ test('storage.fsync false: kill -9 after acknowledged pushes still loses nothing
     const bytes = Buffer.from(await blob.arrayBuffer());
     assert.equal(sha256(bytes), image.layer);
   }
+});
+
+test('a second server on the same data directory is refused; a killed one leaves nothing that blocks a restart', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  let server = await spawnTether(dir);
+  t.after(() => server.kill9());
+  const image = await pushImage(server.url, 'lock/one', 'v1', 'layer');
+  const second = spawnTether(dir);
+  t.after(async () => (await second.catch(() => undefined))?.kill9());
+  await assert.rejects(
+    second,
+    /exited with 1 before listening:\s*tether: the data directory .* is in use by another tether server/,
+  );
+  const still = await fetch(`${server.url}/v2/lock/one/manifests/v1`);
+  assert.equal(still.headers.get('docker-content-digest'), image.digest, 'the first server carries on');
+
+  // The lock dies with the process: after kill -9 a new server starts at once, with everything.
+  await server.kill9();
+  server = await spawnTether(dir);
+  const after = await fetch(`${server.url}/v2/lock/one/manifests/v1`);
+  assert.equal(after.headers.get('docker-content-digest'), image.digest);
+  assert.equal(await server.stop(), 0);
+  server = await spawnTether(dir);
+});
+
+test('in one process too, a second registry on a data directory is refused until the first is closed', async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const first = await startRegistry({ storage: { data: dir } });
+  let firstOpen = true;
+  t.after(() => (firstOpen ? first.close() : undefined));
+  const second = startRegistry({ storage: { data: dir } });
+  t.after(async () => (await second.catch(() => undefined))?.close());
+  await assert.rejects(second, /in use by another tether server/);
+  firstOpen = false;
+  await first.close();
+  const third = await startRegistry({ storage: { data: dir } });
+  await third.close();
 });
