@@ -178,12 +178,15 @@ export async function deleteManifest(
     throw new OciError(412, 'DENIED', 'precondition failed: If-Match does not name this manifest');
   }
   const cascade = ctx.policies.for(repo).onSubjectDelete === 'cascade';
-  const deleted = await ctx.meta.deleteManifest(repo, reference.digest.value, { cascade });
+  // With cascade the subject's fallback index would list deleted manifests: it goes with them, in the
+  // same transaction (a crash in between would leave it serving them, and a retried DELETE, finding
+  // no subject, could not finish the job).
+  const deleted = await ctx.meta.deleteManifest(
+    repo,
+    reference.digest.value,
+    cascade ? { cascade, dropTags: [referrersTagFor(reference.digest)] } : {},
+  );
   if (deleted.length === 0) throw await unknownIn(ctx, repo, reference.digest.value);
-  if (cascade) {
-    // The subject's fallback index would now list deleted manifests: it goes with them.
-    await ctx.meta.deleteTag(repo, referrersTagFor(reference.digest));
-  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
@@ -113,4 +113,47 @@ export function wrappedPid(wrapperPid: number): number {
   const pid = Number(children.split(/\s+/)[0]);
   if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no child of ${wrapperPid}: "${children}"`);
   return pid;
+}
+
+/**
+ * Attaches strace to a running process (all its threads) and holds every system call matching `calls`
+ * for `seconds` before it runs: a crash point from that moment on, with the setup done at full speed.
+ * Resolves once attached; `detach` ends strace, and the kernel lets the process go on (a SIGTERM asks
+ * strace to detach itself, which hung when the process was killed while one of its calls was held).
+ */
+export async function holdSystemCalls(
+  pid: number,
+  calls: string,
+  seconds: number,
+): Promise<{ detach(): Promise<void> }> {
+  const strace = spawn(
+    'strace',
+    [
+      '-f',
+      '-p',
+      String(pid),
+      '-o',
+      '/dev/null',
+      '-e',
+      `trace=/${calls}`,
+      '-e',
+      `inject=/${calls}:delay_enter=${Math.round(seconds * 1_000_000)}`,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  const exited = new Promise<void>((resolve) => strace.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    strace.stderr!.on('data', (d) => {
+      err += d;
+      if (/attached/.test(err)) resolve();
+    });
+    void exited.then(() => reject(new Error(`strace did not attach to ${pid}: ${err}`)));
+  });
+  return {
+    detach: async () => {
+      strace.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

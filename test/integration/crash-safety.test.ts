@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
-import { straceHoldArgs, straceSkip, wrappedPid } from '../helpers/strace.ts';
+import { holdSystemCalls, straceHoldArgs, straceSkip, wrappedPid } from '../helpers/strace.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -472,4 +472,95 @@ test('in one process too, a second registry on a data directory is refused until
   await first.close();
   const third = await startRegistry({ storage: { data: dir } });
   await third.close();
+});
+
+test('onSubjectDelete cascade: a crash mid-DELETE never leaves the fallback tag listing deleted referrers', {
+  skip: straceSkip,
+}, async (t) => {
+  const { dir, cleanup } = await tempDataDir();
+  t.after(cleanup);
+  const env = { TETHER_REFERRERS_ON_SUBJECT_DELETE: 'cascade' };
+  let server = await spawnTether(dir, [], env);
+  t.after(() => server.kill9());
+  const repo = 'crash/cascade';
+  const subject = await pushImage(server.url, repo, 'v1', 'subject layer');
+  const empty = {
+    mediaType: 'application/vnd.oci.empty.v1+json',
+    digest: await pushBlob(server.url, repo, '{}'),
+    size: 2,
+  };
+  const referrer = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    artifactType: 'application/vnd.example.sig',
+    config: empty,
+    layers: [empty],
+    subject: {
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      digest: subject.digest,
+      size: subject.bytes.length,
+    },
+  };
+  const sig = await pushManifest(server.url, repo, sha256(JSON.stringify(referrer)), referrer);
+  assert.equal(sig.response.status, 201);
+  // The fallback tag, as a client without the referrers API writes it: an index listing the referrer.
+  const fallbackTag = `sha256-${subject.digest.slice(7)}`;
+  const index = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sig.digest, size: sig.bytes.length },
+    ],
+  };
+  const tagged = await pushManifest(
+    server.url,
+    repo,
+    fallbackTag,
+    index,
+    'application/vnd.oci.image.index.v1+json',
+  );
+  assert.equal(tagged.response.status, 201);
+
+  // Every sync is held from now on: the DELETE's first commit is written and the server is killed
+  // while it waits for that commit to reach the disk.
+  const held = await holdSystemCalls(server.proc.pid!, 'fdatasync', 60);
+  t.after(() => held.detach());
+  const deletion = openUpload(`${server.url}/v2/${repo}/manifests/${subject.digest}`, 'DELETE', {});
+  deletion.req.end(Buffer.alloc(0));
+  await new Promise((r) => setTimeout(r, 500));
+  // Killed first; its exit is reported once strace lets go of it.
+  process.kill(server.proc.pid!, 'SIGKILL');
+  await held.detach();
+  await server.kill9();
+  assert.equal(await deletion.response, -1, 'the DELETE was never answered');
+
+  server = await spawnTether(dir, [], env);
+  const get = async (reference: string) =>
+    (
+      await fetch(`${server.url}/v2/${repo}/manifests/${reference}`, {
+        headers: {
+          Accept: 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json',
+        },
+      })
+    ).status;
+  const states = {
+    subject: await get(subject.digest),
+    referrer: await get(sig.digest),
+    tag: await get(fallbackTag),
+  };
+  // All of it went, or none of it did: never a tag serving an index of deleted manifests.
+  assert.ok(
+    [
+      JSON.stringify({ subject: 404, referrer: 404, tag: 404 }),
+      JSON.stringify({ subject: 200, referrer: 200, tag: 200 }),
+    ].includes(JSON.stringify(states)),
+    JSON.stringify(states),
+  );
+  // A retried DELETE finishes whatever is left.
+  const retry = await fetch(`${server.url}/v2/${repo}/manifests/${subject.digest}`, { method: 'DELETE' });
+  assert.equal(retry.status, states.subject === 200 ? 202 : 404);
+  assert.deepEqual(
+    [await get(subject.digest), await get(sig.digest), await get(fallbackTag)],
+    [404, 404, 404],
+  );
 });

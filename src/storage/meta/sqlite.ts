@@ -285,7 +285,11 @@ export class SqliteMetaStore implements MetaStore {
     );
   }
 
-  async deleteManifest(repo: string, digest: string, options: { cascade?: boolean } = {}): Promise<string[]> {
+  async deleteManifest(
+    repo: string,
+    digest: string,
+    options: { cascade?: boolean; dropTags?: string[] } = {},
+  ): Promise<string[]> {
     return this.#write(() => {
       if (!this.#manifestExists(repo, digest)) return [];
       const doomed = [digest];
@@ -311,6 +315,10 @@ export class SqliteMetaStore implements MetaStore {
         if (row.subject_digest) this.#bump(repo, row.subject_digest);
         this.#stmt('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, target);
         this.#stmt('DELETE FROM manifest_refs WHERE repo = ? AND parent_digest = ?').run(repo, target);
+      }
+      for (const tag of options.dropTags ?? []) {
+        this.#stmt('DELETE FROM tags WHERE repo = ? AND name = ?').run(repo, tag);
+        this.#clearFallbackEntries(repo, tag);
       }
       return doomed;
     });

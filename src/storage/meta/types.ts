@@ -98,9 +98,15 @@ export interface MetaStore {
   getManifestByTag(repo: string, tag: string): Promise<StoredManifest | undefined>;
   /**
    * Deletes a manifest with the tags pointing at it and its references, in one transaction; with
-   * `cascade`, also its referrers, their referrers and so on (loop-safe). Returns the deleted digests.
+   * `cascade`, also its referrers, their referrers and so on (loop-safe), and the tags named in
+   * `dropTags` (the subject's fallback tag), in that same transaction. Returns the deleted digests
+   * (none, and nothing else deleted, when the manifest does not exist).
    */
-  deleteManifest(repo: string, digest: string, options?: { cascade?: boolean }): Promise<string[]>;
+  deleteManifest(
+    repo: string,
+    digest: string,
+    options?: { cascade?: boolean; dropTags?: string[] },
+  ): Promise<string[]>;
   deleteTag(
     repo: string,
     tag: string,
