@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
@@ -79,6 +80,45 @@ describe('SqliteMetaStore on a file', async () => {
       }
       assert.equal(await openDescriptors(`${path}-wal`), 0, 'close releases the WAL');
     }
+  });
+
+  test('a new database opened while another connection holds it waits for the lock instead of failing', async () => {
+    const path = join(root, 'busy', 'meta.db');
+    await mkdir(dirname(path), { recursive: true });
+    // Another process (a second server starting at the same moment) holds the new file for 700 ms.
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { DatabaseSync } = require('node:sqlite');
+         const db = new DatabaseSync(${JSON.stringify(path)});
+         db.exec('BEGIN EXCLUSIVE');
+         console.log('locked');
+         setTimeout(() => db.close(), 700);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise((resolve) => holder.once('exit', resolve));
+    await new Promise((resolve) => holder.stdout!.once('data', resolve));
+    const started = performance.now();
+    const store = new SqliteMetaStore({ path });
+    try {
+      assert.ok(performance.now() - started > 300, 'it waited for the other connection');
+      await store.linkBlob('app', sha256('waited'), 1);
+    } finally {
+      await store.close();
+      await exited;
+    }
+  });
+
+  test('a damaged database file is refused with its path in the message', async () => {
+    const path = join(root, 'damaged', 'meta.db');
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, Buffer.alloc(8192, 'not a database '));
+    assert.throws(
+      () => new SqliteMetaStore({ path }),
+      (err: Error) => err.message === `cannot open the metadata database ${path}: file is not a database`,
+    );
   });
 
   test('a failed write transaction rolls back and is not acknowledged', async () => {

@@ -67,15 +67,30 @@ export class SqliteMetaStore implements MetaStore {
   constructor(options: SqliteOptions) {
     const file = options.path !== ':memory:';
     if (file) mkdirSync(dirname(options.path), { recursive: true });
-    this.#db = new DatabaseSync(options.path);
-    this.#db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = NORMAL;
-      PRAGMA busy_timeout = 10000;
-      PRAGMA foreign_keys = OFF;
-    `);
+    // A damaged file fails here or in the first statement, with SQLite's words only ("file is not a
+    // database"): the message names the file.
+    const failed = (cause: unknown) =>
+      new Error(`cannot open the metadata database ${options.path}: ${(cause as Error).message}`, { cause });
+    try {
+      this.#db = new DatabaseSync(options.path);
+    } catch (cause) {
+      throw failed(cause);
+    }
+    try {
+      // The busy timeout before anything else: switching a new database to WAL takes a lock, which
+      // another connection opening it at the same moment may hold (it failed at once, not waiting).
+      this.#db.exec('PRAGMA busy_timeout = 10000');
+      this.#db.exec(`
+        PRAGMA journal_mode = WAL;
+        PRAGMA synchronous = NORMAL;
+        PRAGMA foreign_keys = OFF;
+      `);
+      this.#migrate();
+    } catch (cause) {
+      this.#db.close();
+      throw failed(cause);
+    }
     this.#walPath = file && options.synchronous !== 'NORMAL' ? `${options.path}-wal` : undefined;
-    this.#migrate();
   }
 
   #migrate(): void {
