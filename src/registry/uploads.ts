@@ -47,8 +47,21 @@ export class Uploads {
       startedAt: now,
       updatedAt: now,
     };
-    await this.#ctx.meta.createUpload(upload);
-    await this.#ctx.blobs.createUpload(upload.id);
+    // The staged file first, then the row that announces the session: a session never exists without a
+    // place for its bytes. Should the row fail, the file goes; should the process stop in between, it
+    // is a staged file no session owns, which the sweep removes.
+    this.#enter(upload.id);
+    try {
+      await this.#ctx.blobs.createUpload(upload.id);
+      try {
+        await this.#ctx.meta.createUpload(upload);
+      } catch (err) {
+        await this.#ctx.blobs.deleteUpload(upload.id).catch(() => {});
+        throw err;
+      }
+    } finally {
+      this.#leave(upload.id);
+    }
     const hash = await this.#ctx.blobs.uploadHash(upload.id, algorithm, 0);
     this.#hashes.set(upload.id, { hash, algorithm, offset: 0 });
     return upload;

@@ -175,3 +175,53 @@ test('on a full disk, failed chunks give their space back and cancelling an uplo
   assert.ok(Buffer.from(await pulled.arrayBuffer()).equals(stored));
   assert.doesNotMatch(server.output(), /cannot rollback/);
 });
+
+test('starting an upload session leaves nothing behind when its staged file or its row cannot be made', async (t) => {
+  const noSpace = () =>
+    Object.assign(new Error('ENOSPC: no space left on device, open'), {
+      code: 'ENOSPC',
+      errno: -28,
+      syscall: 'open',
+    });
+  class FullBlobStore extends MemoryBlobStore {
+    full = true;
+    override async createUpload(id: string): Promise<void> {
+      if (this.full) throw noSpace();
+      return super.createUpload(id);
+    }
+  }
+  const blobs = new FullBlobStore();
+  const meta = new SqliteMetaStore({ path: ':memory:' });
+  const registry = new Registry(blobs, meta, pino({ level: 'silent' }));
+  const server = await listen(registry, pino({ level: 'silent' }), { host: '127.0.0.1', port: 0 });
+  t.after(() => server.close());
+  const base = `http://${server.address}`;
+  const sessions = () => meta.listStaleUploads(Number.MAX_SAFE_INTEGER, 10);
+  const staged = async () => {
+    const ids: string[] = [];
+    for await (const { id } of blobs.listUploads()) ids.push(id);
+    return ids;
+  };
+
+  // No staged file: 507, and no session row waiting for the sweep.
+  const refused = await fetch(`${base}/v2/full/start/blobs/uploads/`, { method: 'POST' });
+  assert.equal(refused.status, 507);
+  assert.deepEqual(await sessions(), []);
+
+  // No row: 507, and the staged file made for it is gone.
+  blobs.full = false;
+  const createUpload = meta.createUpload;
+  meta.createUpload = async () => {
+    throw Object.assign(new Error('database or disk is full'), { code: 'ERR_SQLITE_ERROR', errcode: 13 });
+  };
+  const noRow = await fetch(`${base}/v2/full/start/blobs/uploads/`, { method: 'POST' });
+  assert.equal(noRow.status, 507);
+  assert.deepEqual(await staged(), []);
+
+  // With room again, a session starts as usual.
+  meta.createUpload = createUpload;
+  const ok = await fetch(`${base}/v2/full/start/blobs/uploads/`, { method: 'POST' });
+  assert.equal(ok.status, 202);
+  assert.equal((await sessions()).length, 1);
+  assert.equal((await staged()).length, 1);
+});
