@@ -344,11 +344,11 @@ export class Uploads {
   /**
    * Makes sure a session's acknowledged bytes are staged. They are not when the process stopped after
    * publishing them and before linking them (finish): the session's row names the blob they went to
-   * (`contentDigest`), and they are copied back from its start, so a retried PUT, or a PATCH, goes on as
-   * if nothing had happened. A session with nothing acknowledged just gets a new, empty staged file. A session whose
-   * bytes are gone for good (removed from outside, or lost to a power loss with `storage.fsync: false`)
-   * cannot go on: it is removed, and the client told so (404 BLOB_UPLOAD_UNKNOWN) rather than given an
-   * offset it cannot build on.
+   * (`contentDigest`), and they are copied back from its start, so a retried PUT, or a PATCH, goes on
+   * as if nothing had happened. A session with nothing acknowledged just gets a new, empty staged file.
+   * A session whose bytes are gone for good (removed from outside, or lost to a power loss with
+   * `storage.fsync: false`) cannot go on: it is removed, and the client told so (404
+   * BLOB_UPLOAD_UNKNOWN) rather than given an offset it cannot build on.
    */
   async #recoverStaged(upload: UploadRecord): Promise<void> {
     const { blobs, log } = this.#ctx;
