@@ -333,7 +333,6 @@ export class SqliteMetaStore implements MetaStore {
       }
       for (const tag of options.dropTags ?? []) {
         this.#stmt('DELETE FROM tags WHERE repo = ? AND name = ?').run(repo, tag);
-        this.#clearFallbackEntries(repo, tag);
       }
       return doomed;
     });
