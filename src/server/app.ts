@@ -7,7 +7,8 @@ import { http, http2 } from '../io/node-http.ts';
 import { OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
 import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
-import { sendError } from './http.ts';
+import { hasBody, sendError } from './http.ts';
+import { guardedHttp2RequestClass, guardedRequestClass, isGuarded } from './incoming.ts';
 import { matchRoute, type RouteName } from './router.ts';
 import { deleteBlob, getBlob } from './routes/blobs.ts';
 import { base, catalog, listReferrers, listTags } from './routes/discovery.ts';
@@ -72,6 +73,26 @@ function lingerOnClose(req: IncomingMessage): void {
 }
 
 /**
+ * Answers `err` for a request whose body is still arriving (or stalled), then ends the handler's wait
+ * for that body: once the connection is closed (after the answer, and the lingering above), the request
+ * stream is destroyed with `err`, so a body read in progress fails instead of seeing an early end.
+ */
+function answerAndClose(req: IncomingMessage, res: ServerResponse, err: OciError): void {
+  if (res.headersSent || !req.socket || req.socket.destroyed) {
+    req.destroy(err);
+    return;
+  }
+  if (req.httpVersionMajor < 2) {
+    lingerOnClose(req);
+    req.socket.once('close', () => req.destroy(err));
+    sendError(res, err, true);
+  } else {
+    res.once('finish', () => req.destroy(err));
+    sendError(res, err, false);
+  }
+}
+
+/**
  * A request Node's parser refused (bad syntax, a body longer than its Content-Length, headers over the
  * limit, a header timeout) gets the same error JSON as everything else, not Node's bare `400 Bad Request`.
  */
@@ -108,6 +129,7 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         'request',
       );
     });
+    if (isGuarded(req) && hasBody(req)) req.onBodyRefused((err) => answerAndClose(req, res, err));
     try {
       const url = new URL(rawUrl, 'http://registry.invalid');
       if (auth && url.pathname === TOKEN_PATH) {
@@ -179,10 +201,24 @@ export async function listen(
   const { tls } = options;
   const server: Server = tls
     ? (http2().createSecureServer(
-        { allowHTTP1: true, cert: readFileSync(tls.cert), key: readFileSync(tls.key) },
+        {
+          allowHTTP1: true,
+          cert: readFileSync(tls.cert),
+          key: readFileSync(tls.key),
+          Http1IncomingMessage: guardedRequestClass(),
+          Http2ServerRequest: guardedHttp2RequestClass(),
+        },
         onRequest as never,
       ) as unknown as Server)
-    : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+    : http.createServer(
+        {
+          requestTimeout: 0,
+          headersTimeout: 60_000,
+          keepAliveTimeout: 65_000,
+          IncomingMessage: guardedRequestClass(),
+        },
+        onRequest,
+      );
   // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
   server.on('checkContinue', onRequest);
   if (!tls) server.on('clientError', answerUnparsable);

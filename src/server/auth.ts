@@ -32,6 +32,8 @@ export const OPEN_CALLER: Caller = { may: () => true, canMountFrom: () => true }
 
 export const TOKEN_PATH = '/auth/token';
 export const JWKS_PATH = '/auth/jwks.json';
+/** Largest `POST /auth/token` form accepted (413 above it). */
+export const TOKEN_FORM_MAX_BYTES = 16 * 1024;
 
 /** The action a route needs on its repository; undefined: only authentication (base, catalog). */
 function requiredAction(match: RouteMatch, method: string): Action | undefined {
@@ -254,7 +256,9 @@ export class Authorizer {
     let refreshToken: string | undefined;
     const challenge = this.#basicChallenge();
     if (req.method === 'POST') {
-      const form = new URLSearchParams((await readBody(req, res, 64 * 1024)).toString('utf8'));
+      // Read before any credential is known, so anyone can send one: kept small (a form holds a user,
+      // a password, a refresh token and some scopes; a GET carries the same within its 16 KiB URL).
+      const form = new URLSearchParams((await readBody(req, res, TOKEN_FORM_MAX_BYTES)).toString('utf8'));
       this.#checkService(form.get('service'));
       scopes = (form.get('scope') ?? '').split(' ').filter((s) => s !== '');
       const grant = form.get('grant_type');

@@ -4,6 +4,8 @@ import { mkdtemp, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { digestOf } from '../../src/oci/digest.ts';
 import { FsBlobStore } from '../../src/storage/blob/fs.ts';
 import { MemoryBlobStore } from '../../src/storage/blob/memory.ts';
@@ -231,3 +233,37 @@ for (const fsync of [true, false]) {
     });
   });
 }
+
+test('an upload body of 1-byte chunks is staged, not held as one object per chunk', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'tether-fs-blob-'));
+  const store = await FsBlobStore.open(root, { fsync: false });
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  try {
+    const id = randomUUID();
+    await store.createUpload(id);
+    const bytes = randomBytes(512 * 1024);
+    gc();
+    const start = process.memoryUsage().heapUsed;
+    let peak = 0;
+    async function* oneByteChunks(): AsyncIterable<Buffer> {
+      for (let at = 0; at < bytes.length; at++) {
+        // Each chunk a Buffer of its own, as Node's parser hands over chunked transfer coding.
+        yield Buffer.from(bytes.subarray(at, at + 1));
+        if (at % 32768 === 32767) {
+          gc();
+          peak = Math.max(peak, process.memoryUsage().heapUsed - start);
+        }
+      }
+    }
+    const hash = await store.uploadHash(id, 'sha256', 0);
+    assert.equal(await store.appendUpload(id, 0, oneByteChunks(), hash), bytes.length);
+    assert.equal(await hash.digest(), hex(bytes));
+    assert.ok((await readFile(join(root, 'uploads', id))).equals(bytes));
+    // Sent one by one, the chunks waiting in a batch held ~150 B of heap each: ~75 MB here.
+    assert.ok(peak < 16 * 1024 * 1024, `the heap grew by ${(peak / 1e6).toFixed(1)} MB`);
+  } finally {
+    await store.close();
+    await rm(root, { recursive: true, force: true });
+  }
+});

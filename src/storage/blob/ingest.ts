@@ -74,8 +74,25 @@ export class IngestWorker {
     } satisfies IngestRequest);
     let written = 0;
     let batch: Uint8Array<ArrayBuffer>[] = [];
+    /** Memory the batch holds: its chunks, and the whole of each staging buffer in it. */
     let batchBytes = 0;
+    /** Small chunks are copied into this, in order, instead of each being sent as an object of its own. */
+    let stage: Uint8Array<ArrayBuffer> | undefined;
+    let staged = 0;
     let inFlight: Promise<void> | undefined;
+    /** Moves the staged bytes into the batch: the staging buffer itself when full, else a copy of them. */
+    const unstage = () => {
+      if (stage === undefined || staged === 0) return;
+      if (staged === stage.length) {
+        batch.push(stage);
+        batchBytes += stage.length;
+        stage = undefined;
+      } else {
+        batch.push(stage.slice(0, staged));
+        batchBytes += staged;
+      }
+      staged = 0;
+    };
     const send = () => {
       const chunks = batch;
       batch = [];
@@ -93,14 +110,28 @@ export class IngestWorker {
     try {
       for await (const chunk of source) {
         written += chunk.length;
-        batch.push(owned(chunk));
-        batchBytes += chunk.length;
+        if (chunk.length >= TRANSFER_FROM) {
+          unstage();
+          batch.push(owned(chunk));
+          batchBytes += chunk.length;
+        } else {
+          let offset = 0;
+          while (offset < chunk.length) {
+            stage ??= new Uint8Array(STAGE_BYTES);
+            const n = Math.min(chunk.length - offset, stage.length - staged);
+            stage.set(chunk.subarray(offset, offset + n), staged);
+            staged += n;
+            offset += n;
+            if (staged === stage.length) unstage();
+          }
+        }
         if (batchBytes >= options.batchBytes()) {
           // One batch in the worker while the next fills: receiving overlaps with hashing and writing.
           await inFlight;
           send();
         }
       }
+      unstage();
       await inFlight;
       // The end waits for the last batch's write in the worker, and reports its failure.
       if (batchBytes > 0) send();
@@ -227,6 +258,15 @@ class IngestHash implements UploadHash {
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/**
+ * Chunks of at least this many bytes are transferred as they are (Node's socket reads, KiBs each); smaller
+ * ones are copied into a staging buffer of STAGE_BYTES. Sent one by one, each chunk is an ArrayBuffer
+ * and a view (~200 B of heap, and a transfer-list entry) whatever its size: a body of 1-byte chunks put
+ * up to a million of them into one batch before the batch's byte count said it was full.
+ */
+const TRANSFER_FROM = 16 * 1024;
+const STAGE_BYTES = 64 * 1024;
 
 /** A chunk that can be transferred: one owning its whole (non-shared) ArrayBuffer, else a copy. */
 function owned(chunk: Buffer): Uint8Array<ArrayBuffer> {
