@@ -37,6 +37,8 @@ export class Htpasswd {
   #mtimeMs = -1;
   #checkedAt = 0;
   readonly #verified = new Map<string, number>();
+  /** Comparisons under way, by the same key as `#verified`. */
+  readonly #checking = new Map<string, Promise<boolean>>();
 
   constructor(path: string) {
     this.#path = path;
@@ -84,21 +86,71 @@ export class Htpasswd {
     return this.#users.size;
   }
 
-  /** Checks a password. Unknown users cost a bcrypt comparison too, so timing does not reveal them. */
-  async verify(user: string, password: string): Promise<boolean> {
-    this.#reload();
-    const hash = this.#users.get(user);
-    const key = createHash('sha256')
+  #key(user: string, password: string, hash: string | undefined): string {
+    return createHash('sha256')
       .update(`${user}\0${password}\0${hash ?? ''}`)
       .digest('base64');
+  }
+
+  /**
+   * The outcome of these credentials when it is known without a bcrypt run of their own: verified in
+   * the last minute, or being verified for another request right now. Undefined otherwise.
+   */
+  known(user: string, password: string): Promise<boolean> | undefined {
+    this.#reload();
+    const hash = this.#users.get(user);
+    const key = this.#key(user, password, hash);
     const cached = this.#verified.get(key);
-    if (hash && cached !== undefined && cached > Date.now()) return true;
-    const ok = await (await bcrypt()).compare(password, hash ?? DUMMY_HASH);
-    if (ok && hash) {
-      if (this.#verified.size >= CACHE_MAX) this.#verified.clear();
-      this.#verified.set(key, Date.now() + CACHE_MS);
-    }
-    return ok && hash !== undefined;
+    if (hash && cached !== undefined && cached > Date.now()) return Promise.resolve(true);
+    return this.#checking.get(key);
+  }
+
+  /**
+   * Checks a password. Unknown users cost a bcrypt comparison too, so timing does not reveal them.
+   * Concurrent checks of the same credentials share one comparison, and comparisons run one at a time
+   * (see BCRYPT_AT_ONCE).
+   */
+  verify(user: string, password: string): Promise<boolean> {
+    const known = this.known(user, password);
+    if (known) return known;
+    const hash = this.#users.get(user);
+    const key = this.#key(user, password, hash);
+    const check = (async () => {
+      const ok = await comparing(async () => (await bcrypt()).compare(password, hash ?? DUMMY_HASH));
+      if (ok && hash) {
+        if (this.#verified.size >= CACHE_MAX) this.#verified.clear();
+        this.#verified.set(key, Date.now() + CACHE_MS);
+      }
+      return ok && hash !== undefined;
+    })();
+    this.#checking.set(key, check);
+    const done = () => this.#checking.delete(key);
+    check.then(done, done);
+    return check;
+  }
+}
+
+/**
+ * bcryptjs runs on the event loop, in slices of up to 100 ms; comparisons running side by side share
+ * the one thread and only interleave their slices, so every other request waited behind all of them
+ * (300 at once stalled the registry for 25 s). One at a time, a request waits for at most one slice,
+ * and logins are answered in the order they came, at the same total rate.
+ */
+const BCRYPT_AT_ONCE = 1;
+let comparisons = 0;
+const waiting: (() => void)[] = [];
+
+/** Runs `work` (a bcrypt comparison) once the comparisons before it are done; exported for its test. */
+export async function comparing<T>(work: () => Promise<T>): Promise<T> {
+  if (comparisons >= BCRYPT_AT_ONCE) await new Promise<void>((resolve) => waiting.push(resolve));
+  else comparisons++;
+  try {
+    return await work();
+  } finally {
+    // The slot passes straight to the next waiter, if any.
+    const next = waiting.shift();
+    if (next) next();
+    else comparisons--;
   }
 }
 

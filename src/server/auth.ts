@@ -74,6 +74,9 @@ function unauthorized(challenge: string, message = 'authentication required'): O
   return new OciError(401, 'UNAUTHORIZED', message, undefined, { 'WWW-Authenticate': challenge });
 }
 
+/** Retry-After of a login refused because the client's other attempts under way may lock it out. */
+const IN_FLIGHT_RETRY_MS = 1000;
+
 function tooMany(retryAfterMs: number): OciError {
   return new OciError(429, 'TOOMANYREQUESTS', 'too many failed logins; try again later', undefined, {
     'Retry-After': String(Math.ceil(retryAfterMs / 1000)),
@@ -150,7 +153,16 @@ export class Authorizer {
     const client = this.#proxies.clientOf(req.socket.remoteAddress, req.headers['x-forwarded-for']);
     const wait = this.#throttle.retryAfterMs(client, user);
     if (wait > 0) throw tooMany(wait);
-    if (await this.#htpasswd.verify(user, password)) {
+    // The same credentials already verified, or being verified for another request, cost no bcrypt run
+    // (a client's parallel requests share one); any other check counts as a failure while it runs.
+    let ok = this.#htpasswd.known(user, password);
+    if (ok === undefined) {
+      const attempt = this.#throttle.begin(client, user);
+      if (!attempt) throw tooMany(IN_FLIGHT_RETRY_MS);
+      ok = this.#htpasswd.verify(user, password);
+      ok.then(attempt.release, attempt.release);
+    }
+    if (await ok) {
       this.#throttle.succeed(client, user);
       return { user };
     }

@@ -12,7 +12,7 @@ import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
 import { sha256 } from '../helpers/oci.ts';
-import { tempDataDir } from '../helpers/tether-process.ts';
+import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 type CryptoKey = webcrypto.CryptoKey;
 
@@ -633,6 +633,56 @@ describe('brute force', () => {
     assert.equal((await request('127.0.0.2', 'alice', USERS.alice)).status, 429);
     // …but alice herself, from her own machine, is not locked out by the attacker.
     assert.equal((await request('127.0.0.4', 'alice', USERS.alice)).status, 200);
+  });
+
+  test('wrong passwords sent all at once run bcrypt at most clientFailures times; the right one, once', async (t) => {
+    // A server process of its own: in this one, the requests' sending and the server's bcrypt runs
+    // take turns on one event loop and hardly overlap.
+    const { dir, cleanup } = await tempDataDir();
+    // bcrypt's usual cost, so a check takes tens of milliseconds and requests overlap.
+    const hash = await hashPassword('carol-pw', 10);
+    await editHtpasswd(join(dir, 'htpasswd'), (users) => {
+      users.set('carol', hash);
+    });
+    mkdirSync(join(dir, 'data'));
+    const reg = await spawnTether(join(dir, 'data'), ['--log-level', 'error'], {
+      TETHER_AUTH_MODE: 'basic',
+      TETHER_AUTH_HTPASSWD: join(dir, 'htpasswd'),
+    });
+    t.after(async () => {
+      await reg.stop();
+      await cleanup();
+    });
+    const port = Number(reg.host.split(':')[1]);
+    const request = (localAddress: string, password: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: '127.0.0.1',
+            port,
+            path: '/v2/',
+            localAddress,
+            agent: false,
+            headers: { Authorization: `Basic ${Buffer.from(`carol:${password}`).toString('base64')}` },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    // Counted only once bcrypt had answered, 300 guesses at once got 230 bcrypt runs (audit-sec #2).
+    const guesses = await Promise.all(
+      Array.from({ length: 300 }, () => request('127.0.0.6', `guess-${randomUUID()}`)),
+    );
+    const checked = guesses.filter((s) => s === 401).length;
+    assert.equal(checked + guesses.filter((s) => s === 429).length, 300, 'only 401 and 429');
+    assert.ok(checked <= 10, `bcrypt ran ${checked} times for one address's burst`);
+    // Parallel requests with the right credentials share one check: none is refused as a burst.
+    const logins = await Promise.all(Array.from({ length: 40 }, () => request('127.0.0.7', 'carol-pw')));
+    assert.deepEqual(new Set(logins), new Set([200]));
   });
 
   test('behind a trusted reverse proxy, failures count against the forwarded client, not the proxy', async (t) => {
