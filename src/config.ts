@@ -305,7 +305,8 @@ export const SETTINGS: Setting[] = [
     env: 'TETHER_AUTH_TOKEN_TRUSTED_ISSUERS',
     kind: { type: 'json', parse: parseTrustedIssuers },
     default: [],
-    description: 'External token issuers accepted too: a list of `{issuer, jwksFile, audience?}`.',
+    description:
+      'External token issuers accepted too: a list of `{issuer, jwksFile, audience?}`. Their tokens must carry `exp`.',
   },
   {
     key: 'auth.throttle.clientFailures',

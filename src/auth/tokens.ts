@@ -145,6 +145,7 @@ export class TokenService {
         issuer: this.options.issuer,
         audience: this.options.service,
         algorithms: [ALG],
+        requiredClaims: ['exp'],
       }));
       local = true;
     } catch {
@@ -153,6 +154,8 @@ export class TokenService {
           ({ payload } = await jwtVerify(token, keys, {
             issuer: issuer.issuer,
             audience: issuer.audience ?? this.options.service,
+            // A token without an expiry would be good forever: refused, whoever signed it.
+            requiredClaims: ['exp'],
           }));
           break;
         } catch {

@@ -512,16 +512,18 @@ describe('auth token: tokens that must be refused, refresh tokens, external issu
   });
 
   test('tokens from a trusted external issuer are accepted for the scopes they carry', async () => {
-    const sign = (iss: string) =>
-      new SignJWT({ access })
+    const sign = (iss: string, expires = true) => {
+      const jwt = new SignJWT({ access })
         .setProtectedHeader({ alg: 'ES256', kid: 'ext' })
         .setIssuer(iss)
         .setAudience('tether')
-        .setSubject('ci-bot')
-        .setExpirationTime('1m')
-        .sign(externalKey);
+        .setSubject('ci-bot');
+      return (expires ? jwt.setExpirationTime('1m') : jwt).sign(externalKey);
+    };
     assert.equal((await pull(await sign('https://issuer.example'))).status, 200);
     assert.equal((await pull(await sign('https://other.example'))).status, 401);
+    // Without an expiry, a token would be good forever (audit-sec #12).
+    assert.equal((await pull(await sign('https://issuer.example', false))).status, 401);
     const keys = (await (await fetch(`${reg.url}/auth/jwks.json`)).json()) as {
       keys: { kty: string; d?: string }[];
     };
