@@ -1,12 +1,15 @@
 import { parseDigest } from '../../oci/digest.ts';
-import { API_VERSION_HEADER, notModified, send } from '../http.ts';
+import { OciError } from '../../oci/errors.ts';
+import { API_VERSION_HEADER, notModified, send, sendJson } from '../http.ts';
 import type { RouteContext } from './types.ts';
 
 export type ByteRange = { start: number; end: number };
 
 /**
  * Interprets an RFC 9110 `Range` header for a blob of `size` bytes: undefined means "send it all"
- * (no header, other units, several ranges or bad syntax), 'unsatisfiable' means 416.
+ * (no header, other units, several ranges or an invalid one: `bytes=5-2`, whose last position is before
+ * its first, is invalid, not unsatisfiable, and a server ignores it, RFC 9110 §14.1.1, §14.2),
+ * 'unsatisfiable' means 416 (a first position at or past the end, a zero suffix, an empty blob).
  */
 export function parseRange(
   header: string | undefined,
@@ -21,8 +24,9 @@ export function parseRange(
     return { start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(m[1]);
+  if (m[2] !== '' && Number(m[2]) < start) return undefined;
   const end = m[2] === '' ? size - 1 : Number(m[2]);
-  if (end < start || start >= size) return 'unsatisfiable';
+  if (start >= size) return 'unsatisfiable';
   return { start, end: Math.min(end, size - 1) };
 }
 
@@ -50,7 +54,9 @@ export async function getBlob(ctx: RouteContext): Promise<void> {
       ? parseRange(req.headers.range, size)
       : undefined;
   if (range === 'unsatisfiable') {
-    send(res, 416, { ...headers, 'Content-Range': `bytes */${size}` });
+    const err = new OciError(416, 'UNSUPPORTED', 'requested range not satisfiable', { size });
+    const { 'Content-Type': _type, 'Cache-Control': _cache, ...rest } = headers;
+    sendJson(res, 416, err.toJSON(), { ...rest, 'Content-Range': `bytes */${size}` });
     return;
   }
   const status = range ? 206 : 200;
