@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { http, http2 } from '../io/node-http.ts';
-import { OciError } from '../oci/errors.ts';
+import { errors, OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
 import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
 import { hasBody, sendError } from './http.ts';
@@ -112,6 +112,53 @@ function answerUnparsable(err: NodeJS.ErrnoException, socket: Duplex): void {
   );
 }
 
+/**
+ * The path and query of a request-target as the client sent them. Nothing is resolved or normalised:
+ * WHATWG URL parsing (what routing used) read `//host/v2/…` as an authority, resolved `..` and `%2e%2e`
+ * and turned `\` into `/`, so Tether routed `/v2/private/%2e%2e/public/…` to `public` while a proxy in
+ * front of it, allowing or refusing by path prefix, saw `private`. A target that would need any of that
+ * is refused (400) instead: one not starting with a single `/`, with an empty, `.` or `..` segment, a
+ * backslash, a fragment, or a dot, slash or backslash percent-encoded. The absolute form
+ * (`http://host/v2/…`, RFC 9112 §3.2.2) is read as its path.
+ */
+export function parseTarget(rawUrl: string): { path: string; query: URLSearchParams } {
+  let target = rawUrl;
+  const absolute = /^https?:\/\/[^/?#]*/i.exec(target);
+  if (absolute) {
+    target = target.slice(absolute[0].length);
+    if (target === '' || target.startsWith('?')) target = `/${target}`;
+  }
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  if (
+    !path.startsWith('/') ||
+    path.includes('//') ||
+    /[\\#]|%2e|%2f|%5c/i.test(path) ||
+    /\/\.\.?(?:\/|$)/.test(path)
+  ) {
+    throw errors.badRequest('request path not accepted: empty, dot or encoded separator segments', {
+      path: path.slice(0, 300),
+    });
+  }
+  return { path, query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)) };
+}
+
+/**
+ * RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, is answered 400. Node answers
+ * the first with a bare 400 of its own (an empty chunked body) unless told not to, and takes the first
+ * of several.
+ */
+function checkHost(req: IncomingMessage): void {
+  if (req.httpVersionMajor !== 1) return;
+  let hosts = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i]!.length === 4 && req.rawHeaders[i]!.toLowerCase() === 'host') hosts++;
+  }
+  if (hosts > 1) throw errors.badRequest('more than one Host header');
+  if (hosts === 0 && req.httpVersionMinor >= 1)
+    throw errors.badRequest('an HTTP/1.1 request needs a Host header');
+}
+
 export function createRequestHandler(registry: Registry, log: Logger, auth?: Authorizer) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
@@ -131,16 +178,17 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
     });
     if (isGuarded(req) && hasBody(req)) req.onBodyRefused((err) => answerAndClose(req, res, err));
     try {
-      const url = new URL(rawUrl, 'http://registry.invalid');
-      if (auth && url.pathname === TOKEN_PATH) {
-        await auth.handleToken(req, res, url);
+      checkHost(req);
+      const { path, query } = parseTarget(rawUrl);
+      if (auth && path === TOKEN_PATH) {
+        await auth.handleToken(req, res, query);
         return;
       }
-      if (auth && url.pathname === JWKS_PATH) {
+      if (auth && path === JWKS_PATH) {
         await auth.handleJwks(res);
         return;
       }
-      const match = matchRoute(method, url.pathname);
+      const match = matchRoute(method, path);
       const handler = HANDLERS[match.route][method]!;
       const caller: Caller = auth ? await auth.authorize(req, match) : OPEN_CALLER;
       const ctx: RouteContext = {
@@ -150,7 +198,7 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         caller,
         name: match.name,
         ref: match.ref,
-        query: url.searchParams,
+        query,
       };
       await handler(ctx);
     } catch (err) {
@@ -215,6 +263,8 @@ export async function listen(
           requestTimeout: 0,
           headersTimeout: 60_000,
           keepAliveTimeout: 65_000,
+          // checkHost answers a missing Host with error JSON; Node's own answer has an empty body.
+          requireHostHeader: false,
           IncomingMessage: guardedRequestClass(),
         },
         onRequest,

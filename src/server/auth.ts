@@ -259,7 +259,7 @@ export class Authorizer {
   }
 
   /** `GET|POST /auth/token`: Docker token protocol and its OAuth2 form. */
-  async handleToken(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  async handleToken(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void> {
     const tokens = this.#tokens;
     if (!tokens) throw new OciError(404, 'UNSUPPORTED', 'token authentication is not enabled');
     let principal: Principal = {};
@@ -289,16 +289,16 @@ export class Authorizer {
         throw new OciError(400, 'UNSUPPORTED', 'grant_type must be password or refresh_token');
       }
     } else if (req.method === 'GET') {
-      scopes = url.searchParams
+      scopes = query
         .getAll('scope')
         .flatMap((s) => s.split(' '))
         .filter((s) => s !== '');
-      this.#checkService(url.searchParams.get('service'));
+      this.#checkService(query.get('service'));
       const credentials = decodeBasic(req.headers.authorization);
       if (req.headers.authorization && !credentials)
         throw unauthorized(challenge, 'unsupported authorization');
       if (credentials) principal = await this.#login(req, credentials.user, credentials.password, challenge);
-      wantRefresh = url.searchParams.get('offline_token') === 'true';
+      wantRefresh = query.get('offline_token') === 'true';
     } else {
       throw new OciError(405, 'UNSUPPORTED', 'use GET or POST', undefined, { Allow: 'GET, POST' });
     }
