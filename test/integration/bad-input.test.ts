@@ -83,6 +83,14 @@ describe('bad input gets spec errors, never a 5xx, and never touches stored data
       ],
       ['annotations not strings', manifestWith({ annotations: { a: 1 } })],
       ['invalid UTF-8', '\u00ff'],
+      // audit-sec #8: what Go clients read differently, or not at all.
+      ['byte order mark', `\ufeff${manifestWith({})}`],
+      ['layers twice', manifestWith({}).replace(/}$/, ',"layers":[]}')],
+      ['size 89.0', manifestWith({}).replace('"size":89', '"size":89.0')],
+      ['size 8.9e1', manifestWith({}).replace('"size":89', '"size":8.9e1')],
+      // audit-sec #5: refused before JSON.parse spends seconds building it.
+      ['deep nesting', `{"a":${'['.repeat(2_000_000)}${']'.repeat(2_000_000)}}`],
+      ['a million objects', `{"a":[${'{},'.repeat(1_000_000)}{}]}`],
     ];
     for (const [label, body] of cases) {
       const bytes = label === 'invalid UTF-8' ? Buffer.from([0x7b, 0xff, 0x7d]) : body;

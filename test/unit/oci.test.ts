@@ -160,6 +160,48 @@ describe('manifest parsing', () => {
     });
     assert.equal(docker.subject, undefined);
   });
+  test('pathological structure is refused before JSON.parse builds it (audit-sec #5)', () => {
+    const reason = (body: string) => {
+      try {
+        parseManifest(Buffer.from(body), 'application/vnd.oci.image.manifest.v1+json');
+      } catch (e) {
+        assert.equal((e as OciError).code, 'MANIFEST_INVALID');
+        return (e as OciError).message;
+      }
+      assert.fail('accepted');
+    };
+    const size = 4 * 1024 * 1024 - 16;
+    assert.match(reason(`{"a":${'['.repeat(size / 2)}${']'.repeat(size / 2)}}`), /nested deeper/);
+    assert.match(reason(`{"a":[${'{},'.repeat(size / 3)}{}]}`), /more than 100000 objects/);
+    const keys = Array.from({ length: 20_000 }, (_, i) => `"k${i}":""`).join(',');
+    assert.match(reason(`{"schemaVersion":2,"annotations":{${keys}}}`), /more than 10000 members/);
+    // Deep enough for anything real: unknown fields nested 20 levels are fine.
+    let nested: unknown = 'x';
+    for (let i = 0; i < 20; i++) nested = { n: [nested] };
+    parse({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config,
+      layers: [],
+      x: nested,
+    });
+  });
+  test('what Go clients would read differently is refused: BOM, duplicate names, non-integer sizes (audit-sec #8)', () => {
+    const body = (extra = '', cfg = '"size":2') =>
+      `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"${D}",${cfg}},"layers":[]${extra}}`;
+    parseManifest(Buffer.from(body()), undefined);
+    invalid(`\ufeff${body()}`);
+    invalid(body(',"layers":[]'));
+    invalid(body(',"mediaType":"application/vnd.oci.image.index.v1+json"'));
+    invalid(body(',"\\u006cayers":[]'));
+    invalid(body('', '"size":2,"size":3'));
+    invalid(body('', '"size":2.0'));
+    invalid(body('', '"size":2e0'));
+    invalid(body('', '"size":2E0'));
+    invalid(body().replace('"schemaVersion":2', '"schemaVersion":2.0'));
+    // The same name in different objects, and escapes in strings, are fine.
+    parseManifest(Buffer.from(body(',"annotations":{"mediaType":"a\\"b","size":"1.0"}')), undefined);
+  });
   test('required blobs skip non-distributable layers with urls; unknown fields are fine', () => {
     const foreign = {
       mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
