@@ -28,7 +28,15 @@ export interface TetherConfig {
   };
   delete: { enabled: boolean };
   uploads: { ttlSeconds: number; automaticMount: boolean };
-  limits: { manifestMaxBytes: number; blobMaxBytes: number; pageSizeMax: number };
+  limits: {
+    manifestMaxBytes: number;
+    blobMaxBytes: number;
+    pageSizeMax: number;
+    maxConnections: number;
+    headersTimeoutSeconds: number;
+    bodyIdleSeconds: number;
+    bodyTimeoutSeconds: number;
+  };
   referrers: {
     subjectPolicy: 'accept' | 'require';
     onSubjectDelete: 'keep' | 'cascade';
@@ -170,6 +178,38 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'int', min: 1 },
     default: 1000,
     description: 'Default and largest page for `_catalog` and referrers (`n` above it is clamped).',
+  },
+  {
+    key: 'limits.maxConnections',
+    env: 'TETHER_LIMITS_MAX_CONNECTIONS',
+    kind: { type: 'int', min: 1 },
+    default: 1000,
+    description:
+      'Open client connections at most; further ones are closed as they arrive. Each may hold a request body being read (up to `limits.manifestMaxBytes` for a manifest), so this bounds what stalled clients can pin.',
+  },
+  {
+    key: 'limits.headersTimeoutSeconds',
+    env: 'TETHER_LIMITS_HEADERS_TIMEOUT_SECONDS',
+    kind: { type: 'int', min: 1 },
+    default: 30,
+    description:
+      "A request's headers must arrive within this long (408 otherwise; checked every few seconds). Plain HTTP only: over TLS, Node's HTTP/2 server has no such setting.",
+  },
+  {
+    key: 'limits.bodyIdleSeconds',
+    env: 'TETHER_LIMITS_BODY_IDLE_SECONDS',
+    kind: { type: 'int', min: 1 },
+    default: 60,
+    description:
+      'A request body during which no byte arrives for this long is abandoned (408, connection closed). Uploads may take as long as they need while bytes flow (like nginx `client_body_timeout`).',
+  },
+  {
+    key: 'limits.bodyTimeoutSeconds',
+    env: 'TETHER_LIMITS_BODY_TIMEOUT_SECONDS',
+    kind: { type: 'int', min: 1 },
+    default: 60,
+    description:
+      'A manifest or token-form body must arrive whole within this long (408 otherwise; blob uploads have only the idle limit). 4 MiB in 60 s is 70 KB/s.',
   },
   {
     key: 'referrers.subjectPolicy',

@@ -159,7 +159,57 @@ function checkHost(req: IncomingMessage): void {
     throw errors.badRequest('an HTTP/1.1 request needs a Host header');
 }
 
-export function createRequestHandler(registry: Registry, log: Logger, auth?: Authorizer) {
+/** Time limits on requests; see the `limits.*` settings in docs/configuration.md. */
+export interface RequestLimits {
+  /** Open connections at most. */
+  maxConnections: number;
+  /** Headers must arrive within this long (plain HTTP). */
+  headersTimeoutMs: number;
+  /** A body with no byte for this long is abandoned. */
+  bodyIdleMs: number;
+  /** A body read whole (manifest, token form) must arrive within this long. */
+  bodyTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: RequestLimits = {
+  maxConnections: 1000,
+  headersTimeoutMs: 30_000,
+  bodyIdleMs: 60_000,
+  bodyTimeoutMs: 60_000,
+};
+
+/**
+ * Abandons a request body during which nothing arrives for `idleMs`: answered 408, the connection closed,
+ * and a read of the body in progress failed (answerAndClose). Measured by the socket's (HTTP/2: the
+ * stream's) inactivity timer, which Node restarts on every read, so a body costs no timer work per chunk
+ * and an upload may run as long as its bytes keep coming. Once the body is complete the timer is
+ * harmless: the server may take its time to answer (Node sets its keep-alive timer after the answer).
+ */
+function guardBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number): void {
+  const onIdle = () => {
+    if (req.complete) return;
+    answerAndClose(
+      req,
+      res,
+      new OciError(408, 'UNSUPPORTED', `request body idle: no bytes for ${idleMs / 1000} s`),
+    );
+  };
+  if (req.httpVersionMajor >= 2) {
+    req.setTimeout(idleMs, onIdle);
+    return;
+  }
+  // socketOnTimeout emits 'timeout' on the response in progress; with a listener, Node leaves the
+  // socket to it.
+  res.on('timeout', onIdle);
+  req.socket.setTimeout(idleMs);
+}
+
+export function createRequestHandler(
+  registry: Registry,
+  log: Logger,
+  auth?: Authorizer,
+  limits: RequestLimits = DEFAULT_LIMITS,
+) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const method = req.method ?? 'GET';
@@ -176,7 +226,10 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         'request',
       );
     });
-    if (isGuarded(req) && hasBody(req)) req.onBodyRefused((err) => answerAndClose(req, res, err));
+    if (hasBody(req)) {
+      if (isGuarded(req)) req.onBodyRefused((err) => answerAndClose(req, res, err));
+      guardBodyIdle(req, res, limits.bodyIdleMs);
+    }
     try {
       checkHost(req);
       const { path, query } = parseTarget(rawUrl);
@@ -199,6 +252,7 @@ export function createRequestHandler(registry: Registry, log: Logger, auth?: Aut
         name: match.name,
         ref: match.ref,
         query,
+        bodyTimeoutMs: limits.bodyTimeoutMs,
       };
       await handler(ctx);
     } catch (err) {
@@ -235,6 +289,7 @@ export interface ListenOptions {
   auth?: Authorizer;
   /** PEM files; when set, HTTPS with HTTP/2 and HTTP/1.1 (ALPN), reloaded when the files change. */
   tls?: { cert: string; key: string };
+  limits?: RequestLimits;
 }
 
 export async function listen(
@@ -242,7 +297,8 @@ export async function listen(
   log: Logger,
   options: ListenOptions,
 ): Promise<HttpServerHandle> {
-  const handler = createRequestHandler(registry, log, options.auth);
+  const limits = options.limits ?? DEFAULT_LIMITS;
+  const handler = createRequestHandler(registry, log, options.auth, limits);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     void handler(req, res);
   };
@@ -260,8 +316,11 @@ export async function listen(
       ) as unknown as Server)
     : http.createServer(
         {
+          // No limit on a whole request: uploads run as long as their bytes flow (guardBodyIdle).
           requestTimeout: 0,
-          headersTimeout: 60_000,
+          headersTimeout: limits.headersTimeoutMs,
+          // How often Node checks headersTimeout (default 30 s, which made 60 s up to 90).
+          connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs),
           keepAliveTimeout: 65_000,
           // checkHost answers a missing Host with error JSON; Node's own answer has an empty body.
           requireHostHeader: false,
@@ -269,6 +328,8 @@ export async function listen(
         },
         onRequest,
       );
+  // Further connections are closed as they arrive: each may hold a request body being read.
+  server.maxConnections = limits.maxConnections;
   // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
   server.on('checkContinue', onRequest);
   if (!tls) server.on('clientError', answerUnparsable);

@@ -96,6 +96,7 @@ export class Authorizer {
   readonly #policy: AccessPolicy;
   readonly #tokens: TokenService | undefined;
   readonly #log: Logger;
+  readonly #bodyTimeoutMs: number;
 
   private constructor(config: TetherConfig, tokens: TokenService | undefined, log: Logger) {
     this.#config = config.auth;
@@ -109,6 +110,7 @@ export class Authorizer {
     this.#policy = new AccessPolicy(config.auth.access, config.auth.groups, config.auth.admins);
     this.#tokens = tokens;
     this.#log = log;
+    this.#bodyTimeoutMs = config.limits.bodyTimeoutSeconds * 1000;
   }
 
   static async create(config: TetherConfig, log: Logger): Promise<Authorizer | undefined> {
@@ -270,7 +272,9 @@ export class Authorizer {
     if (req.method === 'POST') {
       // Read before any credential is known, so anyone can send one: kept small (a form holds a user,
       // a password, a refresh token and some scopes; a GET carries the same within its 16 KiB URL).
-      const form = new URLSearchParams((await readBody(req, res, TOKEN_FORM_MAX_BYTES)).toString('utf8'));
+      const form = new URLSearchParams(
+        (await readBody(req, res, TOKEN_FORM_MAX_BYTES, this.#bodyTimeoutMs)).toString('utf8'),
+      );
       this.#checkService(form.get('service'));
       scopes = (form.get('scope') ?? '').split(' ').filter((s) => s !== '');
       const grant = form.get('grant_type');

@@ -73,6 +73,11 @@ export function requestBody(req: IncomingMessage, res: ServerResponse): AsyncIte
 
 async function* noBody(): AsyncGenerator<Buffer> {}
 
+/** Frees a buffer readBody allocated (its own ArrayBuffer, from allocUnsafeSlow) at once. */
+function release(buffer: Buffer): void {
+  (buffer.buffer as ArrayBuffer).transfer(0);
+}
+
 /** The first allocation of a body that arrives in more than one chunk (it doubles from there). */
 const BODY_START_BYTES = 16 * 1024;
 
@@ -82,9 +87,15 @@ const BODY_START_BYTES = 16 * 1024;
  * in: Node hands over every chunk of chunked transfer coding as a Buffer of its own, so 4 MiB sent as
  * 1-byte chunks was 4 million objects (~100 B of heap each) and killed the process at its 128 MB heap.
  * The buffer grows with what arrived (doubling, at most to the declared length or the limit), so a
- * client that declares a large Content-Length and sends nothing holds nothing.
+ * client that declares a large Content-Length and sends nothing holds nothing; the whole body must
+ * arrive within `timeoutMs` (408 otherwise), so one sending a little now and then holds it no longer.
  */
-export async function readBody(req: IncomingMessage, res: ServerResponse, limit: number): Promise<Buffer> {
+export async function readBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  limit: number,
+  timeoutMs: number,
+): Promise<Buffer> {
   const header = req.headers['content-length'];
   const declared = header === undefined ? undefined : Number(header);
   if (declared !== undefined && declared > limit) {
@@ -95,24 +106,49 @@ export async function readBody(req: IncomingMessage, res: ServerResponse, limit:
   let first: Buffer | undefined;
   let buffer: Buffer | undefined;
   let size = 0;
-  for await (const chunk of requestBody(req, res)) {
-    if (size + chunk.length > limit) throw errors.tooLarge('request body exceeds the size limit', limit);
-    if (buffer === undefined && size === 0) {
-      first = chunk;
-      size = chunk.length;
-      continue;
+  const chunks = requestBody(req, res)[Symbol.asyncIterator]();
+  // The whole body within timeoutMs: a client that sends a little now and then holds its buffer no longer.
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new OciError(408, 'UNSUPPORTED', `request body not received within ${timeoutMs / 1000} s`)),
+      timeoutMs,
+    );
+  });
+  late.catch(() => {});
+  try {
+    for (;;) {
+      const next = await Promise.race([chunks.next(), late]);
+      if (next.done) break;
+      const chunk = next.value;
+      if (size + chunk.length > limit) throw errors.tooLarge('request body exceeds the size limit', limit);
+      if (buffer === undefined && size === 0) {
+        first = chunk;
+        size = chunk.length;
+        continue;
+      }
+      if (buffer === undefined || size + chunk.length > buffer.length) {
+        let capacity = Math.max(buffer?.length ?? 0, BODY_START_BYTES);
+        while (capacity < size + chunk.length) capacity *= 2;
+        const grown = Buffer.allocUnsafeSlow(Math.min(capacity, Math.max(most, size + chunk.length)));
+        if (buffer !== undefined) {
+          buffer.copy(grown, 0, 0, size);
+          release(buffer);
+        } else if (first !== undefined) first.copy(grown);
+        buffer = grown;
+        first = undefined;
+      }
+      chunk.copy(buffer, size);
+      size += chunk.length;
     }
-    if (buffer === undefined || size + chunk.length > buffer.length) {
-      let capacity = Math.max(buffer?.length ?? 0, BODY_START_BYTES);
-      while (capacity < size + chunk.length) capacity *= 2;
-      const grown = Buffer.allocUnsafe(Math.min(capacity, Math.max(most, size + chunk.length)));
-      if (buffer !== undefined) buffer.copy(grown, 0, 0, size);
-      else if (first !== undefined) first.copy(grown);
-      buffer = grown;
-      first = undefined;
-    }
-    chunk.copy(buffer, size);
-    size += chunk.length;
+  } catch (err) {
+    // The client left, was too slow or sent too much: its bytes go now, not at some later collection
+    // (an idle server may not collect for minutes; 400 stalled 4 MiB PUTs held 1.6 GB after they left).
+    if (buffer !== undefined) release(buffer);
+    throw err;
+  } finally {
+    clearTimeout(timer);
   }
   if (buffer === undefined) return first ?? Buffer.alloc(0);
   return size === buffer.length ? buffer : buffer.subarray(0, size);

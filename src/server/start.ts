@@ -76,7 +76,19 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
     const auth = await Authorizer.create(config, log);
     const tls =
       config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : undefined;
-    http = await listen(registry, log, { host, port, ...(auth ? { auth } : {}), ...(tls ? { tls } : {}) });
+    const limits = {
+      maxConnections: config.limits.maxConnections,
+      headersTimeoutMs: config.limits.headersTimeoutSeconds * 1000,
+      bodyIdleMs: config.limits.bodyIdleSeconds * 1000,
+      bodyTimeoutMs: config.limits.bodyTimeoutSeconds * 1000,
+    };
+    http = await listen(registry, log, {
+      host,
+      port,
+      limits,
+      ...(auth ? { auth } : {}),
+      ...(tls ? { tls } : {}),
+    });
   } catch (err) {
     await registry.close();
     lock?.release();

@@ -30,7 +30,7 @@ export async function putManifest(ctx: RouteContext): Promise<void> {
   if (ifNoneMatch && !ifNoneMatch.includes('*')) {
     throw errors.badRequest('only If-None-Match: * is supported on manifest PUT');
   }
-  const body = await readBody(ctx.req, ctx.res, ctx.registry.options.manifestMaxBytes);
+  const body = await readBody(ctx.req, ctx.res, ctx.registry.options.manifestMaxBytes, ctx.bodyTimeoutMs);
   const outcome = await ctx.registry.putManifest({
     repo: ctx.name,
     reference,

@@ -13,6 +13,8 @@ export interface RouteContext {
   /** Decoded last path segment. */
   ref: string;
   query: URLSearchParams;
+  /** How long a body read whole (a manifest) may take to arrive (`limits.bodyTimeoutSeconds`). */
+  bodyTimeoutMs: number;
 }
 
 export type Handler = (ctx: RouteContext) => Promise<void>;

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+
+/**
+ * Request bodies time out and connections are capped (audit-sec #4): with neither, 400 stalled 4 MiB
+ * manifest PUTs held 1.6 GB and were still open minutes later. A server process of its own with short
+ * limits; bounds on elapsed time are generous.
+ */
+
+interface Reply {
+  status: number;
+  body: string;
+  /** The connection was closed by the server. */
+  closed: boolean;
+}
+
+/** Opens a connection, writes `head`, then `drip` (if any) one byte per `everyMs`; resolves on an answer. */
+function stalled(port: number, head: string, drip = 0, everyMs = 500): Promise<Reply> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    let dripped = 0;
+    const timer = setInterval(() => {
+      if (dripped < drip) {
+        socket.write('x');
+        dripped++;
+      }
+    }, everyMs);
+    // Whatever happens, the test ends: a server that never answers shows as status 0.
+    const giveUp = setTimeout(() => socket.destroy(), 30_000);
+    socket.setEncoding('latin1');
+    socket.on('data', (d) => {
+      text += d;
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearInterval(timer);
+      clearTimeout(giveUp);
+      const end = text.indexOf('\r\n\r\n');
+      resolve({
+        status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0),
+        body: end < 0 ? '' : text.slice(end + 4),
+        closed: true,
+      });
+    });
+    socket.write(head);
+  });
+}
+
+describe('time limits and the connection cap', () => {
+  let registry: TetherProcess;
+  let port: number;
+  let cleanup: () => Promise<void>;
+  before(async () => {
+    const data = await tempDataDir();
+    cleanup = data.cleanup;
+    registry = await spawnTether(data.dir, ['--log-level', 'warn'], {
+      TETHER_LIMITS_BODY_IDLE_SECONDS: '2',
+      TETHER_LIMITS_BODY_TIMEOUT_SECONDS: '3',
+      TETHER_LIMITS_HEADERS_TIMEOUT_SECONDS: '2',
+      TETHER_LIMITS_MAX_CONNECTIONS: '8',
+    });
+    port = Number(registry.host.split(':')[1]);
+  });
+  after(async () => {
+    await registry.stop();
+    await cleanup();
+  });
+
+  test('a manifest body that stops arriving is answered 408 and closed', async () => {
+    const started = performance.now();
+    const reply = await stalled(
+      port,
+      'PUT /v2/slow/manifests/t HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n' +
+        `Content-Length: 4194304\r\n\r\n${' '.repeat(100_000)}`,
+    );
+    assert.equal(reply.status, 408, reply.body);
+    assert.equal(JSON.parse(reply.body).errors[0].code, 'UNSUPPORTED');
+    assert.ok(performance.now() - started < 30_000);
+  });
+
+  test('a manifest body trickling in (never idle) is cut at its total limit', async () => {
+    const started = performance.now();
+    const reply = await stalled(
+      port,
+      'PUT /v2/slow/manifests/t HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n' +
+        'Content-Length: 1000\r\n\r\n{',
+      1000,
+      300,
+    );
+    assert.equal(reply.status, 408, reply.body);
+    assert.match(JSON.parse(reply.body).errors[0].message, /not received within 3 s/);
+    assert.ok(performance.now() - started < 30_000);
+  });
+
+  test('an upload may take longer than that while its bytes flow, and is cut once they stop', async () => {
+    const start = await fetch(`${registry.url}/v2/slow/blobs/uploads/`, { method: 'POST' });
+    const location = start.headers.get('location')!;
+    // 12 bytes, one every 400 ms: ~5 s, longer than the 3 s total limit of manifests.
+    const flowing = await stalled(
+      port,
+      `PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nConnection: close\r\n\r\n`,
+      12,
+      400,
+    );
+    assert.equal(flowing.status, 202, flowing.body);
+    const idle = await stalled(
+      port,
+      `PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc`,
+    );
+    assert.equal(idle.status, 408, idle.body);
+    assert.match(JSON.parse(idle.body).errors[0].message, /no bytes for 2 s/);
+    // Nothing of the abandoned chunk was acknowledged.
+    const status = await fetch(`${registry.url}${location}`);
+    assert.equal(status.headers.get('range'), '0-11');
+  });
+
+  test('headers that never end are answered 408', async () => {
+    const reply = await stalled(port, 'GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    assert.equal(reply.status, 408);
+  });
+
+  test('connections past the cap are closed; the registry serves again once some close', async () => {
+    const held = await Promise.all(
+      Array.from(
+        { length: 8 },
+        () =>
+          new Promise<net.Socket>((resolve) => {
+            const s = net.connect(port, '127.0.0.1', () => resolve(s));
+            s.on('error', () => {});
+          }),
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const refused = await stalled(port, 'GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(refused.status, 0, 'closed without an answer');
+    for (const s of held) s.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal((await fetch(`${registry.url}/v2/`)).status, 200);
+  });
+});
