@@ -24,19 +24,12 @@ describe('HTTP parsers', () => {
     assert.deepEqual(parseRange('bytes=-500', 2048), { start: 1548, end: 2047 });
     assert.deepEqual(parseRange('bytes=-5000', 2048), { start: 0, end: 2047 });
     assert.deepEqual(parseRange('bytes=2000-5000', 2048), { start: 2000, end: 2047 });
-    for (const r of ['bytes=5000-10000', 'bytes=2048-', 'bytes=-0'])
+    // 5-2 is invalid rather than unsatisfiable; RFC 9110 lets a server reject it, the OCI conformance
+    // suite wants it rejected.
+    for (const r of ['bytes=5000-10000', 'bytes=2048-', 'bytes=-0', 'bytes=5-2', 'bytes=500-0'])
       assert.equal(parseRange(r, 2048), 'unsatisfiable', r);
     assert.equal(parseRange('bytes=0-0', 0), 'unsatisfiable');
-    // Invalid (last before first), not unsatisfiable: ignored (RFC 9110 §14.1.1).
-    for (const r of [
-      undefined,
-      'bytes=0-1,3-4',
-      'items=0-1',
-      'bytes=-',
-      'garbage',
-      'bytes=5-2',
-      'bytes=500-0',
-    ])
+    for (const r of [undefined, 'bytes=0-1,3-4', 'items=0-1', 'bytes=-', 'garbage'])
       assert.equal(parseRange(r, 10), undefined, r);
   });
   test('Content-Range of chunks', () => {

@@ -7,9 +7,10 @@ export type ByteRange = { start: number; end: number };
 
 /**
  * Interprets an RFC 9110 `Range` header for a blob of `size` bytes: undefined means "send it all"
- * (no header, other units, several ranges or an invalid one: `bytes=5-2`, whose last position is before
- * its first, is invalid, not unsatisfiable, and a server ignores it, RFC 9110 §14.1.1, §14.2),
- * 'unsatisfiable' means 416 (a first position at or past the end, a zero suffix, an empty blob).
+ * (no header, other units, several ranges or bad syntax), 'unsatisfiable' means 416: a first position at
+ * or past the end, a zero suffix, an empty blob, and also a last position before the first (`bytes=5-2`).
+ * That one is invalid rather than unsatisfiable, and RFC 9110 §14.2 lets a server ignore or reject it;
+ * the OCI conformance suite requires the 416 (its `range 500-0` test), so it is rejected.
  */
 export function parseRange(
   header: string | undefined,
@@ -24,7 +25,7 @@ export function parseRange(
     return { start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(m[1]);
-  if (m[2] !== '' && Number(m[2]) < start) return undefined;
+  if (m[2] !== '' && Number(m[2]) < start) return 'unsatisfiable';
   const end = m[2] === '' ? size - 1 : Number(m[2]);
   if (start >= size) return 'unsatisfiable';
   return { start, end: Math.min(end, size - 1) };
