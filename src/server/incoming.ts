@@ -11,12 +11,17 @@ import { OciError } from '../oci/errors.ts';
  * upload's lock) held ~75 000 1-byte chunks per connection, 10 MB of heap, so a dozen connections ended
  * the process at its 128 MB heap; read at once, 1 MiB of them cost seconds of CPU in stream machinery.
  *
- * So: chunks under SMALL_CHUNK bytes are copied together into one buffer before the stream sees them
- * (flushed when it fills, before a large chunk, at the body's end, and after the socket read that brought
- * them), and a body whose chunks stay absurdly small is refused: past its first FREE_CHUNKS chunks, they
+ * So: past a body's first PASS_SMALL chunks, chunks under SMALL_CHUNK bytes are copied together into
+ * one buffer before the stream sees them (flushed when it fills, before a large chunk, at the body's
+ * end, and after the socket read that brought them), and a body whose chunks stay absurdly small is refused: past its first FREE_CHUNKS chunks, they
  * must average MIN_AVERAGE_CHUNK bytes. Chunks of a normal body (socket reads of KiBs) pass untouched.
  */
 export const SMALL_CHUNK = 1024;
+/**
+ * The first chunks of a body go through whatever their size: a small body (a manifest, a token form)
+ * is one or two chunks, and copying it through a fresh 16 KiB buffer is a cost every manifest PUT paid.
+ */
+const PASS_SMALL = 16;
 const COALESCE_BYTES = 16 * 1024;
 export const FREE_CHUNKS = 1024;
 export const MIN_AVERAGE_CHUNK = 64;
@@ -59,7 +64,7 @@ function guardedPush(
     refuse(stream, state);
     return false;
   }
-  if (length >= SMALL_CHUNK) {
+  if (length >= SMALL_CHUNK || (state.chunks <= PASS_SMALL && state.pendingLength === 0)) {
     if (state.pendingLength > 0) flush(state, push);
     return push(buffer);
   }
