@@ -128,6 +128,20 @@ describe('bad input gets spec errors, never a 5xx, and never touches stored data
       body.errors.map((e) => [e.code, e.detail.digest]),
       [['MANIFEST_BLOB_UNKNOWN', missing]],
     );
+    // Many: the first 100 by digest, the rest counted in one more error (not a body of every digest).
+    const layers = Array.from({ length: 250 }, (_, i) => ({
+      mediaType: 'a/b',
+      digest: sha256(`gone ${i}`),
+      size: 1,
+    }));
+    const many = await put('bad', manifestWith({ layers }));
+    assert.equal(many.status, 400);
+    const errors = ((await many.json()) as { errors: { code: string; message: string; detail: object }[] })
+      .errors;
+    assert.equal(errors.length, 101);
+    assert.ok(errors.every((e) => e.code === 'MANIFEST_BLOB_UNKNOWN'));
+    assert.deepEqual(errors[100]!.detail, { unlisted: 150 });
+    assert.match(errors[100]!.message, /and 150 more/);
   });
 
   test('oversized manifest: 413', async () => {
