@@ -27,7 +27,7 @@ export interface TetherConfig {
     fsync: boolean;
   };
   delete: { enabled: boolean };
-  uploads: { ttlSeconds: number; automaticMount: boolean };
+  uploads: { ttlSeconds: number; automaticMount: boolean; maxSessions: number };
   limits: {
     manifestMaxBytes: number;
     blobMaxBytes: number;
@@ -149,6 +149,14 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'int', min: 1 },
     default: 86400,
     description: 'Idle upload sessions are removed after this many seconds.',
+  },
+  {
+    key: 'uploads.maxSessions',
+    env: 'TETHER_UPLOADS_MAX_SESSIONS',
+    kind: { type: 'int', min: 1 },
+    default: 10000,
+    description:
+      'Open upload sessions at most, over all repositories; a POST beyond it answers 429 `TOOMANYREQUESTS` until sessions finish or expire. Each holds a staged file, a row and a running hash, so this bounds what clients that open sessions and never finish them can pin.',
   },
   {
     key: 'uploads.automaticMount',

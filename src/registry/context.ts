@@ -13,6 +13,8 @@ export interface RegistryOptions {
   automaticMount: boolean;
   /** Abandoned upload sessions are removed after this long without activity. */
   uploadTtlMs: number;
+  /** Open upload sessions at most; a new one beyond it is refused with 429. */
+  maxUploadSessions: number;
   /** Default and largest page of tags, repositories and referrers. */
   pageSizeMax: number;
   /** A pushed referrers-schema tag shows the current referrers when its index lists anything else. */
@@ -31,6 +33,7 @@ export const defaultRegistryOptions: RegistryOptions = {
   blobMaxBytes: 0,
   automaticMount: true,
   uploadTtlMs: 24 * 60 * 60 * 1000,
+  maxUploadSessions: 10000,
   pageSizeMax: 1000,
   mergeFallbackTags: true,
   serveFallbackTags: true,

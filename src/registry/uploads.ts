@@ -53,11 +53,22 @@ export class Uploads {
     this.#enter(upload.id);
     try {
       await this.#ctx.blobs.createUpload(upload.id);
+      let created: boolean;
       try {
-        await this.#ctx.meta.createUpload(upload);
+        created = await this.#ctx.meta.createUpload(upload, this.#ctx.options.maxUploadSessions);
       } catch (err) {
         await this.#ctx.blobs.deleteUpload(upload.id).catch(() => {});
         throw err;
+      }
+      if (!created) {
+        await this.#ctx.blobs.deleteUpload(upload.id).catch(() => {});
+        throw new OciError(
+          429,
+          'TOOMANYREQUESTS',
+          `${this.#ctx.options.maxUploadSessions} upload sessions are open (uploads.maxSessions); finish or cancel one, or retry later`,
+          undefined,
+          { 'Retry-After': '60' },
+        );
       }
     } finally {
       this.#leave(upload.id);

@@ -61,6 +61,7 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
     blobMaxBytes: config.limits.blobMaxBytes,
     automaticMount: config.uploads.automaticMount,
     uploadTtlMs: config.uploads.ttlSeconds * 1000,
+    maxUploadSessions: config.uploads.maxSessions,
     pageSizeMax: config.limits.pageSizeMax,
     mergeFallbackTags: config.referrers.mergeFallbackTags,
     serveFallbackTags: config.referrers.serveFallbackTags,

@@ -101,3 +101,25 @@ test('the sweep never removes a session or a staged file a request is streaming 
   assert.equal(await sweepLater(), 1);
   assert.equal((await fetch(`${reg.url}${location}`)).status, 404);
 });
+
+test('open upload sessions are capped: beyond uploads.maxSessions a POST is 429 until one finishes', async (t) => {
+  const reg = await startRegistry({ settings: { 'uploads.maxSessions': 3 } });
+  t.after(() => reg.close());
+  const post = () => fetch(`${reg.url}/v2/capped/blobs/uploads/`, { method: 'POST' });
+  const open: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await post();
+    assert.equal(res.status, 202);
+    open.push(res.headers.get('location')!);
+  }
+  const refused = await post();
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get('retry-after'), '60');
+  const body = (await refused.json()) as { errors: { code: string; message: string }[] };
+  assert.equal(body.errors[0]!.code, 'TOOMANYREQUESTS');
+  assert.match(body.errors[0]!.message, /3 upload sessions are open \(uploads\.maxSessions\)/);
+  // A cancelled session makes room again.
+  const cancel = await fetch(new URL(open[0]!, reg.url), { method: 'DELETE' });
+  assert.equal(cancel.status, 204);
+  assert.equal((await post()).status, 202);
+});

@@ -515,12 +515,20 @@ export class SqliteMetaStore implements MetaStore {
     return this.#write(() => unlink.run(repo, digest).changes > 0);
   }
 
-  async createUpload(upload: UploadRecord): Promise<void> {
-    await this.#write(() =>
+  async createUpload(upload: UploadRecord, limit?: number): Promise<boolean> {
+    return this.#write(() => {
+      // Counts no further than the limit: a few rows in the common case, never the whole table.
+      if (
+        limit !== undefined &&
+        (this.#stmt('SELECT count(*) AS n FROM (SELECT 1 FROM uploads LIMIT ?)').get(limit) as { n: number })
+          .n >= limit
+      )
+        return false;
       this.#stmt(
         'INSERT INTO uploads (id, repo, offset, algorithm, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
-      ).run(upload.id, upload.repo, upload.offset, upload.algorithm, upload.startedAt, upload.updatedAt),
-    );
+      ).run(upload.id, upload.repo, upload.offset, upload.algorithm, upload.startedAt, upload.updatedAt);
+      return true;
+    });
   }
 
   async getUpload(id: string): Promise<UploadRecord | undefined> {

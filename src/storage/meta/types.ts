@@ -151,7 +151,8 @@ export interface MetaStore {
   /** Repositories that link a blob (at most `limit`, in name order). */
   blobRepositories(digest: string, limit: number): Promise<string[]>;
 
-  createUpload(upload: UploadRecord): Promise<void>;
+  /** Records a new session; false (nothing recorded) when `limit` sessions are open already. */
+  createUpload(upload: UploadRecord, limit?: number): Promise<boolean>;
   getUpload(id: string): Promise<UploadRecord | undefined>;
   /** Commits an acknowledged append: the new offset, activity time and digest of the bytes so far. */
   setUploadOffset(id: string, offset: number, updatedAt: number, contentDigest?: string): Promise<void>;
