@@ -44,13 +44,32 @@ export function opensslRoot(
   subject: string,
   notBefore = new Date(Date.now() - 86_400_000),
 ): CertFiles {
+  keyAndRequest(
+    dir,
+    name,
+    subject,
+    'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign',
+  );
+  caIssue(dir, name, ['-selfsign', '-keyfile', `${name}.key`], notBefore, 60);
+  return certFiles(dir, name);
+}
+
+/**
+ * A P-256 key (`name`.key), a request for the openssl `-subj` given (`name`.csr) and the certificate's
+ * `extensions` (`name`.ext, section `ext`), with the CA files `caIssue` needs.
+ */
+function keyAndRequest(dir: string, name: string, subject: string, extensions: string): void {
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`], dir);
   openssl(['req', '-new', '-key', `${name}.key`, '-subj', subject, '-out', `${name}.csr`], dir);
-  writeFileSync(
-    join(dir, `${name}.ext`),
-    '[ext]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n',
-  );
+  writeFileSync(join(dir, `${name}.ext`), `[ext]\n${extensions}\n`);
   caConfig(dir);
+}
+
+/**
+ * Issues `name`.pem from `name`.csr with `openssl ca` (the subject kept as written, the dates set),
+ * valid from `notBefore` for `days`; `signer` names the issuing key (and certificate).
+ */
+function caIssue(dir: string, name: string, signer: string[], notBefore: Date, days: number): void {
   openssl(
     [
       'ca',
@@ -59,15 +78,13 @@ export function opensslRoot(
       '-batch',
       '-notext',
       '-preserveDN',
-      '-selfsign',
-      '-keyfile',
-      `${name}.key`,
+      ...signer,
       '-in',
       `${name}.csr`,
       '-startdate',
       asn1Time(notBefore),
       '-enddate',
-      asn1Time(new Date(notBefore.getTime() + 60 * 86_400_000)),
+      asn1Time(new Date(notBefore.getTime() + days * 86_400_000)),
       '-extfile',
       `${name}.ext`,
       '-extensions',
@@ -77,8 +94,13 @@ export function opensslRoot(
     ],
     dir,
   );
+}
+
+/** `name`'s key and certificate as written, its chain followed by `issuer`'s certificate when given. */
+function certFiles(dir: string, name: string, issuer?: string): CertFiles {
   const certPem = readFileSync(join(dir, `${name}.pem`), 'utf8');
-  return { keyPem: readFileSync(join(dir, `${name}.key`), 'utf8'), certPem, chainPem: certPem };
+  const issuerPem = issuer ? readFileSync(join(dir, `${issuer}.pem`), 'utf8') : '';
+  return { keyPem: readFileSync(join(dir, `${name}.key`), 'utf8'), certPem, chainPem: certPem + issuerPem };
 }
 
 function caConfig(dir: string): void {
@@ -109,54 +131,25 @@ export function opensslLeaf(
   notBefore = new Date(Date.now() - 3_600_000),
   serial?: number,
 ): CertFiles {
-  openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`], dir);
-  openssl(['req', '-new', '-key', `${name}.key`, '-subj', subject, '-out', `${name}.csr`], dir);
-  writeFileSync(join(dir, `${name}.ext`), '[ext]\nkeyUsage=critical,digitalSignature\n');
-  caConfig(dir);
+  keyAndRequest(dir, name, subject, 'keyUsage=critical,digitalSignature');
+  if (serial === undefined)
+    caIssue(dir, name, ['-cert', `${root}.pem`, '-keyfile', `${root}.key`], notBefore, 30);
   // A chosen serial (negative ones included) needs `openssl x509 -req`; its validity starts now.
-  const issue =
-    serial !== undefined
-      ? [
-          'x509',
-          '-req',
-          '-in',
-          `${name}.csr`,
-          '-CA',
-          `${root}.pem`,
-          '-CAkey',
-          `${root}.key`,
-          '-set_serial',
-          String(serial),
-          '-days',
-          '30',
-          '-extfile',
-          `${name}.ext`,
-          '-extensions',
-          'ext',
-          '-out',
-          `${name}.pem`,
-        ]
-      : undefined;
-  if (issue) openssl(issue, dir);
   else
     openssl(
       [
-        'ca',
-        '-config',
-        'ca.cnf',
-        '-batch',
-        '-notext',
-        '-preserveDN',
+        'x509',
+        '-req',
         '-in',
         `${name}.csr`,
-        '-cert',
+        '-CA',
         `${root}.pem`,
-        '-keyfile',
+        '-CAkey',
         `${root}.key`,
-        '-startdate',
-        asn1Time(notBefore),
-        '-enddate',
-        asn1Time(new Date(notBefore.getTime() + 30 * 86_400_000)),
+        '-set_serial',
+        String(serial),
+        '-days',
+        '30',
         '-extfile',
         `${name}.ext`,
         '-extensions',
@@ -166,13 +159,7 @@ export function opensslLeaf(
       ],
       dir,
     );
-  const certPem = readFileSync(join(dir, `${name}.pem`), 'utf8');
-  const rootPem = readFileSync(join(dir, `${root}.pem`), 'utf8');
-  return {
-    keyPem: readFileSync(join(dir, `${name}.key`), 'utf8'),
-    certPem,
-    chainPem: certPem + rootPem,
-  };
+  return certFiles(dir, name, root);
 }
 
 function pemBlocks(pem: string): Buffer[] {

@@ -8,6 +8,7 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { cliOutput, runCliAt } from '../helpers/cli.ts';
+import { discoveredDigests } from '../helpers/interop.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import { startProxy } from '../helpers/proxy.ts';
 
@@ -215,20 +216,6 @@ describe('client: fallback tag', () => {
   });
 });
 
-/** Every digest in a `tether discover --format json` tree, at any depth, sorted. */
-function discovered(json: string): string[] {
-  type Node = { digest: string; referrers?: Node[] };
-  const out: string[] = [];
-  const walk = (nodes: Node[]) => {
-    for (const n of nodes) {
-      out.push(n.digest);
-      walk(n.referrers ?? []);
-    }
-  };
-  walk((JSON.parse(json) as { referrers: Node[] }).referrers);
-  return out.sort();
-}
-
 describe('client: cp -r records referrers the destination already holds (finding 3)', () => {
   let reg: RunningRegistry;
   let withApi: RunningRegistry;
@@ -284,7 +271,7 @@ describe('client: cp -r records referrers the destination already holds (finding
       'json',
       `${reg.host}/cp3-dst:v1`,
     ]);
-    assert.deepEqual(discovered(tree), [sbom, sig].sort());
+    assert.deepEqual(discoveredDigests(tree), [sbom, sig].sort());
 
     // Everything is there and recorded: a rerun reads, and writes nothing but the tag (set last, as always).
     const proxy = await startProxy(reg.host);
@@ -341,10 +328,10 @@ describe('client: cp -r records referrers the destination already holds (finding
     index.manifests = index.manifests.filter((d) => d.digest !== sbom);
     await writeFile(indexPath, JSON.stringify(index));
     const discover = ['discover', '--format', 'json', `oci:${layout}:v1`];
-    assert.deepEqual(discovered(await cliOutput(home, discover)), []);
+    assert.deepEqual(discoveredDigests(await cliOutput(home, discover)), []);
 
     await cliOutput(home, ['cp', '-r', src, `oci:${layout}:v1`]);
-    assert.deepEqual(discovered(await cliOutput(home, discover)), [sbom, sig].sort());
+    assert.deepEqual(discoveredDigests(await cliOutput(home, discover)), [sbom, sig].sort());
 
     // Copied before without fallback tags, now with them: every one is added, nothing else written.
     await cliOutput(home, ['cp', '-r', '--referrers-mode', 'tag', src, `oci:${layout}:v1`]);
@@ -397,7 +384,7 @@ describe('client: a root with a sha512 digest is tagged by digest (finding 6)', 
     await cliOutput(home, ['cp', '-r', `${reg.host}/s512@${digest}`, `${reg.host}/s512copy:v1`]);
     assert.equal(await tagged(reg.url, 's512copy', 'v1'), digest);
     const tree = await cliOutput(home, ['discover', '--format', 'json', `${reg.host}/s512copy:v1`]);
-    assert.deepEqual(discovered(tree), [sbom]);
+    assert.deepEqual(discoveredDigests(tree), [sbom]);
 
     await cliOutput(home, ['tag', `${reg.host}/s512copy@${digest}`, 'v2']);
     assert.equal(await tagged(reg.url, 's512copy', 'v2'), digest);
