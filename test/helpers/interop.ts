@@ -45,6 +45,26 @@ export function runTool(
   });
 }
 
+/**
+ * Runs a tool as runTool does, but resolves however it ends: its exit status (1 when it ended without one),
+ * stdout and stderr. For tests that compare verdicts, failures included.
+ */
+export function runToolStatus(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, PATH: `${TOOLS_BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
 /** Runs the `tether` CLI from source, like runTool. */
 export const runTether = (args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string) =>
   runTool(process.execPath, [CLI, ...args], env, cwd);

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { IMAGE_MANIFEST, pushSmallImage } from '../helpers/interop.ts';
+import { IMAGE_MANIFEST, pushSmallImage, runToolStatus } from '../helpers/interop.ts';
 import {
   type CertFiles,
   craftEnvelope,
@@ -26,7 +25,6 @@ import { tempDataDir } from '../helpers/tether-process.ts';
  * dangerous direction.
  */
 const ROOT = new URL('../../', import.meta.url).pathname;
-const BIN = join(ROOT, '.tools/bin');
 const CLI = join(ROOT, 'src/cli/main.ts');
 
 interface Run {
@@ -34,16 +32,10 @@ interface Run {
   out: string;
 }
 
-function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      cmd,
-      args,
-      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
-    );
-  });
+/** A run's status and everything it printed, stdout then stderr. */
+async function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  const { code, stdout, stderr } = await runToolStatus(cmd, args, env);
+  return { code, out: `${stdout}${stderr}` };
 }
 
 interface Case {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -7,7 +6,7 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { pushSmallImage, startDistribution2 } from '../helpers/interop.ts';
+import { pushSmallImage, runToolStatus, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
@@ -16,7 +15,6 @@ import { strictTrustPolicy } from '../helpers/trust-policy.ts';
  * API) and on Debian's Distribution 2.8 (fallback tag), with an ECDSA P-384 and an RSA-3072 key.
  */
 const ROOT = new URL('../../', import.meta.url).pathname;
-const BIN = join(ROOT, '.tools/bin');
 const CLI = join(ROOT, 'src/cli/main.ts');
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
@@ -26,16 +24,9 @@ interface Run {
   err: string;
 }
 
-function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      cmd,
-      args,
-      { env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr }),
-    );
-  });
+async function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  const { code, stdout, stderr } = await runToolStatus(cmd, args, env);
+  return { code, out: stdout, err: stderr };
 }
 
 async function ok(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
