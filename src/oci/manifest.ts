@@ -2,6 +2,7 @@ import { tryParseDigest } from './digest.ts';
 import { errors } from './errors.ts';
 import { scanJson } from './json-scan.ts';
 import { bareMediaType, isNonDistributable, isValidMediaType, MediaType } from './mediatypes.ts';
+import { decodeStrictUtf8 } from './utf8.ts';
 
 export interface Descriptor {
   mediaType: string;
@@ -111,14 +112,10 @@ function resolveMediaType(body: Json, contentType: string | undefined): string {
  * as received); only what the registry relies on is checked.
  */
 export function parseManifest(bytes: Buffer, contentType: string | undefined): ParsedManifest {
-  let text: string;
-  try {
-    // ignoreBOM: a byte order mark is kept, and refused below, not dropped: the stored bytes would keep
-    // it, and Go's encoding/json refuses a manifest that starts with one.
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
-  } catch {
-    throw errors.manifestInvalid('manifest is not valid UTF-8 JSON');
-  }
+  const text = decodeStrictUtf8(bytes);
+  if (text === undefined) throw errors.manifestInvalid('manifest is not valid UTF-8 JSON');
+  // A byte order mark is refused, not dropped: the stored bytes would keep it, and Go's encoding/json
+  // refuses a manifest that starts with one.
   if (text.charCodeAt(0) === 0xfeff) throw errors.manifestInvalid('manifest starts with a byte order mark');
   scanJson(text);
   let body: unknown;

@@ -16,6 +16,8 @@
  * notation-produced JSON has any of these.)
  */
 
+import { decodeStrictUtf8 } from '../oci/utf8.ts';
+
 export class GoJsonError extends Error {
   constructor(message: string) {
     super(message);
@@ -150,12 +152,8 @@ class Parser {
  * is an error, as in Go (TextDecoder would silently drop it).
  */
 export function parseGoJson(bytes: Uint8Array): unknown {
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
-  } catch {
-    throw new GoJsonError('not valid UTF-8');
-  }
+  const text = decodeStrictUtf8(bytes);
+  if (text === undefined) throw new GoJsonError('not valid UTF-8');
   const parser = new Parser(text);
   const value = parser.value(0);
   parser.ws();
