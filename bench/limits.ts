@@ -1,7 +1,8 @@
 /**
  * Physical limits of this machine, the ceilings the registry numbers are compared against:
  * single-core sha256 throughput, durable write speed of the data disk (1 GiB written into a new file
- * and fdatasync'ed), and a loopback socket copy of 1 GiB. Two more figures explain what those three
+ * and fdatasync'ed), and a loopback socket copy of 1 GiB from another process. "MB" here is MiB
+ * (2^20 bytes), and MB/s MiB/s, as everywhere in bench/. Two more figures explain what those three
  * hide on a virtual machine:
  * - "disk write": the same 1 GiB written again over the same file and fdatasync'ed. Its pages are
  *   already in the page cache, so this is the device (plus one memory copy). On a guest whose free
@@ -65,28 +66,9 @@ export async function measureLimits(dir: string, sizeMb = 1024): Promise<Limits>
       await file.close();
     }
 
-    const loopbackMBps = await new Promise<number>((resolve, reject) => {
-      const server = net.createServer((socket) => {
-        let received = 0;
-        socket.on('data', (d) => {
-          received += d.length;
-        });
-        socket.on('end', () => {
-          const ms = performance.now() - t;
-          server.close();
-          resolve(Math.round(received / MB / (ms / 1000)));
-        });
-      });
-      server.listen(0, '127.0.0.1', async () => {
-        const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-        client.on('error', reject);
-        t = performance.now();
-        for (let i = 0; i < chunks; i++) {
-          if (!client.write(chunk)) await new Promise((r) => client.once('drain', r));
-        }
-        client.end();
-      });
-    });
+    // The sender is another process, as a registry's client is: one event loop sending and another
+    // receiving, on the machine's two cores, not one loop doing both.
+    const loopbackMBps = await receiveFromSender(bytes, (socket) => countReceived(socket, bytes));
     // A short unmeasured pass first, so the measured one runs compiled (as a warm registry does).
     await measureIngest(path, 64 * MB);
     const ingestMBps = await measureIngest(path, bytes);
@@ -108,6 +90,50 @@ const socket = net.connect(port, '127.0.0.1', async () => {
 });`;
 
 /**
+ * Listens on loopback, has SENDER (another process) send `bytes`, and hands the connection to `receive`;
+ * resolves with what `receive` resolves. No sender is left writing and no server left listening after.
+ */
+async function receiveFromSender<T>(bytes: number, receive: (socket: net.Socket) => Promise<T>): Promise<T> {
+  const server = net.createServer();
+  let sender: ChildProcess | undefined;
+  try {
+    return await new Promise<T>((resolve, reject) => {
+      server.on('connection', (socket) => {
+        socket.on('error', reject);
+        receive(socket).then(resolve, reject);
+      });
+      server.on('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const port = (server.address() as net.AddressInfo).port;
+        sender = spawn(process.execPath, ['-e', SENDER, String(port), String(bytes)], { stdio: 'ignore' });
+        sender.on('error', reject);
+        sender.on('exit', (code) => {
+          if (code !== 0) reject(new Error(`the sender exited with ${code}`));
+        });
+      });
+    });
+  } finally {
+    sender?.kill();
+    server.close();
+  }
+}
+
+/** The loopback copy: bytes counted as they arrive, timed from the connection to the sender's end. */
+function countReceived(socket: net.Socket, bytes: number): Promise<number> {
+  const started = performance.now();
+  let received = 0;
+  return new Promise((resolve, reject) => {
+    socket.on('data', (d: Buffer) => {
+      received += d.length;
+    });
+    socket.on('end', () => {
+      if (received !== bytes) reject(new Error(`loopback copy: received ${received} of ${bytes} bytes`));
+      else resolve(Math.round(received / MB / ((performance.now() - started) / 1000)));
+    });
+  });
+}
+
+/**
  * Socket → sha256 → file, the way a careful Node server would do it: hashing on the event loop, writes
  * on the thread pool (one writev in flight, gathering what arrives meanwhile), the socket paused while
  * 8 MiB wait. It writes over the existing file from offset 0, into pages already in the cache, and does
@@ -116,63 +142,50 @@ const socket = net.connect(port, '127.0.0.1', async () => {
  */
 async function measureIngest(path: string, bytes: number): Promise<number> {
   const file = await open(path, 'r+');
-  const server = net.createServer();
-  let sender: ChildProcess | undefined;
   try {
-    return await new Promise<number>((resolve, reject) => {
-      server.on('connection', (socket) => {
-        const started = performance.now();
-        const hash = createHash('sha256');
-        let pending: Buffer[] = [];
-        let pendingBytes = 0;
-        let writing: Promise<void> | undefined;
-        const flush = (): Promise<void> => {
-          const batch = pending;
-          pending = [];
-          pendingBytes = 0;
-          return file.writev(batch).then(() => {
-            writing = pendingBytes > 0 ? flush() : undefined;
-            if (socket.isPaused()) socket.resume();
-            return writing;
+    return await receiveFromSender(
+      bytes,
+      (socket) =>
+        new Promise<number>((resolve, reject) => {
+          const started = performance.now();
+          const hash = createHash('sha256');
+          let pending: Buffer[] = [];
+          let pendingBytes = 0;
+          let writing: Promise<void> | undefined;
+          const flush = (): Promise<void> => {
+            const batch = pending;
+            pending = [];
+            pendingBytes = 0;
+            return file.writev(batch).then(() => {
+              writing = pendingBytes > 0 ? flush() : undefined;
+              if (socket.isPaused()) socket.resume();
+              return writing;
+            });
+          };
+          socket.on('data', (d: Buffer) => {
+            hash.update(d);
+            pending.push(d);
+            pendingBytes += d.length;
+            if (!writing) {
+              writing = flush();
+              // A failed write ends the measurement at once, not at the socket's end.
+              writing.catch(reject);
+            }
+            if (pendingBytes >= 8 * MB) socket.pause();
           });
-        };
-        socket.on('data', (d: Buffer) => {
-          hash.update(d);
-          pending.push(d);
-          pendingBytes += d.length;
-          if (!writing) {
-            writing = flush();
-            // A failed write ends the measurement at once, not at the socket's end.
-            writing.catch(reject);
-          }
-          if (pendingBytes >= 8 * MB) socket.pause();
-        });
-        socket.on('end', async () => {
-          try {
-            // Each finished write starts the next while bytes are pending, so this drains everything.
-            while (writing) await writing;
-            hash.digest();
-            resolve(Math.round(bytes / MB / ((performance.now() - started) / 1000)));
-          } catch (err) {
-            reject(err);
-          }
-        });
-        socket.on('error', reject);
-      });
-      server.on('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        const port = (server.address() as net.AddressInfo).port;
-        sender = spawn(process.execPath, ['-e', SENDER, String(port), String(bytes)], { stdio: 'ignore' });
-        sender.on('error', reject);
-        sender.on('exit', (code) => {
-          if (code !== 0) reject(new Error(`the ingest sender exited with ${code}`));
-        });
-      });
-    });
+          socket.on('end', async () => {
+            try {
+              // Each finished write starts the next while bytes are pending, so this drains everything.
+              while (writing) await writing;
+              hash.digest();
+              resolve(Math.round(bytes / MB / ((performance.now() - started) / 1000)));
+            } catch (err) {
+              reject(err);
+            }
+          });
+        }),
+    );
   } finally {
-    // Also on failure: no sender left writing, no server keeping this process alive.
-    sender?.kill();
-    server.close();
     await file.close();
   }
 }
