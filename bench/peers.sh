@@ -6,6 +6,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p reports
 bash scripts/ensure-tools.sh distribution-v3 || echo "bench: Distribution v3 could not be installed" >&2
-bash scripts/ensure-tools.sh zot 2>/dev/null || echo "bench: zot could not be installed (the Go module proxy here refuses zotregistry.dev/zot/v2: 403)" >&2
+bash scripts/ensure-tools.sh zot || echo "bench: zot could not be installed (its error is above)" >&2
 node_modules/.bin/tsc -p tsconfig.build.json
 exec node_modules/.bin/node bench/peers.ts "$@"

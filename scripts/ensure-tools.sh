@@ -62,9 +62,15 @@ go_tool() {
   stamp_ok "$name" "$module@$version" && return 0
   need_go "$name"
   echo "ensure-tools: building $name ($module@$version)" >&2
-  local dir work
-  dir="$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-  [ -n "$dir" ] || { echo "ensure-tools: cannot download $module@$version" >&2; exit 1; }
+  local json dir work
+  # On failure `go mod download -json` puts the reason in the JSON's "Error" field, not on stderr.
+  json="$(go mod download -json "$module@$version" 2>&1)" || true
+  dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  if [ -z "$dir" ]; then
+    echo "ensure-tools: cannot download $module@$version:" >&2
+    printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Error": "\(.*\)"$/  \1/p' >&2
+    exit 1
+  fi
   work="$(mktemp -d)"
   cp -r "$dir/." "$work/"
   chmod -R u+w "$work"
