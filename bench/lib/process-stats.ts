@@ -5,13 +5,16 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-export function rssMB(pid: number): number {
+/** Resident memory of a process in MB (MiB); undefined when /proc has no such process. */
+export function rssMB(pid: number): number | undefined {
+  let status: string;
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
   } catch {
-    return 0;
+    return undefined;
   }
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Math.round(Number(m[1]) / 1024) : undefined;
 }
 
 let ticksPerSecond: number | undefined;
@@ -26,15 +29,22 @@ export function cpuSeconds(pid: number): { user: number; system: number } {
   return { user: Number(fields[11]) / ticksPerSecond, system: Number(fields[12]) / ticksPerSecond };
 }
 
-/** Runs `fn` with the process's RSS sampled every 50 ms; returns its result with the peak. */
+/**
+ * Runs `fn` with the process's RSS sampled every 50 ms; returns its result with the peak. A process
+ * whose memory cannot be read at the start is an error (a wrong PID would otherwise report a peak of 0);
+ * a sample missed later, while the process exits, is skipped.
+ */
 export async function withPeakRss<T>(pid: number, fn: () => Promise<T>): Promise<T & { peakRssMB: number }> {
   let peak = rssMB(pid);
-  const timer = setInterval(() => {
-    peak = Math.max(peak, rssMB(pid));
-  }, 50);
+  if (peak === undefined) throw new Error(`cannot read the memory of process ${pid} in /proc`);
+  const sample = () => {
+    peak = Math.max(peak!, rssMB(pid) ?? 0);
+  };
+  const timer = setInterval(sample, 50);
   try {
     const result = await fn();
-    return { ...result, peakRssMB: Math.max(peak, rssMB(pid)) };
+    sample();
+    return { ...result, peakRssMB: peak };
   } finally {
     clearInterval(timer);
   }
