@@ -113,98 +113,136 @@ try {
       rssMB: r.rssMB,
     });
   };
+  /**
+   * Each transfer runs once per client: Tether first in even runs, oras first in odd ones, so neither
+   * always gets the state the other left behind (page cache, freed memory).
+   */
+  const inTurn = async (i: number, tetherStep: () => Promise<void>, orasStep: () => Promise<void>) => {
+    const steps = withOras ? [tetherStep, orasStep] : [tetherStep];
+    for (const step of i % 2 ? steps.reverse() : steps) await step();
+  };
   for (let i = 0; i < runs; i++) {
     // Every push goes to a repository that has never seen the blob, so no client can skip the upload.
-    await record('push (one PUT)', 'tether', () =>
-      tether(['blob', 'put', `${host}/bench/t-${i}`, file, '--monolithic']),
+    await inTurn(
+      i,
+      () =>
+        record('push (one PUT)', 'tether', () =>
+          tether(['blob', 'put', `${host}/bench/t-${i}`, file, '--monolithic']),
+        ),
+      () => record('push (one PUT)', 'oras', () => orasRun(['blob', 'push', `${host}/bench/o-${i}`, file])),
     );
-    if (withOras)
-      await record('push (one PUT)', 'oras', () => orasRun(['blob', 'push', `${host}/bench/o-${i}`, file]));
     await record('push (chunked 32 MiB)', 'tether', () =>
       tether(['blob', 'put', `${host}/bench/c-${i}`, file, '--chunked']),
     );
     // The everyday commands: an artifact of one file (Tether: 32 MiB chunks from 128 MiB by default).
-    await record('push an artifact', 'tether', () =>
-      tether([
-        'push',
-        `${host}/bench/a-t-${i}:v1`,
-        'blob.bin',
-        '--artifact-type',
-        'application/x-bench',
-        '-q',
-      ]),
+    await inTurn(
+      i,
+      () =>
+        record('push an artifact', 'tether', () =>
+          tether([
+            'push',
+            `${host}/bench/a-t-${i}:v1`,
+            'blob.bin',
+            '--artifact-type',
+            'application/x-bench',
+            '-q',
+          ]),
+        ),
+      () =>
+        record('push an artifact', 'oras', () =>
+          orasRun([
+            'push',
+            `${host}/bench/a-o-${i}:v1`,
+            'blob.bin',
+            '--artifact-type',
+            'application/x-bench',
+          ]),
+        ),
     );
-    if (withOras)
-      await record('push an artifact', 'oras', () =>
-        orasRun(['push', `${host}/bench/a-o-${i}:v1`, 'blob.bin', '--artifact-type', 'application/x-bench']),
-      );
     // Read once first: a blob the server has just written with O_DIRECT is not in its page cache yet,
     // and the first reader pays that fill (docs/performance.md). Both clients then pull a warm blob.
+    // (Both repositories hold the same blob, which the server stores once, so one read warms both.)
     const warm = await fetch(`http://${host}/v2/bench/t-${i}/blobs/${digest}`);
     for await (const _ of warm.body!);
-    await record(
-      'pull to a file',
-      'tether',
-      () => tether(['blob', 'get', `${host}/bench/t-${i}@${digest}`, '-o', join(dir, `t-${i}`)]),
-      true,
-    );
-    await rm(join(dir, `t-${i}`));
-    if (withOras) {
-      await record(
-        'pull to a file',
-        'oras',
-        () => orasRun(['blob', 'fetch', `${host}/bench/o-${i}@${digest}`, '--output', join(dir, `o-${i}`)]),
-        true,
-      );
-      await rm(join(dir, `o-${i}`));
-    }
-    await record(
-      'copy into an OCI layout',
-      'tether',
-      () => tether(['cp', `${host}/bench/a-t-${i}:v1`, `oci:${join(dir, `layout-t-${i}`)}:v1`, '-q']),
-      true,
-    );
-    await rm(join(dir, `layout-t-${i}`), { recursive: true });
-    if (withOras) {
-      await record(
-        'copy into an OCI layout',
-        'oras',
-        () =>
-          run(oras, [
-            'cp',
-            '--from-plain-http',
-            '--to-oci-layout',
-            `${host}/bench/a-o-${i}:v1`,
-            `${join(dir, `layout-o-${i}`)}:v1`,
-          ]),
-        true,
-      );
-      await rm(join(dir, `layout-o-${i}`), { recursive: true });
-    }
-    if (second) {
-      await record(
-        'copy to another registry',
-        'tether',
-        () => tether(['cp', `${host}/bench/a-t-${i}:v1`, `${second.host}/bench/a-t-${i}:v1`, '-q']),
-        true,
-      );
-      if (withOras)
+    await inTurn(
+      i,
+      async () => {
         await record(
-          'copy to another registry',
+          'pull to a file',
+          'tether',
+          () => tether(['blob', 'get', `${host}/bench/t-${i}@${digest}`, '-o', join(dir, `t-${i}`)]),
+          true,
+        );
+        await rm(join(dir, `t-${i}`));
+      },
+      async () => {
+        await record(
+          'pull to a file',
+          'oras',
+          () => orasRun(['blob', 'fetch', `${host}/bench/o-${i}@${digest}`, '--output', join(dir, `o-${i}`)]),
+          true,
+        );
+        await rm(join(dir, `o-${i}`));
+      },
+    );
+    await inTurn(
+      i,
+      async () => {
+        await record(
+          'copy into an OCI layout',
+          'tether',
+          () => tether(['cp', `${host}/bench/a-t-${i}:v1`, `oci:${join(dir, `layout-t-${i}`)}:v1`, '-q']),
+          true,
+        );
+        await rm(join(dir, `layout-t-${i}`), { recursive: true });
+      },
+      async () => {
+        await record(
+          'copy into an OCI layout',
           'oras',
           () =>
             run(oras, [
               'cp',
               '--from-plain-http',
-              '--to-plain-http',
+              '--to-oci-layout',
               `${host}/bench/a-o-${i}:v1`,
-              `${second.host}/bench/a-o-${i}:v1`,
+              `${join(dir, `layout-o-${i}`)}:v1`,
             ]),
           true,
         );
+        await rm(join(dir, `layout-o-${i}`), { recursive: true });
+      },
+    );
+    if (second) {
+      await inTurn(
+        i,
+        () =>
+          record(
+            'copy to another registry',
+            'tether',
+            () => tether(['cp', `${host}/bench/a-t-${i}:v1`, `${second.host}/bench/a-t-${i}:v1`, '-q']),
+            true,
+          ),
+        () =>
+          record(
+            'copy to another registry',
+            'oras',
+            () =>
+              run(oras, [
+                'cp',
+                '--from-plain-http',
+                '--to-plain-http',
+                `${host}/bench/a-o-${i}:v1`,
+                `${second.host}/bench/a-o-${i}:v1`,
+              ]),
+            true,
+          ),
+      );
     }
   }
-  console.log(`client transfers of ${size / MB} MiB against ${host} (${runs} runs, alternating; median)`);
+  console.log(
+    `client transfers of ${size / MB} MiB against ${host} (${runs} runs, the clients' order alternating by run; median; MB = MiB)`,
+  );
   console.log('| transfer | client | median ms | MB/s | all runs, ms | max RSS MB |');
   console.log('|---|---|---:|---:|---|---:|');
   const groups = new Map<string, typeof rows>();
