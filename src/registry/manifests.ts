@@ -1,5 +1,5 @@
 import { type Digest, type DigestAlgorithm, digestOf, tryParseDigest } from '../oci/digest.ts';
-import { errors, OciError } from '../oci/errors.ts';
+import { errors, OciError, type OciErrorCode } from '../oci/errors.ts';
 import { parseManifest } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { isValidTag } from '../oci/reference.ts';
@@ -12,10 +12,11 @@ import { ReferrersIndexTooLarge, wholeReferrersIndex } from './referrers.ts';
 export type ManifestReference = { kind: 'digest'; digest: Digest } | { kind: 'tag'; tag: string };
 
 /**
- * The missing references a refused manifest PUT names one by one; the rest are counted in one more
- * error. A 4 MiB manifest of 44 k unknown layers got a 7.6 MB error answer listing every digest.
+ * The references a refused manifest PUT names one by one (missing, or of the wrong size); the rest are
+ * counted in one more error. A 4 MiB manifest of 44 k unknown layers got a 7.6 MB error answer listing
+ * every digest.
  */
-const MAX_NAMED_MISSING = 100;
+const MAX_NAMED_REFERENCES = 100;
 
 /**
  * Parses `<reference>`. Anything with a colon must be a valid, supported digest (400 otherwise); anything
@@ -77,8 +78,8 @@ export async function putManifest(
     mediaType: parsed.mediaType,
     size: body.length,
     bytes: body,
-    blobs: parsed.blobs.map((d) => d.digest),
-    children: parsed.children.map((d) => d.digest),
+    blobs: parsed.blobs,
+    children: parsed.children,
     ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
     ...(parsed.subject ? { subjectDigest: parsed.subject.digest } : {}),
     ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
@@ -105,24 +106,26 @@ export async function putManifest(
     );
   }
   if (result.status === 'missing') {
-    const named = result.missing.slice(0, MAX_NAMED_MISSING);
-    const more = result.missing.length - named.length;
-    throw OciError.many(400, [
-      ...named.map((d) => ({
-        code: 'MANIFEST_BLOB_UNKNOWN' as const,
+    throw refusedReferences(
+      'MANIFEST_BLOB_UNKNOWN',
+      result.missing,
+      (digest) => ({
         message: 'manifest references a blob or manifest unknown to this repository',
-        detail: { digest: d },
-      })),
-      ...(more > 0
-        ? [
-            {
-              code: 'MANIFEST_BLOB_UNKNOWN' as const,
-              message: `and ${more} more references unknown to this repository, not listed`,
-              detail: { unlisted: more },
-            },
-          ]
-        : []),
-    ]);
+        detail: { digest },
+      }),
+      (more) => `and ${more} more references unknown to this repository, not listed`,
+    );
+  }
+  if (result.status === 'size-mismatch') {
+    throw refusedReferences(
+      'MANIFEST_INVALID',
+      result.mismatched,
+      ({ digest, declared, stored }) => ({
+        message: 'descriptor size does not match the size of the blob or manifest stored under its digest',
+        detail: { digest, declared, stored },
+      }),
+      (more) => `and ${more} more descriptors whose size does not match, not listed`,
+    );
   }
   if (result.status === 'precondition-failed') {
     throw new OciError(412, 'DENIED', 'precondition failed: the tag does not match If-Match/If-None-Match', {
@@ -131,6 +134,24 @@ export async function putManifest(
     });
   }
   return { digest, tags, ...(parsed.subject ? { subject: parsed.subject.digest } : {}) };
+}
+
+/**
+ * A 400 with one error per refused reference, for the first `MAX_NAMED_REFERENCES`, and one more error
+ * counting the rest (`detail.unlisted`).
+ */
+function refusedReferences<T>(
+  code: OciErrorCode,
+  refused: readonly T[],
+  describe: (reference: T) => { message: string; detail: unknown },
+  unlisted: (more: number) => string,
+): OciError {
+  const named = refused.slice(0, MAX_NAMED_REFERENCES);
+  const more = refused.length - named.length;
+  return OciError.many(400, [
+    ...named.map((reference) => ({ code, ...describe(reference) })),
+    ...(more > 0 ? [{ code, message: unlisted(more), detail: { unlisted: more } }] : []),
+  ]);
 }
 
 export async function getManifest(

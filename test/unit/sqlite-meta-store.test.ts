@@ -21,8 +21,8 @@ async function openDescriptors(path: string): Promise<number> {
   return count;
 }
 
-function manifest(repo: string, i: number, config: string) {
-  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, config: { digest: config }, i }));
+function manifest(repo: string, i: number, config: { digest: string; size: number }) {
+  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, config, i }));
   return {
     repo,
     digest: digestOf('sha256', bytes),
@@ -41,8 +41,8 @@ describe('SqliteMetaStore on a file', async () => {
   test('concurrent writes all resolve, and every acknowledged one is there after a reopen', async () => {
     const path = join(root, 'concurrent', 'meta.db');
     const store = new SqliteMetaStore({ path });
-    const config = sha256('config');
-    await store.linkBlob('app', config, 6);
+    const config = { digest: sha256('config'), size: 6 };
+    await store.linkBlob('app', config.digest, config.size);
     // Many commits in flight at once share WAL flushes; each must still resolve with its own result.
     const pushed = Array.from({ length: 64 }, (_, i) => manifest('app', i, config));
     const results = await Promise.all(pushed.map((m, i) => store.putManifest(m, [`v${i}`])));

@@ -7,6 +7,7 @@ import { GroupSync } from '../group-sync.ts';
 import { syncDirectory } from '../sync-directory.ts';
 import { sqliteMigrations } from './migrations/sqlite.ts';
 import {
+  type DeclaredReference,
   ifMatchAdmits,
   type ManifestRecord,
   type MetaStore,
@@ -15,6 +16,7 @@ import {
   type PutManifestResult,
   type ReferrerRow,
   type ReferrersQuery,
+  type SizeMismatch,
   type StoredManifest,
   type UploadRecord,
 } from './types.ts';
@@ -199,12 +201,23 @@ export class SqliteMetaStore implements MetaStore {
             ? { status: 'precondition-failed' }
             : { status: 'precondition-failed', current };
       }
+      // One lookup per distinct digest answers both questions: is it there, and how large is it.
       const missing: string[] = [];
-      for (const blob of new Set(record.blobs)) {
-        if (!this.#blobLinked(repo, blob)) missing.push(blob);
+      const mismatched: SizeMismatch[] = [];
+      const compare = (digest: string, declared: Set<number>, stored: number | undefined) => {
+        if (stored === undefined) {
+          missing.push(digest);
+          return;
+        }
+        for (const size of declared) {
+          if (size !== stored) mismatched.push({ digest, declared: size, stored });
+        }
+      };
+      for (const [blob, declared] of declaredSizes(record.blobs)) {
+        compare(blob, declared, this.#linkedBlobSize(repo, blob));
       }
-      for (const child of new Set(record.children)) {
-        if (!this.#manifestExists(repo, child) && !this.#blobLinked(repo, child)) missing.push(child);
+      for (const [child, declared] of declaredSizes(record.children)) {
+        compare(child, declared, this.#manifestSize(repo, child) ?? this.#linkedBlobSize(repo, child));
       }
       if (missing.length > 0) return { status: 'missing', missing };
       if (
@@ -214,6 +227,7 @@ export class SqliteMetaStore implements MetaStore {
       ) {
         return { status: 'subject-missing', subject: record.subjectDigest };
       }
+      if (mismatched.length > 0) return { status: 'size-mismatch', mismatched };
 
       this.#ensureRepository(repo, now);
       const inserted = this.#stmt(
@@ -237,7 +251,8 @@ export class SqliteMetaStore implements MetaStore {
         const addRef = this.#stmt(
           'INSERT INTO manifest_refs (repo, parent_digest, child_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
         );
-        for (const child of new Set([...record.blobs, ...record.children])) addRef.run(repo, digest, child);
+        const references = new Set([...record.blobs, ...record.children].map((r) => r.digest));
+        for (const child of references) addRef.run(repo, digest, child);
       }
       const setTag = this.#stmt(
         `INSERT INTO tags (repo, name, digest, updated_at) VALUES (?, ?, ?, ?)
@@ -250,11 +265,21 @@ export class SqliteMetaStore implements MetaStore {
     });
   }
 
-  #blobLinked(repo: string, digest: string): boolean {
-    return (
-      this.#stmt('SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?').get(repo, digest) !==
-      undefined
-    );
+  /** Size of a blob this repository may serve; undefined when it may not. */
+  #linkedBlobSize(repo: string, digest: string): number | undefined {
+    const row = this.#stmt(
+      `SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+        WHERE rb.repo = ? AND rb.digest = ?`,
+    ).get(repo, digest) as { size: number } | undefined;
+    return row === undefined ? undefined : Number(row.size);
+  }
+
+  /** Byte length of a manifest of this repository; undefined when there is none. */
+  #manifestSize(repo: string, digest: string): number | undefined {
+    const row = this.#stmt('SELECT size FROM manifests WHERE repo = ? AND digest = ?').get(repo, digest) as
+      | { size: number }
+      | undefined;
+    return row === undefined ? undefined : Number(row.size);
   }
 
   #manifestExists(repo: string, digest: string): boolean {
@@ -488,11 +513,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async blobSize(repo: string, digest: string): Promise<number | undefined> {
-    const row = this.#stmt(
-      `SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-        WHERE rb.repo = ? AND rb.digest = ?`,
-    ).get(repo, digest) as { size: number } | undefined;
-    return row === undefined ? undefined : Number(row.size);
+    return this.#linkedBlobSize(repo, digest);
   }
 
   async findBlob(digest: string): Promise<number | undefined> {
@@ -587,6 +608,20 @@ export class SqliteMetaStore implements MetaStore {
     this.#wal = undefined;
     if (this.#db.isOpen) this.#db.close();
   }
+}
+
+/**
+ * Each distinct digest of `references`, in order, with the distinct sizes its descriptors declare: a
+ * digest listed twice is looked up once, and each size it is given is checked.
+ */
+function declaredSizes(references: readonly DeclaredReference[]): Map<string, Set<number>> {
+  const sizes = new Map<string, Set<number>>();
+  for (const { digest, size } of references) {
+    const declared = sizes.get(digest);
+    if (declared) declared.add(size);
+    else sizes.set(digest, new Set([size]));
+  }
+  return sizes;
 }
 
 function uploadFromRow(row: Row): UploadRecord {

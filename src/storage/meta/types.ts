@@ -13,10 +13,23 @@ export interface ManifestRecord {
   subjectDigest?: string;
   annotations?: Record<string, string>;
   bytes: Buffer;
-  /** Blob digests the manifest needs in this repository (config, distributable layers). */
-  blobs: string[];
-  /** Index children: each must be a manifest or a blob in this repository. */
-  children: string[];
+  /** Blobs the manifest needs in this repository (config, distributable layers), as declared. */
+  blobs: DeclaredReference[];
+  /** Index children: each must be a manifest or a blob in this repository, of the declared size. */
+  children: DeclaredReference[];
+}
+
+/** What a descriptor names and the size it declares: what the store checks against its rows. */
+export interface DeclaredReference {
+  digest: string;
+  size: number;
+}
+
+/** A descriptor whose declared size is not the size of the blob or manifest the repository holds. */
+export interface SizeMismatch {
+  digest: string;
+  declared: number;
+  stored: number;
 }
 
 export interface StoredManifest {
@@ -58,6 +71,7 @@ export type PutManifestResult =
   | { status: 'ok' }
   | { status: 'missing'; missing: string[] }
   | { status: 'subject-missing'; subject: string }
+  | { status: 'size-mismatch'; mismatched: SizeMismatch[] }
   | { status: 'precondition-failed'; current?: string };
 
 export interface UploadRecord {
@@ -89,6 +103,14 @@ export interface ReferrersQuery extends Page {
 }
 
 export interface MetaStore {
+  /**
+   * Stores a manifest with its references and tags in one transaction, or nothing when refused. Refusals,
+   * the first that applies: the precondition; references the repository does not hold (`missing`, all
+   * of them); the subject, under `requireSubject`; references of another size than declared
+   * (`size-mismatch`, all of them). Unknown references come before sizes because they are what the spec
+   * names (MANIFEST_BLOB_UNKNOWN) and what a client can fix by pushing more, and a size can only be
+   * compared with something that is there.
+   */
   putManifest(
     record: ManifestRecord,
     tags: string[],
