@@ -494,3 +494,145 @@ test('deletes can be disabled: 405 UNSUPPORTED for manifests, tags and blobs', a
   }
   assert.equal((await fetch(`${reg.url}/v2/nodelete/manifests/v1`)).status, 200);
 });
+
+describe('descriptor sizes must be the sizes the registry stores', () => {
+  const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+  const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+  let reg: RunningRegistry;
+  let image: Awaited<ReturnType<typeof pushImage>>;
+  let configSize: number;
+  before(async () => {
+    reg = await startRegistry();
+    image = await pushImage(reg.url, 'sizes', 'v1', 'ten bytes!');
+    configSize = (JSON.parse(image.bytes.toString()) as { config: { size: number } }).config.size;
+  });
+  after(() => reg.close());
+
+  type Refusal = { code: string; message: string; detail: Record<string, unknown> };
+  const imageWith = (config: number, layers: { digest: string; size: number; [k: string]: unknown }[]) => ({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: image.config, size: config },
+    layers: layers.map((l) => ({ mediaType: LAYER, ...l })),
+  });
+
+  /** PUTs `manifest` under `tag`, expects a 400 and returns its errors, having checked nothing was stored. */
+  async function refused(manifest: object, tag: string, type = OCI_MANIFEST): Promise<Refusal[]> {
+    const pushed = await pushManifest(reg.url, 'sizes', tag, manifest, type);
+    const text = await pushed.response.text();
+    assert.equal(pushed.response.status, 400, text);
+    assert.equal(pushed.response.headers.get('content-type'), 'application/json');
+    for (const reference of [tag, pushed.digest]) {
+      const res = await fetch(`${reg.url}/v2/sizes/manifests/${reference}`, { headers: { Accept: type } });
+      assert.equal(res.status, 404, `${reference} was stored`);
+    }
+    return (JSON.parse(text) as { errors: Refusal[] }).errors;
+  }
+
+  test('a layer of the wrong size: 400 MANIFEST_INVALID naming it, declared and stored size; nothing stored', async () => {
+    const errors = await refused(imageWith(configSize, [{ digest: image.layer, size: 999 }]), 'wrong-layer');
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.detail]),
+      [['MANIFEST_INVALID', { digest: image.layer, declared: 999, stored: 10 }]],
+    );
+    assert.match(errors[0]!.message, /size does not match/);
+  });
+
+  test('a config of the wrong size is refused the same way', async () => {
+    const errors = await refused(imageWith(configSize + 1, [{ digest: image.layer, size: 10 }]), 'wrong-cfg');
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.detail]),
+      [['MANIFEST_INVALID', { digest: image.config, declared: configSize + 1, stored: configSize }]],
+    );
+  });
+
+  test('a layer listed twice is checked at each size it declares', async () => {
+    const layers = [
+      { digest: image.layer, size: 10 },
+      { digest: image.layer, size: 11 },
+    ];
+    const errors = await refused(imageWith(configSize, layers), 'twice');
+    assert.deepEqual(
+      errors.map((e) => e.detail),
+      [{ digest: image.layer, declared: 11, stored: 10 }],
+    );
+  });
+
+  test('an index whose child manifest size is wrong: 400 MANIFEST_INVALID; the right size: 201', async () => {
+    const index = (size: number) => ({
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: image.digest, size }],
+    });
+    const errors = await refused(index(image.bytes.length + 7), 'wrong-child', OCI_INDEX);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.detail]),
+      [
+        [
+          'MANIFEST_INVALID',
+          { digest: image.digest, declared: image.bytes.length + 7, stored: image.bytes.length },
+        ],
+      ],
+    );
+    const right = await pushManifest(reg.url, 'sizes', 'index', index(image.bytes.length), OCI_INDEX);
+    assert.equal(right.response.status, 201, await right.response.text());
+    // A child that is a blob (BuildKit caches list blobs) is held to the blob's size.
+    const blobChild = { mediaType: LAYER, digest: image.layer, size: 9 };
+    const cache = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [blobChild] };
+    const blobErrors = await refused(cache, 'wrong-blob-child', OCI_INDEX);
+    assert.deepEqual(blobErrors[0]!.detail, { digest: image.layer, declared: 9, stored: 10 });
+  });
+
+  test('right sizes are stored: 201, and served as pushed', async () => {
+    const manifest = {
+      ...imageWith(configSize, [{ digest: image.layer, size: 10 }]),
+      annotations: { fresh: 'yes' },
+    };
+    const pushed = await pushManifest(reg.url, 'sizes', 'right', manifest);
+    assert.equal(pushed.response.status, 201, await pushed.response.text());
+    const served = await fetch(`${reg.url}/v2/sizes/manifests/right`);
+    assert.ok(Buffer.from(await served.arrayBuffer()).equals(pushed.bytes));
+  });
+
+  test('what is not checked for existence is not checked for size: foreign layers with urls, the subject', async () => {
+    const foreign = {
+      mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+      digest: sha256('never pushed, lives elsewhere'),
+      size: 123456,
+      urls: ['https://example.com/layer'],
+    };
+    const manifest = {
+      ...imageWith(configSize, [{ digest: image.layer, size: 10 }, foreign]),
+      subject: { mediaType: OCI_MANIFEST, digest: image.digest, size: image.bytes.length + 1 },
+    };
+    const pushed = await pushManifest(reg.url, 'sizes', 'loose', manifest);
+    assert.equal(pushed.response.status, 201, await pushed.response.text());
+  });
+
+  test('missing references win over wrong sizes: MANIFEST_BLOB_UNKNOWN, naming only the missing', async () => {
+    const missing = sha256('not here');
+    const layers = [
+      { digest: image.layer, size: 999 },
+      { digest: missing, size: 8 },
+    ];
+    const errors = await refused(imageWith(configSize, layers), 'both');
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.detail]),
+      [['MANIFEST_BLOB_UNKNOWN', { digest: missing }]],
+    );
+  });
+
+  test('many wrong sizes: the first 100 named, the rest counted in one more error', async () => {
+    const layers = [];
+    for (let i = 0; i < 130; i++) {
+      const data = `layer ${i}`;
+      layers.push({ digest: await pushBlob(reg.url, 'sizes', data), size: data.length + 1 });
+    }
+    const errors = await refused(imageWith(configSize, layers), 'many');
+    assert.equal(errors.length, 101);
+    assert.ok(errors.every((e) => e.code === 'MANIFEST_INVALID'));
+    assert.deepEqual(errors[0]!.detail, { digest: layers[0]!.digest, declared: 8, stored: 7 });
+    assert.deepEqual(errors[100]!.detail, { unlisted: 30 });
+    assert.match(errors[100]!.message, /and 30 more/);
+  });
+});

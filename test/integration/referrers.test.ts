@@ -974,16 +974,33 @@ describe('referrer policies', () => {
       const res = await pushManifest(reg.url, 'strict/repo', sha256(JSON.stringify(body)), body);
       assert.equal(res.response.status, 400);
       const error = (
-        (await res.response.json()) as { errors: { code: string; detail: { digest: string } }[] }
+        (await res.response.json()) as {
+          errors: { code: string; message: string; detail: { digest: string } }[];
+        }
       ).errors[0]!;
       assert.equal(error.code, 'MANIFEST_BLOB_UNKNOWN');
       assert.equal(error.detail.digest, missing.digest);
+      // A missing subject is an unknown reference too: it wins over a wrong layer size.
+      const wrongSize = { ...body, layers: [{ ...EMPTY, size: 3 }] };
+      const both = await pushManifest(reg.url, 'strict/repo', 'both', wrongSize);
+      assert.equal(both.response.status, 400);
+      assert.deepEqual(
+        ((await both.response.json()) as { errors: { code: string; detail: unknown }[] }).errors,
+        [{ code: 'MANIFEST_BLOB_UNKNOWN', message: error.message, detail: { digest: missing.digest } }],
+      );
       const img = await pushImage(reg.url, 'strict/repo', 'v1');
       await pushArtifact(
         reg.url,
         'strict/repo',
         { digest: img.digest, size: img.bytes.length },
         'application/sig',
+      );
+      // The policy asks for the subject to exist, nothing more: its declared size is not checked.
+      await pushArtifact(
+        reg.url,
+        'strict/repo',
+        { digest: img.digest, size: img.bytes.length + 1 },
+        'application/sig+size',
       );
       await pushBlob(reg.url, 'lenient', '{}');
       await pushArtifact(reg.url, 'lenient', missing, 'application/sig');
