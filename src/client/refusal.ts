@@ -18,6 +18,15 @@ export interface RefusedRequest {
 interface WireError {
   code?: unknown;
   message?: unknown;
+  detail?: unknown;
+}
+
+/** One error of a registry's answer, flattened for a one-line message. */
+interface RefusalReason {
+  code: string;
+  message: string;
+  /** The digest the error's `detail` names, if any (a missing blob, a descriptor of the wrong size). */
+  digest?: string;
 }
 
 /**
@@ -31,7 +40,7 @@ interface WireError {
 export async function refusal(res: HttpResponse, request: RefusedRequest): Promise<ClientError> {
   const errors = await wireErrors(res);
   const codes = errors.map((e) => e.code).join(', ');
-  const detail = errors.map((e) => (e.message ? `${e.code}: ${e.message}` : e.code)).join('; ');
+  const detail = describe(errors);
   const host = request.registry.host;
   let why: string;
   if (res.status === 404) why = `not found${codes ? ` (${codes})` : ''}`;
@@ -54,6 +63,33 @@ export async function refusal(res: HttpResponse, request: RefusedRequest): Promi
   return new ClientError(`${request.action} ${request.subject}: ${why}`, res.status);
 }
 
+/** Digests named per repeated error before the rest are only counted. */
+const DIGESTS_NAMED = 3;
+
+/**
+ * The errors as `CODE: message` on one line. A refused manifest PUT can carry one error per bad
+ * reference (up to 100, all with the same code and message), so errors that say the same are said once,
+ * with the first few digests their details name and a count of the rest.
+ */
+function describe(errors: RefusalReason[]): string {
+  const groups = new Map<string, { count: number; digests: string[] }>();
+  for (const e of errors) {
+    const key = e.message ? `${e.code}: ${e.message}` : e.code;
+    const group = groups.get(key) ?? { count: 0, digests: [] };
+    group.count++;
+    if (e.digest) group.digests.push(e.digest);
+    groups.set(key, group);
+  }
+  return [...groups]
+    .map(([key, { count, digests }]) => {
+      if (digests.length === 0) return count > 1 ? `${key} (${count} times)` : key;
+      const named = digests.slice(0, DIGESTS_NAMED).join(', ');
+      const more = count - Math.min(digests.length, DIGESTS_NAMED);
+      return `${key}: ${named}${more > 0 ? ` and ${more} more` : ''}`;
+    })
+    .join('; ');
+}
+
 function paren(text: string): string {
   return text ? ` (${text})` : '';
 }
@@ -67,16 +103,20 @@ const MAX_MESSAGE_CHARS = 200;
  * The `errors` of an OCI error body, as one-line `{code, message}` strings; none when the body is not
  * one (an HTML page from a proxy, say).
  */
-async function wireErrors(res: HttpResponse): Promise<{ code: string; message: string }[]> {
+async function wireErrors(res: HttpResponse): Promise<RefusalReason[]> {
   try {
     const body = JSON.parse((await res.bytes(MAX_ERROR_BODY_BYTES)).toString('utf8')) as { errors?: unknown };
     if (!Array.isArray(body?.errors)) return [];
     return (body.errors as WireError[])
       .filter((e) => typeof e?.code === 'string')
-      .map((e) => ({
-        code: oneLine(e.code as string),
-        message: typeof e.message === 'string' ? oneLine(e.message) : '',
-      }));
+      .map((e) => {
+        const digest = (e.detail as { digest?: unknown } | null | undefined)?.digest;
+        return {
+          code: oneLine(e.code as string),
+          message: typeof e.message === 'string' ? oneLine(e.message) : '',
+          ...(typeof digest === 'string' ? { digest: oneLine(digest) } : {}),
+        };
+      });
   } catch {
     return [];
   }

@@ -94,6 +94,38 @@ describe('errors name the repository and reference (N4)', () => {
     assert.equal(run.err, `tether: get manifest ${reg.host}/nope:v1: not found (NAME_UNKNOWN)\n`);
   });
 
+  test('errors that say the same are said once, with the digests their details name', async () => {
+    const client = new RegistryClient();
+    const ref = { host: reg.host, repository: 'sizes' };
+    const layers = [];
+    for (let i = 0; i < 5; i++) {
+      const source = bufferSource(Buffer.from(`layer ${i}`));
+      await client.uploadBlob(ref, source);
+      // Each layer declared one byte longer than it is: five refusals with one code and one message.
+      layers.push({ mediaType: 'application/octet-stream', digest: source.digest, size: source.size + 1 });
+    }
+    const config = bufferSource(Buffer.from('{}'));
+    await client.uploadBlob(ref, config);
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config.digest, size: 2 },
+        layers,
+      }),
+    );
+    const err = await failure(
+      client.putManifest(ref, 'v1', manifest, 'application/vnd.oci.image.manifest.v1+json'),
+    );
+    const named = layers.slice(0, 3).map((l) => l.digest);
+    assert.match(
+      err.message,
+      /^put manifest .*: HTTP 400 \(MANIFEST_INVALID: descriptor size does not match[^;]*: /,
+    );
+    assert.ok(err.message.includes(`${named.join(', ')} and 2 more)`), err.message);
+    assert.equal(err.message.split('MANIFEST_INVALID').length, 2, 'the code is said once');
+  });
+
   test("other statuses quote the registry's errors on one line, cut short", async (t) => {
     const server = http.createServer((_req, res) => {
       const message = `line one\nline two ${'x'.repeat(500)}`;
