@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqliteMetaStore } from '../src/storage/meta/sqlite.ts';
 import { spawnTether } from '../test/helpers/tether-process.ts';
+import { percentile } from './lib/workloads.ts';
 
 const { values } = parseArgs({
   options: {
@@ -78,10 +79,6 @@ async function seed(dir: string, total: number): Promise<{ hot: string; cold: st
   }
   await meta.close();
   return { hot, cold };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
 async function measure(label: string, fn: () => Promise<void>, n = samples) {

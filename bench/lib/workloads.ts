@@ -26,7 +26,10 @@ export interface Result {
   p50ms: number;
   p90ms: number;
   p99ms: number;
+  /** Time to the response headers of the measured GET (pulls only), over the samples that have one. */
   ttfbP50ms?: number;
+  ttfbP90ms?: number;
+  ttfbP99ms?: number;
   errors: number;
 }
 
@@ -244,10 +247,13 @@ export async function putManifest(
   );
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted.length === 0
-    ? 0
-    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+/**
+ * The `p`th percentile of ascending `sorted` by nearest rank: the smallest sample with at least p % of the
+ * samples at or below it, `sorted[max(0, ceil(p/100 · n) − 1)]` (p50 of [10, 20] is 10, p90 of 1..10 is 9).
+ * 0 for no samples.
+ */
+export function percentile(sorted: number[], p: number): number {
+  return sorted.length === 0 ? 0 : sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 /** Runs `n` operations with `c` in flight and summarises them. */
@@ -297,7 +303,13 @@ export async function drive(
     p50ms: round(percentile(times, 50)),
     p90ms: round(percentile(times, 90)),
     p99ms: round(percentile(times, 99)),
-    ...(ttfb.length ? { ttfbP50ms: round(percentile(ttfb, 50)) } : {}),
+    ...(ttfb.length
+      ? {
+          ttfbP50ms: round(percentile(ttfb, 50)),
+          ttfbP90ms: round(percentile(ttfb, 90)),
+          ttfbP99ms: round(percentile(ttfb, 99)),
+        }
+      : {}),
     errors,
   };
 }
