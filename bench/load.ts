@@ -2,7 +2,8 @@
  * Load generator: one workload against one registry, JSON out.
  *   node bench/load.ts --target http://127.0.0.1:5000 --workload push --size 10 --c 8 --n 50 [--chunked]
  * Workloads: push, pull, blob-push, blob-pull, manifest-put, manifest-get, referrers, tags, catalog.
- * Sizes are in MB. See bench/peers.ts for the side-by-side run against Distribution (and zot).
+ * Sizes are in MB, which in this harness means MiB (2^20 bytes), and MB/s means MiB/s.
+ * See bench/peers.ts for the side-by-side run against Distribution (and zot).
  */
 import { parseArgs } from 'node:util';
 import { runner, runnerOptions, workloadArgs, workloadNames } from './lib/runners.ts';
