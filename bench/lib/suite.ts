@@ -3,6 +3,8 @@ import {
   BodySource,
   drive,
   exchange,
+  expect,
+  expectBody,
   imageManifest,
   MB,
   pushBlob,
@@ -45,27 +47,51 @@ export async function imagePush(base: string, label: string, o: WorkloadOptions)
   );
 }
 
-/** 2. Image pull: HEAD + GET manifest, GET config, GET layer (TTFB of the layer reported). */
+/**
+ * 2. Image pull: HEAD + GET manifest, GET config, GET layer (TTFB of the layer reported). Every answer
+ * must be a 200, every body exactly as long as what was pushed, and the manifest must parse and name the
+ * layer; MB/s counts the layer bytes received (as the push counts the layer bytes sent).
+ */
 export async function imagePull(base: string, label: string, o: WorkloadOptions): Promise<Result> {
   const size = o.size ?? MB;
   const repo = uniqueRepo('bench/pull');
   const layer = await pushBlob(base, repo, new BodySource(size));
   await pushBlob(base, repo, CONFIG);
-  await putManifest(
-    base,
-    repo,
-    'latest',
-    imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
+  const manifest = imageManifest(
+    { digest: CONFIG.digest, size: CONFIG.bytes.length },
+    { digest: layer, size },
   );
+  await putManifest(base, repo, 'latest', manifest);
   const accept = { Accept: 'application/vnd.oci.image.manifest.v1+json' };
   return drive(`pull ${size / MB} MB`, label, o.c, o.n, () =>
     timed(async () => {
-      await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept });
-      await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept });
-      await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`);
-      const reply = await exchange(base, 'GET', `/v2/${repo}/blobs/${layer}`);
-      if (reply.status !== 200) throw new Error(`layer GET ${reply.status}`);
-      return { bytes: size, ttfbMs: reply.ttfbMs };
+      expect(
+        await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept }),
+        [200],
+        'manifest HEAD',
+      );
+      const got = expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept, keep: true }),
+        [200],
+        manifest.length,
+        'manifest GET',
+      );
+      const layers = (JSON.parse(got.body.toString()) as { layers?: { digest?: string }[] }).layers;
+      if (layers?.[0]?.digest !== layer)
+        throw new Error('manifest GET: the manifest does not name the layer');
+      expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`),
+        [200],
+        CONFIG.bytes.length,
+        'config GET',
+      );
+      const reply = expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/blobs/${layer}`),
+        [200],
+        size,
+        'layer GET',
+      );
+      return { bytes: reply.received, ttfbMs: reply.ttfbMs };
     }),
   );
 }
@@ -83,16 +109,20 @@ export async function blobPush(base: string, label: string, o: WorkloadOptions):
   );
 }
 
-/** 3b. Blob pull of `size` bytes per operation (MB/s, TTFB). */
+/** 3b. Blob pull of `size` bytes per operation (MB/s of the bytes received, which must be `size`; TTFB). */
 export async function blobPull(base: string, label: string, o: WorkloadOptions): Promise<Result> {
   const size = o.size ?? 1024 * MB;
   const repo = uniqueRepo('bench/blob');
   const digest = await pushBlob(base, repo, new BodySource(size));
   return drive(`blob pull ${size / MB} MB x${o.c}`, label, o.c, o.n, () =>
     timed(async () => {
-      const reply = await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`);
-      if (reply.status !== 200) throw new Error(`GET ${reply.status}`);
-      return { bytes: size, ttfbMs: reply.ttfbMs };
+      const reply = expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`),
+        [200],
+        size,
+        'blob GET',
+      );
+      return { bytes: reply.received, ttfbMs: reply.ttfbMs };
     }),
   );
 }
@@ -116,18 +146,22 @@ export async function manifestPut(base: string, label: string, o: WorkloadOption
   );
 }
 
-/** 4b. Small manifest GET by tag. */
+/** 4b. Small manifest GET by tag (the body received must be as long as the manifest pushed). */
 export async function manifestGet(base: string, label: string, o: WorkloadOptions): Promise<Result> {
   const repo = await manifestRepo(base);
   const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
   await putManifest(base, repo, 'latest', bytes);
   return drive('manifest GET', label, o.c, o.n, () =>
     timed(async () => {
-      const reply = await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
-        headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
-      });
-      if (reply.status !== 200) throw new Error(`GET ${reply.status}`);
-      return { bytes: bytes.length };
+      const reply = expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
+          headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
+        }),
+        [200],
+        bytes.length,
+        'manifest GET',
+      );
+      return { bytes: reply.received };
     }),
   );
 }
@@ -147,9 +181,8 @@ async function walkPages(base: string, path: string, onPage: (body: unknown) => 
   let next: string | undefined = path;
   let bytes = 0;
   while (next) {
-    const reply = await exchange(base, 'GET', next, { keep: true });
-    if (reply.status !== 200) throw new Error(`GET ${next}: ${reply.status}`);
-    bytes += reply.body.length;
+    const reply = expect(await exchange(base, 'GET', next, { keep: true }), [200], `GET ${next}`);
+    bytes += reply.received;
     onPage(JSON.parse(reply.body.toString()));
     const link = reply.headers.link;
     next = typeof link === 'string' ? /<([^>]+)>/.exec(link)?.[1] : undefined;

@@ -77,14 +77,20 @@ export class BodySource {
   }
 }
 
-interface Reply {
+export interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
+  /** The response body when `keep` was asked for; empty otherwise. */
   body: Buffer;
+  /** Bytes of response body received, counted whether or not the body was kept. */
+  received: number;
   ttfbMs: number;
 }
 
-/** One HTTP exchange; the response body is drained (and kept only when `keep`). */
+/**
+ * One HTTP exchange; the response body is drained and counted (and kept only when `keep`). Counting is
+ * all the hot path does with the bytes: no copy unless kept, no hashing.
+ */
 export function exchange(
   base: string,
   method: string,
@@ -102,11 +108,19 @@ export function exchange(
     const req = http.request(url, { method, agent, headers: options.headers ?? {} }, (res) => {
       const ttfbMs = performance.now() - started;
       const chunks: Buffer[] = [];
+      let received = 0;
       res.on('data', (c: Buffer) => {
+        received += c.length;
         if (options.keep) chunks.push(c);
       });
       res.on('end', () =>
-        resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks), ttfbMs }),
+        resolve({
+          status: res.statusCode!,
+          headers: res.headers,
+          body: Buffer.concat(chunks),
+          received,
+          ttfbMs,
+        }),
       );
       res.on('error', reject);
     });
@@ -116,9 +130,18 @@ export function exchange(
   });
 }
 
-function expect(reply: Reply, ok: number[], what: string): Reply {
+/** Throws unless the reply's status is one of `ok`. */
+export function expect(reply: Reply, ok: number[], what: string): Reply {
   if (!ok.includes(reply.status))
     throw new Error(`${what}: HTTP ${reply.status} ${reply.body.toString().slice(0, 200)}`);
+  return reply;
+}
+
+/** Throws unless the reply's status is one of `ok` and exactly `bytes` bytes of body were received. */
+export function expectBody(reply: Reply, ok: number[], bytes: number, what: string): Reply {
+  expect(reply, ok, what);
+  if (reply.received !== bytes)
+    throw new Error(`${what}: received ${reply.received} bytes, expected ${bytes}`);
   return reply;
 }
 
