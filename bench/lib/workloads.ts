@@ -62,18 +62,32 @@ export class BodySource {
     this.#prefixHash.update(this.#remainder);
   }
 
-  /** A fresh unique body: its digest and a writer that streams it into a request. */
-  next(): { digest: string; write: (req: http.ClientRequest) => Promise<void> } {
+  /**
+   * A fresh unique body: its digest, a writer that streams it into a request, and one that streams bytes
+   * [start, end) of it (a chunked upload's PATCH). Both write views of the shared chunk and of the tail,
+   * never a copy.
+   */
+  next(): {
+    digest: string;
+    write: (req: http.ClientRequest) => Promise<void>;
+    writeRange: (req: http.ClientRequest, start: number, end: number) => Promise<void>;
+  } {
     const tail = randomBytes(16);
     const digest = `sha256:${this.#prefixHash.copy().update(tail).digest('hex')}`;
-    const write = async (req: http.ClientRequest) => {
-      for (let i = 0; i < this.#repeats; i++) {
-        if (!req.write(this.#chunk)) await new Promise((r) => req.once('drain', r));
+    const writeRange = async (req: http.ClientRequest, start: number, end: number) => {
+      // Byte p < size − 16 is chunk[p mod chunk length] (the remainder is a prefix of the chunk).
+      const prefix = this.size - tail.length;
+      const length = this.#chunk.length;
+      let at = start;
+      while (at < Math.min(end, prefix)) {
+        const from = at % length;
+        const view = this.#chunk.subarray(from, from + Math.min(end, prefix) - at);
+        at += view.length;
+        if (!req.write(view)) await new Promise((r) => req.once('drain', r));
       }
-      if (this.#remainder.length) req.write(this.#remainder);
-      req.end(tail);
+      req.end(at < end ? tail.subarray(at - prefix, end - prefix) : undefined);
     };
-    return { digest, write };
+    return { digest, write: (req) => writeRange(req, 0, this.size), writeRange };
   }
 }
 
@@ -172,29 +186,16 @@ export async function pushBlob(
   }
   const body = source.next();
   if (chunkSize > 0) {
-    // Chunked: the unique body is materialised chunk by chunk through a capturing writer.
-    const parts: Buffer[] = [];
-    const sink = {
-      write: (b: Buffer) => {
-        parts.push(b);
-        return true;
-      },
-      end: (b?: Buffer) => {
-        if (b) parts.push(b);
-      },
-      once: () => {},
-    };
-    await body.write(sink as unknown as http.ClientRequest);
-    const all = Buffer.concat(parts);
-    for (let offset = 0; offset < all.length; offset += chunkSize) {
-      const chunk = all.subarray(offset, offset + chunkSize);
+    // Chunked: each PATCH streams its range of the body from views of the shared chunk and the tail.
+    for (let offset = 0; offset < source.size; offset += chunkSize) {
+      const end = Math.min(offset + chunkSize, source.size);
       const reply = expect(
         await exchange(base, 'PATCH', location, {
-          body: chunk,
+          write: (req) => body.writeRange(req, offset, end),
           headers: {
             'Content-Type': 'application/octet-stream',
-            'Content-Length': chunk.length,
-            'Content-Range': `${offset}-${offset + chunk.length - 1}`,
+            'Content-Length': end - offset,
+            'Content-Range': `${offset}-${end - 1}`,
           },
         }),
         [202],
