@@ -234,15 +234,21 @@ export async function referrers(
     );
     await putManifest(base, repo, smallBlob(body.toString()).digest, body);
   });
-  const query = o.filter ? `?artifactType=${encodeURIComponent(types[1]!)}` : '';
+  const wanted = types[1]!;
+  const query = o.filter ? `?artifactType=${encodeURIComponent(wanted)}` : '';
+  // The referrers are i < hot; i gets types[i mod 4], so the filter on types[1] matches i ≡ 1 (mod 4):
+  // floor((hot + 2) / 4) of them.
+  const expected = o.filter ? Math.floor((o.hot + 2) / 4) : o.hot;
   return drive(`referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`, label, o.c, o.n, () =>
     timed(async () => {
       let entries = 0;
       const bytes = await walkPages(base, `/v2/${repo}/referrers/${subject}${query}`, (page) => {
-        entries += (page as { manifests: unknown[] }).manifests.length;
+        const manifests = (page as { manifests: { artifactType?: string }[] }).manifests;
+        entries += manifests.length;
+        if (o.filter && manifests.some((m) => m.artifactType !== wanted))
+          throw new Error(`a referrer of another artifactType than ${wanted} was listed: filter ignored`);
       });
-      const expected = o.filter ? Math.ceil(o.hot / 4) : o.hot;
-      if (entries < expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
+      if (entries !== expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
       return { bytes };
     }),
   );
