@@ -254,7 +254,11 @@ export async function referrers(
   );
 }
 
-/** 6a. Tags list of a repository with `count` tags. */
+/**
+ * 6a. Tags list of a repository with `count` tags, asked in pages of `n=1000` and followed through Link
+ * to the end, like the catalog, so an operation is the same requests on every registry that honours
+ * n=1000 (one that allows larger pages does not get to answer in one); all `count` tags must be listed.
+ */
 export async function tagsList(
   base: string,
   label: string,
@@ -265,18 +269,20 @@ export async function tagsList(
   await seed(o.count, (i) => putManifest(base, repo, `tag-${i}`, bytes));
   return drive(`tags list (${o.count})`, label, o.c, o.n, () =>
     timed(async () => {
-      // Ask for everything; follow Link pages where a registry caps n (Distribution: 1000).
       let seen = 0;
-      const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=${o.count}`, (page) => {
+      const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=1000`, (page) => {
         seen += ((page as { tags: string[] | null }).tags ?? []).length;
       });
-      if (seen !== o.count) throw new Error(`got ${seen} tags`);
+      if (seen !== o.count) throw new Error(`listed ${seen} tags, expected ${o.count}`);
       return { bytes };
     }),
   );
 }
 
-/** 6b. Catalog of `count` repositories (followed through Link pages). */
+/**
+ * 6b. Catalog of `count` repositories, asked in pages of `n=1000` and followed through Link to the end; at
+ * least `count` repositories must be listed (the other workloads' repositories are in it too).
+ */
 export async function catalog(
   base: string,
   label: string,
