@@ -20,6 +20,13 @@ export interface WorkloadOptions {
   n: number;
   size?: number;
   chunked?: boolean;
+  /**
+   * Called exactly once, right before the first timed operation starts: after every bit of the workload's
+   * setup (the pushes a pull reads, the seeding of referrers, tags or repositories), so that what is read
+   * or started in it (server CPU time, an RSS sampler) covers the measured operations only. Passed on to
+   * `drive` by every workload here.
+   */
+  onMeasureStart?: () => void;
 }
 
 const CONFIG = smallBlob(
@@ -31,19 +38,25 @@ export async function imagePush(base: string, label: string, o: WorkloadOptions)
   const size = o.size ?? MB;
   const source = new BodySource(size);
   const name = `push ${size / MB} MB ${o.chunked ? 'chunked' : 'monolithic'}`;
-  return drive(name, label, o.c, o.n, () =>
-    timed(async () => {
-      const repo = uniqueRepo('bench/push');
-      const layer = await pushBlob(base, repo, source, o.chunked ? 5 * MB : 0);
-      await pushBlob(base, repo, CONFIG);
-      await putManifest(
-        base,
-        repo,
-        'latest',
-        imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
-      );
-      return { bytes: size };
-    }),
+  return drive(
+    name,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        const repo = uniqueRepo('bench/push');
+        const layer = await pushBlob(base, repo, source, o.chunked ? 5 * MB : 0);
+        await pushBlob(base, repo, CONFIG);
+        await putManifest(
+          base,
+          repo,
+          'latest',
+          imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
+        );
+        return { bytes: size };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -63,36 +76,42 @@ export async function imagePull(base: string, label: string, o: WorkloadOptions)
   );
   await putManifest(base, repo, 'latest', manifest);
   const accept = { Accept: 'application/vnd.oci.image.manifest.v1+json' };
-  return drive(`pull ${size / MB} MB`, label, o.c, o.n, () =>
-    timed(async () => {
-      expect(
-        await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept }),
-        [200],
-        'manifest HEAD',
-      );
-      const got = expectBody(
-        await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept, keep: true }),
-        [200],
-        manifest.length,
-        'manifest GET',
-      );
-      const layers = (JSON.parse(got.body.toString()) as { layers?: { digest?: string }[] }).layers;
-      if (layers?.[0]?.digest !== layer)
-        throw new Error('manifest GET: the manifest does not name the layer');
-      expectBody(
-        await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`),
-        [200],
-        CONFIG.bytes.length,
-        'config GET',
-      );
-      const reply = expectBody(
-        await exchange(base, 'GET', `/v2/${repo}/blobs/${layer}`),
-        [200],
-        size,
-        'layer GET',
-      );
-      return { bytes: reply.received, ttfbMs: reply.ttfbMs };
-    }),
+  return drive(
+    `pull ${size / MB} MB`,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        expect(
+          await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept }),
+          [200],
+          'manifest HEAD',
+        );
+        const got = expectBody(
+          await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept, keep: true }),
+          [200],
+          manifest.length,
+          'manifest GET',
+        );
+        const layers = (JSON.parse(got.body.toString()) as { layers?: { digest?: string }[] }).layers;
+        if (layers?.[0]?.digest !== layer)
+          throw new Error('manifest GET: the manifest does not name the layer');
+        expectBody(
+          await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`),
+          [200],
+          CONFIG.bytes.length,
+          'config GET',
+        );
+        const reply = expectBody(
+          await exchange(base, 'GET', `/v2/${repo}/blobs/${layer}`),
+          [200],
+          size,
+          'layer GET',
+        );
+        return { bytes: reply.received, ttfbMs: reply.ttfbMs };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -101,11 +120,17 @@ export async function blobPush(base: string, label: string, o: WorkloadOptions):
   const size = o.size ?? 1024 * MB;
   const source = new BodySource(size);
   const repo = uniqueRepo('bench/blob');
-  return drive(`blob push ${size / MB} MB x${o.c}`, label, o.c, o.n, () =>
-    timed(async () => {
-      await pushBlob(base, repo, source);
-      return { bytes: size };
-    }),
+  return drive(
+    `blob push ${size / MB} MB x${o.c}`,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        await pushBlob(base, repo, source);
+        return { bytes: size };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -114,16 +139,22 @@ export async function blobPull(base: string, label: string, o: WorkloadOptions):
   const size = o.size ?? 1024 * MB;
   const repo = uniqueRepo('bench/blob');
   const digest = await pushBlob(base, repo, new BodySource(size));
-  return drive(`blob pull ${size / MB} MB x${o.c}`, label, o.c, o.n, () =>
-    timed(async () => {
-      const reply = expectBody(
-        await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`),
-        [200],
-        size,
-        'blob GET',
-      );
-      return { bytes: reply.received, ttfbMs: reply.ttfbMs };
-    }),
+  return drive(
+    `blob pull ${size / MB} MB x${o.c}`,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        const reply = expectBody(
+          await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`),
+          [200],
+          size,
+          'blob GET',
+        );
+        return { bytes: reply.received, ttfbMs: reply.ttfbMs };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -137,12 +168,18 @@ async function manifestRepo(base: string): Promise<string> {
 export async function manifestPut(base: string, label: string, o: WorkloadOptions): Promise<Result> {
   const repo = await manifestRepo(base);
   const config = { digest: CONFIG.digest, size: CONFIG.bytes.length };
-  return drive('manifest PUT', label, o.c, o.n, (i) =>
-    timed(async () => {
-      const bytes = imageManifest(config, { digest: '', size: 0 }, { n: String(i) });
-      await putManifest(base, repo, `t${i}`, bytes);
-      return { bytes: bytes.length };
-    }),
+  return drive(
+    'manifest PUT',
+    label,
+    o.c,
+    o.n,
+    (i) =>
+      timed(async () => {
+        const bytes = imageManifest(config, { digest: '', size: 0 }, { n: String(i) });
+        await putManifest(base, repo, `t${i}`, bytes);
+        return { bytes: bytes.length };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -151,18 +188,24 @@ export async function manifestGet(base: string, label: string, o: WorkloadOption
   const repo = await manifestRepo(base);
   const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
   await putManifest(base, repo, 'latest', bytes);
-  return drive('manifest GET', label, o.c, o.n, () =>
-    timed(async () => {
-      const reply = expectBody(
-        await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
-          headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
-        }),
-        [200],
-        bytes.length,
-        'manifest GET',
-      );
-      return { bytes: reply.received };
-    }),
+  return drive(
+    'manifest GET',
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        const reply = expectBody(
+          await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
+            headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
+          }),
+          [200],
+          bytes.length,
+          'manifest GET',
+        );
+        return { bytes: reply.received };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -239,18 +282,24 @@ export async function referrers(
   // The referrers are i < hot; i gets types[i mod 4], so the filter on types[1] matches i ≡ 1 (mod 4):
   // floor((hot + 2) / 4) of them.
   const expected = o.filter ? Math.floor((o.hot + 2) / 4) : o.hot;
-  return drive(`referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`, label, o.c, o.n, () =>
-    timed(async () => {
-      let entries = 0;
-      const bytes = await walkPages(base, `/v2/${repo}/referrers/${subject}${query}`, (page) => {
-        const manifests = (page as { manifests: { artifactType?: string }[] }).manifests;
-        entries += manifests.length;
-        if (o.filter && manifests.some((m) => m.artifactType !== wanted))
-          throw new Error(`a referrer of another artifactType than ${wanted} was listed: filter ignored`);
-      });
-      if (entries !== expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
-      return { bytes };
-    }),
+  return drive(
+    `referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        let entries = 0;
+        const bytes = await walkPages(base, `/v2/${repo}/referrers/${subject}${query}`, (page) => {
+          const manifests = (page as { manifests: { artifactType?: string }[] }).manifests;
+          entries += manifests.length;
+          if (o.filter && manifests.some((m) => m.artifactType !== wanted))
+            throw new Error(`a referrer of another artifactType than ${wanted} was listed: filter ignored`);
+        });
+        if (entries !== expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
+        return { bytes };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -267,15 +316,21 @@ export async function tagsList(
   const repo = await manifestRepo(base);
   const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
   await seed(o.count, (i) => putManifest(base, repo, `tag-${i}`, bytes));
-  return drive(`tags list (${o.count})`, label, o.c, o.n, () =>
-    timed(async () => {
-      let seen = 0;
-      const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=1000`, (page) => {
-        seen += ((page as { tags: string[] | null }).tags ?? []).length;
-      });
-      if (seen !== o.count) throw new Error(`listed ${seen} tags, expected ${o.count}`);
-      return { bytes };
-    }),
+  return drive(
+    `tags list (${o.count})`,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        let seen = 0;
+        const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=1000`, (page) => {
+          seen += ((page as { tags: string[] | null }).tags ?? []).length;
+        });
+        if (seen !== o.count) throw new Error(`listed ${seen} tags, expected ${o.count}`);
+        return { bytes };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }
 
@@ -298,14 +353,20 @@ export async function catalog(
   await seed(o.count, (i) =>
     putManifest(base, `${prefix}/r${i}`, 'latest', index, 'application/vnd.oci.image.index.v1+json'),
   );
-  return drive(`catalog (${o.count} repos)`, label, o.c, o.n, () =>
-    timed(async () => {
-      let seen = 0;
-      const bytes = await walkPages(base, '/v2/_catalog?n=1000', (page) => {
-        seen += (page as { repositories: string[] }).repositories.length;
-      });
-      if (seen < o.count) throw new Error(`catalog listed ${seen}`);
-      return { bytes };
-    }),
+  return drive(
+    `catalog (${o.count} repos)`,
+    label,
+    o.c,
+    o.n,
+    () =>
+      timed(async () => {
+        let seen = 0;
+        const bytes = await walkPages(base, '/v2/_catalog?n=1000', (page) => {
+          seen += (page as { repositories: string[] }).repositories.length;
+        });
+        if (seen < o.count) throw new Error(`catalog listed ${seen}`);
+        return { bytes };
+      }),
+    { onMeasureStart: o.onMeasureStart },
   );
 }

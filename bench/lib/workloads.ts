@@ -285,6 +285,15 @@ export function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? 0 : sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
+export interface DriveOptions {
+  /**
+   * Called once, right before the first operation starts (and before the wall clock starts), after all
+   * of the caller's setup; e.g. to read the server's CPU time or start an RSS sampler so that they cover
+   * the measured operations only. It runs even when `n` is 0.
+   */
+  onMeasureStart?: () => void;
+}
+
 /** Runs `n` operations with `c` in flight and summarises them. */
 export async function drive(
   workload: string,
@@ -292,11 +301,13 @@ export async function drive(
   c: number,
   n: number,
   op: (i: number) => Promise<Sample>,
+  options: DriveOptions = {},
 ): Promise<Result> {
   const samples: Sample[] = [];
   let next = 0;
   let errors = 0;
   let firstError: unknown;
+  options.onMeasureStart?.();
   const started = performance.now();
   await Promise.all(
     Array.from({ length: Math.min(c, n) }, async () => {
