@@ -10,7 +10,8 @@
  * state of its memory, docs/performance.md), so all of one build's runs and then all of the other's
  * compare two moments more than two builds. Each pair runs both builds back to back, in alternating order,
  * and the summary gives each pair's ratio and their median, beside the server CPU each operation cost
- * (user and system), which drifts less than throughput does.
+ * (user and system, from the first measured operation to the last; setup excluded), which drifts less
+ * than throughput does. "MB" is MiB (2^20 bytes), as everywhere in bench/.
  *
  * Every run gets a new data directory, kept until the end: ext4 without a journal (this machine's) skips
  * inodes deleted in the last ~35 s when it creates a file, scanning past each, so deleting a run's files
@@ -123,9 +124,19 @@ async function measure(side: Side, pair: number): Promise<Run> {
   try {
     const pid = server.proc.pid!;
     await run!(server.url, 'warm-up', warmUp);
-    const before = cpuSeconds(pid);
-    const result = await withPeakRss(pid, () => run!(server.url, side.label, options));
+    // CPU is counted from the first measured operation on: a workload's setup (the push a pull reads,
+    // the 10 k tags a listing lists) is not its operations' cost. Peak RSS covers the setup too.
+    let before: { user: number; system: number } | undefined;
+    const result = await withPeakRss(pid, () =>
+      run!(server.url, side.label, {
+        ...options,
+        onMeasureStart: () => {
+          before = cpuSeconds(pid);
+        },
+      }),
+    );
     const after = cpuSeconds(pid);
+    if (!before) throw new Error(`ab: the ${values.workload} workload never started measuring`);
     const ops = Math.max(1, result.operations);
     const measured: Run = {
       ...result,
@@ -135,7 +146,7 @@ async function measure(side: Side, pair: number): Promise<Run> {
       systemMsPerOp: ((after.system - before.system) * 1000) / ops,
     };
     console.error(
-      `pair ${pair + 1}: ${side.label}: ${result.opsPerSec} ops/s, ${result.mbPerSec} MB/s, p50 ${result.p50ms} ms, ` +
+      `pair ${pair + 1}: ${side.label}: ${result.opsPerSec} ops/s, ${result.mbPerSec} MiB/s, p50 ${result.p50ms} ms, ` +
         `cpu ${measured.userMsPerOp.toFixed(2)} + ${measured.systemMsPerOp.toFixed(2)} ms/op, rss ${result.peakRssMB} MB, errors ${result.errors}`,
     );
     return measured;
@@ -183,11 +194,11 @@ function summary(base: Side, head: Side): string {
     return find(head).opsPerSec / find(base).opsPerSec;
   });
   const cpu = (side: Side) => median(of(side).map((r) => r.userMsPerOp + r.systemMsPerOp));
-  const workload = `${values.workload}${values.chunked ? ' (chunked)' : ''}, size ${values.size} MB, c=${options.c}, n=${options.n}${values['fsync-off'] ? ', fsync off' : ''}`;
+  const workload = `${values.workload}${values.chunked ? ' (chunked)' : ''}, size ${values.size} MiB, c=${options.c}, n=${options.n}${values['fsync-off'] ? ', fsync off' : ''}`;
   return [
     `${workload}: ${pairs} pairs, fresh server per run, order alternating`,
     '',
-    '| build | ops/s median (min–max) | MB/s median | p50 ms median | server CPU ms/op median (user + system) | peak RSS MB | errors |',
+    '| build | ops/s median (min–max) | MiB/s median | p50 ms median | server CPU ms/op median (user + system) | peak RSS MB | errors |',
     '|---|---:|---:|---:|---:|---:|---:|',
     ...[base, head].map((side) => `| ${row(side).join(' | ')} |`),
     '',
