@@ -143,7 +143,9 @@ function startDistribution(dir: string) {
     join(dir, 'distribution.yml'),
     store,
     (port) =>
-      `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${store}}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
+      // Its storage settings as its own example configuration (and image) ship them: the in-memory
+      // blob descriptor cache and the tag concurrency limit. Only logging is quieter.
+      `version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: ${store}}\n  cache: {blobdescriptor: inmemory}\n  tag: {concurrencylimit: 8}\n  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:${port}}\n`,
     { OTEL_TRACES_EXPORTER: 'none' },
   );
 }
@@ -206,61 +208,61 @@ const DELETE_FROM = 64 * MB;
 const SETTLE_MS = 20_000;
 const workloads: Workload[] = [
   {
-    label: 'push 1 MB image',
+    label: 'push 1 MiB image',
     writes: true,
     higherIsBetter: 'opsPerSec',
     stores: 100 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 100, size: MB }),
   },
   {
-    label: 'push 10 MB image',
+    label: 'push 10 MiB image',
     writes: true,
     higherIsBetter: 'opsPerSec',
     stores: 400 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 40, size: 10 * MB }),
   },
   {
-    label: 'push 100 MB image',
+    label: 'push 100 MiB image',
     writes: true,
     higherIsBetter: 'opsPerSec',
     stores: 800 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 4, n: 8, size: 100 * MB }),
   },
   {
-    label: 'push 1 MB image, chunked',
+    label: 'push 1 MiB image, chunked',
     writes: true,
     higherIsBetter: 'opsPerSec',
     stores: 100 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 100, size: MB, chunked: true }),
   },
   {
-    label: 'push 10 MB image, chunked',
+    label: 'push 10 MiB image, chunked',
     writes: true,
     higherIsBetter: 'opsPerSec',
     stores: 200 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 8, n: 20, size: 10 * MB, chunked: true }),
   },
   {
-    label: 'push 100 MB image, chunked',
+    label: 'push 100 MiB image, chunked',
     writes: true,
     higherIsBetter: 'opsPerSec',
     stores: 800 * MB,
     run: (u, n) => suite.imagePush(u, n, { c: 2, n: 8, size: 100 * MB, chunked: true }),
   },
   {
-    label: 'pull 1 MB image',
+    label: 'pull 1 MiB image',
     higherIsBetter: 'opsPerSec',
     stores: MB,
     run: (u, n) => suite.imagePull(u, n, { c: 8, n: 300, size: MB }),
   },
   {
-    label: 'pull 10 MB image',
+    label: 'pull 10 MiB image',
     higherIsBetter: 'opsPerSec',
     stores: 10 * MB,
     run: (u, n) => suite.imagePull(u, n, { c: 8, n: 80, size: 10 * MB }),
   },
   {
-    label: 'pull 100 MB image',
+    label: 'pull 100 MiB image',
     higherIsBetter: 'opsPerSec',
     stores: 100 * MB,
     run: (u, n) => suite.imagePull(u, n, { c: 4, n: 12, size: 100 * MB }),
@@ -316,11 +318,12 @@ const workloads: Workload[] = [
     run: (u, n) => suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: full ? 100000 : 20000 }),
   },
   {
-    label: 'referrers filtered (1 in 4)',
+    label: `referrers filtered (1 in 4), ${full ? '100 k' : '20 k'} in repo`,
     higherIsBetter: 'opsPerSec',
     referrersApi: true,
     stores: 0,
-    run: (u, n) => suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: 10000, filter: true }),
+    run: (u, n) =>
+      suite.referrers(u, n, { c: 4, n: 40, hot: 10000, total: full ? 100000 : 20000, filter: true }),
   },
   {
     label: 'tags list, 10 k tags',
@@ -410,7 +413,7 @@ try {
   for (const workload of selected) {
     const runs = new Map<string, (Result & { peakRssMB: number })[]>();
     for (let round = 0; round < rounds; round++) {
-      for (const peer of [...peers]) {
+      for (const peer of rotated(peers, selected.indexOf(workload) + round)) {
         if (workload.tetherOnly && peer.name !== 'tether') continue;
         if (peer.name === NO_FSYNC && !workload.writes) continue;
         if (workload.referrersApi && peer.name === 'distribution') continue; // no referrers API
@@ -447,6 +450,16 @@ const limits = await measureLimits(dir);
 await rm(dir, { recursive: true, force: true });
 
 /**
+ * The registries in turn, starting from a different one for each row and round: what one run leaves
+ * behind (dirty pages, freed memory, recently deleted inodes; docs/performance.md) then falls on a
+ * different registry each time, instead of always on the one after Tether.
+ */
+function rotated<T>(list: T[], by: number): T[] {
+  const start = by % list.length;
+  return [...list.slice(start), ...list.slice(0, start)];
+}
+
+/**
  * A short unmeasured pass of every request kind, the same for each registry, so the first measured run
  * does not include Node's JIT compiling the hot paths (Go binaries start compiled); a server in
  * production is warm.
@@ -481,33 +494,62 @@ function median<R extends Result & { peakRssMB: number }>(list: R[], key: Worklo
   return { ...middle, peakRssMB: Math.max(...list.map((r) => r.peakRssMB)) };
 }
 
-const unit = (w: Workload) => (w.higherIsBetter === 'mbPerSec' ? 'MB/s' : 'ops/s');
+const unit = (w: Workload) => (w.higherIsBetter === 'mbPerSec' ? 'MiB/s' : 'ops/s');
 const cell = (r?: Result) => (r ? (r.errors ? `${r.opsPerSec === 0 ? 'failed' : 'errors'}` : '') : '–');
+/**
+ * Tether's figure over the best peer's. A run with errors has no figure: when Tether's had errors the
+ * ratio says so, and a peer whose run had errors is named, since the ratio is then against the others.
+ */
+function ratio(workload: Workload, results: Map<string, Result>): string {
+  const value = (r?: Result) => (r && !r.errors ? r[workload.higherIsBetter] : undefined);
+  const peerResults = [...results].filter(([n]) => !n.startsWith('tether'));
+  const failed = peerResults.filter(([, r]) => value(r) === undefined).map(([n]) => n);
+  const best = Math.max(0, ...peerResults.map(([, r]) => value(r) ?? 0));
+  const note = failed.length ? ` (${failed.join(', ')} had errors)` : '';
+  const t = value(results.get('tether'));
+  if (results.get('tether') && t === undefined) return `Tether had errors${note}`;
+  if (t === undefined || best === 0) return `no peer${note}`;
+  return `${(t / best).toFixed(2)}×${note}`;
+}
+const ms = (x?: number) => (x === undefined ? '' : String(Math.round(x * 10) / 10));
 const lines = [
-  `| workload | unit | ${peers.map((p) => p.name).join(' | ')} | Tether ÷ best peer | Tether p50 / p99 ms | Tether peak RSS MB |`,
-  `|---|---|${peers.map(() => '---:').join('|')}|---:|---:|---:|`,
+  `| workload | unit | ${peers.map((p) => p.name).join(' | ')} | Tether ÷ best peer | Tether p50 / p90 / p99 ms | Tether TTFB p50 ms | Tether peak RSS MB |`,
+  `|---|---|${peers.map(() => '---:').join('|')}|---:|---:|---:|---:|`,
 ];
 for (const { workload, results } of rows) {
   const t = results.get('tether');
   const value = (r?: Result) => (r && !r.errors ? r[workload.higherIsBetter] : undefined);
-  const best = Math.max(
-    ...[...results].filter(([n]) => !n.startsWith('tether')).map(([, r]) => value(r) ?? 0),
-  );
-  const ratio = t && best > 0 ? `${(value(t)! / best).toFixed(2)}×` : 'no peer';
   lines.push(
-    `| ${workload.label} | ${unit(workload)} | ${peers.map((p) => (results.get(p.name) ? `${value(results.get(p.name)) ?? cell(results.get(p.name))}` : '–')).join(' | ')} | ${ratio} | ${t ? `${t.p50ms} / ${t.p99ms}` : ''} | ${t?.peakRssMB ?? ''} |`,
+    `| ${workload.label} | ${unit(workload)} | ${peers.map((p) => (results.get(p.name) ? `${value(results.get(p.name)) ?? cell(results.get(p.name))}` : '–')).join(' | ')} | ${ratio(workload, results)} | ${t ? `${ms(t.p50ms)} / ${ms(t.p90ms)} / ${ms(t.p99ms)}` : ''} | ${ms(t?.ttfbP50ms)} | ${t?.peakRssMB ?? ''} |`,
   );
 }
+// Every registry's latencies, as the issue asks of each workload: p50 / p90 / p99 of the whole
+// operation, and the time to the first byte of the answer where a workload reads one (p50 / p90 / p99).
+const latency = (r?: Result) =>
+  !r
+    ? '–'
+    : `${ms(r.p50ms)} / ${ms(r.p90ms)} / ${ms(r.p99ms)}${r.ttfbP50ms === undefined ? '' : `; TTFB ${ms(r.ttfbP50ms)} / ${ms(r.ttfbP90ms)} / ${ms(r.ttfbP99ms)}`}`;
+lines.push(
+  '',
+  `Latency in ms, p50 / p90 / p99 (and time to first byte, p50 / p90 / p99), of the runs above:`,
+  '',
+  `| workload | ${peers.map((p) => p.name).join(' | ')} |`,
+  `|---|${peers.map(() => '---').join('|')}|`,
+  ...rows.map(
+    ({ workload, results }) =>
+      `| ${workload.label} | ${peers.map((p) => latency(results.get(p.name))).join(' | ')} |`,
+  ),
+);
 console.log(lines.join('\n'));
 console.log(
-  `\nPhysical limits: sha256 ${limits.sha256MBps} MB/s (one core), durable write ${limits.durableWriteMBps} MB/s (1 GiB into a new file + fdatasync), loopback copy ${limits.loopbackMBps} MB/s (1 GiB); disk write ${limits.diskWriteMBps} MB/s (the same GiB rewritten in place + fdatasync), ingest ${limits.ingestMBps} MB/s (socket from another process → sha256 → file, no sync).`,
+  `\nPhysical limits (MiB/s): sha256 ${limits.sha256MBps} (one core), durable write ${limits.durableWriteMBps} (1 GiB into a new file + fdatasync), loopback copy ${limits.loopbackMBps} (1 GiB from another process); disk write ${limits.diskWriteMBps} (the same GiB rewritten in place + fdatasync), ingest ${limits.ingestMBps} (socket from another process → sha256 → file, no sync).`,
 );
 if (limitRuns.length) {
   // Blob push: 80 % of the lowest of the three limits; blob pull: 50 % of the loopback copy. Each of
   // Tether's runs is set against the limits measured just before it.
   const pct = (x: number) => `${Math.round(x * 100)} %`;
   console.log(
-    "\nAgainst the limits measured right before each of Tether's runs (MB/s; target: push ≥ 80 % of the lowest of sha256, durable write and loopback; pull ≥ 50 % of loopback):\n",
+    "\nAgainst the limits measured right before each of Tether's runs (MiB/s; target: push ≥ 80 % of the lowest of sha256, durable write and loopback; pull ≥ 50 % of loopback):\n",
   );
   console.log(
     '| workload | round | tether | sha256 | durable write | loopback | disk write | ingest | Tether ÷ target limit | Tether ÷ ingest |',
@@ -522,8 +564,11 @@ if (limitRuns.length) {
   }
 }
 if (missing.length) console.log(`Not run: ${missing.join(', ')} (not installed; see bench/peers.sh).`);
+// The JSON keeps every figure of every run; the folder is git-ignored, so it may not exist yet.
+const report = join(ROOT, 'reports', 'bench-peers.json');
+await mkdir(join(ROOT, 'reports'), { recursive: true });
 await writeFile(
-  join(ROOT, 'reports', 'bench-peers.json'),
+  report,
   JSON.stringify(
     {
       limits,
@@ -538,4 +583,4 @@ await writeFile(
     null,
     2,
   ),
-).catch(() => {});
+).catch((err: Error) => console.error(`bench: could not write ${report}: ${err.message}`));

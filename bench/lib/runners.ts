@@ -32,7 +32,7 @@ export function runner(
   return Object.hasOwn(runners, name) ? runners[name] : undefined;
 }
 
-/** The command-line options that choose a workload and its sizes, for `parseArgs` (sizes in MB). */
+/** The command-line options that choose a workload and its sizes, for `parseArgs` (sizes in MB, meaning MiB). */
 export function workloadArgs(defaults: { workload: string; n: string }) {
   return {
     workload: { type: 'string', default: defaults.workload },
