@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 /**
  * Users in an htpasswd file of bcrypt hashes (`user:$2y$…`), the format Distribution and zot read.
@@ -171,6 +172,9 @@ export async function editHtpasswd(
   const users = parseHtpasswd(text);
   await edit(users);
   const temp = `${path}.${process.pid}.tmp`;
+  // `tether user add` usually runs before the first `tether serve`, which is what creates the data
+  // directory the default file lives in; made here as serve makes it (umask mode, parents included).
+  await mkdir(dirname(path), { recursive: true });
   await writeFile(temp, formatHtpasswd(users), { mode: 0o600 });
   await rename(temp, path);
 }
