@@ -38,7 +38,8 @@ async function load(path: string): Promise<DockerConfig> {
     return JSON.parse(await readFile(path, 'utf8')) as DockerConfig;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new Error(`cannot read ${path}: ${(err as Error).message}`);
+    // JSON.parse quotes the text it could not read, line breaks and all: a failure is one line.
+    throw new Error(`cannot read ${path}: ${(err as Error).message.replace(/\s+/g, ' ')}`);
   }
 }
 

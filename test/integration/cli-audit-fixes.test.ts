@@ -197,6 +197,12 @@ describe('failures print one line, not a stack trace (findings 6, 7)', () => {
       await tether(['resolve', `${tokenReg.host}/team/app:v1`], { env: broken }),
       /cannot read .*config\.json/,
     );
+    // The parser quotes the text it choked on, newline included (notes/audit-docs.md finding 9).
+    const prose = await dockerConfig('prose', 'not json\n');
+    assertOneLineFailure(
+      await tether(['logout', tokenReg.host], { env: prose }),
+      /cannot read .*config\.json/,
+    );
   });
 
   test('login: wrong password, unreachable registry, missing credential helper all exit 1', async () => {
