@@ -222,7 +222,8 @@ export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is au
 REF is HOST/REPO[:TAG][@DIGEST] on a registry, or oci:DIR[:TAG][@DIGEST] (also ocidir://DIR…) in an OCI
 image layout; every command takes either (repo ls lists a registry's repositories only).
   resolve REF                         print the digest of a tag or digest reference
-  manifest get|put|delete REF [FILE]  read, write or delete a manifest (digests verified)
+  manifest get|put|delete REF [FILE]  read, write or delete a manifest (digests verified); put takes
+                                      --media-type TYPE (default: the file's mediaType, else OCI's)
   blob get|put|delete REF             read (-o FILE), upload or delete a blob
   repo ls HOST[/NAMESPACE] | repo tags REF
                                       list repositories (under NAMESPACE/, named relative to it) or tags
@@ -236,7 +237,8 @@ image layout; every command takes either (repo ls lists a registry's repositorie
   tag REF NEWTAG...                   point more tags at REF's manifest
   attach REF FILE|DIR[:MEDIATYPE]... --artifact-type TYPE [--annotation K=V]... [--disable-path-validation]
                                       push files as an artifact referring to REF
-  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify [--scope S]]
+  discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table]
+       [--verify [--scope S] [--trust-policy FILE] [--trust-store DIR]]
                                       list what refers to REF (recursively; an index's manifests too)
 ${COMMON_HELP}`;
 
@@ -696,7 +698,8 @@ function platformOf(descriptor: Descriptor): string | undefined {
 
 export async function discoverCommand(argv: string[]): Promise<void> {
   const usage =
-    'usage: tether discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table] [--verify [--scope SCOPE]]\n' +
+    'usage: tether discover REF [--artifact-type TYPE] [--depth N] [--format tree|json|table]\n' +
+    '                           [--verify [--scope SCOPE] [--trust-policy FILE] [--trust-store DIR]]\n' +
     '  REF: HOST/REPO:TAG|@DIGEST or oci:DIR:TAG|@DIGEST';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
     'artifact-type': { type: 'string' },

@@ -11,13 +11,18 @@ export const SIGN_USAGE = `Signing commands (Notary Project format, interoperabl
 REF is HOST/REPO[:TAG][@DIGEST] or, in an OCI image layout, oci:DIR[:TAG][@DIGEST] (notation's --oci-layout).
   sign REF --key KEY.pem --cert CHAIN.pem [--shape config|artifactType] [--expiry 24h] [-m K=V]...
                                       sign the digest REF resolves to; push the signature as its referrer
+                                      (-m/--user-metadata: signed metadata)
   verify REF [--scope SCOPE] [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N]
          [--format json]              check REF's signatures against notation's trust policy and store;
-                                      a layout is verified under the trust policy scope --scope names
-  cert generate --key-type ec-p256|ec-p384|ec-p521|rsa-2048|rsa-3072|rsa-4096 [-o DIR] [--cn NAME]
-                [--trust-store-name NAME [--trust-store DIR]]
+                                      a layout is verified under the trust policy scope --scope names;
+                                      -m/--user-metadata: metadata the signature must carry
+  cert generate [--key-type ec-p256|ec-p384|ec-p521|rsa-2048|rsa-3072|rsa-4096] [-o DIR] [--cn NAME]
+                [--valid-days N] [--trust-store-name NAME [--trust-store DIR]]
                                       a test root CA and signing certificate notation accepts
-Verification defaults to notation's configuration ($NOTATION_CONFIG or ~/.config/notation).
+                                      (default ec-p384, CN tether-test-signer, valid 365 days, in .)
+Verification uses notation's configuration directory: $NOTATION_CONFIG, else $XDG_CONFIG_HOME/notation
+(an absolute XDG_CONFIG_HOME) or ~/.config/notation; on macOS ~/Library/Application Support/notation,
+on Windows %AppData%\\notation.
 Exit codes: 0 verified/signed, 1 verification failed or error, 2 usage error.`;
 
 /** The latest expiry a signature header can hold: RFC 3339 (and Go's time parser) take four-digit years. */

@@ -16,7 +16,7 @@ Options:
   --config FILE, --data DIR   to find the default file as \`tether serve\` would
   --password-stdin     read the password from standard input (first line)
   --password PASS      the password on the command line (visible to other local users; avoid)
-  --cost N             bcrypt cost (default 10)
+  --cost N             bcrypt cost, 4 to 15 (default 10)
 
 Edits are atomic (temp file + rename); a running server picks them up within a second.`;
 
