@@ -218,7 +218,8 @@ const COMMON_HELP = `Common flags: -u/--username USER with --password-stdin (or 
 Exit codes: 0 success, 1 failure (the message says what failed and what to do), 2 usage error,
   141 stdout was closed early (\`… | head\`), 70 a bug in tether`;
 
-export const CLIENT_USAGE = `Client commands (any OCI registry; plain HTTP is automatic for localhost and 127.0.0.0/8):
+export const CLIENT_USAGE = `Client commands (any OCI registry; localhost, 127.0.0.0/8 and ::1 are asked in plain HTTP
+first, over HTTPS once their port answers as TLS):
 REF is HOST/REPO[:TAG][@DIGEST] on a registry, or oci:DIR[:TAG][@DIGEST] (also ocidir://DIR…) in an OCI
 image layout; every command takes either (repo ls lists a registry's repositories only).
   resolve REF                         print the digest of a tag or digest reference

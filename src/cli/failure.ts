@@ -1,5 +1,6 @@
 import { AuthError } from '../client/auth.ts';
 import { ClientError } from '../client/errors.ts';
+import { notTlsReason } from '../client/tls-port.ts';
 import { ConfigError } from '../config-error.ts';
 import { SignatureError } from '../sign/errors.ts';
 
@@ -52,9 +53,6 @@ const BAD_CERTIFICATE = new Set([
   'ERROR_IN_CERT_NOT_AFTER_FIELD',
 ]);
 
-/** What OpenSSL says when an `https://` request gets an answer that is not TLS (a plain-HTTP port). */
-const NOT_TLS = /wrong version number|packet length too long|http request/i;
-
 /**
  * Errors JavaScript raises for code that is wrong, not for a world that is: a stack trace helps there.
  * Every other error is something the user can act on (a refusal, a network or file problem, a file
@@ -85,8 +83,8 @@ export function describeFailure(err: unknown): Failure {
     );
   if (BAD_CERTIFICATE.has(code))
     return line(`the registry's TLS certificate was refused: ${err.message.replace(/[:\s]+$/, '')}`, 1);
-  const reason = err.message.match(NOT_TLS)?.[0];
-  if (reason && (code === 'EPROTO' || code.startsWith('ERR_SSL_')))
+  const reason = notTlsReason(err);
+  if (reason)
     return line(
       `the registry did not answer in TLS (${reason}): ` + 'if it serves plain HTTP, add --plain-http',
       1,

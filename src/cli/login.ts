@@ -21,7 +21,8 @@ export const LOGIN_USAGE = `Usage: tether login HOST[:PORT] -u USER [--password-
 Checks the credentials against the registry (HTTP Basic or the token protocol, whichever it asks for) and
 stores them the way \`docker login\` does: in the credential helper named by credsStore/credHelpers of
 $DOCKER_CONFIG/config.json (default ~/.docker/config.json), else base64 in its "auths".
-Plain HTTP is used for localhost and 127.0.0.0/8 automatically, elsewhere with --plain-http.
+Plain HTTP is used for localhost, 127.0.0.0/8 and ::1 automatically (HTTPS when the port answers as
+TLS), elsewhere with --plain-http.
 --ca-file trusts a private CA's PEM certificate besides Node's CAs; --insecure verifies no certificate.`;
 
 /**

@@ -1,10 +1,12 @@
 import { type Authenticator, parseChallenge } from './auth.ts';
+import { ClientError } from './errors.ts';
 import type { HttpResponse } from './response.ts';
 import { type TlsSettings, TlsTrust } from './tls.ts';
+import { answeredAsTlsPort, notTlsReason, plainRequestMetTls } from './tls-port.ts';
 import { isTransientNetworkError, type SendBody, send } from './transport.ts';
 
 /**
- * HTTP to one registry host: picks plain HTTP for loopback hosts (or when asked), attaches what the
+ * HTTP to one registry host: picks the scheme (see `isLoopbackHost`), attaches what the
  * Authenticator knows, and on a 401 answers the challenge and retries, so scope upgrades and tokens
  * that expire mid-transfer are handled where every request passes. Bodies must be replayable (a Buffer or
  * a function returning a fresh body) because a refused request is sent again.
@@ -22,8 +24,15 @@ export interface RequestOptions {
 }
 
 /**
- * localhost, 127.0.0.0/8 and ::1 speak plain HTTP by default (as Docker and crane treat them). Host
- * names are case-insensitive: `LOCALHOST:5000` is loopback too.
+ * localhost, 127.0.0.0/8 and ::1: where a registry is usually a developer's own, often on plain HTTP.
+ * Host names are case-insensitive: `LOCALHOST:5000` is loopback too.
+ *
+ * Such a host is asked in plain HTTP first, and over HTTPS from the first answer that shows its port
+ * speaks TLS (`RegistryHttp.#settleScheme`), with its certificate checked as any registry's. Docker and
+ * crane go the other way round: HTTPS first, then plain HTTP when the handshake fails. That costs every
+ * command against a plain-HTTP registry (the usual local one) a failed handshake, and loading Node's
+ * TLS (~10 ms of start-up); this order costs a TLS registry one refused request, once per command.
+ * It never goes from HTTPS down to plain HTTP, and `plainHttp` (`--plain-http`) keeps to plain HTTP.
  */
 export function isLoopbackHost(host: string): boolean {
   const name = (host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.split(':')[0]!).toLowerCase();
@@ -35,10 +44,14 @@ const RETRIES = 4;
 export class RegistryHttp {
   /** `HOST[:PORT]` as the user named it. */
   readonly host: string;
-  readonly base: string;
   readonly auth: Authenticator;
   /** How this registry's certificates are checked, and its token realm's and redirects'. */
   readonly trust: TlsTrust;
+  #scheme: 'http' | 'https';
+  /** Plain HTTP as asked (`plainHttp`), not by default for a loopback host: never switched to HTTPS. */
+  readonly #plainAsked: boolean;
+  /** Until the host has answered, a plain-HTTP failure may mean its port speaks TLS. */
+  #schemeSettled: boolean;
 
   constructor(
     host: string,
@@ -47,8 +60,15 @@ export class RegistryHttp {
   ) {
     this.host = host;
     this.trust = options.tls ? new TlsTrust(options.tls) : TlsTrust.DEFAULT;
-    this.base = `${options.plainHttp || isLoopbackHost(host) ? 'http' : 'https'}://${host}`;
+    this.#plainAsked = options.plainHttp === true;
+    this.#scheme = this.#plainAsked || isLoopbackHost(host) ? 'http' : 'https';
+    this.#schemeSettled = this.#scheme === 'https';
     this.auth = auth;
+  }
+
+  /** `http://HOST` or `https://HOST`; a loopback host's turns to HTTPS when it answers as TLS. */
+  get base(): string {
+    return `${this.#scheme}://${this.host}`;
   }
 
   /** Sends a request; idempotent ones (GET, HEAD) are retried on 408, 429 and 5xx with backoff. */
@@ -59,10 +79,12 @@ export class RegistryHttp {
     for (let retry = 0; ; retry++) {
       let res: HttpResponse;
       try {
-        res = await this.#once(method, path, options);
+        res = this.#schemeSettled
+          ? await this.#once(this.base, method, path, options)
+          : await this.#settleScheme(method, path, options);
       } catch (err) {
         // A reset or timed-out connection is worth another try for a read; a write may have landed.
-        if (!idempotent || retry >= RETRIES || !isTransientNetworkError(err)) throw err;
+        if (!idempotent || retry >= RETRIES || !isTransientNetworkError(err)) throw this.#explained(err);
         await new Promise((r) => setTimeout(r, 100 * 2 ** retry + Math.random() * 100));
         continue;
       }
@@ -95,11 +117,72 @@ export class RegistryHttp {
     });
   }
 
-  async #once(method: string, path: string, options: RequestOptions): Promise<HttpResponse> {
+  /**
+   * A request before the host has answered: in plain HTTP, and when the answer is what a TLS port gives
+   * a plain request, again over HTTPS (loopback hosts, see `isLoopbackHost`). Sending it twice cannot
+   * do it twice: on a TLS port the plain request never reached the registry, and on a plain port the
+   * HTTPS one cannot. Whatever answers settles the scheme: an HTTP response either way, or a TLS
+   * handshake that got as far as refusing a certificate (that error is the one to report). HTTPS
+   * answered with bytes that are not TLS means the port is plain after all, and the plain request's
+   * own failure is reported (and retried) as before.
+   */
+  async #settleScheme(method: string, path: string, options: RequestOptions): Promise<HttpResponse> {
+    let plain: HttpResponse | undefined;
+    let plainFailure: unknown;
+    try {
+      plain = await this.#once(this.base, method, path, options);
+    } catch (err) {
+      if (!plainRequestMetTls(err)) throw err;
+      plainFailure = err;
+    }
+    if (plain && !(await answeredAsTlsPort(plain))) {
+      this.#schemeSettled = true;
+      return plain;
+    }
+    if (plain && this.#plainAsked) {
+      throw new ClientError(
+        `${this.host} answered plain HTTP with a 400, as HTTPS servers do: if it serves HTTPS, leave out --plain-http`,
+        400,
+      );
+    }
+    if (this.#plainAsked) throw plainFailure;
+    try {
+      const res = await this.#once(`https://${this.host}`, method, path, options);
+      this.#useHttps();
+      return res;
+    } catch (err) {
+      if (notTlsReason(err)) this.#schemeSettled = true;
+      else if (!isTransientNetworkError(err)) {
+        // A TLS port that refused the handshake (an untrusted certificate, say): that is the news.
+        this.#useHttps();
+        throw err;
+      }
+      if (plain) return plain;
+      throw plainFailure;
+    }
+  }
+
+  #useHttps(): void {
+    this.#scheme = 'https';
+    this.#schemeSettled = true;
+  }
+
+  /**
+   * A failure to report. With `plainHttp`, a first request that failed as plain HTTP fails on a TLS
+   * port gets the hint to leave the flag out (without it, a loopback host was asked over HTTPS already).
+   */
+  #explained(err: unknown): unknown {
+    if (this.#schemeSettled || !this.#plainAsked || !plainRequestMetTls(err)) return err;
+    return new ClientError(
+      `${this.host} did not answer plain HTTP (${(err as Error).message}): if it serves HTTPS, leave out --plain-http`,
+    );
+  }
+
+  async #once(base: string, method: string, path: string, options: RequestOptions): Promise<HttpResponse> {
     let authorization = this.auth.headerFor(options.scope);
     for (let attempt = 0; ; attempt++) {
       const body = typeof options.body === 'function' ? await options.body() : options.body;
-      const res = await send(new URL(path, this.base), {
+      const res = await send(new URL(path, base), {
         method,
         headers: { ...options.headers, ...(authorization ? { Authorization: authorization } : {}) },
         body,

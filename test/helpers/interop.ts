@@ -71,19 +71,27 @@ export const runTether = (args: string[], env: NodeJS.ProcessEnv = {}, cwd?: str
 
 /**
  * Debian's Distribution 2.8 (`docker-registry`, no referrers API) with a fresh filesystem store under
- * `dir`, on a free loopback port; resolves once `/v2/` answers 200.
+ * `dir`, on a free loopback port, over HTTPS with `tls` (PEM files); resolves once `/v2/` answers.
  */
-export async function startDistribution2(dir: string): Promise<{ host: string; stop(): void }> {
+export async function startDistribution2(
+  dir: string,
+  tls?: { cert: string; key: string },
+): Promise<{ host: string; stop(): void }> {
   const host = `127.0.0.1:${await freePort()}`;
   const config = join(dir, 'distribution.yml');
+  const listen = tls
+    ? `{addr: ${host}, tls: {certificate: ${tls.cert}, key: ${tls.key}}}`
+    : `{addr: ${host}}`;
   await writeFile(
     config,
-    `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: {addr: ${host}}\n`,
+    `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: ${listen}\n`,
   );
   const proc = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
   const stop = () => void proc.kill();
+  // Go's TLS server answers a plain-HTTP request with a 400 of its own: up, then, without a CA to trust.
+  const up = tls ? 400 : 200;
   for (let i = 0; i < 100; i++) {
-    if ((await fetch(`http://${host}/v2/`).catch(() => undefined))?.status === 200) return { host, stop };
+    if ((await fetch(`http://${host}/v2/`).catch(() => undefined))?.status === up) return { host, stop };
     await new Promise((r) => setTimeout(r, 100));
   }
   stop();

@@ -1,17 +1,22 @@
 /**
  * `--ca-file` and `--insecure` (notes/audit-cli.md, gap G1): the real `tether` program against TLS
  * registries whose self-signed certificates Node does not trust. The registries are named
- * `registry.test:PORT` (resolved to 127.0.0.1 by test/helpers/resolve-test-names.ts), since the client
- * speaks plain HTTP to loopback addresses. A 3 MiB file takes the blob download reader (its own
+ * `registry.test:PORT` (resolved to 127.0.0.1 by test/helpers/resolve-test-names.ts), so that they are
+ * reached as a remote registry is, over HTTPS from the first request; the client asks loopback
+ * addresses in plain HTTP first (the last describe). A 3 MiB file takes the blob download reader (its own
  * sockets), small blobs and manifests the kept-alive connections, and the token registry's realm is
  * HTTPS on the same certificate.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
+import { Authenticator } from '../../src/client/auth.ts';
+import { RegistryHttp } from '../../src/client/registry-http.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
 import { type CliRun as Run, runCli } from '../helpers/cli.ts';
@@ -213,5 +218,102 @@ describe('TLS flags (G1)', () => {
       2,
       /--from-ca-file: the source and destination are one registry/,
     );
+  });
+});
+
+/**
+ * A TLS registry on a loopback address (notes/audit-docs.md finding 10): the client used plain HTTP for
+ * every loopback host, so it could not reach one at all ("socket hang up", --ca-file or not). It now
+ * asks in plain HTTP first and over HTTPS once the port shows it speaks TLS.
+ */
+describe('TLS on a loopback address', () => {
+  let local: RunningRegistry;
+  let localCa: string;
+  let port: string;
+
+  before(async () => {
+    localCa = join(dir, 'local.pem');
+    selfSignedCert({ cert: localCa, key: join(dir, 'local.key') }, 'localhost', 'IP:127.0.0.1,DNS:localhost');
+    local = await startRegistry({
+      storage: { data: join(dir, 'local') },
+      settings: {
+        'tls.cert': localCa,
+        'tls.key': join(dir, 'local.key'),
+        'auth.mode': 'token',
+        'auth.htpasswd': join(dir, 'htpasswd'),
+        'auth.access': [{ repositories: '**', users: ['alice'], actions: ['pull', 'push'] }],
+      },
+    });
+    port = local.host.slice(local.host.lastIndexOf(':') + 1);
+  });
+  after(async () => {
+    await local?.close();
+  });
+
+  test('login to 127.0.0.1 and localhost with --ca-file, then push and pull over HTTPS', async () => {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
+      const login = await tether(
+        ['login', host, '-u', 'alice', '--password-stdin', '--ca-file', localCa],
+        `${PASSWORD}\n`,
+      );
+      assert.equal(login.code, 0, login.stderr);
+    }
+    // The credentials login stored; the big file takes the download reader, the rest kept-alive ones.
+    await pushAndPull(`127.0.0.1:${port}/team/app:v1`, ['--ca-file', localCa]);
+    await pushAndPull(`localhost:${port}/team/app:v2`, ['--insecure', '-q']);
+  });
+
+  test('without a CA the certificate is what fails, with the --ca-file hint; the refused push stores nothing', async () => {
+    for (const args of [
+      ['resolve', `127.0.0.1:${port}/team/app:v1`],
+      ['login', `localhost:${port}`, '-u', 'alice', '--password-stdin'],
+      ['push', `127.0.0.1:${port}/team/app:v3`, 'small.bin', '--artifact-type', 't/x'],
+    ])
+      assertOneLineFailure(
+        await tether(args, `${PASSWORD}\n`),
+        1,
+        /the registry's TLS certificate is not trusted .*--ca-file/,
+      );
+    const tags = await tether(['repo', 'tags', `127.0.0.1:${port}/team/app`, '--ca-file', localCa]);
+    assert.equal(tags.code, 0, tags.stderr);
+    assert.deepEqual(tags.stdout.split('\n').filter(Boolean).sort(), ['v1', 'v2']);
+  });
+
+  test('--plain-http keeps to plain HTTP and says to leave it out', async () => {
+    assertOneLineFailure(
+      await tether(['resolve', `127.0.0.1:${port}/team/app:v1`, '--plain-http', '--ca-file', localCa]),
+      1,
+      new RegExp(
+        `^tether: 127\\.0\\.0\\.1:${port} did not answer plain HTTP \\(socket hang up\\): if it serves HTTPS, leave out --plain-http$`,
+        'm',
+      ),
+    );
+  });
+
+  test('a plain-HTTP loopback registry is asked in plain HTTP only: no TLS attempt, before or after', async () => {
+    const requests: string[] = [];
+    let notHttp = 0;
+    const server = createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      res.end();
+    });
+    // A TLS ClientHello sent to this port would arrive here, as bytes that are not HTTP.
+    server.on('clientError', (_err, socket) => {
+      notHttp++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const http = new RegistryHttp(
+        `127.0.0.1:${(server.address() as AddressInfo).port}`,
+        new Authenticator(async () => undefined),
+      );
+      for (let i = 0; i < 2; i++) await (await http.request('GET', '/v2/')).discard();
+      assert.deepEqual(requests, ['GET /v2/', 'GET /v2/']);
+      assert.equal(notHttp, 0);
+      assert.match(http.base, /^http:\/\//);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
-import { runTool } from '../helpers/interop.ts';
+import { CLI } from '../helpers/cli.ts';
+import { runTether, runTool, runToolStatus, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 /**
@@ -95,4 +96,38 @@ describe('oras, crane, regctl and skopeo over TLS', () => {
       (JSON.parse(m) as { layers: { digest: string }[] }).layers.map((l) => l.digest);
     assert.deepEqual(layers(raw), layers(source));
   });
+});
+
+/**
+ * tether against a Go registry on a loopback address over HTTPS (notes/audit-docs.md finding 10). Go's
+ * TLS server answers a plain-HTTP request with `400 Client sent an HTTP request to an HTTPS server`,
+ * where Node's hangs up: the client, which asks loopback hosts in plain HTTP first, takes either as the
+ * sign to ask over HTTPS.
+ */
+test('tether and Distribution over TLS on 127.0.0.1: --ca-file works, --plain-http says to leave it out', async () => {
+  const { dir, cleanup } = await tempDataDir();
+  const cert = join(dir, 'cert.pem');
+  selfSignedCert({ cert, key: join(dir, 'key.pem') }, 'distribution', 'IP:127.0.0.1');
+  const distribution = await startDistribution2(dir, { cert, key: join(dir, 'key.pem') });
+  try {
+    const env = { HOME: dir, DOCKER_CONFIG: join(dir, 'docker') };
+    await writeFile(join(dir, 'hello.txt'), 'hello over TLS\n');
+    const ref = `${distribution.host}/tls/tether:v1`;
+    const pushed = await runTether(
+      ['push', '-q', ref, 'hello.txt', '--artifact-type', 't/x', '--ca-file', cert],
+      env,
+      dir,
+    );
+    const resolved = await runTether(['resolve', ref, '--ca-file', cert], env);
+    assert.equal(resolved, pushed);
+    const plain = await runToolStatus(process.execPath, [CLI, 'resolve', ref, '--plain-http'], env);
+    assert.equal(plain.code, 1, plain.stderr);
+    assert.match(
+      plain.stderr,
+      /answered plain HTTP with a 400, as HTTPS servers do: if it serves HTTPS, leave out --plain-http/,
+    );
+  } finally {
+    distribution.stop();
+    await cleanup();
+  }
 });
