@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { syncDirectory } from '../storage/sync-directory.ts';
 
 /**
  * Users in an htpasswd file of bcrypt hashes (`user:$2y$…`), the format Distribution and zot read.
@@ -158,7 +159,7 @@ export async function comparing<T>(work: () => Promise<T>): Promise<T> {
 // A valid hash of a random secret, compared against when the user does not exist.
 const DUMMY_HASH = '$2b$10$sZ.3RnypKOl8aXu1wEeUD.TlLVJ2Jn.pKvOGLwfJop4OB1nx9QfoK';
 
-/** Edits an htpasswd file atomically (write a temp file, rename). Used by `tether user`. */
+/** Edits an htpasswd file atomically and durably (write and sync a temp file, rename). Used by `tether user`. */
 export async function editHtpasswd(
   path: string,
   edit: (users: Map<string, string>) => void | Promise<void>,
@@ -175,8 +176,17 @@ export async function editHtpasswd(
   // `tether user add` usually runs before the first `tether serve`, which is what creates the data
   // directory the default file lives in; made here as serve makes it (umask mode, parents included).
   await mkdir(dirname(path), { recursive: true });
-  await writeFile(temp, formatHtpasswd(users), { mode: 0o600 });
+  // Durable before `tether user` reports success: the bytes synced before the rename, and the rename
+  // synced in its directory, so a power cut leaves the old file or the new one, never an empty one.
+  const file = await open(temp, 'w', 0o600);
+  try {
+    await file.writeFile(formatHtpasswd(users));
+    await file.sync();
+  } finally {
+    await file.close();
+  }
   await rename(temp, path);
+  await syncDirectory(dirname(path));
 }
 
 export async function hashPassword(password: string, cost = 10): Promise<string> {

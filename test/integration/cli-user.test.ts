@@ -3,11 +3,13 @@
  * data directory the default htpasswd file lives in does not exist yet (notes/audit-docs.md finding 1).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startRegistry } from '../../src/server/start.ts';
-import { runCli } from '../helpers/cli.ts';
+import { CLI, runCli } from '../helpers/cli.ts';
+import { readSyncTrace, straceSkip, straceSyncArgs } from '../helpers/strace.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 
 let home: string;
@@ -62,4 +64,41 @@ test('user add --data DIR creates DIR and its parents with the mode tether serve
   } finally {
     await reg.close();
   }
+});
+
+test('user add syncs the new file before its rename and the directory after it', {
+  skip: straceSkip,
+}, async () => {
+  const data = join(home, 'synced');
+  const log = join(home, 'user-add.strace');
+  const run = spawnSync(
+    'strace',
+    [
+      ...straceSyncArgs(log),
+      process.execPath,
+      CLI,
+      'user',
+      'add',
+      'carol',
+      '--password-stdin',
+      '--cost',
+      '4',
+      '--data',
+      data,
+    ],
+    {
+      cwd: home,
+      env: { ...process.env, HOME: home, TETHER_CONFIG: '' },
+      input: 'carol-pw\n',
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(run.status, 0, run.stderr);
+  const syncs = (await readSyncTrace(log, /(?!)/)).flatMap((e) =>
+    'path' in e ? [`${e.sync} ${e.path}`] : [],
+  );
+  const file = syncs.findIndex((s) => /^f(data)?sync .*\/synced\/htpasswd\.\d+\.tmp$/.test(s));
+  const directory = syncs.indexOf(`fsync ${data}`);
+  assert.ok(file >= 0, `the temp file is synced: ${syncs.join(', ')}`);
+  assert.ok(directory > file, `the directory is synced after the file: ${syncs.join(', ')}`);
 });
