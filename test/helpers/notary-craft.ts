@@ -229,7 +229,8 @@ const client = new RegistryClient({ credentials: async () => undefined });
 
 /**
  * Pushes `envelope` as a Notary signature of `subject` in `host/repo` (notation v1.3's config-typed shape);
- * `manifestJson` may rewrite the manifest text. Resolves with the signature manifest's digest.
+ * `manifestJson` may rewrite the manifest text. On a registry without the referrers API it is also added
+ * to the subject's fallback tag. Resolves with the signature manifest's digest.
  */
 export async function pushSignature(
   host: string,
@@ -251,6 +252,12 @@ export async function pushSignature(
   };
   const bytes = Buffer.from(manifestJson ? manifestJson(manifest) : JSON.stringify(manifest));
   const digest = digestOf('sha256', bytes);
-  await client.putManifest(ref, digest, bytes, IMAGE_MANIFEST);
+  // As any client pushes a signature: on a registry without the referrers API (Distribution 2.8) the
+  // subject's fallback tag lists it too, described from the manifest as built (before any rewrite).
+  await client.putManifestWithSubject(ref, digest, {
+    bytes,
+    json: manifest,
+    descriptor: { mediaType: IMAGE_MANIFEST, digest, size: bytes.length },
+  });
   return digest;
 }
