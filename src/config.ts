@@ -193,7 +193,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'int', min: 1 },
     default: 1000,
     description:
-      'Open client connections at most; further ones are closed as they arrive. Each may hold a request body being read (up to `limits.manifestMaxBytes` for a manifest), so this bounds what stalled clients can pin.',
+      'Open client connections at most. One over it is answered `429 TOOMANYREQUESTS` with `Retry-After` and closed, and does not count (over TLS only while that costs under 50 handshakes a second; past that it is closed unanswered). Each connection may hold a request body being read (up to `limits.manifestMaxBytes` for a manifest), so this bounds what stalled clients can pin.',
   },
   {
     key: 'limits.headersTimeoutSeconds',

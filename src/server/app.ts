@@ -3,10 +3,11 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { http, http2 } from '../io/node-http.ts';
+import { http, http2, tls as nodeTls } from '../io/node-http.ts';
 import { errors, OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
 import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
+import { capConnections } from './connections.ts';
 import { hasBody, sendError } from './http.ts';
 import { guardedHttp2RequestClass, guardedRequestClass, isGuarded } from './incoming.ts';
 import { matchRoute, type RouteName } from './router.ts';
@@ -21,6 +22,9 @@ const CLOSE_SWEEP_MS = 50;
 
 /** How long a connection closed with request bytes still arriving keeps reading (and dropping) them. */
 const LINGER_MS = 5_000;
+
+/** While connections stay over the cap, how often that is logged. */
+const OVER_CAP_LOG_MS = 60_000;
 
 const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
   base: { GET: base, HEAD: base },
@@ -283,6 +287,27 @@ export interface HttpServerHandle {
   close(): Promise<void>;
 }
 
+/** A warning when connections reach the cap, then at most one a minute while they stay there. */
+function overCapLog(log: Logger, maxConnections: number): () => void {
+  let turnedAway = 0;
+  let lastLogged = -Infinity;
+  return () => {
+    turnedAway++;
+    const now = performance.now();
+    if (now - lastLogged < OVER_CAP_LOG_MS) return;
+    log.warn(
+      { maxConnections, turnedAway },
+      'connection limit reached: connections over it are answered 429 (limits.maxConnections)',
+    );
+    lastLogged = now;
+    turnedAway = 0;
+  };
+}
+
+function readPem(files: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
+  return { cert: readFileSync(files.cert), key: readFileSync(files.key) };
+}
+
 export interface ListenOptions {
   host: string;
   port: number;
@@ -303,12 +328,14 @@ export async function listen(
     void handler(req, res);
   };
   const { tls } = options;
-  const server: Server = tls
+  const pem = tls ? readPem(tls) : undefined;
+  // The certificate connections over the cap are answered with (connections.ts), kept in step.
+  let secureContext = pem ? nodeTls().createSecureContext(pem) : undefined;
+  const server: Server = pem
     ? (http2().createSecureServer(
         {
           allowHTTP1: true,
-          cert: readFileSync(tls.cert),
-          key: readFileSync(tls.key),
+          ...pem,
           Http1IncomingMessage: guardedRequestClass(),
           Http2ServerRequest: guardedHttp2RequestClass(),
         },
@@ -328,8 +355,12 @@ export async function listen(
         },
         onRequest,
       );
-  // Further connections are closed as they arrive: each may hold a request body being read.
-  server.maxConnections = limits.maxConnections;
+  // Further connections are answered 429 and closed (connections.ts): each may hold a request body.
+  const cap = capConnections(server, {
+    max: limits.maxConnections,
+    ...(secureContext ? { secureContext: () => secureContext! } : {}),
+    onOverCap: overCapLog(log, limits.maxConnections),
+  });
   // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
   server.on('checkContinue', onRequest);
   if (!tls) server.on('clientError', answerUnparsable);
@@ -337,10 +368,9 @@ export async function listen(
   if (tls) {
     const reload = () => {
       try {
-        (server as unknown as { setSecureContext(o: object): void }).setSecureContext({
-          cert: readFileSync(tls.cert),
-          key: readFileSync(tls.key),
-        });
+        const fresh = readPem(tls);
+        (server as unknown as { setSecureContext(o: object): void }).setSecureContext(fresh);
+        secureContext = nodeTls().createSecureContext(fresh);
         log.info({ cert: tls.cert }, 'TLS certificate reloaded');
       } catch (err) {
         log.error({ err }, 'TLS certificate reload failed; keeping the previous one');
@@ -368,6 +398,7 @@ export async function listen(
     close: () =>
       new Promise<void>((resolve, reject) => {
         stopWatching();
+        cap.close();
         // close() ends the connections that are idle now. One still serving a request turns idle when
         // its response ends, and would then stay open until its client lets go of it: up to the 65 s
         // keep-alive timeout, longer than most supervisors wait before killing the process. So idle
