@@ -26,6 +26,9 @@ const LINGER_MS = 5_000;
 /** While connections stay over the cap, how often that is logged. */
 const OVER_CAP_LOG_MS = 60_000;
 
+/** An HTTP/1.1 connection with no request in progress is closed after this long. */
+const KEEP_ALIVE_MS = 65_000;
+
 const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
   base: { GET: base, HEAD: base },
   catalog: { GET: catalog, HEAD: catalog },
@@ -117,6 +120,16 @@ function answerUnparsable(err: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 /**
+ * The same over TLS, where Node's HTTP/2 server also reports failed TLS handshakes (one past
+ * `handshakeTimeout`, a client that hung up) as 'clientError': those have no HTTP request to answer.
+ */
+function answerUnparsableOverTls(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const code = err.code ?? '';
+  if (code.startsWith('HPE_') || code === 'ERR_HTTP_REQUEST_TIMEOUT') answerUnparsable(err, socket);
+  else socket.destroy();
+}
+
+/**
  * The path and query of a request-target as the client sent them. Nothing is resolved or normalised:
  * WHATWG URL parsing (what routing used) read `//host/v2/…` as an authority, resolved `..` and `%2e%2e`
  * and turned `\` into `/`, so Tether routed `/v2/private/%2e%2e/public/…` to `public` while a proxy in
@@ -167,7 +180,7 @@ function checkHost(req: IncomingMessage): void {
 export interface RequestLimits {
   /** Open connections at most. */
   maxConnections: number;
-  /** Headers must arrive within this long (plain HTTP). */
+  /** Headers must arrive within this long; over TLS, the handshake too (each within it). */
   headersTimeoutMs: number;
   /** A body with no byte for this long is abandoned. */
   bodyIdleMs: number;
@@ -328,6 +341,20 @@ export async function listen(
     void handler(req, res);
   };
   const { tls } = options;
+  // HTTP/1.1 settings, for plain HTTP and for HTTP/1.1 over TLS alike: Node's HTTP/2 server reads them
+  // from its own options (with `allowHTTP1`). Its defaults were a 60 s header timeout checked every
+  // 30 s, a 5 s keep-alive, and a 300 s limit on a whole request that cut blob uploads over TLS.
+  const http1Options = {
+    // No limit on a whole request: uploads run as long as their bytes flow (guardBodyIdle).
+    requestTimeout: 0,
+    headersTimeout: limits.headersTimeoutMs,
+    // How often Node checks headersTimeout (default 30 s, which made 60 s up to 90).
+    connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs),
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    // checkHost answers a missing Host with error JSON; Node's own answer has an empty body.
+    requireHostHeader: false,
+    IncomingMessage: guardedRequestClass(),
+  };
   const pem = tls ? readPem(tls) : undefined;
   // The certificate connections over the cap are answered with (connections.ts), kept in step.
   let secureContext = pem ? nodeTls().createSecureContext(pem) : undefined;
@@ -336,25 +363,15 @@ export async function listen(
         {
           allowHTTP1: true,
           ...pem,
-          Http1IncomingMessage: guardedRequestClass(),
+          // Node's default is 120 s. A handshake sends no application data, so Node's timer (an
+          // inactivity one) is not restarted by a client trickling its handshake: it bounds the whole.
+          handshakeTimeout: limits.headersTimeoutMs,
+          ...http1Options,
           Http2ServerRequest: guardedHttp2RequestClass(),
         },
         onRequest as never,
       ) as unknown as Server)
-    : http.createServer(
-        {
-          // No limit on a whole request: uploads run as long as their bytes flow (guardBodyIdle).
-          requestTimeout: 0,
-          headersTimeout: limits.headersTimeoutMs,
-          // How often Node checks headersTimeout (default 30 s, which made 60 s up to 90).
-          connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs),
-          keepAliveTimeout: 65_000,
-          // checkHost answers a missing Host with error JSON; Node's own answer has an empty body.
-          requireHostHeader: false,
-          IncomingMessage: guardedRequestClass(),
-        },
-        onRequest,
-      );
+    : http.createServer(http1Options, onRequest);
   // Further connections are answered 429 and closed (connections.ts): each may hold a request body.
   const cap = capConnections(server, {
     max: limits.maxConnections,
@@ -363,7 +380,7 @@ export async function listen(
   });
   // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
   server.on('checkContinue', onRequest);
-  if (!tls) server.on('clientError', answerUnparsable);
+  server.on('clientError', tls ? answerUnparsableOverTls : answerUnparsable);
   let stopWatching = () => {};
   if (tls) {
     const reload = () => {

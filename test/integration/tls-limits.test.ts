@@ -8,12 +8,17 @@ import { selfSignedCert } from '../helpers/certs.ts';
 import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
- * The connection cap over TLS (HTTP/2 and HTTP/1.1 by ALPN): connections past it are answered after a
- * handshake, not reset. A server process of its own with a small cap.
+ * Slow clients and the connection cap over TLS (HTTP/2 and HTTP/1.1 by ALPN). Node's HTTP/2 server has
+ * a 120 s handshake timeout and its own HTTP/1.1 settings: a trickled handshake held its connection 120 s,
+ * HTTP/1.1 headers over TLS 60-90 s. A server process of its own with a 2 s header timeout; bounds on
+ * elapsed time are generous.
  */
 
+const HEADERS_TIMEOUT_S = 2;
 const CAP = 6;
-/** A connection still open after this long was not closed by the server. */
+/** Well under what each slow client held before (120 s, 60 s), well over 2 s plus slack. */
+const PROMPTLY_MS = 9_000;
+/** A probe that is still open after this long has not been bounded. */
 const GIVE_UP_MS = 25_000;
 /** A server that regressed fails a test rather than hanging it. */
 const BOUNDED = { timeout: 40_000 };
@@ -44,7 +49,33 @@ function closedBy(socket: net.Socket, started = performance.now()): Promise<Clos
   });
 }
 
-describe('the connection cap over TLS', () => {
+/** Writes `bytes` to `socket` one byte per `everyMs`, until the socket closes. */
+function trickle(socket: net.Socket, bytes: Buffer, everyMs: number): void {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (i < bytes.length && !socket.destroyed) socket.write(bytes.subarray(i, ++i));
+  }, everyMs);
+  socket.once('close', () => clearInterval(timer));
+}
+
+/** The first flight of a real TLS client (its ClientHello), captured by a listener of our own. */
+function clientHello(): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const capture = net.createServer((s) =>
+      s.once('data', (d: Buffer) => {
+        resolve(d);
+        s.destroy();
+        capture.close();
+      }),
+    );
+    capture.listen(0, '127.0.0.1', () => {
+      const { port } = capture.address() as net.AddressInfo;
+      tls.connect({ port, host: '127.0.0.1', ALPNProtocols: ['h2', 'http/1.1'] }).on('error', () => {});
+    });
+  });
+}
+
+describe('slow clients and the connection cap over TLS', () => {
   let registry: TetherProcess;
   let port: number;
   let ca: Buffer;
@@ -65,6 +96,7 @@ describe('the connection cap over TLS', () => {
     registry = await spawnTether(join(data.dir, 'data'), ['--log-level', 'warn'], {
       TETHER_TLS_CERT: cert,
       TETHER_TLS_KEY: key,
+      TETHER_LIMITS_HEADERS_TIMEOUT_SECONDS: String(HEADERS_TIMEOUT_S),
       TETHER_LIMITS_MAX_CONNECTIONS: String(CAP),
     });
     port = Number(registry.host.split(':')[1]);
@@ -73,6 +105,61 @@ describe('the connection cap over TLS', () => {
     await registry.stop();
     await cleanup();
   });
+
+  test('a handshake trickled a byte at a time is closed within the header timeout', BOUNDED, async () => {
+    const hello = await clientHello();
+    const socket = net.connect(port, '127.0.0.1');
+    const closed = closedBy(socket);
+    trickle(socket, hello, 300);
+    const { ms } = await closed;
+    assert.ok(ms < PROMPTLY_MS, `closed after ${ms} ms`);
+  });
+
+  test('HTTP/1.1 headers trickled over TLS are answered 408 with error JSON', BOUNDED, async () => {
+    const started = performance.now();
+    const socket = await connect(['http/1.1']);
+    const closed = closedBy(socket, started);
+    socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    trickle(socket, Buffer.alloc(1000, 'a'), 300);
+    const { ms, text } = await closed;
+    assert.ok(ms < PROMPTLY_MS, `closed after ${ms} ms`);
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+    assert.equal(body.errors[0].code, 'UNSUPPORTED');
+  });
+
+  test(
+    'HTTP/1.1 over TLS takes the plain server settings: a kept-alive connection outlives 5 s',
+    BOUNDED,
+    async () => {
+      const socket = await connect(['http/1.1']);
+      socket.setEncoding('latin1');
+      const get = () =>
+        new Promise<string>((resolve, reject) => {
+          let text = '';
+          const onData = (d: string) => {
+            text += d;
+            const end = text.indexOf('\r\n\r\n');
+            if (end >= 0 && text.length >= end + 4 + Number(/content-length: (\d+)/i.exec(text)?.[1])) {
+              socket.off('data', onData);
+              resolve(text);
+            }
+          };
+          if (socket.destroyed) reject(new Error('the server closed the connection'));
+          socket.on('data', onData);
+          socket.once('close', () => reject(new Error('the server closed the connection')));
+          socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n');
+        });
+      try {
+        assert.match(await get(), /^HTTP\/1\.1 200 /);
+        // Node's HTTP/2 server closes HTTP/1.1 connections idle 5 s; plain HTTP keeps them 65 s.
+        await new Promise((resolve) => setTimeout(resolve, 6_000));
+        assert.match(await get(), /^HTTP\/1\.1 200 /);
+      } finally {
+        socket.destroy();
+      }
+    },
+  );
 
   test(
     'connections past the cap are answered 429 over HTTP/1.1, whatever the client offers by ALPN',
