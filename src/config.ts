@@ -201,7 +201,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'int', min: 1 },
     default: 30,
     description:
-      "A request's headers must arrive within this long (408 otherwise; checked every few seconds). Over TLS the handshake must complete within it too, then the headers (HTTP/1.1).",
+      "A request's headers must arrive within this long (408 otherwise; checked every few seconds). Over TLS the handshake must complete within it too, then the headers; an HTTP/2 session that sends no complete request within it is closed (GOAWAY).",
   },
   {
     key: 'limits.bodyIdleSeconds',

@@ -7,7 +7,7 @@ import { http, http2, tls as nodeTls } from '../io/node-http.ts';
 import { errors, OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
 import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
-import { capConnections } from './connections.ts';
+import { capConnections, limitSessionIdle } from './connections.ts';
 import { hasBody, sendError } from './http.ts';
 import { guardedHttp2RequestClass, guardedRequestClass, isGuarded } from './incoming.ts';
 import { matchRoute, type RouteName } from './router.ts';
@@ -26,7 +26,7 @@ const LINGER_MS = 5_000;
 /** While connections stay over the cap, how often that is logged. */
 const OVER_CAP_LOG_MS = 60_000;
 
-/** An HTTP/1.1 connection with no request in progress is closed after this long. */
+/** An HTTP/1.1 connection (or HTTP/2 session) with no request in progress is closed after this long. */
 const KEEP_ALIVE_MS = 65_000;
 
 const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
@@ -381,6 +381,7 @@ export async function listen(
   // Without a listener Node sends `100 Continue` before the handler runs; with it, requestBody() does.
   server.on('checkContinue', onRequest);
   server.on('clientError', tls ? answerUnparsableOverTls : answerUnparsable);
+  if (tls) limitSessionIdle(server, limits.headersTimeoutMs, KEEP_ALIVE_MS);
   let stopWatching = () => {};
   if (tls) {
     const reload = () => {

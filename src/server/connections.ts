@@ -1,3 +1,4 @@
+import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { Server, Socket } from 'node:net';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import { tls } from '../io/node-http.ts';
@@ -40,6 +41,8 @@ const TURN_AWAY_DISCARD_BYTES = 1024 * 1024;
 const TURN_AWAY_MAX = 64;
 /** TLS handshakes spent on answering connections over the cap, per second. */
 const TLS_TURN_AWAYS_PER_SECOND = 50;
+/** How long an HTTP/2 session closed for idleness may take to go before it is destroyed. */
+const SESSION_CLOSE_GRACE_MS = 1_000;
 
 const BUSY_BODY = JSON.stringify(
   new OciError(
@@ -148,4 +151,42 @@ function answerBusy(socket: Socket): void {
     if (discarded > TURN_AWAY_DISCARD_BYTES) socket.destroy();
   });
   socket.once('end', () => socket.destroy());
+}
+
+/**
+ * HTTP/2 sessions held open without a request. Node's HTTP/2 server has no header timeout: it sees a
+ * request only once its HEADERS and CONTINUATION frames are complete ('stream'), and its session timeout
+ * is an inactivity timer, which a client sending a byte now and then never trips. Measured: a session
+ * that sent nothing after its preface, or one trickling a HEADERS frame a byte a second, was open after
+ * 150 s; one sending a 1-byte CONTINUATION frame every 20 s held its connection for 180 s (nghttp2 ends a
+ * header block after 8 CONTINUATION frames, however slow). So, as for HTTP/1.1 connections: a session
+ * must complete its first request's headers within `headersTimeoutMs` of its handshake, and one with no
+ * request in progress is closed after `idleMs` (HTTP/1.1's keep-alive timeout), with a GOAWAY, as a
+ * stopping server closes its sessions.
+ */
+export function limitSessionIdle(server: Server, headersTimeoutMs: number, idleMs: number): void {
+  server.on('session', (session: ServerHttp2Session) => {
+    let streams = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const closeWhenIdle = (ms: number) => {
+      timer = setTimeout(() => {
+        if (streams > 0) return;
+        session.close();
+        // close() waits for nghttp2, which waits for a header block in progress to end: 8 more
+        // CONTINUATION frames, as slow as the client likes. A request that completes meanwhile runs.
+        timer = setTimeout(() => {
+          if (streams === 0) session.destroy();
+        }, SESSION_CLOSE_GRACE_MS).unref();
+      }, ms).unref();
+    };
+    closeWhenIdle(headersTimeoutMs);
+    session.on('stream', (stream: ServerHttp2Stream) => {
+      streams++;
+      clearTimeout(timer);
+      stream.once('close', () => {
+        if (--streams === 0 && !session.closed && !session.destroyed) closeWhenIdle(idleMs);
+      });
+    });
+    session.once('close', () => clearTimeout(timer));
+  });
 }

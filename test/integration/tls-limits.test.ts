@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -9,14 +10,14 @@ import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-
 
 /**
  * Slow clients and the connection cap over TLS (HTTP/2 and HTTP/1.1 by ALPN). Node's HTTP/2 server has
- * a 120 s handshake timeout and its own HTTP/1.1 settings: a trickled handshake held its connection 120 s,
- * HTTP/1.1 headers over TLS 60-90 s. A server process of its own with a 2 s header timeout; bounds on
- * elapsed time are generous.
+ * no header timeout and a 120 s handshake timeout: a trickled handshake held its connection 120 s, HTTP/1.1
+ * headers over TLS 60-90 s, and an HTTP/2 session that sent no request, or trickled its HEADERS frame,
+ * for as long as it liked. A server process of its own with a 2 s header timeout; bounds are generous.
  */
 
 const HEADERS_TIMEOUT_S = 2;
 const CAP = 6;
-/** Well under what each slow client held before (120 s, 60 s), well over 2 s plus slack. */
+/** Well under what each slow client held before (120 s, 60 s, unbounded), well over 2 s plus slack. */
 const PROMPTLY_MS = 9_000;
 /** A probe that is still open after this long has not been bounded. */
 const GIVE_UP_MS = 25_000;
@@ -75,6 +76,33 @@ function clientHello(): Promise<Buffer> {
   });
 }
 
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+const HEADERS = 0x1;
+const SETTINGS = 0x4;
+const CONTINUATION = 0x9;
+const END_HEADERS = 0x4;
+const PREFACE = Buffer.concat([
+  Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+  frame(SETTINGS, 0, 0, Buffer.alloc(0)),
+]);
+/** HPACK for GET https /v2/ (no Huffman coding), then `x-slow: aaa…`, a header to spread over frames. */
+const HEADER_BLOCK = Buffer.concat([
+  Buffer.from([0x82, 0x87, 0x04, 0x04]),
+  Buffer.from('/v2/'),
+  Buffer.from([0x00, 0x06]),
+  Buffer.from('x-slow'),
+  Buffer.from([0x7e]),
+  Buffer.alloc(126, 'a'),
+]);
+
 describe('slow clients and the connection cap over TLS', () => {
   let registry: TetherProcess;
   let port: number;
@@ -127,6 +155,68 @@ describe('slow clients and the connection cap over TLS', () => {
     const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
     assert.equal(body.errors[0].code, 'UNSUPPORTED');
   });
+
+  test(
+    'an HTTP/2 session with no request, or trickling its HEADERS or CONTINUATION frames, is closed',
+    BOUNDED,
+    async () => {
+      const probes = {
+        idle: async () => {
+          const socket = await connect(['h2']);
+          socket.write(PREFACE);
+          return socket;
+        },
+        'HEADERS a byte at a time': async () => {
+          const socket = await connect(['h2']);
+          socket.write(PREFACE);
+          trickle(socket, frame(HEADERS, END_HEADERS, 1, HEADER_BLOCK), 300);
+          return socket;
+        },
+        // nghttp2 ends a header block after 8 CONTINUATION frames, but takes them as slowly as they come.
+        'a 1-byte CONTINUATION frame every 2 s': async () => {
+          const socket = await connect(['h2']);
+          socket.write(Buffer.concat([PREFACE, frame(HEADERS, 0, 1, HEADER_BLOCK.subarray(0, 10))]));
+          let sent = 10;
+          const timer = setInterval(() => {
+            socket.write(frame(CONTINUATION, 0, 1, HEADER_BLOCK.subarray(sent, ++sent)));
+          }, 2_000);
+          socket.once('close', () => clearInterval(timer));
+          return socket;
+        },
+      };
+      await Promise.all(
+        Object.entries(probes).map(async ([name, open]) => {
+          const started = performance.now();
+          const { ms } = await closedBy(await open(), started);
+          assert.ok(ms < PROMPTLY_MS, `${name}: closed after ${ms} ms`);
+        }),
+      );
+    },
+  );
+
+  test(
+    'an HTTP/2 session that made a request may wait longer than that for its next one',
+    BOUNDED,
+    async () => {
+      const session = http2.connect(`https://127.0.0.1:${port}`, { ca });
+      const get = () =>
+        new Promise<number>((resolve, reject) => {
+          const stream = session.request({ ':path': '/v2/' });
+          stream.on('response', (headers) => {
+            stream.resume();
+            stream.on('end', () => resolve(Number(headers[':status'])));
+          });
+          stream.on('error', reject);
+        });
+      try {
+        assert.equal(await get(), 200);
+        await new Promise((resolve) => setTimeout(resolve, (HEADERS_TIMEOUT_S + 2) * 1000));
+        assert.equal(await get(), 200);
+      } finally {
+        session.destroy();
+      }
+    },
+  );
 
   test(
     'HTTP/1.1 over TLS takes the plain server settings: a kept-alive connection outlives 5 s',
