@@ -103,13 +103,7 @@ export async function imagePull(base: string, label: string, o: WorkloadOptions)
           CONFIG.bytes.length,
           'config GET',
         );
-        const reply = expectBody(
-          await exchange(base, 'GET', `/v2/${repo}/blobs/${layer}`),
-          [200],
-          size,
-          'layer GET',
-        );
-        return { bytes: reply.received, ttfbMs: reply.ttfbMs };
+        return getBlob(base, repo, layer, size, 'layer GET');
       }),
     { onMeasureStart: o.onMeasureStart },
   );
@@ -146,16 +140,22 @@ export async function blobPull(base: string, label: string, o: WorkloadOptions):
     o.n,
     () =>
       timed(async () => {
-        const reply = expectBody(
-          await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`),
-          [200],
-          size,
-          'blob GET',
-        );
-        return { bytes: reply.received, ttfbMs: reply.ttfbMs };
+        return getBlob(base, repo, digest, size, 'blob GET');
       }),
     { onMeasureStart: o.onMeasureStart },
   );
+}
+
+/** GETs a blob, which must answer 200 with exactly `size` bytes: the bytes received and the TTFB. */
+async function getBlob(
+  base: string,
+  repo: string,
+  digest: string,
+  size: number,
+  what: string,
+): Promise<{ bytes: number; ttfbMs?: number }> {
+  const reply = expectBody(await exchange(base, 'GET', `/v2/${repo}/blobs/${digest}`), [200], size, what);
+  return { bytes: reply.received, ttfbMs: reply.ttfbMs };
 }
 
 async function manifestRepo(base: string): Promise<string> {
