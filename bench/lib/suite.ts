@@ -1,6 +1,7 @@
 /** The issue's six workload families, each a function of (registry URL, label, options) → Result. */
 import {
   BodySource,
+  type DriveOptions,
   drive,
   exchange,
   expect,
@@ -15,18 +16,14 @@ import {
   uniqueRepo,
 } from './workloads.ts';
 
-export interface WorkloadOptions {
-  c: number;
-  n: number;
+/**
+ * A workload's options: how `drive` runs it (`c`, `n`, and `onMeasureStart`, which every workload here
+ * calls right before its first timed operation, after its setup: the pushes a pull reads, the seeding
+ * of referrers, tags or repositories) and what it moves.
+ */
+export interface WorkloadOptions extends DriveOptions {
   size?: number;
   chunked?: boolean;
-  /**
-   * Called exactly once, right before the first timed operation starts: after every bit of the workload's
-   * setup (the pushes a pull reads, the seeding of referrers, tags or repositories), so that what is read
-   * or started in it (server CPU time, an RSS sampler) covers the measured operations only. Passed on to
-   * `drive` by every workload here.
-   */
-  onMeasureStart?: () => void;
 }
 
 const CONFIG = smallBlob(
@@ -38,25 +35,19 @@ export async function imagePush(base: string, label: string, o: WorkloadOptions)
   const size = o.size ?? MB;
   const source = new BodySource(size);
   const name = `push ${size / MB} MB ${o.chunked ? 'chunked' : 'monolithic'}`;
-  return drive(
-    name,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        const repo = uniqueRepo('bench/push');
-        const layer = await pushBlob(base, repo, source, o.chunked ? 5 * MB : 0);
-        await pushBlob(base, repo, CONFIG);
-        await putManifest(
-          base,
-          repo,
-          'latest',
-          imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
-        );
-        return { bytes: size };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(name, label, o, () =>
+    timed(async () => {
+      const repo = uniqueRepo('bench/push');
+      const layer = await pushBlob(base, repo, source, o.chunked ? 5 * MB : 0);
+      await pushBlob(base, repo, CONFIG);
+      await putManifest(
+        base,
+        repo,
+        'latest',
+        imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: layer, size }),
+      );
+      return { bytes: size };
+    }),
   );
 }
 
@@ -76,36 +67,30 @@ export async function imagePull(base: string, label: string, o: WorkloadOptions)
   );
   await putManifest(base, repo, 'latest', manifest);
   const accept = { Accept: 'application/vnd.oci.image.manifest.v1+json' };
-  return drive(
-    `pull ${size / MB} MB`,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        expect(
-          await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept }),
-          [200],
-          'manifest HEAD',
-        );
-        const got = expectBody(
-          await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept, keep: true }),
-          [200],
-          manifest.length,
-          'manifest GET',
-        );
-        const layers = (JSON.parse(got.body.toString()) as { layers?: { digest?: string }[] }).layers;
-        if (layers?.[0]?.digest !== layer)
-          throw new Error('manifest GET: the manifest does not name the layer');
-        expectBody(
-          await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`),
-          [200],
-          CONFIG.bytes.length,
-          'config GET',
-        );
-        return getBlob(base, repo, layer, size, 'layer GET');
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(`pull ${size / MB} MB`, label, o, () =>
+    timed(async () => {
+      expect(
+        await exchange(base, 'HEAD', `/v2/${repo}/manifests/latest`, { headers: accept }),
+        [200],
+        'manifest HEAD',
+      );
+      const got = expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, { headers: accept, keep: true }),
+        [200],
+        manifest.length,
+        'manifest GET',
+      );
+      const layers = (JSON.parse(got.body.toString()) as { layers?: { digest?: string }[] }).layers;
+      if (layers?.[0]?.digest !== layer)
+        throw new Error('manifest GET: the manifest does not name the layer');
+      expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/blobs/${CONFIG.digest}`),
+        [200],
+        CONFIG.bytes.length,
+        'config GET',
+      );
+      return getBlob(base, repo, layer, size, 'layer GET');
+    }),
   );
 }
 
@@ -114,17 +99,11 @@ export async function blobPush(base: string, label: string, o: WorkloadOptions):
   const size = o.size ?? 1024 * MB;
   const source = new BodySource(size);
   const repo = uniqueRepo('bench/blob');
-  return drive(
-    `blob push ${size / MB} MB x${o.c}`,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        await pushBlob(base, repo, source);
-        return { bytes: size };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(`blob push ${size / MB} MB x${o.c}`, label, o, () =>
+    timed(async () => {
+      await pushBlob(base, repo, source);
+      return { bytes: size };
+    }),
   );
 }
 
@@ -133,16 +112,8 @@ export async function blobPull(base: string, label: string, o: WorkloadOptions):
   const size = o.size ?? 1024 * MB;
   const repo = uniqueRepo('bench/blob');
   const digest = await pushBlob(base, repo, new BodySource(size));
-  return drive(
-    `blob pull ${size / MB} MB x${o.c}`,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        return getBlob(base, repo, digest, size, 'blob GET');
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(`blob pull ${size / MB} MB x${o.c}`, label, o, () =>
+    timed(() => getBlob(base, repo, digest, size, 'blob GET')),
   );
 }
 
@@ -168,18 +139,12 @@ async function manifestRepo(base: string): Promise<string> {
 export async function manifestPut(base: string, label: string, o: WorkloadOptions): Promise<Result> {
   const repo = await manifestRepo(base);
   const config = { digest: CONFIG.digest, size: CONFIG.bytes.length };
-  return drive(
-    'manifest PUT',
-    label,
-    o.c,
-    o.n,
-    (i) =>
-      timed(async () => {
-        const bytes = imageManifest(config, { digest: '', size: 0 }, { n: String(i) });
-        await putManifest(base, repo, `t${i}`, bytes);
-        return { bytes: bytes.length };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive('manifest PUT', label, o, (i) =>
+    timed(async () => {
+      const bytes = imageManifest(config, { digest: '', size: 0 }, { n: String(i) });
+      await putManifest(base, repo, `t${i}`, bytes);
+      return { bytes: bytes.length };
+    }),
   );
 }
 
@@ -188,24 +153,18 @@ export async function manifestGet(base: string, label: string, o: WorkloadOption
   const repo = await manifestRepo(base);
   const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
   await putManifest(base, repo, 'latest', bytes);
-  return drive(
-    'manifest GET',
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        const reply = expectBody(
-          await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
-            headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
-          }),
-          [200],
-          bytes.length,
-          'manifest GET',
-        );
-        return { bytes: reply.received };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive('manifest GET', label, o, () =>
+    timed(async () => {
+      const reply = expectBody(
+        await exchange(base, 'GET', `/v2/${repo}/manifests/latest`, {
+          headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
+        }),
+        [200],
+        bytes.length,
+        'manifest GET',
+      );
+      return { bytes: reply.received };
+    }),
   );
 }
 
@@ -282,24 +241,18 @@ export async function referrers(
   // The referrers are i < hot; i gets types[i mod 4], so the filter on types[1] matches i ≡ 1 (mod 4):
   // floor((hot + 2) / 4) of them.
   const expected = o.filter ? Math.floor((o.hot + 2) / 4) : o.hot;
-  return drive(
-    `referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        let entries = 0;
-        const bytes = await walkPages(base, `/v2/${repo}/referrers/${subject}${query}`, (page) => {
-          const manifests = (page as { manifests: { artifactType?: string }[] }).manifests;
-          entries += manifests.length;
-          if (o.filter && manifests.some((m) => m.artifactType !== wanted))
-            throw new Error(`a referrer of another artifactType than ${wanted} was listed: filter ignored`);
-        });
-        if (entries !== expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
-        return { bytes };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(`referrers ${o.hot} of ${o.total}${o.filter ? ' filtered' : ''} (walk)`, label, o, () =>
+    timed(async () => {
+      let entries = 0;
+      const bytes = await walkPages(base, `/v2/${repo}/referrers/${subject}${query}`, (page) => {
+        const manifests = (page as { manifests: { artifactType?: string }[] }).manifests;
+        entries += manifests.length;
+        if (o.filter && manifests.some((m) => m.artifactType !== wanted))
+          throw new Error(`a referrer of another artifactType than ${wanted} was listed: filter ignored`);
+      });
+      if (entries !== expected) throw new Error(`saw ${entries} referrers, expected ${expected}`);
+      return { bytes };
+    }),
   );
 }
 
@@ -316,21 +269,15 @@ export async function tagsList(
   const repo = await manifestRepo(base);
   const bytes = imageManifest({ digest: CONFIG.digest, size: CONFIG.bytes.length }, { digest: '', size: 0 });
   await seed(o.count, (i) => putManifest(base, repo, `tag-${i}`, bytes));
-  return drive(
-    `tags list (${o.count})`,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        let seen = 0;
-        const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=1000`, (page) => {
-          seen += ((page as { tags: string[] | null }).tags ?? []).length;
-        });
-        if (seen !== o.count) throw new Error(`listed ${seen} tags, expected ${o.count}`);
-        return { bytes };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(`tags list (${o.count})`, label, o, () =>
+    timed(async () => {
+      let seen = 0;
+      const bytes = await walkPages(base, `/v2/${repo}/tags/list?n=1000`, (page) => {
+        seen += ((page as { tags: string[] | null }).tags ?? []).length;
+      });
+      if (seen !== o.count) throw new Error(`listed ${seen} tags, expected ${o.count}`);
+      return { bytes };
+    }),
   );
 }
 
@@ -353,20 +300,14 @@ export async function catalog(
   await seed(o.count, (i) =>
     putManifest(base, `${prefix}/r${i}`, 'latest', index, 'application/vnd.oci.image.index.v1+json'),
   );
-  return drive(
-    `catalog (${o.count} repos)`,
-    label,
-    o.c,
-    o.n,
-    () =>
-      timed(async () => {
-        let seen = 0;
-        const bytes = await walkPages(base, '/v2/_catalog?n=1000', (page) => {
-          seen += (page as { repositories: string[] }).repositories.length;
-        });
-        if (seen < o.count) throw new Error(`catalog listed ${seen}`);
-        return { bytes };
-      }),
-    { onMeasureStart: o.onMeasureStart },
+  return drive(`catalog (${o.count} repos)`, label, o, () =>
+    timed(async () => {
+      let seen = 0;
+      const bytes = await walkPages(base, '/v2/_catalog?n=1000', (page) => {
+        seen += (page as { repositories: string[] }).repositories.length;
+      });
+      if (seen < o.count) throw new Error(`catalog listed ${seen}`);
+      return { bytes };
+    }),
   );
 }

@@ -285,7 +285,12 @@ export function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? 0 : sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
+/** How `drive` runs a workload's operations. */
 export interface DriveOptions {
+  /** Operations in flight at once. */
+  c: number;
+  /** Operations in all. */
+  n: number;
   /**
    * Called once, right before the first operation starts (and before the wall clock starts), after all
    * of the caller's setup; e.g. to read the server's CPU time or start an RSS sampler so that they cover
@@ -298,16 +303,14 @@ export interface DriveOptions {
 export async function drive(
   workload: string,
   registry: string,
-  c: number,
-  n: number,
+  { c, n, onMeasureStart }: DriveOptions,
   op: (i: number) => Promise<Sample>,
-  options: DriveOptions = {},
 ): Promise<Result> {
   const samples: Sample[] = [];
   let next = 0;
   let errors = 0;
   let firstError: unknown;
-  options.onMeasureStart?.();
+  onMeasureStart?.();
   const started = performance.now();
   await Promise.all(
     Array.from({ length: Math.min(c, n) }, async () => {
