@@ -124,37 +124,37 @@ export function isGuarded(req: unknown): req is GuardedRequest {
   return typeof (req as Partial<GuardedRequest>).onBodyRefused === 'function';
 }
 
+// A mixin needs a constructor type with `any[]` arguments (TS2545); nothing is called through it.
+// biome-ignore lint/suspicious/noExplicitAny: the mixin constructor signature TypeScript requires
+type ReadableClass = new (...args: any[]) => Readable;
+
+/**
+ * `Base` (node:http's `IncomingMessage` or node:http2's `Http2ServerRequest`) with its `push` guarded:
+ * the one guarded request class, over either parser.
+ */
+function guarded<T extends ReadableClass>(Base: T) {
+  return class Guarded extends Base implements GuardedRequest {
+    readonly #state = new BodyChunks();
+    override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+      return guardedPush(this, this.#state, (c, e) => super.push(c, e), chunk, encoding);
+    }
+    onBodyRefused(handler: RefusalHandler): void {
+      this.#state.onRefusal = handler;
+    }
+  };
+}
+
 let h1Class: typeof IncomingMessage | undefined;
 let h2Class: typeof Http2ServerRequest | undefined;
 
 /** The HTTP/1 request class servers are created with (their `IncomingMessage` option). */
 export function guardedRequestClass(): typeof IncomingMessage {
-  if (h1Class) return h1Class;
-  class GuardedIncomingMessage extends http.IncomingMessage implements GuardedRequest {
-    readonly #state = new BodyChunks();
-    override push(chunk: unknown, encoding?: BufferEncoding): boolean {
-      return guardedPush(this, this.#state, (c, e) => super.push(c, e), chunk, encoding);
-    }
-    onBodyRefused(handler: RefusalHandler): void {
-      this.#state.onRefusal = handler;
-    }
-  }
-  h1Class = GuardedIncomingMessage;
+  h1Class ??= guarded(http.IncomingMessage);
   return h1Class;
 }
 
 /** The HTTP/2 request class (the `Http2ServerRequest` option), built on first use: http2 is for TLS only. */
 export function guardedHttp2RequestClass(): typeof Http2ServerRequest {
-  if (h2Class) return h2Class;
-  class GuardedHttp2ServerRequest extends http2().Http2ServerRequest implements GuardedRequest {
-    readonly #state = new BodyChunks();
-    override push(chunk: unknown, encoding?: BufferEncoding): boolean {
-      return guardedPush(this, this.#state, (c, e) => super.push(c, e), chunk, encoding);
-    }
-    onBodyRefused(handler: RefusalHandler): void {
-      this.#state.onRefusal = handler;
-    }
-  }
-  h2Class = GuardedHttp2ServerRequest;
+  h2Class ??= guarded(http2().Http2ServerRequest);
   return h2Class;
 }
