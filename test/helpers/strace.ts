@@ -101,11 +101,13 @@ export const straceHoldArgs = (calls: string, seconds: number) => [
   '-qq',
   '-o',
   '/dev/null',
-  '-e',
-  `trace=/${calls}`,
-  '-e',
-  `inject=/${calls}:delay_exit=${Math.round(seconds * 1_000_000)}`,
+  ...delayCalls(calls, seconds, 'delay_exit'),
 ];
+
+/** strace's filter and injection for holding the calls matching `calls` for `seconds`, before or after. */
+function delayCalls(calls: string, seconds: number, when: 'delay_enter' | 'delay_exit'): string[] {
+  return ['-e', `trace=/${calls}`, '-e', `inject=/${calls}:${when}=${Math.round(seconds * 1_000_000)}`];
+}
 
 /** The pid of the process a wrapper such as strace started (its only child). */
 export function wrappedPid(wrapperPid: number): number {
@@ -128,17 +130,7 @@ export async function holdSystemCalls(
 ): Promise<{ detach(): Promise<void> }> {
   const strace = spawn(
     'strace',
-    [
-      '-f',
-      '-p',
-      String(pid),
-      '-o',
-      '/dev/null',
-      '-e',
-      `trace=/${calls}`,
-      '-e',
-      `inject=/${calls}:delay_enter=${Math.round(seconds * 1_000_000)}`,
-    ],
+    ['-f', '-p', String(pid), '-o', '/dev/null', ...delayCalls(calls, seconds, 'delay_enter')],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const exited = new Promise<void>((resolve) => strace.once('exit', () => resolve()));
