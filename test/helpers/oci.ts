@@ -74,3 +74,32 @@ export async function pushImage(
   if (pushed.response.status !== 201) throw new Error(`manifest push failed: ${pushed.response.status}`);
   return { ...pushed, config, layer: layerDigest };
 }
+
+/**
+ * Pushes a signature-like referrer of `subject` (an image manifest: empty config and layer,
+ * artifactType `application/vnd.example.sig`) by its digest; the response is the caller's to check.
+ */
+export async function pushSignatureOf(
+  base: string,
+  repo: string,
+  subject: { digest: string; bytes: Buffer },
+): Promise<PushedManifest> {
+  const empty = {
+    mediaType: 'application/vnd.oci.empty.v1+json',
+    digest: await pushBlob(base, repo, '{}'),
+    size: 2,
+  };
+  const referrer = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    artifactType: 'application/vnd.example.sig',
+    config: empty,
+    layers: [empty],
+    subject: {
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      digest: subject.digest,
+      size: subject.bytes.length,
+    },
+  };
+  return pushManifest(base, repo, sha256(JSON.stringify(referrer)), referrer);
+}

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startRegistry } from '../../src/server/start.ts';
 import { selfSignedCert } from '../helpers/certs.ts';
-import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
+import { pushImage, pushManifest, pushSignatureOf, sha256 } from '../helpers/oci.ts';
 import { holdSystemCalls, straceHoldArgs, straceSkip, wrappedPid } from '../helpers/strace.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -266,21 +266,7 @@ test('kill -9 right after acknowledged manifest pushes: every manifest, tag and 
     const image = await pushImage(server.url, 'crash/manifests', `v${i}`, `layer ${i}`);
     pushed.push({ tag: `v${i}`, digest: image.digest, bytes: image.bytes });
   }
-  await pushBlob(server.url, 'crash/manifests', '{}');
-  const empty = { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 };
-  const referrer = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    artifactType: 'application/vnd.example.sig',
-    config: empty,
-    layers: [empty],
-    subject: {
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      digest: pushed[0]!.digest,
-      size: pushed[0]!.bytes.length,
-    },
-  };
-  const sig = await pushManifest(server.url, 'crash/manifests', sha256(JSON.stringify(referrer)), referrer);
+  const sig = await pushSignatureOf(server.url, 'crash/manifests', pushed[0]!);
   assert.equal(sig.response.status, 201);
   await server.kill9();
 
@@ -484,24 +470,7 @@ test('onSubjectDelete cascade: a crash mid-DELETE never leaves the fallback tag 
   t.after(() => server.kill9());
   const repo = 'crash/cascade';
   const subject = await pushImage(server.url, repo, 'v1', 'subject layer');
-  const empty = {
-    mediaType: 'application/vnd.oci.empty.v1+json',
-    digest: await pushBlob(server.url, repo, '{}'),
-    size: 2,
-  };
-  const referrer = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    artifactType: 'application/vnd.example.sig',
-    config: empty,
-    layers: [empty],
-    subject: {
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      digest: subject.digest,
-      size: subject.bytes.length,
-    },
-  };
-  const sig = await pushManifest(server.url, repo, sha256(JSON.stringify(referrer)), referrer);
+  const sig = await pushSignatureOf(server.url, repo, subject);
   assert.equal(sig.response.status, 201);
   // The fallback tag, as a client without the referrers API writes it: an index listing the referrer.
   const fallbackTag = `sha256-${subject.digest.slice(7)}`;
