@@ -26,6 +26,36 @@ const tether = runTether;
 const pushImage = async (host: string, repo: string, tag: string) =>
   (await pushSmallImage(host, repo, tag)).digest;
 
+/**
+ * `oras attach` of one file (`PATH:MEDIATYPE`) to `subject` as `artifactType`, `extra` flags before the
+ * subject; resolves with the digest of the manifest oras pushed.
+ */
+async function orasAttach(
+  subject: string,
+  artifactType: string,
+  file: string,
+  env: NodeJS.ProcessEnv,
+  extra: string[] = [],
+): Promise<string> {
+  const out = await run(
+    'oras',
+    [
+      'attach',
+      '--plain-http',
+      '--disable-path-validation',
+      '--format',
+      'json',
+      '--artifact-type',
+      artifactType,
+      ...extra,
+      subject,
+      file,
+    ],
+    env,
+  );
+  return (JSON.parse(out) as { digest: string }).digest;
+}
+
 function discovered(json: string): string[] {
   const tree = JSON.parse(json) as {
     referrers?: { digest: string; referrers?: unknown[] }[];
@@ -80,25 +110,14 @@ describe('client referrers interop', () => {
     assert.ok(oras.referrers.some((r) => r.digest === ours && r.artifactType === 'application/spdx+json'));
     const tree = await run('regctl', ['artifact', 'tree', ref], env);
     assert.match(tree, new RegExp(ours.slice(7, 19)));
-    const orasOut = JSON.parse(
-      await run(
-        'oras',
-        [
-          'attach',
-          '--plain-http',
-          '--disable-path-validation',
-          '--format',
-          'json',
-          '--artifact-type',
-          'application/vnd.example.sig',
-          `${tetherReg.host}/app@${subject}`,
-          `${join(dir, 'sbom.json')}:application/json`,
-        ],
-        env,
-      ),
-    ) as { digest: string };
+    const orasDigest = await orasAttach(
+      `${tetherReg.host}/app@${subject}`,
+      'application/vnd.example.sig',
+      `${join(dir, 'sbom.json')}:application/json`,
+      env,
+    );
     const ourView = discovered(await tether(['discover', '--format', 'json', ref], env));
-    assert.deepEqual(ourView, [ours, orasOut.digest].sort());
+    assert.deepEqual(ourView, [ours, orasDigest].sort());
   });
 
   test('on Distribution 2.8 (no referrers API) tether uses the fallback tag, and oras discover sees it', async () => {
@@ -135,25 +154,12 @@ describe('client referrers interop', () => {
     ).trim();
     assert.equal((await fetch(tagUrl)).status, 200, 'the tag was pushed');
     await writeFile(join(dir, 'split-sig.txt'), 'signature');
-    const sig = (
-      JSON.parse(
-        await run(
-          'oras',
-          [
-            'attach',
-            '--plain-http',
-            '--disable-path-validation',
-            '--format',
-            'json',
-            '--artifact-type',
-            'application/vnd.example.sig',
-            at,
-            `${join(dir, 'split-sig.txt')}:text/plain`,
-          ],
-          env,
-        ),
-      ) as { digest: string }
-    ).digest;
+    const sig = await orasAttach(
+      at,
+      'application/vnd.example.sig',
+      `${join(dir, 'split-sig.txt')}:text/plain`,
+      env,
+    );
     const orasView = async (mode: string) =>
       discovered(
         await run(
@@ -215,21 +221,10 @@ describe('client referrers interop', () => {
       // 900 KiB of annotation each (from a file: one command-line argument may hold at most 128 KiB).
       const file = join(dir, `huge-${i}.json`);
       await writeFile(file, JSON.stringify({ $manifest: { big: String(i).repeat(900 * 1024) } }));
-      await run(
-        'oras',
-        [
-          'attach',
-          '--plain-http',
-          '--disable-path-validation',
-          '--artifact-type',
-          'application/vnd.example.big',
-          '--annotation-file',
-          file,
-          at,
-          `${join(dir, 'sbom.json')}:application/json`,
-        ],
-        env,
-      );
+      await orasAttach(at, 'application/vnd.example.big', `${join(dir, 'sbom.json')}:application/json`, env, [
+        '--annotation-file',
+        file,
+      ]);
     }
     let listed = 0;
     for (let next: string | undefined = `/v2/huge/referrers/${subject}`; next; ) {
@@ -296,25 +291,12 @@ describe('client referrers interop', () => {
     const subject = await pushImage(distHost, 'nomt', 'v1');
     const ref = `${distHost}/nomt:v1`;
     await writeFile(join(dir, 'first.txt'), 'first');
-    const first = (
-      JSON.parse(
-        await run(
-          'oras',
-          [
-            'attach',
-            '--plain-http',
-            '--disable-path-validation',
-            '--format',
-            'json',
-            '--artifact-type',
-            'application/vnd.first',
-            `${distHost}/nomt@${subject}`,
-            `${join(dir, 'first.txt')}:text/plain`,
-          ],
-          env,
-        ),
-      ) as { digest: string }
-    ).digest;
+    const first = await orasAttach(
+      `${distHost}/nomt@${subject}`,
+      'application/vnd.first',
+      `${join(dir, 'first.txt')}:text/plain`,
+      env,
+    );
     // The same index without its optional top-level mediaType; the Content-Type still says OCI index.
     const url = `http://${distHost}/v2/nomt/manifests/${subject.replace(':', '-')}`;
     const index = (await (await fetch(url, { headers: { Accept: INDEX } })).json()) as Record<
