@@ -323,6 +323,42 @@ for (const mode of ['basic', 'token'] as const) {
   });
 }
 
+/**
+ * GET /v2/ on 127.0.0.1:`port` with Basic credentials, from `localAddress` (a loopback address of its
+ * own, so the throttle sees a client of its own), on a connection of its own; the status and any
+ * Retry-After.
+ */
+function basicFrom(
+  port: number,
+  localAddress: string,
+  user: string,
+  password: string,
+): Promise<{ status: number; retryAfter?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/v2/',
+        localAddress,
+        agent: false,
+        headers: { Authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode!,
+            ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}),
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('auth token: tokens that must be refused, refresh tokens, external issuers', () => {
   let reg: RunningRegistry;
   let dir: string;
@@ -582,29 +618,7 @@ describe('brute force', () => {
     });
     const port = Number(reg.host.split(':')[1]);
     const request = (localAddress: string, user: string, password: string) =>
-      new Promise<{ status: number; retryAfter?: string }>((resolve, reject) => {
-        const req = http.request(
-          {
-            host: '127.0.0.1',
-            port,
-            path: '/v2/',
-            localAddress,
-            agent: false,
-            headers: { Authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` },
-          },
-          (res) => {
-            res.resume();
-            res.on('end', () =>
-              resolve({
-                status: res.statusCode!,
-                ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}),
-              }),
-            );
-          },
-        );
-        req.on('error', reject);
-        req.end();
-      });
+      basicFrom(port, localAddress, user, password);
     let attackerDone = false;
     const attacker = (async () => {
       const statuses: number[] = [];
@@ -656,25 +670,8 @@ describe('brute force', () => {
       await cleanup();
     });
     const port = Number(reg.host.split(':')[1]);
-    const request = (localAddress: string, password: string) =>
-      new Promise<number>((resolve, reject) => {
-        const req = http.request(
-          {
-            host: '127.0.0.1',
-            port,
-            path: '/v2/',
-            localAddress,
-            agent: false,
-            headers: { Authorization: `Basic ${Buffer.from(`carol:${password}`).toString('base64')}` },
-          },
-          (res) => {
-            res.resume();
-            res.on('end', () => resolve(res.statusCode!));
-          },
-        );
-        req.on('error', reject);
-        req.end();
-      });
+    const request = async (localAddress: string, password: string) =>
+      (await basicFrom(port, localAddress, 'carol', password)).status;
     // Counted only once bcrypt had answered, 300 guesses at once got 230 bcrypt runs (audit-sec #2).
     const guesses = await Promise.all(
       Array.from({ length: 300 }, () => request('127.0.0.6', `guess-${randomUUID()}`)),
