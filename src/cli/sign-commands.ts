@@ -45,7 +45,7 @@ export function expiryAfter(value: string, now: number = Date.now()): Date {
 
 export async function signCommand(argv: string[]): Promise<void> {
   const usage =
-    'usage: tether sign REF --key KEY.pem --cert CHAIN.pem [--shape config|artifactType] [--expiry 24h] [-m K=V]...';
+    'usage: tether sign REF --key KEY.pem --cert CHAIN.pem [--shape config|artifactType] [--expiry 24h] [-m/--user-metadata K=V]...';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
     key: { type: 'string' },
     cert: { type: 'string' },
@@ -77,7 +77,7 @@ export async function signCommand(argv: string[]): Promise<void> {
 
 export async function verifyCommand(argv: string[]): Promise<void> {
   const usage =
-    'usage: tether verify REF [--scope SCOPE] [--trust-policy FILE] [--trust-store DIR] [-m K=V]... [--max-signatures N]';
+    'usage: tether verify REF [--scope SCOPE] [--trust-policy FILE] [--trust-store DIR] [-m/--user-metadata K=V]... [--max-signatures N]';
   const { values, positionals } = parseClientCommand(argv, usage, [1, 1], {
     'trust-policy': { type: 'string' },
     'trust-store': { type: 'string' },
