@@ -1,5 +1,6 @@
 import { tryParseDigest } from './digest.ts';
 import { errors } from './errors.ts';
+import type { InlinedDescriptor } from './inline-data.ts';
 import { scanJson } from './json-scan.ts';
 import { bareMediaType, isNonDistributable, isValidMediaType, MediaType } from './mediatypes.ts';
 import { decodeStrictUtf8 } from './utf8.ts';
@@ -27,6 +28,11 @@ export interface ParsedManifest {
   blobs: Descriptor[];
   /** Index children: manifests (or, for BuildKit-style caches, blobs) that must exist in the repository. */
   children: Descriptor[];
+  /**
+   * Every descriptor parsed that has a `data` member (the subject, then the config and every layer, or
+   * the index's children), with the member as found: `checkInlineData` judges it.
+   */
+  inlined: InlinedDescriptor[];
 }
 
 const SUPPORTED = new Set<string>([
@@ -53,8 +59,11 @@ function parseAnnotations(value: unknown, where: string): Record<string, string>
   return value as Record<string, string>;
 }
 
-/** Validates one descriptor; throws 400 MANIFEST_INVALID naming where the problem is. */
-export function parseDescriptor(value: unknown, where: string): Descriptor {
+/**
+ * Validates one descriptor; throws 400 MANIFEST_INVALID naming where the problem is. A `data` member is
+ * not judged here but added to `inlined`, when given, for a check that reports every bad one at once.
+ */
+export function parseDescriptor(value: unknown, where: string, inlined?: InlinedDescriptor[]): Descriptor {
   if (!isObject(value)) throw errors.manifestInvalid(`${where} must be a descriptor object`);
   const { mediaType, digest, size, artifactType, urls } = value;
   if (!isValidMediaType(mediaType)) throw errors.manifestInvalid(`${where}.mediaType is missing or invalid`);
@@ -77,12 +86,13 @@ export function parseDescriptor(value: unknown, where: string): Descriptor {
   const annotations = parseAnnotations(value.annotations, `${where}.`);
   if (annotations) descriptor.annotations = annotations;
   if (urls !== undefined) descriptor.urls = urls as string[];
+  if (inlined && value.data !== undefined) inlined.push({ where, digest, size, data: value.data });
   return descriptor;
 }
 
-function parseDescriptorList(value: unknown, field: string): Descriptor[] {
+function parseDescriptorList(value: unknown, field: string, inlined: InlinedDescriptor[]): Descriptor[] {
   if (!Array.isArray(value)) throw errors.manifestInvalid(`${field} must be an array`);
-  return value.map((item, i) => parseDescriptor(item, `${field}[${i}]`));
+  return value.map((item, i) => parseDescriptor(item, `${field}[${i}]`, inlined));
 }
 
 /** Decides the stored media type from the body's `mediaType` and the request's Content-Type. */
@@ -134,25 +144,27 @@ export function parseManifest(bytes: Buffer, contentType: string | undefined): P
   const isOci = mediaType === MediaType.ociManifest || mediaType === MediaType.ociIndex;
   const annotations = isOci ? parseAnnotations(body.annotations, '') : undefined;
   // Docker schema2 types define no subject or artifactType: the fields are ignored there.
-  const subject = isOci && body.subject !== undefined ? parseDescriptor(body.subject, 'subject') : undefined;
+  const inlined: InlinedDescriptor[] = [];
+  const subject =
+    isOci && body.subject !== undefined ? parseDescriptor(body.subject, 'subject', inlined) : undefined;
   let explicitArtifactType: string | undefined;
   if (isOci && body.artifactType !== undefined && body.artifactType !== '') {
     if (!isValidMediaType(body.artifactType)) throw errors.manifestInvalid('artifactType is invalid');
     explicitArtifactType = body.artifactType;
   }
 
-  const parsed: ParsedManifest = { mediaType, kind: 'manifest', blobs: [], children: [] };
+  const parsed: ParsedManifest = { mediaType, kind: 'manifest', blobs: [], children: [], inlined };
   if (annotations) parsed.annotations = annotations;
   if (subject) parsed.subject = subject;
 
   if (mediaType === MediaType.ociIndex || mediaType === MediaType.dockerManifestList) {
     parsed.kind = 'index';
-    parsed.children = parseDescriptorList(body.manifests, 'manifests');
+    parsed.children = parseDescriptorList(body.manifests, 'manifests', inlined);
     if (explicitArtifactType) parsed.artifactType = explicitArtifactType;
     return parsed;
   }
-  const config = parseDescriptor(body.config, 'config');
-  const layers = parseDescriptorList(body.layers, 'layers');
+  const config = parseDescriptor(body.config, 'config', inlined);
+  const layers = parseDescriptorList(body.layers, 'layers', inlined);
   parsed.artifactType = explicitArtifactType ?? config.mediaType;
   parsed.blobs = [config, ...layers.filter((l) => !(isNonDistributable(l.mediaType) && l.urls?.length))];
   return parsed;

@@ -1,5 +1,6 @@
 import { type Digest, type DigestAlgorithm, digestOf, tryParseDigest } from '../oci/digest.ts';
 import { errors, OciError, type OciErrorCode } from '../oci/errors.ts';
+import { checkInlineData, type InlineDataProblem, type InlinedDescriptor } from '../oci/inline-data.ts';
 import { parseManifest } from '../oci/manifest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { isValidTag } from '../oci/reference.ts';
@@ -12,9 +13,9 @@ import { ReferrersIndexTooLarge, wholeReferrersIndex } from './referrers.ts';
 export type ManifestReference = { kind: 'digest'; digest: Digest } | { kind: 'tag'; tag: string };
 
 /**
- * The references a refused manifest PUT names one by one (missing, or of the wrong size); the rest are
- * counted in one more error. A 4 MiB manifest of 44 k unknown layers got a 7.6 MB error answer listing
- * every digest.
+ * The references a refused manifest PUT names one by one (missing, of the wrong size, or with `data`
+ * that is not their content); the rest are counted in one more error. A 4 MiB manifest of 44 k unknown
+ * layers got a 7.6 MB error answer listing every digest.
  */
 const MAX_NAMED_REFERENCES = 100;
 
@@ -71,6 +72,16 @@ export async function putManifest(
   }
   const tags = [...new Set([...(reference.kind === 'tag' ? [reference.tag] : []), ...input.extraTags])];
   const parsed = parseManifest(body, input.contentType);
+  // The manifest's own consistency: before any lookup, and whether or not the blobs exist.
+  const badData = inlineDataProblems(parsed.inlined);
+  if (badData.length > 0) {
+    throw refusedReferences(
+      'MANIFEST_INVALID',
+      badData,
+      describeDataProblem,
+      (more) => `and ${more} more descriptors whose data is not their content, not listed`,
+    );
+  }
 
   const record = {
     repo,
@@ -134,6 +145,44 @@ export async function putManifest(
     });
   }
   return { digest, tags, ...(parsed.subject ? { subject: parsed.subject.digest } : {}) };
+}
+
+type BadData = InlinedDescriptor & { problem: InlineDataProblem };
+
+/** Every descriptor whose `data` is not its content, each with why. */
+function inlineDataProblems(inlined: readonly InlinedDescriptor[]): BadData[] {
+  const bad: BadData[] = [];
+  for (const descriptor of inlined) {
+    const problem = checkInlineData(descriptor);
+    if (problem) bad.push({ ...descriptor, problem });
+  }
+  return bad;
+}
+
+function describeDataProblem({ where, digest, size, problem }: BadData): {
+  message: string;
+  detail: unknown;
+} {
+  const at = { digest, descriptor: where };
+  switch (problem.kind) {
+    case 'type':
+      return { message: 'descriptor data must be a base64 string', detail: { ...at, type: problem.type } };
+    case 'encoding':
+      return {
+        message: `descriptor data is not standard padded base64 (RFC 4648 section 4): ${problem.reason}`,
+        detail: at,
+      };
+    case 'size':
+      return {
+        message: 'descriptor data does not decode to as many bytes as the descriptor declares',
+        detail: { ...at, declared: size, decoded: problem.decoded },
+      };
+    case 'digest':
+      return {
+        message: 'descriptor data does not match the descriptor digest',
+        detail: { ...at, computed: problem.computed },
+      };
+  }
 }
 
 /**
