@@ -636,3 +636,234 @@ describe('descriptor sizes must be the sizes the registry stores', () => {
     assert.match(errors[100]!.message, /and 30 more/);
   });
 });
+
+describe('descriptor data must be the content it references', () => {
+  const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+  const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+  const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+  const CONFIG = 'application/vnd.oci.image.config.v1+json';
+  // Its base64 has + and / and ends in ==, so the URL-safe and padding cases have something to change.
+  const layerBytes = Buffer.from('{"architecture":"amd64","os":"linux"} ~~??>');
+  const configBytes = Buffer.from('{}');
+  let reg: RunningRegistry;
+  let image: Awaited<ReturnType<typeof pushImage>>;
+  let layer: { mediaType: string; digest: string; size: number };
+  let config: { mediaType: string; digest: string; size: number };
+  let kept: string;
+  before(async () => {
+    reg = await startRegistry();
+    image = await pushImage(reg.url, 'inline', 'v1');
+    layer = {
+      mediaType: LAYER,
+      digest: await pushBlob(reg.url, 'inline', layerBytes),
+      size: layerBytes.length,
+    };
+    config = { mediaType: CONFIG, digest: await pushBlob(reg.url, 'inline', configBytes), size: 2 };
+    // The tag every refused PUT aims at: it must still name this manifest afterwards.
+    const pushed = await pushManifest(reg.url, 'inline', 'kept', imageWith({}, {}));
+    assert.equal(pushed.response.status, 201, await pushed.response.text());
+    kept = pushed.digest;
+  });
+  after(() => reg.close());
+
+  const b64 = (bytes: Buffer) => bytes.toString('base64');
+  function imageWith(configExtra: object, layerExtra: object, more: object = {}) {
+    return {
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { ...config, ...configExtra },
+      layers: [{ ...layer, ...layerExtra }],
+      ...more,
+    };
+  }
+
+  type Refusal = { code: string; message: string; detail: Record<string, unknown> };
+  /** PUTs `manifest` to the tag `kept`, expects 400 MANIFEST_INVALID; nothing stored, the tag unmoved. */
+  async function refused(manifest: object, type = OCI_MANIFEST): Promise<Refusal[]> {
+    const pushed = await pushManifest(reg.url, 'inline', 'kept', manifest, type);
+    const text = await pushed.response.text();
+    assert.equal(pushed.response.status, 400, text);
+    assert.equal(pushed.response.headers.get('content-type'), 'application/json');
+    const byDigest = await fetch(`${reg.url}/v2/inline/manifests/${pushed.digest}`, {
+      headers: { Accept: type },
+    });
+    assert.equal(byDigest.status, 404, 'the refused manifest was stored');
+    const tag = await fetch(`${reg.url}/v2/inline/manifests/kept`, { method: 'HEAD' });
+    assert.equal(tag.headers.get('docker-content-digest'), kept, 'the tag moved');
+    const errors = (JSON.parse(text) as { errors: Refusal[] }).errors;
+    assert.ok(
+      errors.every((e) => e.code === 'MANIFEST_INVALID'),
+      text,
+    );
+    return errors;
+  }
+  const only = async (manifest: object, type = OCI_MANIFEST) => {
+    const errors = await refused(manifest, type);
+    assert.equal(errors.length, 1, JSON.stringify(errors));
+    return errors[0]!;
+  };
+
+  test('good data on config, layer and subject: 201, and GET returns the bytes as pushed', async () => {
+    const manifest = imageWith(
+      { data: b64(configBytes) },
+      { data: b64(layerBytes) },
+      {
+        subject: {
+          mediaType: OCI_MANIFEST,
+          digest: image.digest,
+          size: image.bytes.length,
+          data: b64(image.bytes),
+        },
+      },
+    );
+    const pushed = await pushManifest(reg.url, 'inline', 'good', manifest);
+    assert.equal(pushed.response.status, 201, await pushed.response.text());
+    for (const reference of ['good', pushed.digest]) {
+      const served = await fetch(`${reg.url}/v2/inline/manifests/${reference}`, {
+        headers: { Accept: OCI_MANIFEST },
+      });
+      assert.equal(served.status, 200);
+      assert.ok(Buffer.from(await served.arrayBuffer()).equals(pushed.bytes), reference);
+    }
+    // An index child with its manifest inlined; empty data for an empty, absent subject; a sha512 subject.
+    const empty = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [
+        { mediaType: OCI_MANIFEST, digest: image.digest, size: image.bytes.length, data: b64(image.bytes) },
+      ],
+      subject: { mediaType: OCI_MANIFEST, digest: empty, size: 0, data: '' },
+    };
+    const indexPushed = await pushManifest(reg.url, 'inline', 'index', index, OCI_INDEX);
+    assert.equal(indexPushed.response.status, 201, await indexPushed.response.text());
+    const other = Buffer.from('a manifest held elsewhere');
+    const sha512 = `sha512:${createHash('sha512').update(other).digest('hex')}`;
+    const subject = { mediaType: OCI_MANIFEST, digest: sha512, size: other.length, data: b64(other) };
+    const signed = await pushManifest(reg.url, 'inline', 'sha512', imageWith({}, {}, { subject }));
+    assert.equal(signed.response.status, 201, await signed.response.text());
+  });
+
+  test('data of other content: refused naming the digest, the descriptor and the digest it has', async () => {
+    const other = Buffer.alloc(layerBytes.length, 0x41);
+    const error = await only(imageWith({}, { data: b64(other) }));
+    assert.deepEqual(error.detail, {
+      digest: layer.digest,
+      descriptor: 'layers[0]',
+      computed: sha256(other),
+    });
+    assert.match(error.message, /does not match the descriptor digest/);
+  });
+
+  test('data of another length than size: refused with declared and decoded', async () => {
+    const error = await only(imageWith({ data: b64(Buffer.from('{} ')) }, {}));
+    assert.deepEqual(error.detail, { digest: config.digest, descriptor: 'config', declared: 2, decoded: 3 });
+    const shorter = await only(imageWith({}, { data: b64(layerBytes.subarray(1)) }));
+    assert.deepEqual(shorter.detail, {
+      digest: layer.digest,
+      descriptor: 'layers[0]',
+      declared: layerBytes.length,
+      decoded: layerBytes.length - 1,
+    });
+  });
+
+  test('not standard padded base64: URL-safe, unpadded, whitespace, stray bits; each refused saying why', async () => {
+    const good = b64(layerBytes);
+    for (const [data, why] of [
+      [layerBytes.toString('base64url'), /URL-safe/],
+      [good.replace(/=+$/, ''), /padded/],
+      [`${good.slice(0, 20)}\n${good.slice(20)}`, /whitespace/],
+      [`${good} `, /whitespace/],
+    ] as const) {
+      const error = await only(imageWith({}, { data }));
+      assert.deepEqual(error.detail, { digest: layer.digest, descriptor: 'layers[0]' }, data);
+      assert.match(error.message, /not standard padded base64/);
+      assert.match(error.message, why, data);
+    }
+    const stray = await only(imageWith({ data: 'e31=' }, {}));
+    assert.match(stray.message, /canonical/);
+  });
+
+  test('data that is not a string: refused naming its type', async () => {
+    for (const [data, type] of [
+      [2, 'number'],
+      [null, 'null'],
+      [['e30='], 'object'],
+    ] as const) {
+      const error = await only(imageWith({ data }, {}));
+      assert.deepEqual(error.detail, { digest: config.digest, descriptor: 'config', type });
+    }
+  });
+
+  test('checked wherever it is: absent subject, foreign layer, index child, Docker manifest', async () => {
+    const absent = {
+      mediaType: OCI_MANIFEST,
+      digest: sha256('not here'),
+      size: 8,
+      data: b64(Buffer.from('not HERE')),
+    };
+    const subjectError = await only(imageWith({}, {}, { subject: absent }));
+    assert.equal(subjectError.detail.descriptor, 'subject');
+    const foreign = {
+      mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+      digest: sha256('lives elsewhere'),
+      size: 15,
+      urls: ['https://example.com/layer'],
+    };
+    const withForeign = (data: string) => ({ ...imageWith({}, {}), layers: [layer, { ...foreign, data }] });
+    const foreignError = await only(withForeign(b64(Buffer.from('lives elsewherE'))));
+    assert.equal(foreignError.detail.descriptor, 'layers[1]');
+    const foreignGood = await pushManifest(
+      reg.url,
+      'inline',
+      'foreign',
+      withForeign(b64(Buffer.from('lives elsewhere'))),
+    );
+    assert.equal(foreignGood.response.status, 201, await foreignGood.response.text());
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: image.digest, size: image.bytes.length, data: 'e30=' }],
+    };
+    const childError = await only(index, OCI_INDEX);
+    assert.deepEqual(childError.detail, {
+      digest: image.digest,
+      descriptor: 'manifests[0]',
+      declared: image.bytes.length,
+      decoded: 2,
+    });
+    const docker = { ...imageWith({}, { data: 'e30' }), mediaType: DOCKER_MANIFEST };
+    const dockerError = await only(docker, DOCKER_MANIFEST);
+    assert.equal(dockerError.detail.descriptor, 'layers[0]');
+  });
+
+  test('bad data is refused before references are looked up; good data does not excuse a missing blob', async () => {
+    const missing = Buffer.from('never pushed');
+    const missingLayer = { mediaType: LAYER, digest: sha256(missing), size: missing.length };
+    const bad = await only({ ...imageWith({}, {}), layers: [{ ...missingLayer, data: 'bm90IGl0' }] });
+    assert.equal(bad.detail.digest, missingLayer.digest);
+    const inlined = { ...imageWith({}, {}), layers: [{ ...missingLayer, data: b64(missing) }] };
+    const pushed = await pushManifest(reg.url, 'inline', 'kept', inlined);
+    assert.equal(pushed.response.status, 400);
+    const errors = ((await pushed.response.json()) as { errors: Refusal[] }).errors;
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.detail]),
+      [['MANIFEST_BLOB_UNKNOWN', { digest: missingLayer.digest }]],
+    );
+  });
+
+  test('many bad data members: the first 100 named, the rest counted in one more error', async () => {
+    const layers = Array.from({ length: 130 }, () => ({ ...layer, data: 'e30=' }));
+    const errors = await refused({ ...imageWith({}, {}), layers });
+    assert.equal(errors.length, 101);
+    assert.deepEqual(errors[0]!.detail, {
+      digest: layer.digest,
+      descriptor: 'layers[0]',
+      declared: layerBytes.length,
+      decoded: 2,
+    });
+    assert.equal(errors[99]!.detail.descriptor, 'layers[99]');
+    assert.deepEqual(errors[100]!.detail, { unlisted: 30 });
+    assert.match(errors[100]!.message, /and 30 more descriptors whose data/);
+  });
+});
