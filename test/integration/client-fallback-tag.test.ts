@@ -214,6 +214,95 @@ describe('client: fallback tag', () => {
     assert.equal((await cliOutput(home, ['resolve', `oci:${layout}:${tag}`])).trim(), other.digest);
     assert.equal((await cliOutput(home, ['resolve', `oci:${layout}@${sbom}`])).trim(), sbom);
   });
+
+  test('attach writes the fallback index conditionally: If-None-Match for a new tag, If-Match on the ETag it read, and a 412 is re-read and retried without losing the other writer (audit-tests #4)', async () => {
+    const image = await pushImage(reg.url, 'ifmatch', 'v1');
+    const tag = image.digest.replace(':', '-');
+    const tagUrl = `/v2/ifmatch/manifests/${tag}`;
+    const subject = { digest: image.digest, size: image.bytes.length };
+    // Another tool's referrer, added to the tag by a concurrent writer between our read and our write.
+    const theirs = await pushArtifact(reg.url, 'ifmatch', 'application/vnd.theirs', subject);
+    let inject = false;
+    let injected = 0;
+    /** Every request for the fallback tag: method, the condition sent, status and ETag answered. */
+    const wire: { method: string; ifMatch?: string; ifNoneMatch?: string; status: number; etag?: string }[] =
+      [];
+    const proxy = await startProxy(reg.host, {
+      async before(req) {
+        if (!inject || req.method !== 'PUT' || req.url !== tagUrl) return false;
+        inject = false;
+        const now = await fetch(`${reg.url}${tagUrl}`, { headers: { Accept: INDEX } });
+        assert.equal(now.status, 200);
+        const index = (await now.json()) as { manifests: unknown[] };
+        index.manifests.push({ mediaType: MANIFEST, ...theirs });
+        const put = await pushManifest(reg.url, 'ifmatch', tag, index, INDEX, {
+          'If-Match': now.headers.get('etag')!,
+        });
+        assert.equal(put.response.status, 201, await put.response.clone().text());
+        injected++;
+        return false;
+      },
+      after(req, upstream) {
+        if (req.url !== tagUrl) return;
+        const header = (name: string) => (req.headers[name] as string | undefined) ?? undefined;
+        wire.push({
+          method: req.method!,
+          ...(header('if-match') ? { ifMatch: header('if-match') } : {}),
+          ...(header('if-none-match') ? { ifNoneMatch: header('if-none-match') } : {}),
+          status: upstream.status,
+          ...(upstream.headers.etag ? { etag: upstream.headers.etag } : {}),
+        });
+      },
+    });
+    try {
+      const at = { ...parseImageReference(`${proxy.host}/ifmatch`), digest: image.digest };
+      const file = (name: string) => [{ mediaType: 'text/plain', title: name, bytes: Buffer.from(name) }];
+      // No tag yet: created with If-None-Match: *.
+      const first = await tagMode.attach(at, 'application/x.first', file('first.txt'));
+      const creating = wire.filter((w) => w.method === 'PUT');
+      assert.deepEqual(
+        creating.map((w) => [w.ifMatch, w.ifNoneMatch, w.status]),
+        [[undefined, '*', 201]],
+      );
+      assert.deepEqual(await fallbackEntries(reg.url, 'ifmatch', image.digest), [first.digest]);
+
+      wire.length = 0;
+      inject = true;
+      const second = await tagMode.attach(at, 'application/x.second', file('second.txt'));
+      assert.equal(injected, 1, 'the concurrent write happened');
+      assert.deepEqual(
+        await fallbackEntries(reg.url, 'ifmatch', image.digest),
+        [first.digest, theirs.digest, second.digest].sort(),
+        "no update is lost: ours, the other writer's and the earlier one",
+      );
+      const puts = wire.flatMap((w, i) => (w.method === 'PUT' ? [i] : []));
+      assert.equal(puts.length, 2, JSON.stringify(wire));
+      const [stale, retry] = [wire[puts[0]!]!, wire[puts[1]!]!];
+      // The first PUT names the ETag of the read just before it, which the other writer has since changed.
+      const readBefore = wire[puts[0]! - 1]!;
+      assert.equal(readBefore.method, 'GET');
+      assert.equal(readBefore.status, 200);
+      assert.ok(readBefore.etag, 'the registry sends an ETag');
+      assert.equal(stale.ifMatch, readBefore.etag, 'the PUT is conditional on what was read');
+      assert.equal(stale.status, 412, 'the stale write is refused');
+      // Exactly one re-read, then the retry on the new ETag.
+      assert.deepEqual(
+        wire.slice(puts[0]! + 1, puts[1]!).map((w) => [w.method, w.status]),
+        [['GET', 200]],
+      );
+      const reread = wire[puts[0]! + 1]!;
+      assert.notEqual(reread.etag, readBefore.etag);
+      assert.equal(retry.ifMatch, reread.etag);
+      assert.equal(retry.status, 201);
+      assert.deepEqual(
+        wire.slice(puts[1]! + 1).map((w) => w.method),
+        wire.slice(puts[1]! + 1).map(() => 'GET'),
+        'nothing written after the retry',
+      );
+    } finally {
+      await proxy.close();
+    }
+  });
 });
 
 describe('client: cp -r records referrers the destination already holds (finding 3)', () => {
