@@ -312,6 +312,25 @@ describe('referrers API', () => {
     }
   });
 
+  test("an artifactType with '+' filters the same sent raw (a query's space) or percent-encoded", async () => {
+    const img = await pushImage(reg.url, 'plus', 'v1');
+    await pushBlob(reg.url, 'plus', '{}');
+    const subject = { digest: img.digest, size: img.bytes.length };
+    const spdx = await pushArtifact(reg.url, 'plus', subject, 'application/spdx+json');
+    await pushArtifact(reg.url, 'plus', subject, 'application/spdx');
+    await pushArtifact(reg.url, 'plus', subject, 'application/sig');
+    for (const query of [
+      '?artifactType=application/spdx+json',
+      '?artifactType=application/spdx%2Bjson',
+      '?artifactType=application/spdx%20json',
+    ]) {
+      const listed = await referrers(reg.url, 'plus', img.digest, query);
+      assert.equal(listed.res.headers.get('oci-filters-applied'), 'artifactType', query);
+      assert.deepEqual(listed.digests, [spdx.digest], query);
+      assert.equal(listed.body.manifests[0]!.artifactType, 'application/spdx+json');
+    }
+  });
+
   test('ETag: HEAD works, 304 while unchanged, 200 with a new ETag after any change to the set', async () => {
     const img = await pushImage(reg.url, 'etag', 'v1');
     await pushBlob(reg.url, 'etag', '{}');
