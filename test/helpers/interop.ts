@@ -46,21 +46,32 @@ export function runTool(
 }
 
 /**
- * Runs a tool as runTool does, but resolves however it ends: its exit status (1 when it ended without one),
- * stdout and stderr. For tests that compare verdicts, failures included.
+ * Runs a tool as runTool does, but resolves however it exits: its exit status, stdout and stderr. For
+ * tests that compare verdicts, failures included. Only an exit status is a verdict: when the tool could
+ * not be run (ENOENT, EACCES), was killed (the timeout, a signal) or overflowed the output buffer, it
+ * rejects with why, so "notation is missing" never reads as "notation refused".
  */
 export function runToolStatus(
   cmd: string,
   args: string[],
   env: NodeJS.ProcessEnv = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
       { env: { ...process.env, PATH: `${TOOLS_BIN}:${process.env.PATH}`, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      (err, stdout, stderr) => {
+        if (!err) return resolve({ code: 0, stdout, stderr });
+        const { code, signal, killed } = err as { code?: unknown; signal?: string | null; killed?: boolean };
+        if (typeof code === 'number' && !killed && !signal) return resolve({ code, stdout, stderr });
+        const why = typeof code === 'string' ? code : killed ? 'killed (timeout)' : `signal ${signal}`;
+        reject(
+          new Error(
+            `${cmd} ${args.join(' ')} did not run to an exit status: ${why}: ${err.message}\n${stderr}`,
+          ),
+        );
+      },
     );
   });
 }
