@@ -38,6 +38,77 @@ async function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promis
   return { code, out: `${stdout}${stderr}` };
 }
 
+/** A pattern matching `text` as it is. */
+const esc = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** notation -v: the one signature there is was read and refused for `reason`. */
+const notationRefused = (reason: string) =>
+  new RegExp(`Signature sha256:[0-9a-f]{64} failed verification with error: ${esc(reason)}`);
+/** notation refused before it judged a signature (its trust policy), for `reason`. */
+const notationError = (reason: string) => new RegExp(`^Error: ${esc(reason)}`, 'm');
+/** notation -v: the leaf's subject matched none of `identities` (as notation parsed them). */
+const notationIdentities = (identities: string) =>
+  notationRefused(
+    `signing certificate from the digital signature does not match the X.509 trusted identities [map[${identities}]] defined in the trust policy "verdicts"`,
+  );
+/** notation -v: the leaf's subject (as Go prints it) is one notation cannot compare. */
+const notationSubject = (reason: string) =>
+  notationRefused(
+    `error while parsing the certificate subject from the digital signature. error : "${reason}`,
+  );
+/** notation could not retrieve a signature (it fails the whole verification), for `reason`. */
+const notationUnretrievable = (reason: string) =>
+  new RegExp(
+    `^Error: signature verification failed: unable to retrieve digital signature with digest "sha256:[0-9a-f]{64}" associated with "\\S+" from the Repository, error : ${reason}`,
+    'm',
+  );
+/** Tether judged the signatures and the verification failed for `reason`. */
+const tetherRefused = (reason: string) =>
+  new RegExp(`^tether: verification of \\S+ failed: ${esc(reason)}`, 'm');
+/** Tether refused before it judged a signature (its trust policy), for `reason`. */
+const tetherError = (reason: string) => new RegExp(`^tether: ${esc(reason)}`, 'm');
+/** Tether could not retrieve a signature (it fails the whole verification, as notation does), for `reason`. */
+const tetherUnretrievable = (reason: string) =>
+  new RegExp(
+    `^tether: verification of \\S+ failed: unable to retrieve the signature sha256:[0-9a-f]{64}: ${esc(reason)}`,
+    'm',
+  );
+const tetherIdentities = (leaf: string, identity: string) =>
+  tetherRefused(
+    `authenticity: signing certificate from the digital signature ("${leaf}") does not match the X.509 trusted identities ["x509.subject: ${identity}"] defined in the trust policy "verdicts"`,
+  );
+const tetherSubject = (reason: string) =>
+  tetherRefused(
+    `authenticity: error while parsing the certificate subject from the digital signature: ${reason}`,
+  );
+const tetherPayload = (reason: string) =>
+  tetherRefused(`integrity: unable to verify the digital signature (INVALID_PAYLOAD): ${reason}`);
+const tetherHeader = (reason: string) =>
+  tetherRefused(`integrity: unable to verify the digital signature (MALFORMED_ENVELOPE): ${reason}`);
+
+/**
+ * Both verdicts came with their reasons: a pass says what passed; a refusal must match the reason the
+ * case expects, so a tool that refused for an unrelated reason (a misnamed trust store, a config
+ * directory not read) fails the test instead of agreeing.
+ */
+function assertReasons(
+  label: string,
+  ref: string,
+  expected: { notation: boolean; tether: boolean; skip?: boolean },
+  says: { notationSays?: RegExp; tetherSays?: RegExp },
+  runs: { notation: Run; tether: Run },
+) {
+  const context = `${label}\n--- notation:\n${runs.notation.out}\n--- tether:\n${runs.tether.out}`;
+  const notationPass = expected.skip
+    ? `Trust policy is configured to skip signature verification for ${ref}`
+    : `Successfully verified signature for ${ref}`;
+  const notationSays = expected.notation ? new RegExp(esc(notationPass)) : says.notationSays;
+  const tetherSays = expected.tether ? new RegExp(`^verified ${esc(ref)}`, 'm') : says.tetherSays;
+  if (!notationSays) throw new Error(`${label}: notation refuses; the case must say why (notationSays)`);
+  if (!tetherSays) throw new Error(`${label}: Tether refuses; the case must say why (tetherSays)`);
+  assert.match(runs.notation.out, notationSays, context);
+  assert.match(runs.tether.out, tetherSays, context);
+}
+
 interface Case {
   /** openssl `-subj` of the signing leaf (default `/C=US/ST=WA/O=Example/CN=signer`). */
   leaf?: string;
@@ -51,6 +122,13 @@ interface Case {
   payloadJson?: (target: Target) => string;
   /** notation's verdict, which Tether must reach too. */
   verified: boolean;
+  /**
+   * Why notation refuses (required when it does): matched in `notation verify -v`'s output, so a notation
+   * that failed for another reason (or never ran) does not count as agreeing.
+   */
+  notationSays?: RegExp;
+  /** Why Tether refuses (required when it does), matched in its output. */
+  tetherSays?: RegExp;
   /**
    * Tether's verdict where it is deliberately stricter than notation (documented in docs/signing.md):
    * only `false` with `verified: true`. Tether passing where notation fails is never expected.
@@ -139,18 +217,21 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await pushSignature(host, repo, target, envelope, c.manifestJson);
     await policy(c.identities ?? ['*'], c.level ?? 'strict');
     await c.configure?.(config);
-    const { notation, tether } = await verdicts(`${host}/${repo}@${image.digest}`);
+    const ref = `${host}/${repo}@${image.digest}`;
+    const { notation, tether } = await verdicts(ref);
+    const expected = { notation: c.verified, tether: c.tether ?? c.verified };
     assert.deepEqual(
       { notation: notation.code === 0, tether: tether.code === 0 },
-      { notation: c.verified, tether: c.tether ?? c.verified },
+      expected,
       `${label}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
     );
+    assertReasons(label, ref, { ...expected, skip: c.level === 'skip' }, c, { notation, tether });
     return { notation: notation.out, tether: tether.out };
   }
 
-  /** Both verifiers on `ref`, under the trust policy and store in place. */
+  /** Both verifiers on `ref`, under the trust policy and store in place (notation -v says why it refuses). */
   async function verdicts(ref: string) {
-    const notation = await exec('notation', ['verify', '--insecure-registry', ref], env);
+    const notation = await exec('notation', ['verify', '-v', '--insecure-registry', ref], env);
     const tether = await exec(process.execPath, [CLI, 'verify', ref], env);
     return { notation, tether };
   }
@@ -167,24 +248,35 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       leaf: '/C=US/ST=WA/O=Example /CN=sp',
       identities: id('C=US, ST=WA, O=Example'),
       verified: false,
+      notationSays: notationIdentities('"C":"US" "O":"Example" "ST":"WA"'),
+      tetherSays: tetherIdentities('C=US, ST=WA, O=Example\\ , CN=sp', 'C=US, ST=WA, O=Example'),
     });
     await agree('leaf O=" Example" vs identity O=Example', {
       leaf: '/C=US/ST=WA/O= Example/CN=lsp',
       identities: id('C=US, ST=WA, O=Example'),
       verified: false,
+      notationSays: notationIdentities('"C":"US" "O":"Example" "ST":"WA"'),
+      tetherSays: tetherIdentities('C=US, ST=WA, O=\\ Example, CN=lsp', 'C=US, ST=WA, O=Example'),
     });
     await agree('leaf CN="two  " vs identity CN=two', {
       leaf: '/C=US/ST=WA/O=Example/CN=two  ',
       identities: id('C=US, ST=WA, O=Example, CN=two'),
       verified: false,
+      notationSays: notationIdentities('"C":"US" "CN":"two" "O":"Example" "ST":"WA"'),
+      tetherSays: tetherIdentities('C=US, ST=WA, O=Example, CN=two \\ ', 'C=US, ST=WA, O=Example, CN=two'),
     });
     await agree('identity O=Example\\  (escaped space) vs leaf O=Example', {
       identities: id('C=US, ST=WA, O=Example\\ '),
       verified: false,
+      // notation parsed the escaped space into the value.
+      notationSays: notationIdentities('"C":"US" "O":"Example " "ST":"WA"'),
+      tetherSays: tetherIdentities('C=US, ST=WA, O=Example, CN=signer', 'C=US, ST=WA, O=Example\\\\ '),
     });
     await agree('identity O=Example\\20 vs leaf O=Example', {
       identities: id('C=US, ST=WA, O=Example\\20'),
       verified: false,
+      notationSays: notationIdentities('"C":"US" "O":"Example " "ST":"WA"'),
+      tetherSays: tetherIdentities('C=US, ST=WA, O=Example, CN=signer', 'C=US, ST=WA, O=Example\\\\20'),
     });
     await agree('identity O=Example\\  matches leaf O="Example "', {
       leaf: '/C=US/ST=WA/O=Example /CN=sp',
@@ -203,10 +295,18 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await agree('a non-hex escape makes the policy invalid', {
       identities: id('C=US, ST=WA, O=Ex\\ample'),
       verified: false,
+      notationSays:
+        /^Error: trust policy: trust policy statement "verdicts" has trusted identity .* failed to decode escaped character: encoding\/hex: invalid byte: U\+006D 'm'/m,
+      tetherSays:
+        /^tether: trust policy statement "verdicts" has trusted identity .* failed to decode escaped character: invalid hex escape "\\am"/m,
     });
     await agree('a trailing comma makes the policy invalid', {
       identities: id('C=US, ST=WA, O=Example,'),
       verified: false,
+      notationSays:
+        /^Error: trust policy: trust policy statement "verdicts" has trusted identity "x509\.subject: C=US, ST=WA, O=Example," .*DN ended with incomplete type, value pair/m,
+      tetherSays:
+        /^tether: trust policy statement "verdicts" has trusted identity "x509\.subject: C=US, ST=WA, O=Example," .*DN ended with incomplete type, value pair/m,
     });
   });
 
@@ -218,26 +318,45 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     const out = await agree('payload {digest: A, Digest: B} verifying A', {
       payloadJson: (a) => mixed(a, b),
       verified: false,
+      // notation read B, which is not the image verified.
+      notationSays: notationRefused('content descriptor mismatch'),
+      tetherSays: tetherPayload(
+        'payload.targetArtifact has the key "Digest", which differs from the field "digest" only in case',
+      ),
     });
     assert.match(out.tether, /differs from the field "digest" only in case/);
     await agree('payload {targetArtifact: A, TargetArtifact: B} verifying A', {
       payloadJson: (a) => `{"targetArtifact":${JSON.stringify(a)},"TargetArtifact":${JSON.stringify(b)}}`,
       verified: false,
+      notationSays: notationRefused('content descriptor mismatch'),
+      tetherSays: tetherPayload(
+        'payload has the key "TargetArtifact", which differs from the field "targetArtifact" only in case',
+      ),
     });
     await agree('payload with a duplicate "digest" (A, then B) verifying A', {
       payloadJson: (a) =>
         `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size},"digest":"${b.digest}"}}`,
       verified: false,
+      notationSays: notationRefused('content descriptor mismatch'),
+      tetherSays: tetherPayload('payload is not valid JSON: duplicate key "digest"'),
     });
     await agree('payload size written 8.0 (Go cannot decode it into int64)', {
       payloadJson: (a) =>
         `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size}.0}}`,
       verified: false,
+      notationSays:
+        /failed verification with error: json: cannot unmarshal number \d+\.0 into Go struct field Descriptor\.targetArtifact\.size of type int64/,
+      tetherSays:
+        /\(INVALID_PAYLOAD\): payload\.targetArtifact\.size must be an integer literal within int64, not \d+\.0/,
     });
     await agree('payload urls of the wrong type (Go fails the whole payload)', {
       payloadJson: (a) =>
         `{"targetArtifact":{"mediaType":"${a.mediaType}","digest":"${a.digest}","size":${a.size},"urls":5}}`,
       verified: false,
+      notationSays: notationRefused(
+        'json: cannot unmarshal number into Go struct field Descriptor.targetArtifact.urls of type []string',
+      ),
+      tetherSays: tetherPayload('payload.targetArtifact.urls must be an array, not number'),
     });
     // The reverse direction, documented: notation accepts these for the image it reads, Tether refuses
     // every payload with two readings.
@@ -246,6 +365,9 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await agree('payload {digest: A, Digest: B} verifying B', {
       payloadJson: (verified) => mixed(a, verified),
       verified: true,
+      tetherSays: tetherPayload(
+        'payload.targetArtifact has the key "Digest", which differs from the field "digest" only in case',
+      ),
       tether: false,
     });
   });
@@ -262,20 +384,40 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         'IO.CNCF.NOTARY.EXPIRY': past,
       }),
       verified: false,
+      notationSays: notationRefused('digital signature has expired on'),
+      tetherSays: tetherHeader(
+        'protected header has the key "IO.CNCF.NOTARY.EXPIRY", which differs from the field "io.cncf.notary.expiry" only in case',
+      ),
     });
-    await agree('Io.cncf.notary.Expiry in the past (notation: expired)', {
-      protectedJson: header({ 'Io.cncf.notary.Expiry': past }),
-      verified: false,
-    });
+    await agree(
+      'Io.cncf.notary.Expiry in the past (notation reads it as the expiry, which crit does not name)',
+      {
+        protectedJson: header({ 'Io.cncf.notary.Expiry': past }),
+        verified: false,
+        notationSays: notationRefused(
+          'these required headers are not marked as critical: [io.cncf.notary.expiry]',
+        ),
+        tetherSays: tetherHeader(
+          'protected header has the key "Io.cncf.notary.Expiry", which differs from the field "io.cncf.notary.expiry" only in case',
+        ),
+      },
+    );
     await agree('CTY application/json (notation: wrong payload content type)', {
       protectedJson: header({ CTY: 'application/json' }),
       verified: false,
+      notationSays: notationRefused('payload content type "application/json" not supported'),
+      tetherSays: tetherHeader(
+        'protected header has the key "CTY", which differs from the field "cty" only in case',
+      ),
     });
     // Reverse direction, documented: CTY first and cty last reads as the right cty in Go; Tether refuses.
     const standard = standardProtected(new Date(Date.now() - 600_000));
     await agree('CTY before cty', {
       protectedJson: `{"CTY":"application/json",${JSON.stringify(standard).slice(1)}`,
       verified: true,
+      tetherSays: tetherHeader(
+        'protected header has the key "CTY", which differs from the field "cty" only in case',
+      ),
       tether: false,
     });
   });
@@ -289,6 +431,8 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         await writeFile(join(dir, 'trustpolicy.oci.json'), anyone);
       },
       verified: false,
+      notationSays: notationIdentities('"C":"US" "O":"Nobody" "ST":"WA"'),
+      tetherSays: tetherIdentities('C=US, ST=WA, O=Example, CN=signer', 'C=US, ST=WA, O=Nobody'),
     });
     await agree('only trustpolicy.oci.json', {
       configure: async (dir) => {
@@ -296,6 +440,9 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         await writeFile(join(dir, 'trustpolicy.oci.json'), anyone);
       },
       verified: false,
+      notationSays: notationError('trust policy is not present.'),
+      tetherSays:
+        /^tether: no trust policy: create \S+\/trustpolicy\.json .*trustpolicy\.oci\.json is not read/m,
     });
     await agree('trustpolicy.json is a symlink to a policy that trusts anyone', {
       configure: async (dir) => {
@@ -304,6 +451,9 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         await symlink(join(pki, 'linked-policy.json'), join(dir, 'trustpolicy.json'));
       },
       verified: false,
+      notationSays: notationError('trust policy is not a regular file (symlinks are not supported)'),
+      tetherSays:
+        /^tether: the trust policy \S+\/trustpolicy\.json is not a regular file \(symlinks are not supported/m,
     });
     // notation reads the last of two case-insensitive matches (strict); Tether used to read the exact
     // key (audit, which only logs the untrusted identity).
@@ -317,6 +467,11 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         );
       },
       verified: false,
+      // notation judged by the strict statement (the audit one would have passed).
+      notationSays: notationIdentities('"C":"US" "O":"Nobody" "ST":"WA"'),
+      tetherSays: tetherError(
+        'malformed trust policy: the trust policy has the key "TrustPolicies", which differs from the field "trustPolicies" only in case',
+      ),
     });
     await agree('trustpolicy.json trusts, trustpolicy.oci.json refuses (and is ignored)', {
       configure: async (dir) => writeFile(join(dir, 'trustpolicy.oci.json'), nobody),
@@ -325,32 +480,50 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
   });
 
   test('leaf attributes Go has no short name for, and #hex identities (F5, F6)', async () => {
+    // The leaves' subjects as Go prints them: the attributes it has no short name for by OID and BER hex.
+    const EMAIL_DN = 'CN=mail,O=Example,ST=WA,C=US,1.2.840.113549.1.9.1=#0c056140622e63';
+    const UID_DN = 'CN=uid,O=Example,ST=WA,C=US,0.9.2342.19200300.100.1.1=#13027531';
+    const TITLE_DN = 'CN=title,O=Example,ST=WA,C=US,2.5.4.12=#1304426f7373';
     const id = (dn: string) => [`x509.subject: ${dn}`];
     const email = '/C=US/ST=WA/O=Example/CN=mail/emailAddress=a@b.c';
     await agree('leaf with emailAddress, identity C/ST/O', {
       leaf: email,
       identities: id('C=US, ST=WA, O=Example'),
       verified: false,
+      notationSays: notationSubject(`unsupported distinguished name (DN) \\"${EMAIL_DN}\\"`),
+      tetherSays: tetherSubject(`unsupported distinguished name (DN) "${EMAIL_DN}"`),
     });
     await agree('leaf with emailAddress, identity naming it by OID', {
       leaf: email,
       identities: id('C=US, ST=WA, O=Example, 1.2.840.113549.1.9.1=a@b.c'),
       verified: false,
+      notationSays: notationSubject(`unsupported distinguished name (DN) \\"${EMAIL_DN}\\"`),
+      tetherSays: tetherSubject(`unsupported distinguished name (DN) "${EMAIL_DN}"`),
     });
     await agree('leaf with UID', {
       leaf: '/C=US/ST=WA/O=Example/UID=u1/CN=uid',
       identities: id('C=US, ST=WA, O=Example'),
       verified: false,
+      notationSays: notationSubject(`unsupported distinguished name (DN) \\"${UID_DN}\\"`),
+      tetherSays: tetherSubject(`unsupported distinguished name (DN) "${UID_DN}"`),
     });
     await agree('leaf with title, identity naming it by OID', {
       leaf: '/C=US/ST=WA/O=Example/title=Boss/CN=title',
       identities: id('C=US, ST=WA, O=Example, 2.5.4.12=Boss'),
       verified: false,
+      notationSays: notationSubject(`unsupported distinguished name (DN) \\"${TITLE_DN}\\"`),
+      tetherSays: tetherSubject(`unsupported distinguished name (DN) "${TITLE_DN}"`),
     });
     await agree('leaf with emailAddress, any identity', { leaf: email, identities: ['*'], verified: true });
     await agree('identity with a BER #hex value', {
       identities: id('C=US, ST=WA, O=#0c074578616d706c65'),
       verified: false,
+      notationSays: notationError(
+        'trust policy: trust policy statement "verdicts" has trusted identity "x509.subject: C=US, ST=WA, O=#0c074578616d706c65" with invalid identity value: unsupported distinguished name (DN)',
+      ),
+      tetherSays: tetherError(
+        'trust policy statement "verdicts" has trusted identity "x509.subject: C=US, ST=WA, O=#0c074578616d706c65" with invalid identity value: unsupported distinguished name (DN)',
+      ),
     });
   });
 
@@ -365,6 +538,11 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       leaf: '/C=US/ST=WA/O=Example/CN=first/CN=last',
       identities: id('C=US, ST=WA, O=Example, CN=first'),
       verified: false,
+      notationSays: notationIdentities('"C":"US" "CN":"first" "O":"Example" "ST":"WA"'),
+      tetherSays: tetherIdentities(
+        'C=US, ST=WA, O=Example, CN=first, CN=last',
+        'C=US, ST=WA, O=Example, CN=first',
+      ),
     });
     await agree('identity with an empty OU, leaf without OU', {
       identities: id('C=US, ST=WA, O=Example, OU='),
@@ -374,15 +552,30 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       leaf: '/C=US/ST=WA/O=Example/OU=unit/CN=withou',
       identities: id('C=US, ST=WA, O=Example, OU='),
       verified: false,
+      notationSays: notationIdentities('"C":"US" "O":"Example" "OU":"" "ST":"WA"'),
+      tetherSays: tetherIdentities(
+        'C=US, ST=WA, O=Example, OU=unit, CN=withou',
+        'C=US, ST=WA, O=Example, OU=',
+      ),
     });
     await agree('an empty-OU identity overlaps any other (invalid policy)', {
       identities: [...id('C=US, ST=WA, O=Example, OU='), ...id('C=US, ST=WA, O=Example, CN=signer')],
       verified: false,
+      notationSays: notationError(
+        'trust policy: trust policy statement "verdicts" has overlapping x509 trustedIdentities',
+      ),
+      tetherSays: tetherError('trust policy statement "verdicts" has overlapping x509 trustedIdentities'),
     });
     await agree('leaf with two OUs', {
       leaf: '/C=US/ST=WA/O=Example/OU=a/OU=b/CN=ou',
       identities: id('C=US, ST=WA, O=Example'),
       verified: false,
+      notationSays: notationSubject(
+        'distinguished name (DN) \\"CN=ou,OU=a+OU=b,O=Example,ST=WA,C=US\\" has multi-valued RDN attributes',
+      ),
+      tetherSays: tetherSubject(
+        'distinguished name (DN) "CN=ou,OU=a+OU=b,O=Example,ST=WA,C=US" has multi-valued RDN attributes',
+      ),
     });
   });
 
@@ -405,6 +598,9 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
       onDistribution: true,
       manifestJson: (m) => JSON.stringify({ ...m, layers: [{ ...(m.layers as object[])[0], size: 10 }] }),
       verified: false,
+      notationSays: notationUnretrievable('GET "\\S+/blobs/sha256:[0-9a-f]{64}": mismatch Content-Length'),
+      tetherSays:
+        /^tether: verification of \S+ failed: unable to retrieve the signature sha256:\w+: envelope: blob sha256:\w+: the registry sends \d+ bytes, its descriptor says 10$/m,
     });
   });
 
@@ -449,6 +645,16 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         { notation: !badFirst, tether: !badFirst },
         `bad first: ${badFirst}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
       );
+      const context = `bad first: ${badFirst}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`;
+      assert.match(
+        notation.out,
+        badFirst
+          ? notationUnretrievable('signature manifest requries exactly one signature envelope blob, got 2')
+          : new RegExp(esc(`Successfully verified signature for ${reg.host}/${repo}@${image.digest}`)),
+        context,
+      );
+      if (!badFirst)
+        assert.match(tether.out, new RegExp(`^verified ${esc(`${reg.host}/${repo}@${image.digest}`)}`, 'm'));
       if (badFirst)
         assert.match(
           tether.out,
@@ -458,13 +664,30 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
   });
 
   test('signature manifests Go decodes another way: case-variant keys, wrong types', async () => {
+    // Control: the same rewrite path with the manifest left as it is verifies in both.
+    await agree('manifest rewritten unchanged (control)', {
+      manifestJson: (m) => JSON.stringify(m),
+      verified: true,
+    });
     await agree('manifest with "Layers": [] after "layers"', {
       manifestJson: (m) => JSON.stringify(m).replace(/}$/, ',"Layers":[]}'),
       verified: false,
+      notationSays: notationUnretrievable(
+        'signature manifest requries exactly one signature envelope blob, got 0',
+      ),
+      tetherSays: tetherUnretrievable(
+        'signature manifest has the key "Layers", which differs from the field "layers" only in case',
+      ),
     });
     await agree('manifest with a "Config": 5 Go decodes into config and fails on', {
       manifestJson: (m) => JSON.stringify({ ...m, Config: 5 }),
       verified: false,
+      notationSays: notationUnretrievable(
+        'json: cannot unmarshal number into Go struct field Manifest\\.config of type v1\\.Descriptor',
+      ),
+      tetherSays: tetherUnretrievable(
+        'signature manifest has the key "Config", which differs from the field "config" only in case',
+      ),
     });
   });
 
@@ -473,6 +696,9 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
     await agree('artifactType and config both application/vnd.cncf.notary.signature', {
       manifestJson: (m) => JSON.stringify({ ...m, artifactType: 'application/vnd.cncf.notary.signature' }),
       verified: true,
+      tetherSays: tetherRefused(
+        'not a valid Notary Project signature manifest (neither artifactType nor config shape)',
+      ),
       tether: false,
     });
   });
@@ -525,12 +751,42 @@ describe('verdicts agree with notation v1.3.2 on the same signature', () => {
         { notation: verified, tether: verified },
         `--shape ${shape}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`,
       );
+      const context = `--shape ${shape}\n--- notation:\n${notation.out}\n--- tether:\n${tether.out}`;
+      if (verified) {
+        assert.match(
+          notation.out,
+          new RegExp(esc(`Successfully verified signature for ${layout}@${image.digest}`)),
+          context,
+        );
+        assert.match(tether.out, new RegExp(`^verified local/demo@${image.digest}`, 'm'), context);
+      } else {
+        // notation lists no signature there; Tether says why it does not take the one there is.
+        assert.match(
+          notation.out,
+          notationError(
+            `signature verification failed: no signature is associated with "local/demo@${image.digest}"`,
+          ),
+          context,
+        );
+        assert.match(
+          tether.out,
+          /notation v1\.3\.2 does not take it for a signature in an OCI layout: its config media type is "application\/vnd\.oci\.empty\.v1\+json"/,
+          context,
+        );
+      }
     }
   });
 
   test("a leaf Go's x509 parser refuses: a negative serial number", async () => {
     const negative = opensslLeaf(pki, 'negative', '/C=US/ST=WA/O=Example/CN=negative', 'root', undefined, -5);
-    await agree('leaf with serial -5', { signer: negative, verified: false });
+    await agree('leaf with serial -5', {
+      signer: negative,
+      verified: false,
+      notationSays: notationRefused('malformed leaf certificate'),
+      tetherSays: tetherRefused(
+        "integrity: unable to verify the digital signature (INVALID_CERTIFICATE_CHAIN): certificate has a negative serial number, which Go's x509 parser refuses",
+      ),
+    });
     const positive = opensslLeaf(pki, 'positive', '/C=US/ST=WA/O=Example/CN=positive', 'root', undefined, 5);
     await agree('leaf with serial 5 (control)', { signer: positive, verified: true });
   });

@@ -271,7 +271,12 @@ describe('signing interop with notation v1.3.2', () => {
       ['verify', '--insecure-registry', `${reg.host}/${repo}@${second}`],
       env,
     );
-    assert.notEqual(notation.code, 0, 'notation agrees the new digest is unsigned');
+    assert.equal(notation.code, 1, 'notation agrees the new digest is unsigned');
+    // For that reason, not another: notation ran, reached the registry and found no signature.
+    assert.match(
+      notation.err,
+      new RegExp(`no signature is associated with "${reg.host}/${repo}@${second}"`.replace(/[.+]/g, '\\$&')),
+    );
     await ok('notation', ['verify', '--insecure-registry', `${reg.host}/${repo}@${first}`], env);
     // The expiry flag is honoured as a signed attribute notation reads.
     const expiring = await pushImage(reg.host, repo, 'short');
