@@ -282,8 +282,8 @@ describe('client transport', () => {
         const cli = await tether(['blob', 'get', `${proxy.host}/transport/verify@${digest}`, '-o', out], env);
         assert.equal(cli.code, 1, cli.err);
         assert.match(cli.err, /^tether: blob sha256:/);
-        await assert.rejects(access(out), 'no file is left behind');
-        await assert.rejects(access(`${out}.tether-partial`));
+        await assert.rejects(access(out), { code: 'ENOENT' }, 'no file is left behind');
+        await assert.rejects(access(`${out}.tether-partial`), { code: 'ENOENT' });
         // A layout trusts a registry read to check itself (no second hash), and still keeps nothing.
         const layout = await OciLayout.open(join(dir, `layout-${damage}`), { create: true });
         await assert.rejects(
@@ -478,6 +478,6 @@ describe('client transport', () => {
       tag: 'evil',
     });
     await assert.rejects(client.pullArtifact(evil, out), /refusing to write a file named/);
-    await assert.rejects(access(join(dir, 'escape.txt')));
+    await assert.rejects(access(join(dir, 'escape.txt')), { code: 'ENOENT' });
   });
 });

@@ -137,6 +137,8 @@ describe('real clients log in with a token and push/pull', () => {
         ['manifest', 'fetch', '--plain-http', `${reg.host}/team/app:oras`],
         await envFor('oras-anonymous'),
       ),
+      // oras reached the registry and was refused, not some other failure (a flag, a typo, a crash).
+      /\nError response from registry: unauthorized: /,
     );
   });
 

@@ -133,7 +133,15 @@ describe('generateCertificateChain', () => {
     const leafFile = join(tmp, 'other-leaf.pem');
     writeFileSync(rootFile, b.rootCertificate);
     writeFileSync(leafFile, a.leafCertificate);
-    assert.throws(() => openssl(['verify', '-CAfile', rootFile, leafFile]));
+    // openssl ran and refused for this reason (exit 2), not because it is missing (ENOENT) or misused.
+    assert.throws(
+      () => openssl(['verify', '-CAfile', rootFile, leafFile]),
+      (err: Error & { status?: number; stderr?: string }) => {
+        assert.equal(err.status, 2, String(err));
+        assert.match(err.stderr ?? '', /error 20 at 0 depth lookup: unable to get local issuer certificate/);
+        return true;
+      },
+    );
   });
 
   test('validity follows notBefore/validDays', () => {

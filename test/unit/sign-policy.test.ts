@@ -205,7 +205,7 @@ describe('trust policy selection', () => {
   test('artifact paths', () => {
     assert.equal(artifactPath('localhost:5000/a/b'), 'localhost:5000/a/b');
     assert.equal(artifactPath('localhost:5000/a/b:tag'), 'localhost:5000/a/b');
-    assert.throws(() => artifactPath('just-a-name'));
+    assert.throws(() => artifactPath('just-a-name'), /registry scope "just-a-name" is not valid/);
   });
 });
 

@@ -9,8 +9,14 @@ test('trusted proxies: addresses and CIDR ranges, anything else refused', () => 
     '::1',
     'fd00::/8',
   ]);
-  for (const bad of [['proxy.example'], ['10.0.0.0/33'], ['10.0.0.0/x'], [7], 'not a list'])
-    assert.throws(() => parseTrustedProxies(bad), Error, JSON.stringify(bad));
+  for (const [bad, message] of [
+    [['proxy.example'], 'not an IP address or CIDR range: proxy.example'],
+    [['10.0.0.0/33'], 'not an IP address or CIDR range: 10.0.0.0/33'],
+    [['10.0.0.0/x'], 'not an IP address or CIDR range: 10.0.0.0/x'],
+    [[7], 'not an IP address or CIDR range: 7'],
+    ['not a list', 'must be a list of IP addresses and CIDR ranges'],
+  ] as const)
+    assert.throws(() => parseTrustedProxies(bad), { message }, JSON.stringify(bad));
 });
 
 test('the client is the peer unless the peer is a trusted proxy; then the nearest untrusted forwarded hop', () => {
