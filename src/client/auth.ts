@@ -42,6 +42,8 @@ export class AuthError extends Error {
 
 export class Authenticator {
   readonly #credentials: () => Promise<Credentials | undefined>;
+  /** The clock tokens expire by (milliseconds since the epoch); tests move it instead of waiting. */
+  readonly #now: () => number;
   /** Tokens by "realm service sorted-scopes". */
   readonly #tokens = new Map<string, CachedToken>();
   #basic: string | undefined;
@@ -50,8 +52,9 @@ export class Authenticator {
   /** How often a token was fetched (tests and diagnostics). */
   tokenRequests: string[] = [];
 
-  constructor(credentials: () => Promise<Credentials | undefined>) {
+  constructor(credentials: () => Promise<Credentials | undefined>, options: { now?: () => number } = {}) {
     this.#credentials = credentials;
+    this.#now = options.now ?? Date.now;
   }
 
   /**
@@ -68,7 +71,7 @@ export class Authenticator {
     const challenge = this.#lastChallenge;
     if (challenge?.scheme !== 'bearer') return undefined;
     const cached = this.#tokens.get(this.#key(challenge, mergeScopes(scope ? [scope] : [])));
-    return cached && cached.expiresAt > Date.now() ? `Bearer ${cached.token}` : undefined;
+    return cached && cached.expiresAt > this.#now() ? `Bearer ${cached.token}` : undefined;
   }
 
   #key(challenge: Challenge, scopes: string[]): string {
@@ -104,7 +107,7 @@ export class Authenticator {
     ]);
     const key = this.#key(challenge, scopes);
     const cached = this.#tokens.get(key);
-    if (cached && cached.expiresAt > Date.now() && `Bearer ${cached.token}` !== refused)
+    if (cached && cached.expiresAt > this.#now() && `Bearer ${cached.token}` !== refused)
       return `Bearer ${cached.token}`;
     this.#tokens.delete(key);
     const token = await this.#fetchToken(challenge, scopes, trust);
@@ -152,7 +155,7 @@ export class Authenticator {
     if (creds) this.#sentCredentials = true;
     // Refresh 10 s early so a token does not expire between our check and the registry's.
     const lifetime = Math.max(10, body.expires_in ?? 60) * 1000;
-    return { token, expiresAt: Date.now() + lifetime - Math.min(10_000, lifetime / 2) };
+    return { token, expiresAt: this.#now() + lifetime - Math.min(10_000, lifetime / 2) };
   }
 }
 

@@ -202,7 +202,11 @@ test('the client upgrades scopes (pull → pull,push) and replaces tokens that e
     await reg.close();
     await cleanup();
   });
-  const auth = new Authenticator(async () => ({ username: 'alice', password: PASSWORD }));
+  // The client's clock, ahead of the real one by `ahead` ms: time passes for the token cache, not the test.
+  let ahead = 0;
+  const auth = new Authenticator(async () => ({ username: 'alice', password: PASSWORD }), {
+    now: () => Date.now() + ahead,
+  });
   const http = new RegistryHttp(reg.host, auth);
   const pull = 'repository:team/app:pull';
   const push = 'repository:team/app:pull,push';
@@ -219,8 +223,14 @@ test('the client upgrades scopes (pull → pull,push) and replaces tokens that e
     headers: { 'Content-Range': '0-999' },
   });
   assert.equal(patch.status, 202);
-  // The 10 s token is refreshed 5 s early: after 5.5 s the next chunk needs a new one, transparently.
-  await new Promise((r) => setTimeout(r, 5500));
+  // The 10 s token is refreshed 5 s early: 4.5 s on, the token still serves (a GET of the upload status)...
+  ahead = 4500;
+  const status = await http.request('GET', patch.headers.get('location')!, { scope: push });
+  assert.equal(status.status, 204);
+  await status.discard();
+  assert.equal(auth.tokenRequests.length, 2, 'not refreshed before its time');
+  // ...5.5 s on, the next chunk needs a new one, fetched transparently.
+  ahead = 5500;
   const patch2 = await http.request('PATCH', patch.headers.get('location')!, {
     scope: push,
     body: second,
