@@ -222,7 +222,7 @@ function validStatus(status: number): number {
 async function sendFile(body: FileBody, request: ClientRequest): Promise<void> {
   const handle = await open(body.path, 'r');
   try {
-    await sendFileRange(handle, 0, body.size, request, body.onSent);
+    await sendFileRange(handle, 0, body.size, request, { onSent: body.onSent });
   } finally {
     await handle.close();
   }

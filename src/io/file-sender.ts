@@ -16,6 +16,25 @@ const READ_AHEAD_TRANSFERS = 2;
 const READ_AHEAD_BUFFERS = 3;
 /** Idle buffers kept for reuse across transfers; more are left to the garbage collector. */
 const MAX_IDLE_BUFFERS = 32;
+/**
+ * A paced transfer (see SendPace) writes its first bytes in a piece of this size, and falls back to it
+ * after a slow write; each write that completes within SLOW_WRITE_MS doubles the next, up to a whole
+ * buffer.
+ */
+const FIRST_WRITE = 64 * 1024;
+const SLOW_WRITE_MS = 250;
+
+/**
+ * What a transfer tells whoever watches it for stalls (the server's `limits.sendIdleSeconds`): `sent`
+ * grows by each write's size when the socket has taken it. Node reports a write only once it is whole,
+ * so a paced transfer sizes its writes to how fast they complete: a whole buffer (1 MiB) while the
+ * receiver keeps up, pieces from 64 KiB up while it is slow. A receiver taking 64 KiB a second is then
+ * seen to make progress every second, not every 16 s. Fast transfers pay four more writes at their start
+ * (64, 128, 256 and 512 KiB before the first whole buffer) and a clock read per write.
+ */
+export interface SendPace {
+  sent: number;
+}
 
 const idle: Buffer[] = [];
 /** Transfers running in this process. */
@@ -47,15 +66,17 @@ interface PendingRead {
  * RSS 158 -> 83 MB.
  *
  * Rejects when `out` is destroyed (the client went away) or a read fails; the caller closes `handle`.
- * `onSent`, when given, hears the size of each piece the socket has taken (upload progress).
+ * `onSent`, when given, hears the size of each piece the socket has taken (upload progress); `pace`,
+ * when given, is kept up to date and the writes are sized as it says.
  */
 export async function sendFileRange(
   handle: FileHandle,
   start: number,
   length: number,
   out: Writable,
-  onSent?: (bytes: number) => void,
+  options: { onSent?: (bytes: number) => void; pace?: SendPace } = {},
 ): Promise<void> {
+  const { onSent, pace } = options;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
   const signal = () => {
@@ -91,6 +112,7 @@ export async function sendFileRange(
   let owned = 0;
   let position = start;
   let unread = length;
+  let writeSize = pace ? FIRST_WRITE : BUFFER_SIZE;
   /** Issues reads, in file order, while this transfer has a buffer free or may take another. */
   const readAhead = () => {
     const buffers = transfers <= READ_AHEAD_TRANSFERS ? READ_AHEAD_BUFFERS : 1;
@@ -123,19 +145,35 @@ export async function sendFileRange(
       }
       // A regular file's pread is short only at its end, so a short read means the file is shorter.
       if ((await next.bytesRead) < next.want) throw new Error('blob file is shorter than its recorded size');
-      while (needDrain && !failure) await waitFor(() => !needDrain);
-      if (failure) throw failure;
       const { buffer, want } = next;
-      const accepted = out.write(want === buffer.length ? buffer : buffer.subarray(0, want), (err) => {
-        // A failed write (the socket was destroyed) may leave the buffer referenced: not reused.
-        if (err) failure ??= err;
-        else {
-          free.push(buffer);
-          onSent?.(want);
-        }
-        signal();
-      });
-      if (!accepted) needDrain = true;
+      // A buffer goes out in one write, or in pieces for a paced transfer (each written once the one
+      // before it has been taken, so that each reports on its own); it is free again once its last has.
+      for (let offset = 0; offset < want; ) {
+        while (needDrain && !failure) await waitFor(() => !needDrain);
+        if (failure) throw failure;
+        const size = Math.min(writeSize, want - offset);
+        const piece = size === buffer.length ? buffer : buffer.subarray(offset, offset + size);
+        offset += size;
+        const last = offset === want;
+        const written = pace ? performance.now() : 0;
+        const accepted = out.write(piece, (err) => {
+          // A failed write (the socket was destroyed) may leave the buffer referenced: not reused.
+          if (err) failure ??= err;
+          else {
+            if (last) free.push(buffer);
+            if (pace) {
+              pace.sent += size;
+              writeSize =
+                performance.now() - written < SLOW_WRITE_MS
+                  ? Math.min(writeSize * 2, BUFFER_SIZE)
+                  : FIRST_WRITE;
+            }
+            onSent?.(size);
+          }
+          signal();
+        });
+        if (!accepted) needDrain = true;
+      }
     }
     let ended = false;
     // The callback also runs, with an error, when the socket was destroyed before the end was sent.

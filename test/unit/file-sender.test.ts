@@ -53,7 +53,7 @@ describe('sendFileRange', () => {
     const { sink, bytes } = slowSink(0);
     const heard: number[] = [];
     try {
-      await sendFileRange(handle, 3, content.length - 3, sink, (n) => heard.push(n));
+      await sendFileRange(handle, 3, content.length - 3, sink, { onSent: (n) => heard.push(n) });
     } finally {
       await handle.close();
     }
@@ -63,6 +63,44 @@ describe('sendFileRange', () => {
       content.length - 3,
     );
     assert.ok(heard.length >= 5, `${heard.length} pieces for a range of more than 5 buffers`);
+  });
+
+  test('a paced transfer starts with 64 KiB writes, doubles them while they are quick, and falls back after a slow one', async () => {
+    const KiB = 1024;
+    const MiB = 1024 * KiB;
+    const length = 3 * MiB;
+    const sizes: number[] = [];
+    const chunks: Buffer[] = [];
+    const sink = new Writable({
+      highWaterMark: 64 * KiB,
+      write(chunk: Buffer, _enc, done) {
+        sizes.push(chunk.length);
+        chunks.push(Buffer.from(chunk));
+        // The first whole buffer is taken slowly (300 ms, over the 250 ms a quick write takes at most).
+        setTimeout(done, chunk.length === MiB ? 300 : 0);
+      },
+    });
+    const pace = { sent: 0 };
+    const unpaced: number[] = [];
+    const handle = await open(file);
+    try {
+      await sendFileRange(handle, 0, length, sink, { pace });
+      const plain = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          unpaced.push(chunk.length);
+          done();
+        },
+      });
+      await sendFileRange(handle, 0, length, plain);
+    } finally {
+      await handle.close();
+    }
+    assert.ok(Buffer.concat(chunks).equals(content.subarray(0, length)));
+    assert.equal(pace.sent, length);
+    const ramp = [64 * KiB, 128 * KiB, 256 * KiB, 512 * KiB, 64 * KiB];
+    assert.deepEqual(sizes, [...ramp, MiB, ...ramp]);
+    // Without a pace, one write per buffer, as before.
+    assert.deepEqual(unpaced, [MiB, MiB, MiB]);
   });
 
   test('several transfers at once (past the read-ahead limit) each send byte for byte', async () => {

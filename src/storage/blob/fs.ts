@@ -89,9 +89,9 @@ export class FsBlobStore implements BlobStore {
     }
     return {
       length,
-      sendTo: async (out) => {
+      sendTo: async (out, pace) => {
         try {
-          await sendFileRange(handle, start, length, out);
+          await sendFileRange(handle, start, length, out, { pace });
         } finally {
           await handle.close();
         }

@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import type { SendPace } from '../../io/file-sender.ts';
 
 /** An opened published blob (or a byte range of it), ready to be sent. */
 export interface BlobReader {
@@ -6,9 +7,10 @@ export interface BlobReader {
   readonly length: number;
   /**
    * Writes the bytes into `out` under its backpressure, ends `out` and releases the reader. Rejects when
-   * `out` fails or closes early (a client that went away) or storage fails mid-way.
+   * `out` fails or closes early (a client that went away) or storage fails mid-way. `pace`, when given,
+   * hears what `out` has taken (the server's watch for stalled downloads).
    */
-  sendTo(out: Writable): Promise<void>;
+  sendTo(out: Writable, pace?: SendPace): Promise<void>;
   /** Releases a reader that will not be sent. */
   close(): Promise<void>;
 }
