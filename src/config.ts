@@ -36,6 +36,7 @@ export interface TetherConfig {
     headersTimeoutSeconds: number;
     bodyIdleSeconds: number;
     bodyTimeoutSeconds: number;
+    sendIdleSeconds: number;
   };
   referrers: {
     subjectPolicy: 'accept' | 'require';
@@ -218,6 +219,14 @@ export const SETTINGS: Setting[] = [
     default: 60,
     description:
       'A manifest or token-form body must arrive whole within this long (408 otherwise; blob uploads have only the idle limit). 4 MiB in 60 s is 70 KB/s.',
+  },
+  {
+    key: 'limits.sendIdleSeconds',
+    env: 'TETHER_LIMITS_SEND_IDLE_SECONDS',
+    kind: { type: 'int', min: 1 },
+    default: 60,
+    description:
+      'A response during which the client takes no bytes for this long is abandoned (HTTP/1: connection closed; HTTP/2: stream reset; a warning logged) and its file and buffers freed. Downloads may take as long as they need while bytes flow (like nginx `send_timeout`); an answer built in memory (a manifest, a page) must be taken whole within it: 4 MiB in 60 s is 70 KB/s.',
   },
   {
     key: 'referrers.subjectPolicy',

@@ -8,7 +8,7 @@ import { errors, OciError } from '../oci/errors.ts';
 import type { Registry } from '../registry/registry.ts';
 import { type Authorizer, type Caller, JWKS_PATH, OPEN_CALLER, TOKEN_PATH } from './auth.ts';
 import { capConnections, limitSessionIdle } from './connections.ts';
-import { hasBody, sendError } from './http.ts';
+import { abort, hasBody, sendError } from './http.ts';
 import { guardedHttp2RequestClass, guardedRequestClass, isGuarded } from './incoming.ts';
 import { matchRoute, type RouteName } from './router.ts';
 import { deleteBlob, getBlob } from './routes/blobs.ts';
@@ -16,6 +16,7 @@ import { base, catalog, listReferrers, listTags } from './routes/discovery.ts';
 import { deleteManifest, getManifest, putManifest } from './routes/manifests.ts';
 import type { Handler, RouteContext } from './routes/types.ts';
 import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './routes/uploads.ts';
+import { SendIdleGuard } from './send-idle.ts';
 
 /** While the server closes, how often connections that have finished their last response are closed. */
 const CLOSE_SWEEP_MS = 50;
@@ -50,13 +51,6 @@ const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
 function isClientAbort(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNABORTED';
-}
-
-/** Drops a response without an answer (HTTP/1 response or HTTP/2 compat response alike). */
-function abort(res: ServerResponse): void {
-  const stream = (res as unknown as { stream?: { destroy(): void } }).stream;
-  if (stream) stream.destroy();
-  else res.destroy();
 }
 
 /**
@@ -186,6 +180,8 @@ export interface RequestLimits {
   bodyIdleMs: number;
   /** A body read whole (manifest, token form) must arrive within this long. */
   bodyTimeoutMs: number;
+  /** A response whose client takes no bytes for this long is abandoned (send-idle.ts). */
+  sendIdleMs: number;
 }
 
 export const DEFAULT_LIMITS: RequestLimits = {
@@ -193,6 +189,7 @@ export const DEFAULT_LIMITS: RequestLimits = {
   headersTimeoutMs: 30_000,
   bodyIdleMs: 60_000,
   bodyTimeoutMs: 60_000,
+  sendIdleMs: 60_000,
 };
 
 /**
@@ -227,6 +224,7 @@ export function createRequestHandler(
   auth?: Authorizer,
   limits: RequestLimits = DEFAULT_LIMITS,
 ) {
+  const sends = new SendIdleGuard(limits.sendIdleMs, log);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const method = req.method ?? 'GET';
@@ -270,6 +268,7 @@ export function createRequestHandler(
         ref: match.ref,
         query,
         bodyTimeoutMs: limits.bodyTimeoutMs,
+        sends,
       };
       await handler(ctx);
     } catch (err) {
@@ -288,6 +287,10 @@ export function createRequestHandler(
         !req.complete && method !== 'GET' && method !== 'HEAD' && req.httpVersionMajor < 2;
       if (closeConnection) lingerOnClose(req);
       sendError(res, err, closeConnection);
+    } finally {
+      // An answer the socket did not take whole at once (its client is not reading, or a response
+      // before it is still going out) is watched until it has been; a blob was watched while sent.
+      sends.watchIfQueued(req, res);
     }
   };
 }

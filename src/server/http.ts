@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
+import type { Http2ServerRequest, ServerHttp2Stream } from 'node:http2';
+import { http2 } from '../io/node-http.ts';
 import { errors, OciError } from '../oci/errors.ts';
 
 /**
@@ -25,6 +26,17 @@ export function send(res: ServerResponse, status: number, headers: Headers, body
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Headers = {}): void {
   send(res, status, { 'Content-Type': 'application/json', ...headers }, Buffer.from(JSON.stringify(value)));
+}
+
+/**
+ * Drops a response without an answer, or without the rest of it: HTTP/1 closes the connection, HTTP/2
+ * resets the stream with CANCEL (a reset with NO_ERROR, what destroying the stream sends, lets a client
+ * take the bytes it got for the whole body).
+ */
+export function abort(res: ServerResponse): void {
+  const stream = (res as unknown as { stream?: ServerHttp2Stream }).stream;
+  if (stream) stream.close(http2().constants.NGHTTP2_CANCEL);
+  else res.destroy();
 }
 
 /** Renders any thrown value: OciErrors as spec JSON, anything else as a logged 500. */

@@ -82,6 +82,7 @@ export async function startServer(config: TetherConfig, log: Logger): Promise<Ru
       headersTimeoutMs: config.limits.headersTimeoutSeconds * 1000,
       bodyIdleMs: config.limits.bodyIdleSeconds * 1000,
       bodyTimeoutMs: config.limits.bodyTimeoutSeconds * 1000,
+      sendIdleMs: config.limits.sendIdleSeconds * 1000,
     };
     http = await listen(registry, log, {
       host,

@@ -148,6 +148,28 @@ describe('config', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+  test('limits.sendIdleSeconds: 60 by default, set from a file or the environment, a whole number of seconds ≥ 1', async () => {
+    assert.equal(loadConfig().limits.sendIdleSeconds, 60);
+    assert.equal(loadConfig({ env: { TETHER_LIMITS_SEND_IDLE_SECONDS: '5' } }).limits.sendIdleSeconds, 5);
+    const dir = await mkdtemp(join(tmpdir(), 'tether-config-'));
+    try {
+      const yaml = join(dir, 'c.yaml');
+      await writeFile(yaml, 'limits:\n  sendIdleSeconds: 300\n');
+      assert.equal(loadConfig({ file: yaml }).limits.sendIdleSeconds, 300);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    for (const bad of ['0', '-1', '1.5', 'soon'])
+      assert.throws(
+        () => loadConfig({ env: { TETHER_LIMITS_SEND_IDLE_SECONDS: bad } }),
+        (e: Error) =>
+          e instanceof ConfigError &&
+          /limits\.sendIdleSeconds \(from TETHER_LIMITS_SEND_IDLE_SECONDS\) must be an integer ≥ 1/.test(
+            e.message,
+          ),
+        bad,
+      );
+  });
   test('listen addresses', () => {
     assert.deepEqual(parseListen('127.0.0.1:5000'), { host: '127.0.0.1', port: 5000 });
     assert.deepEqual(parseListen('[::1]:0'), { host: '::1', port: 0 });

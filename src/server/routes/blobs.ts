@@ -1,6 +1,6 @@
 import { parseDigest } from '../../oci/digest.ts';
 import { OciError } from '../../oci/errors.ts';
-import { API_VERSION_HEADER, notModified, send, sendJson } from '../http.ts';
+import { API_VERSION_HEADER, abort, notModified, send, sendJson } from '../http.ts';
 import type { RouteContext } from './types.ts';
 
 export type ByteRange = { start: number; end: number };
@@ -76,10 +76,11 @@ export async function getBlob(ctx: RouteContext): Promise<void> {
   }
   res.writeHead(status, { ...headers, ...rangeHeaders, 'Content-Length': length });
   try {
-    await reader.sendTo(res);
+    await reader.sendTo(res, ctx.sends.watch(req, res));
   } catch {
-    // The client went away mid-transfer; nothing to answer.
-    res.destroy();
+    // The client went away or stopped reading (send-idle.ts), or storage failed, mid-transfer: nothing
+    // to answer, and the client must not take what it got for the whole blob.
+    abort(res);
   }
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Registry } from '../../registry/registry.ts';
 import type { Caller } from '../auth.ts';
+import type { SendIdleGuard } from '../send-idle.ts';
 
 export interface RouteContext {
   req: IncomingMessage;
@@ -15,6 +16,8 @@ export interface RouteContext {
   query: URLSearchParams;
   /** How long a body read whole (a manifest) may take to arrive (`limits.bodyTimeoutSeconds`). */
   bodyTimeoutMs: number;
+  /** Watches a response being sent for a client that stops taking bytes (`limits.sendIdleSeconds`). */
+  sends: SendIdleGuard;
 }
 
 export type Handler = (ctx: RouteContext) => Promise<void>;

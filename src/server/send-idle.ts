@@ -1,0 +1,118 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { SendPace } from '../io/file-sender.ts';
+import { abort } from './http.ts';
+
+/**
+ * Responses whose client stops taking bytes (`limits.sendIdleSeconds`, like nginx's `send_timeout`).
+ * Without it a download whose client stopped reading held its file, 1-3 MiB of buffers and a connection
+ * slot until the client disconnected, and a manifest nobody read stayed queued whole.
+ *
+ * Watched: a blob while it is sent (its sender counts what the socket has taken, `SendPace`), and any
+ * other answer (manifest, page, error) only when the socket did not take it whole at once, which a
+ * reading client's almost always does. Nothing else is added to a request: no timer, no listener. One
+ * timer for the process looks at the watched responses every SWEEP_MS while there are any; one with
+ * nothing taken for the limit is abandoned: HTTP/1 closes its connection, HTTP/2 resets its stream.
+ *
+ * What "nothing taken" can see: a write is reported once the kernel has taken all of it, so progress
+ * shows per write (blobs size theirs to how fast they go: 64 KiB pieces for a slow client, see
+ * file-sender.ts), an answer held whole must be taken whole within the limit, and the kernel itself
+ * takes bytes from a full socket only once about a third of its send buffer has drained (Linux grows that
+ * buffer up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default): docs/architecture.md.
+ */
+
+/** How often watched responses are looked at: a cut comes within the limit plus twice this. */
+const SWEEP_MS = 250;
+
+class Watched implements SendPace {
+  sent = 0;
+  /** `sent` as the last sweep saw it, and when it last changed. */
+  seen = 0;
+  quietSince = performance.now();
+  readonly guard: SendIdleGuard;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  constructor(guard: SendIdleGuard, req: IncomingMessage, res: ServerResponse) {
+    this.guard = guard;
+    this.req = req;
+    this.res = res;
+  }
+}
+
+const watched = new Set<Watched>();
+let sweeper: NodeJS.Timeout | undefined;
+
+/** A response whose connection (HTTP/2: stream) is gone already, and will emit nothing more. */
+function gone(res: ServerResponse): boolean {
+  return (
+    res.destroyed || ((res as unknown as { stream?: { destroyed: boolean } }).stream?.destroyed ?? false)
+  );
+}
+
+function sweep(): void {
+  if (watched.size === 0) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+    return;
+  }
+  const now = performance.now();
+  for (const w of watched) {
+    // An HTTP/1 response queued behind another on its connection (pipelined) has no socket yet: its
+    // time starts when its turn comes (the one before it is watched, or still being answered).
+    if (w.sent !== w.seen || w.res.socket === null) {
+      w.seen = w.sent;
+      w.quietSince = now;
+    } else if (now - w.quietSince >= w.guard.idleMs) {
+      watched.delete(w);
+      if (!gone(w.res)) w.guard.cut(w);
+    }
+  }
+}
+
+/** One server's limit; the sweep is shared by all servers in the process. */
+export class SendIdleGuard {
+  readonly idleMs: number;
+  readonly #log: Logger;
+  constructor(idleMs: number, log: Logger) {
+    this.idleMs = idleMs;
+    this.#log = log;
+  }
+
+  /**
+   * Watches `res` from now until it closes. Returns the pace its sender keeps up to date; an answer
+   * already ended (`res.end(body)`) needs none.
+   */
+  watch(req: IncomingMessage, res: ServerResponse): SendPace {
+    const w = new Watched(this, req, res);
+    // A response that is gone already closed before it could be heard of: its sender fails at once.
+    if (gone(res)) return w;
+    watched.add(w);
+    res.once('close', () => watched.delete(w));
+    sweeper ??= setInterval(sweep, SWEEP_MS).unref();
+    return w;
+  }
+
+  /** Watches an answer that ended but was not taken whole at once; nothing for one that was. */
+  watchIfQueued(req: IncomingMessage, res: ServerResponse): void {
+    if (res.writableEnded && res.writableLength > 0) this.watch(req, res);
+  }
+
+  cut(w: Watched): void {
+    const { req, res } = w;
+    this.#log.warn(
+      {
+        method: req.method,
+        url: req.url && req.url.length > 512 ? `${req.url.slice(0, 512)}…` : req.url,
+        status: res.statusCode,
+        remote: req.socket?.remoteAddress,
+        httpVersion: req.httpVersion,
+        // Bytes of a blob the connection took, and bytes still queued in the server (an answer held
+        // whole reports none taken until all of it is).
+        sent: w.sent,
+        queued: res.writableLength,
+      },
+      `response abandoned: the client took no bytes for ${this.idleMs / 1000} s (limits.sendIdleSeconds)`,
+    );
+    abort(res);
+  }
+}
