@@ -1,0 +1,359 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import tls from 'node:tls';
+import { selfSignedCert } from '../helpers/certs.ts';
+import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
+import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+
+/**
+ * Downloads whose client stops reading (`limits.sendIdleSeconds`): before it, such a transfer held its
+ * blob file, its buffers and a connection slot until the client disconnected, forever if it did not.
+ * Server processes of their own with a 3 s limit; bounds on elapsed time are generous, and how soon a
+ * cut comes is read from the server's open files, which the cut closes.
+ */
+
+const IDLE_S = 3;
+/** A cut comes after the limit plus at most two sweeps; this allows for a busy machine as well. */
+const CUT_BY_MS = IDLE_S * 1000 + 5_000;
+const BOUNDED = { timeout: 60_000 };
+const MiB = 1024 * 1024;
+const BIG = 64 * MiB;
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Blob files the server process has open (Linux: its /proc entry). */
+function openBlobFiles(registry: TetherProcess): number {
+  const dir = `/proc/${registry.proc.pid}/fd`;
+  let count = 0;
+  for (const fd of readdirSync(dir)) {
+    try {
+      if (readlinkSync(join(dir, fd)).startsWith(join(registry.data, 'blobs'))) count++;
+    } catch {
+      // Closed while listed.
+    }
+  }
+  return count;
+}
+
+/** The server's warnings about responses it abandoned. */
+function abandoned(registry: TetherProcess): string[] {
+  return registry
+    .output()
+    .split('\n')
+    .filter((line) => line.includes('response abandoned'));
+}
+
+/** Polls `ready` every 50 ms; resolves with the milliseconds it took, or Infinity after `limitMs`. */
+async function within(limitMs: number, ready: () => boolean): Promise<number> {
+  const started = performance.now();
+  while (!ready()) {
+    if (performance.now() - started > limitMs) return Number.POSITIVE_INFINITY;
+    await delay(50);
+  }
+  return performance.now() - started;
+}
+
+/**
+ * Sends `GET path` on `socket` and reads the answer until `firstBytes` of it have come, then stops
+ * reading. Resolves with the response's head once it has stopped; `resume()` reads on to the end and
+ * resolves with the body bytes that came.
+ */
+async function stallAfter(socket: net.Socket, path: string, firstBytes: number) {
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  let received = 0;
+  let text = '';
+  await new Promise<void>((resolve) => {
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (text.length < 4096) text += chunk.toString('latin1');
+      if (received >= firstBytes) {
+        socket.pause();
+        socket.off('data', onData);
+        resolve();
+      }
+    };
+    socket.on('data', onData);
+  });
+  const head = text.slice(0, text.indexOf('\r\n\r\n'));
+  return {
+    head,
+    resume: () =>
+      new Promise<number>((resolve) => {
+        socket.on('data', (chunk: Buffer) => {
+          received += chunk.length;
+        });
+        socket.on('error', () => {});
+        socket.once('close', () => resolve(received - head.length - 4));
+        socket.resume();
+      }),
+  };
+}
+
+/**
+ * Reads `stream` to its end at `every` bytes per `everyMs` on average, as a client on a slow link does
+ * (it stops reading whenever it is ahead). Rejects if the stream closes without an end.
+ */
+function readAtPace(stream: Readable, every: number, everyMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let budget = 0;
+    stream.pause();
+    stream.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      budget -= chunk.length;
+      if (budget <= 0) stream.pause();
+    });
+    const timer = setInterval(() => {
+      budget += every;
+      if (budget > 0) stream.resume();
+    }, everyMs);
+    stream.once('end', () => {
+      clearInterval(timer);
+      resolve(Buffer.concat(chunks));
+    });
+    stream.once('close', () => {
+      clearInterval(timer);
+      reject(new Error(`closed after ${Buffer.concat(chunks).length} bytes without an end`));
+    });
+    stream.on('error', () => {});
+  });
+}
+
+describe('downloads whose client stops reading (HTTP/1.1)', () => {
+  let registry: TetherProcess;
+  let port: number;
+  let cleanup: () => Promise<void>;
+  const big = randomBytes(BIG);
+  let bigDigest: string;
+  before(async () => {
+    const data = await tempDataDir();
+    cleanup = data.cleanup;
+    registry = await spawnTether(data.dir, ['--log-level', 'warn'], {
+      TETHER_LIMITS_SEND_IDLE_SECONDS: String(IDLE_S),
+      TETHER_LIMITS_MANIFEST_MAX_BYTES: String(16 * MiB),
+    });
+    port = Number(registry.host.split(':')[1]);
+    bigDigest = await pushBlob(registry.url, 'idle/big', big);
+  });
+  after(async () => {
+    await registry.stop();
+    await cleanup();
+  });
+
+  test('a client reading steadily for much longer than the limit gets the whole blob', BOUNDED, async () => {
+    // 256 KiB every 100 ms: ~10 s for 24 MiB, over three times the limit. Slower than this on loopback,
+    // the kernel itself reports progress too seldom (see docs/architecture.md); HTTP/2 below reads slower.
+    const blob = big.subarray(0, 24 * MiB);
+    const digest = await pushBlob(registry.url, 'idle/steady', blob);
+    const started = performance.now();
+    const socket = net.connect(port, '127.0.0.1');
+    socket.write(`GET /v2/idle/steady/blobs/${digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const all = await readAtPace(socket, 256 * 1024, 100);
+    const end = all.indexOf('\r\n\r\n');
+    assert.match(all.subarray(0, end).toString('latin1'), /^HTTP\/1\.1 200 /);
+    const body = all.subarray(end + 4);
+    assert.equal(body.length, blob.length);
+    assert.equal(sha256(body), digest);
+    assert.ok(performance.now() - started > 2 * IDLE_S * 1000, 'the download outlasted the limit');
+  });
+
+  test(
+    'a blob download that stops being read is cut within the limit; the next pull works',
+    BOUNDED,
+    async () => {
+      const socket = net.connect(port, '127.0.0.1');
+      const path = `/v2/idle/big/blobs/${bigDigest}`;
+      const stalled = await stallAfter(socket, path, MiB);
+      assert.match(stalled.head, /^HTTP\/1\.1 200 /);
+      const since = performance.now();
+      // The transfer holds its file while it waits on the client...
+      await delay(1000);
+      assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
+      // ...until the limit: then the file is closed.
+      const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
+      assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
+      assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+      // The client gets what the kernel had buffered, then the end of a connection, short of the blob.
+      const got = await stalled.resume();
+      assert.ok(got < BIG, `${got} bytes of ${BIG} came over a connection that was cut`);
+      assert.ok(performance.now() - since < 30_000);
+      const line = abandoned(registry).find((l) => l.includes(path));
+      assert.ok(line, `a warning names the request:\n${registry.output()}`);
+      const logged = JSON.parse(line);
+      assert.equal(logged.level, 40);
+      assert.ok(logged.sent >= MiB && logged.sent < BIG, `sent ${logged.sent}`);
+      // The registry serves the same blob whole right after, and lets go of its file.
+      const again = await fetch(`${registry.url}${path}`);
+      assert.equal(again.status, 200);
+      assert.equal(sha256(Buffer.from(await again.arrayBuffer())), bigDigest);
+      assert.ok(Number.isFinite(await within(5_000, () => openBlobFiles(registry) === 0)));
+    },
+  );
+
+  test('a manifest whose client does not read it is cut too', BOUNDED, async () => {
+    // 12 MiB: more than loopback's socket buffers take at once, so the rest waits in the server.
+    const image = await pushImage(registry.url, 'idle/manifest', 'base');
+    const manifest = JSON.parse(image.bytes.toString());
+    manifest.annotations = { padding: 'x'.repeat(12 * MiB) };
+    const pushed = await pushManifest(registry.url, 'idle/manifest', 'big', manifest);
+    assert.equal(pushed.response.status, 201, await pushed.response.text());
+    const path = '/v2/idle/manifest/manifests/big';
+    const socket = net.connect(port, '127.0.0.1');
+    const stalled = await stallAfter(socket, path, 64 * 1024);
+    assert.match(stalled.head, /^HTTP\/1\.1 200 /);
+    const ms = await within(CUT_BY_MS, () => abandoned(registry).some((l) => l.includes(path)));
+    assert.ok(ms <= CUT_BY_MS, `not cut within ${CUT_BY_MS} ms`);
+    const got = await stalled.resume();
+    assert.ok(got < pushed.bytes.length, `${got} bytes of ${pushed.bytes.length}`);
+  });
+
+  test('nothing else was abandoned: a finished response is watched no more', () => {
+    assert.equal(abandoned(registry).length, 2, registry.output());
+  });
+});
+
+describe('downloads whose client stops reading, over TLS (HTTP/2 and HTTP/1.1)', () => {
+  let registry: TetherProcess;
+  let port: number;
+  let ca: Buffer;
+  let cleanup: () => Promise<void>;
+  const big = randomBytes(BIG);
+  let bigDigest: string;
+  let session: http2.ClientHttp2Session;
+  before(async () => {
+    const data = await tempDataDir();
+    cleanup = data.cleanup;
+    const cert = join(data.dir, 'cert.pem');
+    const key = join(data.dir, 'key.pem');
+    selfSignedCert({ cert, key }, 'send-idle', 'IP:127.0.0.1');
+    ca = readFileSync(cert);
+    registry = await spawnTether(join(data.dir, 'data'), ['--log-level', 'warn'], {
+      TETHER_TLS_CERT: cert,
+      TETHER_TLS_KEY: key,
+      TETHER_LIMITS_SEND_IDLE_SECONDS: String(IDLE_S),
+    });
+    port = Number(registry.host.split(':')[1]);
+    session = http2.connect(registry.url, { ca });
+    bigDigest = await h2Push('idle/big', big);
+  });
+  after(async () => {
+    session.close();
+    await registry.stop();
+    await cleanup();
+  });
+
+  /** Monolithic push over the session (fetch would need the CA in the environment). */
+  async function h2Push(repo: string, bytes: Buffer): Promise<string> {
+    const digest = sha256(bytes);
+    const req = session.request({
+      ':method': 'POST',
+      ':path': `/v2/${repo}/blobs/uploads/?digest=${digest}`,
+      'content-type': 'application/octet-stream',
+      'content-length': bytes.length,
+    });
+    req.end(bytes);
+    const [headers] = await Promise.all([
+      new Promise<http2.IncomingHttpHeaders>((resolve) => req.once('response', resolve)),
+      new Promise((resolve) => req.resume().once('end', resolve)),
+    ]);
+    assert.equal(headers[':status'], 201);
+    return digest;
+  }
+
+  test(
+    'an HTTP/2 client reading 32 KiB every 500 ms, far below 1 MiB per limit, is not cut',
+    BOUNDED,
+    async () => {
+      // 640 KiB: ~10 s at 64 KiB/s, over three limits. Sent as one 1 MiB write, its first progress would
+      // show only at its end; a paced transfer reports every 64 KiB piece.
+      const blob = big.subarray(0, 640 * 1024);
+      const digest = await h2Push('idle/slow', blob);
+      const req = session.request({ ':path': `/v2/idle/slow/blobs/${digest}` });
+      const started = performance.now();
+      const body = await readAtPace(req, 32 * 1024, 500);
+      assert.equal(body.length, blob.length);
+      assert.equal(sha256(body), digest);
+      assert.ok(performance.now() - started > 2 * IDLE_S * 1000, 'the download outlasted the limit');
+    },
+  );
+
+  test(
+    'an HTTP/2 stream that stops being read is reset within the limit; its session goes on',
+    BOUNDED,
+    async () => {
+      const path = `/v2/idle/big/blobs/${bigDigest}`;
+      const req = session.request({ ':path': path });
+      const status = await new Promise((resolve) => req.once('response', (h) => resolve(h[':status'])));
+      assert.equal(status, 200);
+      // Never read: the client's flow-control window stays closed, and nothing more can be sent.
+      req.pause();
+      const closed = new Promise<number>((resolve) => req.once('close', () => resolve(req.rstCode ?? -1)));
+      req.on('error', () => {});
+      await delay(1000);
+      assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
+      const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
+      assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
+      assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+      assert.equal(await closed, http2.constants.NGHTTP2_CANCEL, 'reset, not ended as if complete');
+      assert.ok(registry.output().includes('response abandoned'), registry.output());
+      // The same session pulls the same blob whole.
+      const again = session.request({ ':path': path });
+      const hash = createHash('sha256');
+      again.on('data', (chunk: Buffer) => hash.update(chunk));
+      await new Promise((resolve) => again.once('end', resolve));
+      assert.equal(`sha256:${hash.digest('hex')}`, bigDigest);
+    },
+  );
+
+  test('HTTP/1.1 over TLS: a download that stops being read is cut within the limit', BOUNDED, async () => {
+    const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({ port, host: '127.0.0.1', ca, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const stalled = await stallAfter(socket, `/v2/idle/big/blobs/${bigDigest}`, MiB);
+    assert.match(stalled.head, /^HTTP\/1\.1 200 /);
+    await delay(1000);
+    assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
+    const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
+    assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
+    assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+    assert.ok((await stalled.resume()) < BIG);
+  });
+
+  test('a manifest whose HTTP/2 client does not read it is reset too', BOUNDED, async () => {
+    // 1 MiB: far more than an HTTP/2 stream's 64 KiB window, which the client does not open.
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [],
+      annotations: { padding: 'x'.repeat(MiB) },
+    });
+    const put = session.request({
+      ':method': 'PUT',
+      ':path': '/v2/idle/index/manifests/big',
+      'content-type': 'application/vnd.oci.image.index.v1+json',
+    });
+    put.end(manifest);
+    const putStatus = await new Promise((resolve) => put.once('response', (h) => resolve(h[':status'])));
+    put.resume();
+    assert.equal(putStatus, 201);
+    const req = session.request({ ':path': '/v2/idle/index/manifests/big' });
+    req.pause();
+    req.on('error', () => {});
+    const started = performance.now();
+    const code = await new Promise<number>((resolve) => req.once('close', () => resolve(req.rstCode ?? -1)));
+    const ms = performance.now() - started;
+    assert.equal(code, http2.constants.NGHTTP2_CANCEL);
+    assert.ok(ms >= IDLE_S * 1000 - 250 && ms <= CUT_BY_MS, `reset after ${ms} ms`);
+  });
+
+  test('nothing else was abandoned: a finished response is watched no more', () => {
+    assert.equal(abandoned(registry).length, 3, registry.output());
+  });
+});
