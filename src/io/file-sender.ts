@@ -17,20 +17,23 @@ const READ_AHEAD_BUFFERS = 3;
 /** Idle buffers kept for reuse across transfers; more are left to the garbage collector. */
 const MAX_IDLE_BUFFERS = 32;
 /**
- * A paced transfer (see SendPace) writes its first bytes in a piece of this size, and falls back to it
- * after a slow write; each write that completes within SLOW_WRITE_MS doubles the next, up to a whole
- * buffer.
+ * A paced transfer (see SendPace) falls back to writes of this size after a slow one (over
+ * SLOW_WRITE_MS); each write that completes within SLOW_WRITE_MS doubles the next, up to a whole buffer.
  */
-const FIRST_WRITE = 64 * 1024;
+const SLOW_CLIENT_WRITE = 64 * 1024;
 const SLOW_WRITE_MS = 250;
 
 /**
  * What a transfer tells whoever watches it for stalls (the server's `limits.sendIdleSeconds`): `sent`
  * grows by each write's size when the socket has taken it. Node reports a write only once it is whole,
  * so a paced transfer sizes its writes to how fast they complete: a whole buffer (1 MiB) while the
- * receiver keeps up, pieces from 64 KiB up while it is slow. A receiver taking 64 KiB a second is then
- * seen to make progress every second, not every 16 s. Fast transfers pay four more writes at their start
- * (64, 128, 256 and 512 KiB before the first whole buffer) and a clock read per write.
+ * receiver keeps up, pieces from 64 KiB up once a write was slow. A receiver taking 64 KiB a second is
+ * then seen to make progress every second, not every 16 s. The first write is a whole buffer all the
+ * same: starting every transfer at 64 KiB and doubling (five writes for the first MiB) cost a pull of
+ * 1 MiB images 1.28x the server CPU and 0.91x the throughput (bench/ab.ts, 4 pairs). So a receiver must
+ * take the first write, and the one in flight when it slows down, within the limit: 1 MiB in 60 s,
+ * 17 KB/s, which is about what the kernel's own wake-up step on a full socket asks of an HTTP/1 client
+ * anyway (docs/architecture.md). A fast transfer pays a clock read per write.
  */
 export interface SendPace {
   sent: number;
@@ -112,7 +115,7 @@ export async function sendFileRange(
   let owned = 0;
   let position = start;
   let unread = length;
-  let writeSize = pace ? FIRST_WRITE : BUFFER_SIZE;
+  let writeSize = BUFFER_SIZE;
   /** Issues reads, in file order, while this transfer has a buffer free or may take another. */
   const readAhead = () => {
     const buffers = transfers <= READ_AHEAD_TRANSFERS ? READ_AHEAD_BUFFERS : 1;
@@ -166,7 +169,7 @@ export async function sendFileRange(
               writeSize =
                 performance.now() - written < SLOW_WRITE_MS
                   ? Math.min(writeSize * 2, BUFFER_SIZE)
-                  : FIRST_WRITE;
+                  : SLOW_CLIENT_WRITE;
             }
             onSent?.(size);
           }
