@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { pushBlob, sha256 } from '../helpers/oci.ts';
+import { pushBlob, pushImage, sha256 } from '../helpers/oci.ts';
 import { readSyncTrace, straceSkip, straceSyncArgs, syncsAfterMark } from '../helpers/strace.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -37,6 +37,14 @@ test('each acknowledgement waits for the syncs that make it survive a power loss
   finishAt.searchParams.set('digest', sha256(chunk));
   assert.equal((await fetch(finishAt, { method: 'PUT' })).status, 201);
   const whole = await pushBlob(base, 'durable', Buffer.alloc(2000, 2));
+  // 5, 6: a config and a layer (201, 201), 7: a manifest by tag (201), 8: a tag DELETE (202),
+  // 9: the manifest DELETE by digest (202): each is only metadata, acknowledged once the WAL is synced.
+  const image = await pushImage(base, 'durable', 'v1');
+  assert.equal((await fetch(`${base}/v2/durable/manifests/v1`, { method: 'DELETE' })).status, 202);
+  assert.equal(
+    (await fetch(`${base}/v2/durable/manifests/${image.digest}`, { method: 'DELETE' })).status,
+    202,
+  );
 
   // The traced process is strace; the server is its child (same pid after its re-execution).
   const serverPid = Number(
@@ -47,7 +55,11 @@ test('each acknowledgement waits for the syncs that make it survive a power loss
 
   const events = await readSyncTrace(log, /"HTTP\/1\.1 (\d{3})/);
   const marks = events.flatMap((e) => ('mark' in e ? [e.mark] : []));
-  assert.deepEqual(marks.slice(0, 4), ['202', '202', '201', '201'], JSON.stringify(events));
+  assert.deepEqual(
+    marks.slice(0, 9),
+    ['202', '202', '201', '201', '201', '201', '201', '202', '202'],
+    JSON.stringify(events),
+  );
   const uploads = join(data, 'uploads');
   const wal = join(data, 'meta.db-wal');
   const blobDir = (digest: string) => join(data, 'blobs', 'sha256', digest.slice(7, 9));
@@ -64,4 +76,13 @@ test('each acknowledgement waits for the syncs that make it survive a power loss
   assert.equal(put.length, 3, put.join('\n'));
   assert.match(put[0]!, new RegExp(`^fdatasync ${uploads}/[0-9a-f-]{36}$`));
   assert.deepEqual(put.slice(1), [`fsync ${blobDir(whole)}`, `fdatasync ${wal}`]);
+  // The manifest PUT, the tag DELETE and the manifest DELETE: the commit's WAL frames, and nothing else.
+  // (A commit left in the page cache would be answered first, its sync after the mark or never.)
+  for (const [n, what] of [
+    [5, 'manifest PUT by tag'],
+    [6, 'tag DELETE'],
+    [7, 'manifest DELETE'],
+  ] as const) {
+    assert.deepEqual(syncsAfterMark(events, n), [`fdatasync ${wal}`], what);
+  }
 });
