@@ -16,7 +16,8 @@ import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 type CryptoKey = webcrypto.CryptoKey;
 
-const USERS = { admin: 'admin-pw', alice: 'alice-pw', bob: 'bob-pw' } as const;
+/** carol is authenticated but in no group: the group rule on team/** must not reach her. */
+const USERS = { admin: 'admin-pw', alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw' } as const;
 type User = keyof typeof USERS | 'anonymous';
 
 const ACCESS = [
@@ -221,7 +222,7 @@ for (const mode of ['basic', 'token'] as const) {
       await cleanup();
     });
 
-    for (const user of ['admin', 'alice', 'bob', 'anonymous'] as const) {
+    for (const user of ['admin', 'alice', 'bob', 'carol', 'anonymous'] as const) {
       test(`${user}: every endpoint family on every repository is allowed or refused as the policy says`, async () => {
         for (const repo of [...REPOS, 'secret/missing']) {
           const headers =
@@ -318,6 +319,7 @@ for (const mode of ['basic', 'token'] as const) {
       };
       assert.deepEqual(await list('admin'), ['public/lib', 'secret/vault', 'team/app']);
       assert.deepEqual(await list('bob'), ['public/lib', 'team/app']);
+      assert.deepEqual(await list('carol'), ['public/lib'], 'a group rule lists nothing to a non-member');
       assert.deepEqual(await list('anonymous'), ['public/lib']);
     });
   });
