@@ -1,10 +1,15 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { skipUnlessStrict } from './skip.ts';
 
-/** Whether durability tests can run: they read the system calls, on Linux, with strace. */
-export const straceSkip =
-  (process.platform !== 'linux' || spawnSync('strace', ['-V']).status !== 0) && 'needs strace on Linux';
+/**
+ * Whether durability tests can run: they read the system calls, on Linux, with strace (a `skip` option;
+ * under TETHER_TEST_STRICT=1 importing this file throws where strace cannot run).
+ */
+export const straceSkip = skipUnlessStrict(
+  (process.platform !== 'linux' || spawnSync('strace', ['-V']).status !== 0) && 'needs strace on Linux',
+);
 
 /**
  * strace arguments that log every sync and write, with file paths, to `log` (and opens and closes, to

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { test } from 'node:test';
+import { skipUnlessStrict } from '../helpers/skip.ts';
 import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -37,7 +38,7 @@ test('an unknown command exits 2 with the usage; a client command error is one l
 });
 
 test("`tether serve` runs with the server heap flags and thread pool however it was started, keeping the operator's own", {
-  skip: process.platform !== 'linux' && 'reads /proc',
+  skip: skipUnlessStrict(process.platform !== 'linux' && 'reads /proc'),
 }, async (t) => {
   const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
   const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
