@@ -10,6 +10,8 @@
 #   skopeo       Debian's skopeo (apt-get, when running as root)
 #   openssl      the openssl CLI (the TLS integration test makes certificates with it)
 #   strace       Debian's strace (the blob store durability test reads which syncs ran before an ack)
+#   userns       unshare (Debian's util-linux), checked to mount a tmpfs in a new user namespace as the
+#                full-disk test does; fails when the kernel or a container's seccomp profile refuses it
 # Go builds never touch $HOME: GOPATH, module and build caches live under .tools/go.
 set -euo pipefail
 
@@ -91,12 +93,25 @@ ensure_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
 }
 
+# The full-disk test gives the server a small tmpfs of its own with `unshare -rm`: no root needed, but the
+# kernel must allow user namespaces (a container's default seccomp profile refuses them).
+ensure_userns() {
+  ensure_apt unshare util-linux
+  if ! unshare -rm sh -c 'mount -t tmpfs -o size=1m tmpfs /mnt' 2>/dev/null; then
+    echo "ensure-tools: 'unshare -rm' cannot mount a tmpfs in a new user namespace here (kernel sysctls" \
+      "user.max_user_namespaces / kernel.unprivileged_userns_clone, or the container's seccomp/AppArmor" \
+      "profile); test/integration/storage-full.test.ts needs it" >&2
+    exit 1
+  fi
+}
+
 for group in "$@"; do
   case "$group" in
     conformance) ensure_conformance ;;
     skopeo) ensure_apt skopeo skopeo ;;
     openssl) ensure_apt openssl openssl ;;
     strace) ensure_apt strace strace ;;
+    userns) ensure_userns ;;
     distribution) ensure_apt docker-registry docker-registry ;;
     oras) go_tool oras oras.land/oras v1.3.3 cmd/oras ;;
     regctl) go_tool regctl github.com/regclient/regclient v0.11.5 cmd/regctl ;;
