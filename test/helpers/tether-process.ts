@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
+/** How long stop() waits after SIGTERM before it kills the server and fails. */
+const STOP_GRACE_MS = 10_000;
 
 export interface TetherProcess {
   url: string;
@@ -12,8 +14,12 @@ export interface TetherProcess {
   proc: ChildProcess;
   /** Output collected so far (stdout + stderr). */
   output(): string;
-  /** SIGTERM and wait for exit. */
-  stop(): Promise<number | null>;
+  /**
+   * SIGTERM and wait for exit, at most `graceMs` (10 s): a server still running then is killed with
+   * SIGKILL and the returned promise rejects, so a shutdown held by a connection fails its test
+   * instead of hanging the run.
+   */
+  stop(graceMs?: number): Promise<number | null>;
   /** SIGKILL and wait for exit (crash simulation). */
   kill9(): Promise<void>;
 }
@@ -93,9 +99,20 @@ export async function spawnTether(
     data,
     proc,
     output: () => out,
-    stop: async () => {
+    stop: async (graceMs = STOP_GRACE_MS) => {
       proc.kill('SIGTERM');
-      return exited;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), graceMs);
+      });
+      const code = await Promise.race([exited, late]);
+      clearTimeout(timer);
+      if (code !== 'late') return code;
+      proc.kill('SIGKILL');
+      await exited;
+      throw new Error(
+        `tether (pid ${proc.pid}) had not exited ${graceMs} ms after SIGTERM; killed with SIGKILL. Its output:\n${out.slice(-4000)}`,
+      );
     },
     kill9: async () => {
       proc.kill('SIGKILL');
