@@ -356,7 +356,9 @@ test('a stopped server ends on its own once closed, without forcing its exit', a
   const elapsedMs = performance.now() - started;
   assert.match(server.output(), /"msg":"stopped"/);
   assert.doesNotMatch(server.output(), /still held the process/);
-  assert.ok(elapsedMs < 3000, `exited ${Math.round(elapsedMs)} ms after SIGTERM`);
+  // It exits in a fraction of a second; a forced exit comes only after the 5 s grace (EXIT_GRACE_MS in
+  // src/cli/main.ts), logged as above: a bound under that, with room to spare on a loaded machine.
+  assert.ok(elapsedMs < 4500, `exited ${Math.round(elapsedMs)} ms after SIGTERM`);
 });
 
 test('with TLS too, SIGTERM lets in-flight uploads on HTTP/1.1 and HTTP/2 finish, then exits at once', async (t) => {

@@ -220,7 +220,9 @@ test('a connection left open after an early answer does not hold a stopping serv
     const started = performance.now();
     assert.equal(await registry.stop(), 0);
     const ms = performance.now() - started;
-    assert.ok(ms < 2_000, `the server took ${Math.round(ms)} ms to stop`);
+    // It stops in a fraction of a second; a lingering connection it failed to sweep would hold it for
+    // the whole linger time (5 s, LINGER_MS in src/server/app.ts): a bound under that, with room to spare.
+    assert.ok(ms < 4_000, `the server took ${Math.round(ms)} ms to stop`);
   } finally {
     socket.destroy();
     await cleanup();

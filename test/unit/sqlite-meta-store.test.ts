@@ -85,26 +85,52 @@ describe('SqliteMetaStore on a file', async () => {
   test('a new database opened while another connection holds it waits for the lock instead of failing', async () => {
     const path = join(root, 'busy', 'meta.db');
     await mkdir(dirname(path), { recursive: true });
-    // Another process (a second server starting at the same moment) holds the new file for 700 ms.
+    // Another process (a second server starting at the same moment) holds the new file until this one
+    // has it open too (seen in /proc; it then tries the lock), 200 ms more, and prints when it let go.
+    // The open must start before that moment and end after it, however slow this machine is.
     const holder = spawn(
       process.execPath,
       [
         '-e',
         `const { DatabaseSync } = require('node:sqlite');
-         const db = new DatabaseSync(${JSON.stringify(path)});
+         const { readdirSync, readlinkSync } = require('node:fs');
+         const path = ${JSON.stringify(path)};
+         const db = new DatabaseSync(path);
          db.exec('BEGIN EXCLUSIVE');
          console.log('locked');
-         setTimeout(() => db.close(), 700);`,
+         const fds = '/proc/' + process.ppid + '/fd/';
+         const opened = () => readdirSync(fds).some((fd) => { try { return readlinkSync(fds + fd) === path; } catch { return false; } });
+         const release = () => { const at = Date.now(); db.close(); console.log('released ' + at); };
+         const giveUp = setTimeout(() => { clearInterval(poll); release(); }, 5000);
+         const poll = setInterval(() => {
+           if (!opened()) return;
+           clearInterval(poll);
+           clearTimeout(giveUp);
+           setTimeout(release, 200);
+         }, 10);`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
+    let said = '';
+    holder.stdout!.setEncoding('utf8');
     const exited = new Promise((resolve) => holder.once('exit', resolve));
-    await new Promise((resolve) => holder.stdout!.once('data', resolve));
-    const started = performance.now();
+    await new Promise<void>((resolve) => {
+      holder.stdout!.on('data', (d: string) => {
+        said += d;
+        if (said.includes('locked')) resolve();
+      });
+    });
+    const started = Date.now();
     const store = new SqliteMetaStore({ path });
+    const opened = Date.now();
     try {
-      assert.ok(performance.now() - started > 300, 'it waited for the other connection');
       await store.linkBlob('app', sha256('waited'), 1);
+      await exited;
+      const released = Number(/released (\d+)/.exec(said)?.[1]);
+      assert.ok(
+        started <= released && released <= opened,
+        `it waited for the other connection: open ${started}-${opened}, released at ${released}`,
+      );
     } finally {
       await store.close();
       await exited;
