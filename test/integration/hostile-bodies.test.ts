@@ -73,10 +73,11 @@ async function oneByteChunks(port: number, head: string, chunks: number): Promis
   return { status, ...(code ? { code } : {}), text };
 }
 
-async function alive(registry: TetherProcess): Promise<void> {
+/** The registry still runs and answers `GET /v2/` with `status` (200 open, 401 when it asks for a token). */
+async function alive(registry: TetherProcess, status: 200 | 401): Promise<void> {
   assert.equal(registry.proc.exitCode, null, `the registry died:\n${registry.output().slice(-2000)}`);
   const res = await fetch(`${registry.url}/v2/`);
-  assert.equal(res.status, res.status === 401 ? 401 : 200);
+  assert.equal(res.status, status, await res.text());
 }
 
 describe('bodies of 1-byte chunks: refused for that client, never the end of the registry', () => {
@@ -101,7 +102,7 @@ describe('bodies of 1-byte chunks: refused for that client, never the end of the
       1024 * 1024,
     );
     assert.ok([400, 413].includes(reply.status), reply.text.slice(0, 300));
-    await alive(registry);
+    await alive(registry, 200);
   });
 
   test('a monolithic blob POST and a PATCH of 2 MiB in 1-byte chunks', async () => {
@@ -112,12 +113,12 @@ describe('bodies of 1-byte chunks: refused for that client, never the end of the
       2 * 1024 * 1024,
     );
     assert.ok([400, 413].includes(post.status), post.text.slice(0, 300));
-    await alive(registry);
+    await alive(registry, 200);
     const session = await fetch(`${registry.url}/v2/hostile/blobs/uploads/`, { method: 'POST' });
     const location = session.headers.get('location')!;
     const patch = await oneByteChunks(port, `PATCH ${location} HTTP/1.1\r\nHost: x`, 2 * 1024 * 1024);
     assert.ok([400, 413].includes(patch.status), patch.text.slice(0, 300));
-    await alive(registry);
+    await alive(registry, 200);
   });
 
   test('60 bodies of 1-byte chunks waiting, unread, behind one upload', async () => {
@@ -125,17 +126,29 @@ describe('bodies of 1-byte chunks: refused for that client, never the end of the
     // it, their bodies arriving before anyone reads them.
     const session = await fetch(`${registry.url}/v2/hostile/blobs/uploads/`, { method: 'POST' });
     const location = session.headers.get('location')!;
+    // The server asks for its body (100 Continue) only once the PATCH holds the session.
     const holder = net.connect(port, '127.0.0.1');
     holder.on('error', () => {});
-    holder.write(`PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    holder.write(
+      `PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n`,
+    );
+    await new Promise<void>((resolve, reject) => {
+      let said = '';
+      holder.on('data', (d: Buffer) => {
+        said += d.toString('latin1');
+        if (said.startsWith('HTTP/1.1 100 ')) resolve();
+        else if (said.includes('\r\n')) reject(new Error(`the holding PATCH was answered: ${said}`));
+      });
+      holder.once('close', () => reject(new Error(`the holding PATCH was closed: ${said}`)));
+    });
+    holder.write('abc');
     const replies = await Promise.all(
       Array.from({ length: 60 }, () =>
         oneByteChunks(port, `PATCH ${location} HTTP/1.1\r\nHost: x`, 256 * 1024),
       ),
     );
     holder.destroy();
-    await alive(registry);
+    await alive(registry, 200);
     for (const reply of replies) assert.ok([400, 413].includes(reply.status), reply.text.slice(0, 300));
   });
 });
@@ -165,6 +178,6 @@ test('token mode: 60 anonymous token requests of 63 KiB in 1-byte chunks', async
       ),
     ),
   );
-  await alive(registry);
+  await alive(registry, 401);
   for (const reply of replies) assert.ok([400, 413].includes(reply.status), reply.text.slice(0, 300));
 });
