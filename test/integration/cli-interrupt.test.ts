@@ -85,8 +85,14 @@ async function tree(dir: string): Promise<string[]> {
   return entries.map((entry) => relative(dir, join(dir, entry))).sort();
 }
 
-/** Runs tether until the registry has stalled mid-layer, then interrupts it; answers how it ended. */
-async function interruptMidLayer(args: string[]): Promise<{ signal: NodeJS.Signals | null; stderr: string }> {
+/**
+ * Runs tether until the registry has stalled mid-layer and `underWay` holds for the files under the home
+ * directory (the partial file it must remove exists), then interrupts it; answers how it ended.
+ */
+async function interruptMidLayer(
+  args: string[],
+  underWay: (names: string[]) => boolean,
+): Promise<{ signal: NodeJS.Signals | null; stderr: string }> {
   const layerStarted = new Promise<void>((resolve) => {
     stalled = resolve;
   });
@@ -99,14 +105,28 @@ async function interruptMidLayer(args: string[]): Promise<{ signal: NodeJS.Signa
     child.on('close', (_code, signal) => resolve(signal)),
   );
   await layerStarted;
-  // The client has the first MiB by the time it could be written; give it a moment to write it.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Interrupted before its partial file exists, the client would leave none behind whatever it does.
+  const deadline = performance.now() + 10_000;
+  let names = await tree(home);
+  while (!underWay(names)) {
+    if (performance.now() > deadline) {
+      child.kill('SIGKILL');
+      assert.fail(`the download never got under way: ${names.join(', ')}\n${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    names = await tree(home);
+  }
   child.kill('SIGINT');
   return { signal: await ended, stderr };
 }
 
 test('an interrupted copy into a layout leaves no partial blob', async () => {
-  const { signal, stderr } = await interruptMidLayer(['cp', `${host}/app:v1`, 'oci:copied:v1']);
+  const configBlob = join('copied', 'blobs', 'sha256', sha256(config).slice(7));
+  const { signal, stderr } = await interruptMidLayer(
+    ['cp', `${host}/app:v1`, 'oci:copied:v1'],
+    (names) =>
+      names.includes(configBlob) && names.some((name) => /^copied\/blobs\/sha256\/\.tmp-/.test(name)),
+  );
   assert.equal(signal, 'SIGINT', stderr);
   const left = await tree(join(home, 'copied'));
   assert.deepEqual(
@@ -115,23 +135,22 @@ test('an interrupted copy into a layout leaves no partial blob', async () => {
     `left behind: ${left.join(', ')}`,
   );
   // The blobs that did arrive stay: a later copy does not fetch them again.
-  assert.ok(left.includes(join('blobs', 'sha256', sha256(config).slice(7))), left.join(', '));
+  assert.ok(left.includes(relative('copied', configBlob)), left.join(', '));
 });
 
 test('an interrupted pull leaves no staging directory', async () => {
-  const { signal, stderr } = await interruptMidLayer(['pull', `${host}/app:v1`, '-o', 'pulled']);
+  const { signal, stderr } = await interruptMidLayer(['pull', `${host}/app:v1`, '-o', 'pulled'], (names) =>
+    names.some((name) => /^pulled\/\.tether-pull-[^/]+\/./.test(name)),
+  );
   assert.equal(signal, 'SIGINT', stderr);
   assert.deepEqual(await tree(join(home, 'pulled')), []);
 });
 
 test('an interrupted blob get leaves no partial file', async () => {
-  const { signal, stderr } = await interruptMidLayer([
-    'blob',
-    'get',
-    `${host}/app@${layerDigest}`,
-    '-o',
-    'one.bin',
-  ]);
+  const { signal, stderr } = await interruptMidLayer(
+    ['blob', 'get', `${host}/app@${layerDigest}`, '-o', 'one.bin'],
+    (names) => names.includes('one.bin.tether-partial'),
+  );
   assert.equal(signal, 'SIGINT', stderr);
   assert.deepEqual(
     (await tree(home)).filter((name) => name.startsWith('one.bin')),
