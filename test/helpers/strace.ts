@@ -1,6 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { skipUnlessStrict } from './skip.ts';
 
 /**
@@ -125,18 +127,23 @@ export function wrappedPid(wrapperPid: number): number {
 /**
  * Attaches strace to a running process (all its threads) and holds every system call matching `calls`
  * for `seconds` before it runs: a crash point from that moment on, with the setup done at full speed.
- * Resolves once attached; `detach` ends strace, and the kernel lets the process go on (a SIGTERM asks
+ * Resolves once attached; `calls()` counts the calls caught so far (strace logs each as it is entered,
+ * so a held one counts), and `detach` ends strace, and the kernel lets the process go on (a SIGTERM asks
  * strace to detach itself, which hung when the process was killed while one of its calls was held).
  */
 export async function holdSystemCalls(
   pid: number,
   calls: string,
   seconds: number,
-): Promise<{ detach(): Promise<void> }> {
+): Promise<{ calls(): number; detach(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-hold-'));
+  const log = join(dir, 'trace.txt');
   const strace = spawn(
     'strace',
-    ['-f', '-p', String(pid), '-o', '/dev/null', ...delayCalls(calls, seconds, 'delay_enter')],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    ['-f', '-p', String(pid), '-o', log, ...delayCalls(calls, seconds, 'delay_enter')],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
   );
   const exited = new Promise<void>((resolve) => strace.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
@@ -148,9 +155,19 @@ export async function holdSystemCalls(
     void exited.then(() => reject(new Error(`strace did not attach to ${pid}: ${err}`)));
   });
   return {
+    calls: () => {
+      try {
+        return readFileSync(log, 'utf8')
+          .split('\n')
+          .filter((line) => /^\d+\s+\w+\(/.test(line)).length;
+      } catch {
+        return 0;
+      }
+    },
     detach: async () => {
       strace.kill('SIGKILL');
       await exited;
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

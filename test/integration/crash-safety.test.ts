@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
+import type net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startRegistry } from '../../src/server/start.ts';
@@ -41,20 +42,25 @@ interface OpenUpload {
 }
 
 /**
- * Sends each upload the first half of `body`, stops the server (SIGTERM) while they wait, then sends
- * the rest. Returns each answer's status, the server's exit code, and how long after the last answer
- * the process ended.
+ * Sends each upload the first half of `body`, stops the server (SIGTERM) once it is ingesting all of
+ * them (a staged file each), then, once it says it is shutting down, sends the rest. Returns each
+ * answer's status, the server's exit code, and how long after the last answer the process ended.
  */
 async function stopMidUpload(
-  server: { stop(): Promise<number | null> },
+  server: { stop(): Promise<number | null>; data: string; output(): string },
   body: Buffer,
   uploads: OpenUpload[],
 ): Promise<{ statuses: number[]; code: number | null; afterAnswerMs: number }> {
   const half = body.length / 2;
   for (const { req } of uploads) req.write(body.subarray(0, half));
-  await new Promise((r) => setTimeout(r, 150));
+  const staged = () =>
+    readdirSync(join(server.data, 'uploads'), { withFileTypes: true }).filter((e) => e.isFile());
+  await until(
+    () => existsSync(join(server.data, 'uploads')) && staged().length >= uploads.length,
+    'the uploads to be under way',
+  );
   const exited = server.stop();
-  await new Promise((r) => setTimeout(r, 150));
+  await until(() => server.output().includes('shutting down'), 'the server to start shutting down');
   for (const { req } of uploads) req.end(body.subarray(half));
   const statuses = await Promise.all(uploads.map((upload) => upload.response));
   const answered = performance.now();
@@ -64,6 +70,27 @@ async function stopMidUpload(
 
 function blobFile(data: string, digest: string): string {
   return join(data, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
+}
+
+/**
+ * Whether the server has read every byte written so far on `socket`, a loopback connection to it:
+ * none is left in this process or in the kernel, unsent or unacknowledged on this side or unread on
+ * the server's (/proc/net/tcp, ESTABLISHED rows). A crash after that is mid-body for certain.
+ */
+function readByServer(socket: net.Socket | null): boolean {
+  if (!socket?.localPort || socket.writableLength > 0) return false;
+  const port = `:${socket.localPort.toString(16).toUpperCase().padStart(4, '0')}`;
+  const rows = readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((row) => row[3] === '01');
+  const ours = rows.find((row) => row[1]!.endsWith(port));
+  const theirs = rows.find((row) => row[2]!.endsWith(port));
+  if (!ours || !theirs) return false;
+  const unacked = Number.parseInt(ours[4]!.split(':')[0]!, 16);
+  const unread = Number.parseInt(theirs[4]!.split(':')[1]!, 16);
+  return unacked === 0 && unread === 0;
 }
 
 async function until(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
@@ -206,7 +233,7 @@ test('kill -9 during a chunked upload keeps every acknowledged chunk and nothing
     'Content-Length': chunk,
   });
   half.req.write(blob.subarray(chunk, chunk + chunk / 2));
-  await new Promise((r) => setTimeout(r, 150));
+  await until(() => readByServer(half.req.socket), 'the server to read the half chunk');
   await server.kill9();
   assert.equal(await half.response, -1, 'the cut-off request was never acknowledged');
 
@@ -240,7 +267,7 @@ test('kill -9 mid-way through a monolithic upload: no half blob is ever visible'
     'Content-Type': 'application/octet-stream',
   });
   upload.req.write(blob.subarray(0, 3 * 1024 * 1024));
-  await new Promise((r) => setTimeout(r, 200));
+  await until(() => readByServer(upload.req.socket), 'the server to read the first 3 MiB');
   await server.kill9();
   assert.equal(await upload.response, -1);
   assert.equal(existsSync(blobFile(dir, digest)), false, 'no published file for the digest');
@@ -498,7 +525,8 @@ test('onSubjectDelete cascade: a crash mid-DELETE never leaves the fallback tag 
   t.after(() => held.detach());
   const deletion = openUpload(`${server.url}/v2/${repo}/manifests/${subject.digest}`, 'DELETE', {});
   deletion.req.end(Buffer.alloc(0));
-  await new Promise((r) => setTimeout(r, 500));
+  // The crash point is reached: the DELETE's commit waits in a held fdatasync.
+  await until(() => held.calls() > 0, 'the DELETE to reach its fdatasync');
   // Killed first; its exit is reported once strace lets go of it.
   process.kill(server.proc.pid!, 'SIGKILL');
   await held.detach();
