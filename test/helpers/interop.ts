@@ -82,23 +82,47 @@ export const runTether = (args: string[], env: NodeJS.ProcessEnv = {}, cwd?: str
 
 /**
  * Debian's Distribution 2.8 (`docker-registry`, no referrers API) with a fresh filesystem store under
- * `dir`, on a free loopback port, over HTTPS with `tls` (PEM files); resolves once `/v2/` answers.
+ * `dir`, on a loopback port of its own choosing (port 0: no free port picked here that another process
+ * could take before it binds it), over HTTPS with `tls` (PEM files); resolves once `/v2/` answers.
  */
 export async function startDistribution2(
   dir: string,
   tls?: { cert: string; key: string },
 ): Promise<{ host: string; stop(): void }> {
-  const host = `127.0.0.1:${await freePort()}`;
   const config = join(dir, 'distribution.yml');
   const listen = tls
-    ? `{addr: ${host}, tls: {certificate: ${tls.cert}, key: ${tls.key}}}`
-    : `{addr: ${host}}`;
+    ? `{addr: "127.0.0.1:0", tls: {certificate: ${tls.cert}, key: ${tls.key}}}`
+    : `{addr: "127.0.0.1:0"}`;
+  // At level info it logs the address it bound ("listening on 127.0.0.1:PORT").
   await writeFile(
     config,
-    `version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: ${listen}\n`,
+    `version: 0.1\nlog: {level: info}\nstorage:\n  filesystem: {rootdirectory: ${join(dir, 'distribution')}}\n  delete: {enabled: true}\nhttp: ${listen}\n`,
   );
-  const proc = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
+  const proc = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   const stop = () => void proc.kill();
+  let log = '';
+  const host = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stop();
+      reject(new Error(`Distribution 2.8 did not say where it listens:\n${log}`));
+    }, 10_000);
+    let found = false;
+    // Read to the end (a full pipe would stop the registry), kept only until the address is found.
+    proc.stderr!.on('data', (d) => {
+      if (found) return;
+      log += d;
+      const m = /msg="listening on (127\.0\.0\.1:\d+)/.exec(log);
+      if (m) {
+        found = true;
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`Distribution 2.8 exited (${code}) before listening:\n${log}`));
+    });
+  });
   // Go's TLS server answers a plain-HTTP request with a 400 of its own: up, then, without a CA to trust.
   const up = tls ? 400 : 200;
   for (let i = 0; i < 100; i++) {
