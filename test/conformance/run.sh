@@ -9,7 +9,8 @@
 #   TLS             the two v2 runs over HTTPS (HTTP/2 offered by ALPN), the certificate trusted
 #                   through SSL_CERT_FILE
 # Fails on any Fail, Error or Skip (TETHER_CONFORMANCE_ALLOW_SKIP=1 tolerates skips while debugging),
-# and on any 5xx a server logged. Tests the suite's configuration disables are reported, not failed.
+# on a suite that exits non-zero (a panic or Go-level failure outside the listing, a timeout), and on
+# any 5xx a server logged. Tests the suite's configuration disables are reported, not failed.
 # Reports go to reports/conformance/ (git-ignored).
 # TETHER_CONFORMANCE_TARGET=host:port runs the open-registry runs against an already running registry.
 set -euo pipefail
@@ -57,26 +58,39 @@ status=0
 
 # run_v2 NAME OCI_VERSION [VAR=value...]: the v2 runner, extra variables (credentials) appended.
 run_v2() {
-  local name="$1" version="$2"; shift 2
+  local name="$1" version="$2" rc=0; shift 2
   local dir="$OUT/v2-$name"
   mkdir -p "$dir"
   (cd "$dir" && env OCI_REGISTRY="$TARGET" OCI_TLS="$TLS" OCI_VERSION="$version" \
       OCI_REPO1="conformance/v2-$name-a" OCI_REPO2="conformance/v2-$name-b" \
-      OCI_RESULTS_DIR="$dir" OCI_LOG=warn "$@" timeout 900 "$BIN/conformance" > "$dir/suite.log" 2>&1) || true
+      OCI_RESULTS_DIR="$dir" OCI_LOG=warn "$@" timeout 900 "$BIN/conformance" > "$dir/suite.log" 2>&1) || rc=$?
   summarise "conformance v2 $name" "$dir"
+  exited "conformance v2 $name" "$dir" "$rc"
 }
 
 # run_legacy NAME [VAR=value...]: the suite driven by the legacy variables, all four categories.
 run_legacy() {
-  local name="$1"; shift
+  local name="$1" rc=0; shift
   local dir="$OUT/legacy-$name"
   mkdir -p "$dir"
   (cd "$dir" && env OCI_ROOT_URL="http://$TARGET" OCI_NAMESPACE="conformance/legacy-$name-a" \
       OCI_CROSSMOUNT_NAMESPACE="conformance/legacy-$name-b" OCI_TEST_PULL=1 OCI_TEST_PUSH=1 \
       OCI_TEST_CONTENT_DISCOVERY=1 OCI_TEST_CONTENT_MANAGEMENT=1 OCI_AUTOMATIC_CROSSMOUNT=1 \
       OCI_HIDE_SKIPPED_WORKFLOWS=0 OCI_DEBUG=0 OCI_RESULTS_DIR="$dir" "$@" \
-      timeout 900 "$BIN/conformance-legacy.test" -test.v -test.timeout 0 > "$dir/suite.log" 2>&1) || true
+      timeout 900 "$BIN/conformance-legacy.test" -test.v -test.timeout 0 > "$dir/suite.log" 2>&1) || rc=$?
   summarise "conformance legacy-env $name" "$dir"
+  exited "conformance legacy-env $name" "$dir" "$rc"
+}
+
+# exited LABEL DIR STATUS: the suite's own exit status must be 0 too, whatever its listing said.
+exited() {
+  local label="$1" dir="$2" rc="$3"
+  [ "$rc" = 0 ] && return 0
+  local why=""
+  [ "$rc" = 124 ] && why=" (killed by timeout 900)"
+  echo "$label: the suite exited with status $rc$why"
+  tail -15 "$dir/suite.log"
+  status=1
 }
 
 summarise() {
