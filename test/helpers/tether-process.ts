@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { selfSignedCert } from './certs.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 /** How long stop() waits after SIGTERM before it kills the server and fails. */
@@ -119,4 +121,39 @@ export async function spawnTether(
       await exited;
     },
   };
+}
+
+export interface TlsTether {
+  registry: TetherProcess;
+  /** The server's self-signed certificate (PEM), the CA a client trusts. */
+  ca: Buffer;
+  /** Removes the temporary directory (data, certificate and key); stop the server first. */
+  cleanup: () => Promise<void>;
+}
+
+/**
+ * spawnTether over TLS: a temporary directory holding a fresh self-signed certificate for 127.0.0.1
+ * (common name `name`), its key, and the data directory; `env` is added to the TLS settings.
+ */
+export async function spawnTlsTether(
+  name: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<TlsTether> {
+  const { dir, cleanup } = await tempDataDir();
+  try {
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    selfSignedCert({ cert, key }, name, 'IP:127.0.0.1');
+    const ca = readFileSync(cert);
+    const registry = await spawnTether(join(dir, 'data'), extraArgs, {
+      TETHER_TLS_CERT: cert,
+      TETHER_TLS_KEY: key,
+      ...env,
+    });
+    return { registry, ca, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
 }

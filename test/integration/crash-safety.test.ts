@@ -8,10 +8,9 @@ import type net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startRegistry } from '../../src/server/start.ts';
-import { selfSignedCert } from '../helpers/certs.ts';
 import { pushImage, pushManifest, pushSignatureOf, sha256 } from '../helpers/oci.ts';
 import { holdSystemCalls, straceHoldArgs, straceSkip, wrappedPid } from '../helpers/strace.ts';
-import { spawnTether, tempDataDir } from '../helpers/tether-process.ts';
+import { spawnTether, spawnTlsTether, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
  * Starts a request whose body is written by the caller (to be cut off by a crash midway), over HTTP/1.1
@@ -389,15 +388,10 @@ test('a stopped server ends on its own once closed, without forcing its exit', a
 });
 
 test('with TLS too, SIGTERM lets in-flight uploads on HTTP/1.1 and HTTP/2 finish, then exits at once', async (t) => {
-  const { dir, cleanup } = await tempDataDir();
+  const { registry: server, ca, cleanup } = await spawnTlsTether('stop');
   t.after(cleanup);
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  selfSignedCert({ cert, key }, 'stop', 'IP:127.0.0.1');
-  const server = await spawnTether(join(dir, 'data'), [], { TETHER_TLS_CERT: cert, TETHER_TLS_KEY: key });
   t.after(() => server.kill9());
   assert.match(server.url, /^https:/);
-  const ca = readFileSync(cert);
   const body = randomBytes(2 * 1024 * 1024);
   const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
   const path = (repo: string) => `/v2/${repo}/blobs/uploads/?digest=${digest}`;

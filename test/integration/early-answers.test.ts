@@ -1,14 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { selfSignedCert } from '../helpers/certs.ts';
 import { sha256 } from '../helpers/oci.ts';
-import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+import { spawnTether, spawnTlsTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
  * A registry that refuses a request before reading its body (unknown upload, bad name, too large) must
@@ -230,14 +227,9 @@ test('a connection left open after an early answer does not hold a stopping serv
 });
 
 test('with TLS, Expect: 100-continue is answered on the body first read, over HTTP/1.1 and HTTP/2', async (t) => {
-  const { dir, cleanup } = await tempDataDir();
+  const { registry, ca, cleanup } = await spawnTlsTether('expect');
   t.after(cleanup);
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  selfSignedCert({ cert, key }, 'expect', 'IP:127.0.0.1');
-  const registry = await spawnTether(join(dir, 'data'), [], { TETHER_TLS_CERT: cert, TETHER_TLS_KEY: key });
   t.after(() => registry.stop());
-  const ca = readFileSync(cert);
   const body = Buffer.alloc(3_000_000, 5);
   const session = http2.connect(registry.url, { ca });
   t.after(() => session.destroy());

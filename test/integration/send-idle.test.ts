@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
-import { selfSignedCert } from '../helpers/certs.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
-import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+import { spawnTether, spawnTlsTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
  * Downloads whose client stops reading (`limits.sendIdleSeconds`): before it, such a transfer held its
@@ -234,17 +233,9 @@ describe('downloads whose client stops reading, over TLS (HTTP/2 and HTTP/1.1)',
   let bigDigest: string;
   let session: http2.ClientHttp2Session;
   before(async () => {
-    const data = await tempDataDir();
-    cleanup = data.cleanup;
-    const cert = join(data.dir, 'cert.pem');
-    const key = join(data.dir, 'key.pem');
-    selfSignedCert({ cert, key }, 'send-idle', 'IP:127.0.0.1');
-    ca = readFileSync(cert);
-    registry = await spawnTether(join(data.dir, 'data'), ['--log-level', 'warn'], {
-      TETHER_TLS_CERT: cert,
-      TETHER_TLS_KEY: key,
+    ({ registry, ca, cleanup } = await spawnTlsTether('send-idle', ['--log-level', 'warn'], {
       TETHER_LIMITS_SEND_IDLE_SECONDS: String(IDLE_S),
-    });
+    }));
     port = Number(registry.host.split(':')[1]);
     session = http2.connect(registry.url, { ca });
     bigDigest = await h2Push('idle/big', big);

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
-import { selfSignedCert } from '../helpers/certs.ts';
-import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+import { spawnTlsTether, type TetherProcess } from '../helpers/tether-process.ts';
 
 /**
  * Slow clients and the connection cap over TLS (HTTP/2 and HTTP/1.1 by ALPN). Node's HTTP/2 server has
@@ -143,18 +140,10 @@ describe('slow clients and the connection cap over TLS', () => {
   };
 
   before(async () => {
-    const data = await tempDataDir();
-    cleanup = data.cleanup;
-    const cert = join(data.dir, 'cert.pem');
-    const key = join(data.dir, 'key.pem');
-    selfSignedCert({ cert, key }, 'tls-limits', 'IP:127.0.0.1');
-    ca = readFileSync(cert);
-    registry = await spawnTether(join(data.dir, 'data'), ['--log-level', 'warn'], {
-      TETHER_TLS_CERT: cert,
-      TETHER_TLS_KEY: key,
+    ({ registry, ca, cleanup } = await spawnTlsTether('tls-limits', ['--log-level', 'warn'], {
       TETHER_LIMITS_HEADERS_TIMEOUT_SECONDS: String(HEADERS_TIMEOUT_S),
       TETHER_LIMITS_MAX_CONNECTIONS: String(CAP),
-    });
+    }));
     port = Number(registry.host.split(':')[1]);
   });
   after(async () => {
