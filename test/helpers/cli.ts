@@ -22,6 +22,29 @@ export interface CliOptions {
   nodeArgs?: string[];
 }
 
+/**
+ * The arguments of `tether cert generate` for a signing test: a CA and a leaf (`leaf.key`, `chain.pem`)
+ * in `out`, the CA trusted as the Notary Project trust store `ca:name`, in `store` or the default one.
+ */
+export function certGenerateArgs(
+  out: string,
+  name: string,
+  options: { keyType?: string; store?: string } = {},
+): string[] {
+  const { keyType = 'ec-p256', store } = options;
+  return [
+    'cert',
+    'generate',
+    '--key-type',
+    keyType,
+    '-o',
+    out,
+    '--trust-store-name',
+    name,
+    ...(store === undefined ? [] : ['--trust-store', store]),
+  ];
+}
+
 /** Runs the `tether` CLI from source in `cwd`, with `env` over the test's own environment. */
 export function runCli(args: string[], options: CliOptions): Promise<CliRun> {
   return new Promise((resolve) => {

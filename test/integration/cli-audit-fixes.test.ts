@@ -12,7 +12,7 @@ import { editHtpasswd, hashPassword } from '../../src/auth/htpasswd.ts';
 import { bufferSource } from '../../src/client/blob-source.ts';
 import { RegistryClient } from '../../src/client/client.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { CLI, type CliRun as Run, runCli } from '../helpers/cli.ts';
+import { CLI, certGenerateArgs, type CliRun as Run, runCli } from '../helpers/cli.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 import { strictTrustPolicy } from '../helpers/trust-policy.ts';
 
@@ -295,18 +295,7 @@ test("discover --verify --format json carries each signature's verification (fin
   await pushFiles('signed:v1', 'signed');
   const certs = join(home, 'certs');
   const store = join(home, 'truststore');
-  const generated = await tether([
-    'cert',
-    'generate',
-    '--key-type',
-    'ec-p256',
-    '-o',
-    certs,
-    '--trust-store-name',
-    'audit',
-    '--trust-store',
-    store,
-  ]);
+  const generated = await tether(certGenerateArgs(certs, 'audit', { store }));
   assert.equal(generated.code, 0, generated.stderr);
   const ref = `${reg.host}/signed:v1`;
   const signed = await tether([

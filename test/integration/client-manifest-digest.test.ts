@@ -12,7 +12,7 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { ClientError } from '../../src/client/errors.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
-import { runCliAt } from '../helpers/cli.ts';
+import { certGenerateArgs, runCliAt } from '../helpers/cli.ts';
 import { type PushedManifest, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import { startProxy } from '../helpers/proxy.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
@@ -183,18 +183,7 @@ describe('client: a manifest that is not what was asked for is refused', () => {
   test('verify refuses a signature manifest swapped for other bytes, and says why', async () => {
     const certs = join(dir, 'certs');
     const store = join(dir, 'truststore');
-    const generated = await runCliAt(dir, [
-      'cert',
-      'generate',
-      '--key-type',
-      'ec-p256',
-      '-o',
-      certs,
-      '--trust-store-name',
-      'md',
-      '--trust-store',
-      store,
-    ]);
+    const generated = await runCliAt(dir, certGenerateArgs(certs, 'md', { store }));
     assert.equal(generated.code, 0, generated.stderr);
     const image = await pushImage(reg.url, 'md/signed', 'v1', 'signed layer');
     const key = ['--key', join(certs, 'leaf.key'), '--cert', join(certs, 'chain.pem')];

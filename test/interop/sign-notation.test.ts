@@ -6,6 +6,7 @@ import { RegistryClient } from '../../src/client/client.ts';
 import { parseImageReference } from '../../src/client/reference.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type RunningRegistry, startRegistry } from '../../src/server/start.ts';
+import { certGenerateArgs } from '../helpers/cli.ts';
 import { pushSmallImage, runToolStatus, startDistribution2 } from '../helpers/interop.ts';
 import { tempDataDir } from '../helpers/tether-process.ts';
 import { strictTrustPolicy } from '../helpers/trust-policy.ts';
@@ -70,21 +71,7 @@ describe('signing interop with notation v1.3.2', () => {
     const config = join(home, 'notation');
     const env = { HOME: home, DOCKER_CONFIG: join(home, 'docker'), NOTATION_CONFIG: config };
     await mkdir(config, { recursive: true });
-    await ok(
-      process.execPath,
-      [
-        CLI,
-        'cert',
-        'generate',
-        '--key-type',
-        keyType,
-        '-o',
-        join(home, 'keys'),
-        '--trust-store-name',
-        'tether',
-      ],
-      env,
-    );
+    await ok(process.execPath, [CLI, ...certGenerateArgs(join(home, 'keys'), 'tether', { keyType })], env);
     await writeFile(
       join(config, 'signingkeys.json'),
       JSON.stringify({
