@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
+import pino from 'pino';
+import { startRegistry } from '../../src/server/start.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import { spawnTether, spawnTlsTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
 
@@ -360,5 +362,35 @@ describe('downloads whose client stops reading, over TLS (HTTP/2 and HTTP/1.1)',
 
   test('nothing else was abandoned: a finished response is watched no more', () => {
     assert.equal(abandoned(registry).length, 3, registry.output());
+  });
+});
+
+describe('downloads from the in-memory store (the embedded default of startRegistry)', () => {
+  test('a steady reader is not cut, and one that stops reading is', BOUNDED, async () => {
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+    const reg = await startRegistry({ settings: { 'limits.sendIdleSeconds': 2 }, logger });
+    try {
+      const blob = randomBytes(16 * MiB);
+      const digest = await pushBlob(reg.url, 'idle/memory', blob);
+      const [host, port] = [reg.host.split(':')[0], Number(reg.host.split(':')[1])];
+      const path = `/v2/idle/memory/blobs/${digest}`;
+      // 2 MiB/s: ~8 s for 16 MiB, four limits. Before the store reported its pieces, such a reader was
+      // cut 2 s in, with nothing counted as sent.
+      const steady = net.connect(port, host);
+      steady.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const all = await readAtPace(steady, 256 * 1024, 125);
+      const body = all.subarray(all.indexOf('\r\n\r\n') + 4);
+      assert.equal(body.length, blob.length);
+      assert.equal(sha256(body), digest);
+      assert.equal(warnings.length, 0, warnings.join(''));
+      const stalled = net.connect(port, host);
+      const { resume } = await stallAfter(stalled, path, 64 * 1024);
+      const cut = await within(CUT_BY_MS, () => warnings.some((w) => w.includes('response abandoned')));
+      assert.ok(cut < Number.POSITIVE_INFINITY, 'the stalled download was cut');
+      assert.ok((await resume()) < blob.length, 'the stalled client did not get the whole blob');
+    } finally {
+      await reg.close();
+    }
   });
 });

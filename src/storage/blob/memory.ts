@@ -1,7 +1,23 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { SendPace } from '../../io/file-sender.ts';
 import type { BlobReader, BlobStore, UploadHash } from './types.ts';
+
+/** What the memory store sends a blob in: small enough that a watched transfer shows progress often. */
+const PIECE = 64 * 1024;
+
+/**
+ * A blob's bytes in pieces (views, no copies), each counted in `pace` as it is taken: the stream pulls the
+ * next piece only once `out` has room, so a client that stops reading stops the count (send-idle.ts).
+ */
+function* pieces(bytes: Buffer, pace?: SendPace): Generator<Buffer> {
+  for (let at = 0; at < bytes.length; at += PIECE) {
+    const piece = bytes.subarray(at, Math.min(at + PIECE, bytes.length));
+    if (pace) pace.sent += piece.length;
+    yield piece;
+  }
+}
 
 /**
  * In-memory BlobStore for tests and embedded test registries. It holds whole blobs in memory by design;
@@ -21,7 +37,7 @@ export class MemoryBlobStore implements BlobStore {
     const bytes = range ? blob.subarray(range.start, range.end + 1) : blob;
     return {
       length: bytes.length,
-      sendTo: (out) => pipeline(Readable.from([bytes]), out),
+      sendTo: (out, pace) => pipeline(Readable.from(pieces(bytes, pace)), out),
       close: async () => {},
     };
   }
