@@ -50,6 +50,58 @@ function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The members a Go client decodes from a descriptor, and from a manifest or index (image-spec's structs). */
+const DESCRIPTOR_FIELDS = spellings([
+  'mediaType',
+  'digest',
+  'size',
+  'urls',
+  'annotations',
+  'data',
+  'artifactType',
+  'platform',
+]);
+const MANIFEST_FIELDS = spellings([
+  'schemaVersion',
+  'mediaType',
+  'artifactType',
+  'config',
+  'layers',
+  'manifests',
+  'subject',
+  'annotations',
+]);
+
+/**
+ * Go's key folding as far as these field names need it: case, and the long s (U+017F), which folds to s.
+ * (The Kelvin sign folds to k, which toLowerCase does too; no field has a k.)
+ */
+function foldKey(key: string): string {
+  return key.toLowerCase().replaceAll('\u017f', 's');
+}
+
+function spellings(fields: string[]): Map<string, string> {
+  return new Map(fields.map((field) => [foldKey(field), field]));
+}
+
+/**
+ * Refuses a member spelled like one of `fields` in another case. Go's encoding/json (containerd,
+ * go-containerregistry, Distribution, notation) matches keys to struct fields case-insensitively, the
+ * last match winning: `{"digest": A, "Digest": B}` is B to a Go client while this parser checked A, and
+ * `"Data"` alone is inline data to Go and nothing here. Exact duplicates are refused by scanJson.
+ */
+function refuseCaseVariants(value: Json, fields: Map<string, string>, where: string): void {
+  for (const key of Object.keys(value)) {
+    const field = fields.get(foldKey(key));
+    if (field !== undefined && field !== key) {
+      throw errors.manifestInvalid(
+        `${where}${key.slice(0, 100)} is ${field} spelled in another case, which Go clients read as ${field}`,
+        { member: key.slice(0, 100), field },
+      );
+    }
+  }
+}
+
 function parseAnnotations(value: unknown, where: string): Record<string, string> | undefined {
   if (value === undefined || value === null) return undefined;
   if (!isObject(value)) throw errors.manifestInvalid(`${where}annotations must be an object of strings`);
@@ -65,6 +117,7 @@ function parseAnnotations(value: unknown, where: string): Record<string, string>
  */
 export function parseDescriptor(value: unknown, where: string, inlined?: InlinedDescriptor[]): Descriptor {
   if (!isObject(value)) throw errors.manifestInvalid(`${where} must be a descriptor object`);
+  refuseCaseVariants(value, DESCRIPTOR_FIELDS, `${where}.`);
   const { mediaType, digest, size, artifactType, urls } = value;
   if (!isValidMediaType(mediaType)) throw errors.manifestInvalid(`${where}.mediaType is missing or invalid`);
   if (typeof digest !== 'string' || !tryParseDigest(digest)) {
@@ -135,6 +188,7 @@ export function parseManifest(bytes: Buffer, contentType: string | undefined): P
     throw errors.manifestInvalid('manifest is not valid UTF-8 JSON');
   }
   if (!isObject(body)) throw errors.manifestInvalid('manifest must be a JSON object');
+  refuseCaseVariants(body, MANIFEST_FIELDS, '');
   const mediaType = resolveMediaType(body, contentType);
   if (!SUPPORTED.has(mediaType)) {
     throw errors.manifestInvalid('unsupported manifest media type', { mediaType, supported: [...SUPPORTED] });

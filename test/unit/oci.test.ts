@@ -107,6 +107,40 @@ describe('manifest parsing', () => {
       (e: OciError) => e.status === 400 && e.code === 'MANIFEST_INVALID',
     );
 
+  test('a member spelled like a checked field in another case is refused (Go clients would read it)', () => {
+    const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config };
+    const layer = { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: D, size: 2 };
+    const refused = (body: string, member: string, field: string) =>
+      assert.throws(
+        () => parseManifest(Buffer.from(body), undefined),
+        (e: OciError) =>
+          e.status === 400 &&
+          e.code === 'MANIFEST_INVALID' &&
+          e.message.includes(`${member} is ${field} spelled in another case`),
+      );
+    const withLayer = (extra: string) =>
+      JSON.stringify({ ...manifest, layers: [layer] }).replace(`"size":2}]`, `"size":2,${extra}}]`);
+    // A second digest that Go takes (last match wins) while this parser checks the first.
+    refused(withLayer('"Digest":"sha256:0"'), 'layers[0].Digest', 'digest');
+    // Inline data under another spelling: data to Go, unchecked here.
+    refused(withLayer('"Data":"AAAA"'), 'layers[0].Data', 'data');
+    refused(withLayer('"DATA":"AAAA"'), 'layers[0].DATA', 'data');
+    // Go folds the long s (U+017F) to s.
+    refused(withLayer('"\u017fize":3'), 'layers[0].\u017fize', 'size');
+    refused(JSON.stringify({ ...manifest, layers: [], Layers: [layer] }), 'Layers', 'layers');
+    refused(JSON.stringify({ ...manifest, layers: [], Subject: layer }), 'Subject', 'subject');
+    refused(
+      JSON.stringify({ ...manifest, layers: [], config: { ...config, MediaType: 'x/y' } }),
+      'config.MediaType',
+      'mediaType',
+    );
+    // Members the parser does not check, in any case, are kept as they are (the bytes are stored as sent).
+    assert.equal(
+      parse({ ...manifest, layers: [{ ...layer, Platform2: 1, extra: 'x' }], Foo: 1 }).blobs.length,
+      2,
+    );
+  });
+
   test('artifactType: explicit first, then config.mediaType; an index without one has none', () => {
     assert.equal(
       parse({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [] })
