@@ -1,5 +1,6 @@
 import { tryParseDigest } from './digest.ts';
 import { errors } from './errors.ts';
+import { goFoldKey } from './go-fold.ts';
 import type { InlinedDescriptor } from './inline-data.ts';
 import { scanJson } from './json-scan.ts';
 import { bareMediaType, isNonDistributable, isValidMediaType, MediaType } from './mediatypes.ts';
@@ -72,16 +73,8 @@ const MANIFEST_FIELDS = spellings([
   'annotations',
 ]);
 
-/**
- * Go's key folding as far as these field names need it: case, and the long s (U+017F), which folds to s.
- * (The Kelvin sign folds to k, which toLowerCase does too; no field has a k.)
- */
-function foldKey(key: string): string {
-  return key.toLowerCase().replaceAll('\u017f', 's');
-}
-
 function spellings(fields: string[]): Map<string, string> {
-  return new Map(fields.map((field) => [foldKey(field), field]));
+  return new Map(fields.map((field) => [goFoldKey(field), field]));
 }
 
 /**
@@ -92,7 +85,7 @@ function spellings(fields: string[]): Map<string, string> {
  */
 function refuseCaseVariants(value: Json, fields: Map<string, string>, where: string): void {
   for (const key of Object.keys(value)) {
-    const field = fields.get(foldKey(key));
+    const field = fields.get(goFoldKey(key));
     if (field !== undefined && field !== key) {
       throw errors.manifestInvalid(
         `${where}${key.slice(0, 100)} is ${field} spelled in another case, which Go clients read as ${field}`,

@@ -16,6 +16,7 @@
  * notation-produced JSON has any of these.)
  */
 
+import { goFoldKey } from '../oci/go-fold.ts';
 import { decodeStrictUtf8 } from '../oci/utf8.ts';
 
 export class GoJsonError extends Error {
@@ -171,14 +172,6 @@ export type GoType =
   | { map: GoType }
   | { struct: Record<string, GoType> };
 
-/** Go's case folding as encoding/json applies it to ASCII field names: ASCII case, plus ſ → s and K (Kelvin) → k. */
-function foldKey(key: string): string {
-  return key
-    .replace(/[A-Z]/g, (c) => c.toLowerCase())
-    .replace(/\u017f/g, 's')
-    .replace(/\u212a/g, 'k');
-}
-
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const B64STD = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -224,9 +217,9 @@ function check(value: unknown, type: GoType, path: string, container?: object, k
   } else {
     if (typeof value !== 'object' || Array.isArray(value)) wrong('an object');
     const fields = type.struct;
-    const byFold = new Map(Object.keys(fields).map((f) => [foldKey(f), f]));
+    const byFold = new Map(Object.keys(fields).map((f) => [goFoldKey(f), f]));
     for (const [k, v] of Object.entries(value as object)) {
-      const field = Object.hasOwn(fields, k) ? k : byFold.get(foldKey(k));
+      const field = Object.hasOwn(fields, k) ? k : byFold.get(goFoldKey(k));
       if (field === undefined) continue; // unknown keys are ignored by Go too
       if (field !== k) {
         throw new GoJsonError(
