@@ -9,8 +9,10 @@ import { abort } from './http.ts';
  * slot until the client disconnected, and a manifest nobody read stayed queued whole.
  *
  * Watched: a blob while it is sent (its sender counts what the socket has taken, `SendPace`), and any
- * other answer (manifest, page, error) only when the socket did not take it whole at once, which a
- * reading client's almost always does. Nothing else is added to a request: no timer, no listener. One
+ * other answer (manifest, page, error) only when the socket did not take it whole at once, which over
+ * HTTP/1 a reading client's almost always does. Over HTTP/2 an answer is still queued right after
+ * `end()` (the session writes it on a later tick), so each is watched until its stream closes: a Set
+ * entry and a 'close' listener (the shared sweep runs while any is). Nothing else is added to a request. One
  * timer for the process looks at the watched responses every SWEEP_MS while there are any; one with
  * nothing taken for the limit is abandoned: HTTP/1 closes its connection, HTTP/2 resets its stream.
  *
