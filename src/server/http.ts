@@ -28,13 +28,18 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, he
   send(res, status, { 'Content-Type': 'application/json', ...headers }, Buffer.from(JSON.stringify(value)));
 }
 
+/** The HTTP/2 stream under a response of Node's HTTP/2 compatibility API; undefined for HTTP/1. */
+export function http2StreamOf(res: ServerResponse): ServerHttp2Stream | undefined {
+  return (res as unknown as { stream?: ServerHttp2Stream }).stream;
+}
+
 /**
  * Drops a response without an answer, or without the rest of it: HTTP/1 closes the connection, HTTP/2
  * resets the stream with CANCEL (a reset with NO_ERROR, what destroying the stream sends, lets a client
  * take the bytes it got for the whole body).
  */
 export function abort(res: ServerResponse): void {
-  const stream = (res as unknown as { stream?: ServerHttp2Stream }).stream;
+  const stream = http2StreamOf(res);
   if (stream) stream.close(http2().constants.NGHTTP2_CANCEL);
   else res.destroy();
 }
@@ -42,7 +47,8 @@ export function abort(res: ServerResponse): void {
 /** Renders any thrown value: OciErrors as spec JSON, anything else as a logged 500. */
 export function sendError(res: ServerResponse, err: unknown, bodyUnread: boolean): void {
   if (res.headersSent) {
-    res.destroy();
+    // Too late for an error answer: the client must not take the part it got for the whole.
+    abort(res);
     return;
   }
   const headers: Headers = bodyUnread ? { Connection: 'close' } : {};

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { SendPace } from '../io/file-sender.ts';
-import { abort } from './http.ts';
+import { abort, http2StreamOf } from './http.ts';
 
 /**
  * Responses whose client stops taking bytes (`limits.sendIdleSeconds`, like nginx's `send_timeout`).
@@ -46,9 +46,7 @@ let sweeper: NodeJS.Timeout | undefined;
 
 /** A response whose connection (HTTP/2: stream) is gone already, and will emit nothing more. */
 function gone(res: ServerResponse): boolean {
-  return (
-    res.destroyed || ((res as unknown as { stream?: { destroyed: boolean } }).stream?.destroyed ?? false)
-  );
+  return res.destroyed || (http2StreamOf(res)?.destroyed ?? false);
 }
 
 function sweep(): void {
