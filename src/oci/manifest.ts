@@ -1,6 +1,6 @@
 import { tryParseDigest } from './digest.ts';
 import { errors } from './errors.ts';
-import { goFoldKey } from './go-fold.ts';
+import { goFieldMatcher } from './go-fold.ts';
 import type { InlinedDescriptor } from './inline-data.ts';
 import { scanJson } from './json-scan.ts';
 import { bareMediaType, isNonDistributable, isValidMediaType, MediaType } from './mediatypes.ts';
@@ -52,7 +52,7 @@ function isObject(value: unknown): value is Json {
 }
 
 /** The members a Go client decodes from a descriptor, and from a manifest or index (image-spec's structs). */
-const DESCRIPTOR_FIELDS = spellings([
+const DESCRIPTOR_FIELDS = goFieldMatcher([
   'mediaType',
   'digest',
   'size',
@@ -62,7 +62,7 @@ const DESCRIPTOR_FIELDS = spellings([
   'artifactType',
   'platform',
 ]);
-const MANIFEST_FIELDS = spellings([
+const MANIFEST_FIELDS = goFieldMatcher([
   'schemaVersion',
   'mediaType',
   'artifactType',
@@ -73,19 +73,15 @@ const MANIFEST_FIELDS = spellings([
   'annotations',
 ]);
 
-function spellings(fields: string[]): Map<string, string> {
-  return new Map(fields.map((field) => [goFoldKey(field), field]));
-}
-
 /**
  * Refuses a member spelled like one of `fields` in another case. Go's encoding/json (containerd,
  * go-containerregistry, Distribution, notation) matches keys to struct fields case-insensitively, the
  * last match winning: `{"digest": A, "Digest": B}` is B to a Go client while this parser checked A, and
  * `"Data"` alone is inline data to Go and nothing here. Exact duplicates are refused by scanJson.
  */
-function refuseCaseVariants(value: Json, fields: Map<string, string>, where: string): void {
+function refuseCaseVariants(value: Json, fieldFor: (key: string) => string | undefined, where: string): void {
   for (const key of Object.keys(value)) {
-    const field = fields.get(goFoldKey(key));
+    const field = fieldFor(key);
     if (field !== undefined && field !== key) {
       throw errors.manifestInvalid(
         `${where}${key.slice(0, 100)} is ${field} spelled in another case, which Go clients read as ${field}`,

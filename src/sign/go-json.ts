@@ -16,7 +16,7 @@
  * notation-produced JSON has any of these.)
  */
 
-import { goFoldKey } from '../oci/go-fold.ts';
+import { goFieldMatcher } from '../oci/go-fold.ts';
 import { decodeStrictUtf8 } from '../oci/utf8.ts';
 
 export class GoJsonError extends Error {
@@ -172,6 +172,9 @@ export type GoType =
   | { map: GoType }
   | { struct: Record<string, GoType> };
 
+/** Each struct type's field matcher, built once per type rather than once per object checked. */
+const fieldMatchers = new WeakMap<Record<string, GoType>, (key: string) => string | undefined>();
+
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const B64STD = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -217,9 +220,13 @@ function check(value: unknown, type: GoType, path: string, container?: object, k
   } else {
     if (typeof value !== 'object' || Array.isArray(value)) wrong('an object');
     const fields = type.struct;
-    const byFold = new Map(Object.keys(fields).map((f) => [goFoldKey(f), f]));
+    let fieldFor = fieldMatchers.get(fields);
+    if (!fieldFor) {
+      fieldFor = goFieldMatcher(Object.keys(fields));
+      fieldMatchers.set(fields, fieldFor);
+    }
     for (const [k, v] of Object.entries(value as object)) {
-      const field = Object.hasOwn(fields, k) ? k : byFold.get(goFoldKey(k));
+      const field = fieldFor(k);
       if (field === undefined) continue; // unknown keys are ignored by Go too
       if (field !== k) {
         throw new GoJsonError(
