@@ -42,6 +42,18 @@ function openBlobFiles(registry: TetherProcess): number {
   return count;
 }
 
+/**
+ * A stalled transfer: its blob file is still open a second in, and closed (the transfer cut) no sooner
+ * than the limit and within CUT_BY_MS of the stall.
+ */
+async function heldThenCut(registry: TetherProcess): Promise<void> {
+  await delay(1000);
+  assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
+  const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
+  assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
+  assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+}
+
 /** The server's warnings about responses it abandoned. */
 function abandoned(registry: TetherProcess): string[] {
   return registry
@@ -181,12 +193,8 @@ describe('downloads whose client stops reading (HTTP/1.1)', () => {
       assert.match(stalled.head, /^HTTP\/1\.1 200 /);
       const since = performance.now();
       // The transfer holds its file while it waits on the client...
-      await delay(1000);
-      assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
       // ...until the limit: then the file is closed.
-      const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
-      assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
-      assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+      await heldThenCut(registry);
       // The client gets what the kernel had buffered, then the end of a connection, short of the blob.
       const got = await stalled.resume();
       assert.ok(got < BIG, `${got} bytes of ${BIG} came over a connection that was cut`);
@@ -297,11 +305,7 @@ describe('downloads whose client stops reading, over TLS (HTTP/2 and HTTP/1.1)',
       req.pause();
       const closed = new Promise<number>((resolve) => req.once('close', () => resolve(req.rstCode ?? -1)));
       req.on('error', () => {});
-      await delay(1000);
-      assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
-      const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
-      assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
-      assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+      await heldThenCut(registry);
       assert.equal(await closed, http2.constants.NGHTTP2_CANCEL, 'reset, not ended as if complete');
       assert.ok(registry.output().includes('response abandoned'), registry.output());
       // The same session pulls the same blob whole.
@@ -320,11 +324,7 @@ describe('downloads whose client stops reading, over TLS (HTTP/2 and HTTP/1.1)',
     });
     const stalled = await stallAfter(socket, `/v2/idle/big/blobs/${bigDigest}`, MiB);
     assert.match(stalled.head, /^HTTP\/1\.1 200 /);
-    await delay(1000);
-    assert.equal(openBlobFiles(registry), 1, 'the stalled transfer has its blob open');
-    const ms = 1000 + (await within(CUT_BY_MS, () => openBlobFiles(registry) === 0));
-    assert.ok(ms >= IDLE_S * 1000 - 250, `cut after ${ms} ms, before the ${IDLE_S} s limit`);
-    assert.ok(ms <= CUT_BY_MS, `cut after ${ms} ms (limit ${IDLE_S} s)`);
+    await heldThenCut(registry);
     assert.ok((await stalled.resume()) < BIG);
   });
 
