@@ -57,9 +57,9 @@ function sweep(): void {
   }
   const now = performance.now();
   for (const w of watched) {
-    // An HTTP/1 response queued behind another on its connection (pipelined) has no socket yet: its
-    // time starts when its turn comes (the one before it is watched, or still being answered).
-    if (w.sent !== w.seen || w.res.socket === null) {
+    // (A pipelined HTTP/1 request is not answered before its turn, app.ts, so every watched response
+    // has its connection.)
+    if (w.sent !== w.seen) {
       w.seen = w.sent;
       w.quietSince = now;
     } else if (now - w.quietSince >= w.guard.idleMs) {

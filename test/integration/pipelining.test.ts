@@ -1,0 +1,225 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readlinkSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pushBlob, pushImage, sha256 } from '../helpers/oci.ts';
+import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+
+/**
+ * HTTP/1.1 pipelining (RFC 9112 §9.3.2): a client may send requests without waiting for the answers
+ * before them. The server answers them in order, and answers a request only once the one before it has
+ * been answered: it does not open a queued blob's file, fill buffers for it or apply a change before its
+ * turn. Before, every queued request ran at once: 300 pipelined blob GETs with nothing read held 300
+ * files and ~320 MB, and a GET pipelined behind a PUT of the same manifest could run first.
+ */
+
+const MiB = 1024 * 1024;
+const BOUNDED = { timeout: 60_000 };
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Blob files the server process has open (Linux: its /proc entry). */
+function openBlobFiles(registry: TetherProcess): number {
+  const dir = `/proc/${registry.proc.pid}/fd`;
+  let count = 0;
+  for (const fd of readdirSync(dir)) {
+    try {
+      if (readlinkSync(join(dir, fd)).startsWith(join(registry.data, 'blobs'))) count++;
+    } catch {
+      // Closed while listed.
+    }
+  }
+  return count;
+}
+
+interface RawResponse {
+  status: number;
+  headers: Map<string, string>;
+  body: Buffer;
+}
+
+/**
+ * Reads HTTP/1.1 responses off a socket, one per call, in the order they come. Bodies are framed by
+ * Content-Length (every Tether answer has one); `bodiless` is for answers to HEAD.
+ */
+class ResponseReader {
+  #chunks: Buffer[] = [];
+  #length = 0;
+  #waiter: (() => void) | undefined;
+  #closed = false;
+  constructor(socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.#chunks.push(chunk);
+      this.#length += chunk.length;
+      this.#waiter?.();
+    });
+    socket.on('close', () => {
+      this.#closed = true;
+      this.#waiter?.();
+    });
+  }
+
+  async #until(ready: () => boolean): Promise<void> {
+    while (!ready()) {
+      if (this.#closed) throw new Error('connection closed before the response was complete');
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+      });
+      this.#waiter = undefined;
+    }
+  }
+
+  /** The first `n` bytes received and not yet taken. */
+  #take(n: number): Buffer {
+    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    this.#chunks = all.length > n ? [all.subarray(n)] : [];
+    this.#length -= n;
+    return all.subarray(0, n);
+  }
+
+  /** Where the head ends in what has been received, or -1. */
+  #headEnd(): number {
+    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks)];
+    return this.#chunks[0]?.indexOf('\r\n\r\n') ?? -1;
+  }
+
+  async next(bodiless = false): Promise<RawResponse> {
+    await this.#until(() => this.#headEnd() >= 0);
+    const head = this.#take(this.#headEnd() + 4).toString('latin1');
+    const [statusLine, ...lines] = head.slice(0, -4).split('\r\n');
+    const headers = new Map<string, string>();
+    for (const line of lines) {
+      const colon = line.indexOf(':');
+      headers.set(line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
+    }
+    assert.equal(headers.get('transfer-encoding'), undefined, 'every answer has a Content-Length');
+    const length = bodiless ? 0 : Number(headers.get('content-length') ?? 0);
+    await this.#until(() => this.#length >= length);
+    return { status: Number(statusLine!.split(' ')[1]), headers, body: this.#take(length) };
+  }
+}
+
+function request(method: string, path: string, body?: Buffer, contentType?: string): string | Buffer {
+  const head = `${method} ${path} HTTP/1.1\r\nHost: x\r\n`;
+  if (!body) return `${head}\r\n`;
+  return Buffer.concat([
+    Buffer.from(`${head}Content-Type: ${contentType}\r\nContent-Length: ${body.length}\r\n\r\n`),
+    body,
+  ]);
+}
+
+async function connect(registry: TetherProcess): Promise<net.Socket> {
+  const socket = net.connect(Number(registry.host.split(':')[1]), '127.0.0.1');
+  await new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return socket;
+}
+
+describe('HTTP/1.1 pipelining', () => {
+  let registry: TetherProcess;
+  let cleanup: () => Promise<void>;
+  // Larger than loopback's socket buffers (up to 4 MiB sending and 6 MiB receiving) can hold.
+  const big = randomBytes(32 * MiB);
+  let bigDigest: string;
+  before(async () => {
+    const data = await tempDataDir();
+    cleanup = data.cleanup;
+    registry = await spawnTether(data.dir, ['--log-level', 'warn']);
+    bigDigest = await pushBlob(registry.url, 'pipe/big', big);
+  });
+  after(async () => {
+    await registry.stop();
+    await cleanup();
+  });
+
+  test('requests sent in one write are applied and answered in order', BOUNDED, async () => {
+    const image = await pushImage(registry.url, 'pipe/order', 'base');
+    const manifest = image.bytes;
+    const type = 'application/vnd.oci.image.manifest.v1+json';
+    const missing = sha256('not stored');
+    const socket = await connect(registry);
+    const responses = new ResponseReader(socket);
+    try {
+      // Each request after the PUT depends on the one before it having been applied.
+      const steps: Array<[string | Buffer, number, boolean]> = [
+        [request('PUT', '/v2/pipe/order/manifests/t1', manifest, type), 201, false],
+        [request('HEAD', '/v2/pipe/order/manifests/t1'), 200, true],
+        [request('GET', '/v2/pipe/order/manifests/t1'), 200, false],
+        [request('GET', `/v2/pipe/big/blobs/${bigDigest}`), 200, false],
+        [request('DELETE', '/v2/pipe/order/manifests/t1'), 202, false],
+        [request('GET', '/v2/pipe/order/manifests/t1'), 404, false],
+        [request('GET', `/v2/pipe/order/blobs/${missing}`), 404, false],
+        [request('GET', `/v2/pipe/order/blobs/${image.layer}`), 200, false],
+      ];
+      socket.write(Buffer.concat(steps.map(([bytes]) => Buffer.from(bytes))));
+      const got: RawResponse[] = [];
+      for (const [, , bodiless] of steps) got.push(await responses.next(bodiless));
+      assert.deepEqual(
+        got.map((r) => r.status),
+        steps.map(([, status]) => status),
+      );
+      assert.equal(got[1]!.headers.get('docker-content-digest'), image.digest);
+      assert.deepEqual(got[2]!.body, manifest);
+      assert.equal(sha256(got[3]!.body), bigDigest);
+      assert.equal(JSON.parse(got[5]!.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
+      assert.equal(JSON.parse(got[6]!.body.toString()).errors[0].code, 'BLOB_UNKNOWN');
+      assert.equal(sha256(got[7]!.body), image.layer);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  test('a queued blob GET opens its file only when its turn comes', BOUNDED, async () => {
+    const count = 12;
+    const socket = await connect(registry);
+    socket.pause();
+    try {
+      socket.write(request('GET', `/v2/pipe/big/blobs/${bigDigest}`).toString().repeat(count));
+      // Nothing is read: the first answer fills the socket's buffers and waits. Give the server time to
+      // (wrongly) start the others.
+      await delay(1000);
+      const open = openBlobFiles(registry);
+      assert.ok(open <= 1, `${open} blob files open for one connection`);
+      // Then every answer comes, whole and in order.
+      const responses = new ResponseReader(socket);
+      socket.resume();
+      for (let i = 0; i < count; i++) {
+        const response = await responses.next();
+        assert.equal(response.status, 200);
+        assert.equal(response.body.length, big.length, `answer ${i}`);
+        assert.equal(sha256(response.body), bigDigest, `answer ${i}`);
+      }
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  test('a request still queued when its client leaves is not carried out', BOUNDED, async () => {
+    const image = await pushImage(registry.url, 'pipe/left', 'base');
+    const socket = await connect(registry);
+    socket.pause();
+    socket.write(
+      Buffer.concat([
+        Buffer.from(request('GET', `/v2/pipe/big/blobs/${bigDigest}`)),
+        Buffer.from(
+          request(
+            'PUT',
+            '/v2/pipe/left/manifests/late',
+            image.bytes,
+            'application/vnd.oci.image.manifest.v1+json',
+          ),
+        ),
+      ]),
+    );
+    // The first answer (nothing read) does not fit the socket's buffers, so the PUT waits.
+    await delay(1000);
+    socket.destroy();
+    await delay(500);
+    const res = await fetch(`${registry.url}/v2/pipe/left/manifests/late`, { method: 'HEAD' });
+    assert.equal(res.status, 404);
+    assert.equal(openBlobFiles(registry), 0);
+  });
+});
