@@ -219,24 +219,38 @@ function guardBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number
 }
 
 /**
+ * What a pipelined request waiting for its turn counts for in Node's tally of a connection's unsent
+ * answer bytes. Node stops reading a connection once that tally reaches the socket's high-water mark
+ * (64 KiB) and reads on when it falls below; it used to grow as queued requests wrote their answers, but
+ * a request waiting for its turn writes nothing, so each one adds this much itself. Without it a client
+ * sending `GET /v2/` pipelined and reading nothing had its requests parsed faster than answered, and 6 MB
+ * of them ended the server at its heap limit. So about 16 wait per connection, plus what one read of the
+ * socket (up to 64 KiB) held.
+ */
+const QUEUED_REQUEST_WEIGHT = 4096;
+
+/**
  * Resolves when a pipelined HTTP/1.1 request's turn comes: true once its response has the connection
  * (Node emits 'socket' when the answer before it has ended), false if the connection closed first.
  * Until then the request is not looked at. Before, a queued request ran at once: 300 blob GETs sent in
  * one write, with nothing read, held 300 open files and ~320 MB of read buffers behind the first
- * answer, and the send-idle limit could not time answers that had no socket yet. Now a connection has
- * one request in progress, as with Go's and nginx's servers; the requests behind it wait in the
- * connection's input, which Node stops reading once the waiting request's body fills its buffer.
+ * answer, the send-idle limit could not time answers that had no socket yet, and a GET pipelined
+ * behind a PUT of the same manifest could be answered first. Now a connection has one request in
+ * progress, as with Go's and nginx's servers.
  */
 function turnOf(res: ServerResponse): Promise<boolean> {
+  // Node's own hook for answer bytes a response holds (`OutgoingMessage#_onPendingData`).
+  const pending = (res as unknown as { _onPendingData?: (delta: number) => void })._onPendingData;
+  pending?.(QUEUED_REQUEST_WEIGHT);
   return new Promise((resolve) => {
-    const onSocket = () => {
-      res.off('close', onClose);
-      resolve(true);
-    };
-    const onClose = () => {
+    const settle = (turn: boolean) => {
       res.off('socket', onSocket);
-      resolve(false);
+      res.off('close', onClose);
+      pending?.(-QUEUED_REQUEST_WEIGHT);
+      resolve(turn);
     };
+    const onSocket = () => settle(true);
+    const onClose = () => settle(false);
     res.once('socket', onSocket);
     res.once('close', onClose);
   });

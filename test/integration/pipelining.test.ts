@@ -197,6 +197,36 @@ describe('HTTP/1.1 pipelining', () => {
     }
   });
 
+  test('a client sending requests without reading the answers is not read on', BOUNDED, async () => {
+    // Requests waiting for their turn write nothing, so Node's own brake (it stops reading a connection
+    // whose unsent answers reach 64 KiB) needs them counted: without that, ~6 MB of these were parsed
+    // faster than answered and the server ended at its heap limit.
+    const socket = await connect(registry);
+    socket.pause();
+    socket.on('error', () => {});
+    const requests = Buffer.from('GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(10_000));
+    let written = 0;
+    const until = performance.now() + 2000;
+    try {
+      while (performance.now() < until && !socket.destroyed) {
+        written += requests.length;
+        if (!socket.write(requests)) {
+          await new Promise((resolve) => {
+            socket.once('drain', resolve);
+            setTimeout(resolve, until - performance.now()).unref();
+          });
+        }
+      }
+      assert.equal(registry.proc.exitCode, null, registry.output().slice(-2000));
+      const res = await fetch(`${registry.url}/v2/`);
+      assert.equal(res.status, 200);
+      // The kernel's buffers take a few MB; the server stopped reading the rest.
+      assert.ok(written < 64 * MiB, `${written} bytes of requests taken`);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   test('a request still queued when its client leaves is not carried out', BOUNDED, async () => {
     const image = await pushImage(registry.url, 'pipe/left', 'base');
     const socket = await connect(registry);
