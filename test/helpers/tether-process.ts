@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,20 @@ export interface TetherProcess {
   stop(graceMs?: number): Promise<number | null>;
   /** SIGKILL and wait for exit (crash simulation). */
   kill9(): Promise<void>;
+}
+
+/** Blob files the server process has open (Linux: its /proc entry). */
+export function openBlobFiles(registry: TetherProcess): number {
+  const dir = `/proc/${registry.proc.pid}/fd`;
+  let count = 0;
+  for (const fd of readdirSync(dir)) {
+    try {
+      if (readlinkSync(join(dir, fd)).startsWith(join(registry.data, 'blobs'))) count++;
+    } catch {
+      // Closed while listed.
+    }
+  }
+  return count;
 }
 
 /** A fresh temporary data directory, removed by the returned cleanup function. */

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pushBlob, pushImage, sha256 } from '../helpers/oci.ts';
-import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+import { openBlobFiles, spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
 
 /**
  * HTTP/1.1 pipelining (RFC 9112 §9.3.2): a client may send requests without waiting for the answers
@@ -18,20 +16,6 @@ import { spawnTether, type TetherProcess, tempDataDir } from '../helpers/tether-
 const MiB = 1024 * 1024;
 const BOUNDED = { timeout: 60_000 };
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Blob files the server process has open (Linux: its /proc entry). */
-function openBlobFiles(registry: TetherProcess): number {
-  const dir = `/proc/${registry.proc.pid}/fd`;
-  let count = 0;
-  for (const fd of readdirSync(dir)) {
-    try {
-      if (readlinkSync(join(dir, fd)).startsWith(join(registry.data, 'blobs'))) count++;
-    } catch {
-      // Closed while listed.
-    }
-  }
-  return count;
-}
 
 interface RawResponse {
   status: number;

@@ -1,16 +1,20 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readlinkSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import pino from 'pino';
 import { startRegistry } from '../../src/server/start.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
-import { spawnTether, spawnTlsTether, type TetherProcess, tempDataDir } from '../helpers/tether-process.ts';
+import {
+  openBlobFiles,
+  spawnTether,
+  spawnTlsTether,
+  type TetherProcess,
+  tempDataDir,
+} from '../helpers/tether-process.ts';
 
 /**
  * Downloads whose client stops reading (`limits.sendIdleSeconds`): before it, such a transfer held its
@@ -27,20 +31,6 @@ const MiB = 1024 * 1024;
 const BIG = 64 * MiB;
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Blob files the server process has open (Linux: its /proc entry). */
-function openBlobFiles(registry: TetherProcess): number {
-  const dir = `/proc/${registry.proc.pid}/fd`;
-  let count = 0;
-  for (const fd of readdirSync(dir)) {
-    try {
-      if (readlinkSync(join(dir, fd)).startsWith(join(registry.data, 'blobs'))) count++;
-    } catch {
-      // Closed while listed.
-    }
-  }
-  return count;
-}
 
 /**
  * A stalled transfer: its blob file is still open a second in, and closed (the transfer cut) no sooner
