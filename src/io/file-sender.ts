@@ -34,9 +34,15 @@ const SLOW_WRITE_MS = 250;
  * take the first write, and the one in flight when it slows down, within the limit: 1 MiB in 60 s,
  * 17 KB/s, which is about what the kernel's own wake-up step on a full socket asks of an HTTP/1 client
  * anyway (docs/architecture.md). A fast transfer pays a clock read per write.
+ *
+ * `reading` is true while the transfer waits for a read from storage it cannot send without (two field
+ * writes per 1 MiB buffer; a read already done when its turn comes is awaited on the microtask queue, so
+ * a watcher on a timer never sees it): a stall then is the storage's, not the receiver's. The memory
+ * store (storage/blob/memory.ts) has its bytes at hand and never sets it.
  */
 export interface SendPace {
   sent: number;
+  reading: boolean;
 }
 
 const idle: Buffer[] = [];
@@ -146,8 +152,11 @@ export async function sendFileRange(
         await waitFor(() => free.length > 0);
         continue;
       }
+      if (pace) pace.reading = true;
+      const bytesRead = await next.bytesRead;
+      if (pace) pace.reading = false;
       // A regular file's pread is short only at its end, so a short read means the file is shorter.
-      if ((await next.bytesRead) < next.want) throw new Error('blob file is shorter than its recorded size');
+      if (bytesRead < next.want) throw new Error('blob file is shorter than its recorded size');
       const { buffer, want } = next;
       // A buffer goes out in one write, or in pieces for a paced transfer (each written once the one
       // before it has been taken, so that each reports on its own); it is free again once its last has.

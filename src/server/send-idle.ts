@@ -21,6 +21,10 @@ import { abort, http2StreamOf } from './http.ts';
  * file-sender.ts), an answer held whole must be taken whole within the limit, and the kernel itself
  * takes bytes from a full socket only once about a third of its send buffer has drained (Linux grows that
  * buffer up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default): docs/architecture.md.
+ *
+ * Nothing taken can also be storage's doing: a blob's sender waiting for a read from a failing disk or
+ * hung network storage sends nothing either. The sender says while it waits for a read
+ * (`SendPace.reading`), so the guard tells the two apart; see `cut` for what a storage stall gets.
  */
 
 /** How often watched responses are looked at: a cut comes within the limit plus twice this. */
@@ -28,8 +32,10 @@ const SWEEP_MS = 250;
 
 class Watched implements SendPace {
   sent = 0;
-  /** `sent` as the last sweep saw it, and when it last changed. */
+  reading = false;
+  /** `sent` and `reading` as the last sweep saw them, and when the transfer last made progress. */
   seen = 0;
+  wasReading = false;
   quietSince = performance.now();
   readonly guard: SendIdleGuard;
   readonly req: IncomingMessage;
@@ -59,7 +65,12 @@ function sweep(): void {
   for (const w of watched) {
     // (A pipelined HTTP/1 request is not answered before its turn, app.ts, so every watched response
     // has its connection.)
-    if (w.sent !== w.seen) {
+    // A read the sender was seen waiting for has completed: storage delivered, and the socket's time
+    // starts now, so a client is not charged with what the disk took. (A read is waited for right after
+    // the socket took a write or gave a buffer back, so the time before it is the read's.)
+    const readDone = w.wasReading && !w.reading;
+    w.wasReading = w.reading;
+    if (w.sent !== w.seen || readDone) {
       w.seen = w.sent;
       w.quietSince = now;
     } else if (now - w.quietSince >= w.guard.idleMs) {
@@ -97,22 +108,44 @@ export class SendIdleGuard {
     if (res.writableEnded && res.writableLength > 0) this.watch(req, res);
   }
 
+  /**
+   * Abandons a response that made no progress for the limit, and says whose stall it was.
+   *
+   * A stall in a storage read is cut at the same limit, and logged as the storage's (error level,
+   * `stalled: 'storage'`), not the client's. Waiting instead for as long as the read takes would wait
+   * unbounded: nothing else bounds it (a FileHandle read has no timeout, libuv cannot cancel a pread in
+   * progress, and a failing disk or unreachable network storage holds one for minutes or for good), so
+   * the client would hang with no answer, its connection slot held and nothing logged. Cut, the client
+   * sees a short transfer it can retry, perhaps elsewhere, and the connection is freed; the file, its
+   * buffers and the libuv thread stay with the read until it returns (FileHandle.close waits for it),
+   * which no server can avoid. An error, not a warning: the registry failed, and an operator has to look
+   * at its storage, as at a proxy's upstream timeout (nginx logs that at error level, a client's
+   * `send_timeout` at info).
+   */
   cut(w: Watched): void {
     const { req, res } = w;
-    this.#log.warn(
-      {
-        method: req.method,
-        url: req.url && req.url.length > 512 ? `${req.url.slice(0, 512)}…` : req.url,
-        status: res.statusCode,
-        remote: req.socket?.remoteAddress,
-        httpVersion: req.httpVersion,
-        // Bytes of a blob the connection took, and bytes still queued in the server (an answer held
-        // whole reports none taken until all of it is).
-        sent: w.sent,
-        queued: res.writableLength,
-      },
-      `response abandoned: the client took no bytes for ${this.idleMs / 1000} s (limits.sendIdleSeconds)`,
-    );
+    const fields = {
+      method: req.method,
+      url: req.url && req.url.length > 512 ? `${req.url.slice(0, 512)}…` : req.url,
+      status: res.statusCode,
+      remote: req.socket?.remoteAddress,
+      httpVersion: req.httpVersion,
+      // Bytes of a blob the connection took, and bytes still queued in the server (an answer held
+      // whole reports none taken until all of it is).
+      sent: w.sent,
+      queued: res.writableLength,
+    };
+    const limit = `${this.idleMs / 1000} s (limits.sendIdleSeconds)`;
+    if (w.reading)
+      this.#log.error(
+        { ...fields, stalled: 'storage' },
+        `response abandoned: a read of the blob from storage did not complete in ${limit}`,
+      );
+    else
+      this.#log.warn(
+        { ...fields, stalled: 'client' },
+        `response abandoned: the client took no bytes for ${limit}`,
+      );
     abort(res);
   }
 }

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
@@ -31,6 +34,19 @@ const MiB = 1024 * 1024;
 const BIG = 64 * MiB;
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Files under `under` this process has open (Linux: /proc/self/fd): the in-process server's. */
+function openFilesHere(under: string): number {
+  let count = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(join('/proc/self/fd', fd)).startsWith(under)) count++;
+    } catch {
+      // Closed while listed.
+    }
+  }
+  return count;
+}
 
 /**
  * A stalled transfer: its blob file is still open a second in, and closed (the transfer cut) no sooner
@@ -383,4 +399,121 @@ describe('downloads from the in-memory store (the embedded default of startRegis
       await reg.close();
     }
   });
+});
+
+/**
+ * A disk that stops answering, in this process: once `hangFrom` is set, every read of a file under
+ * `under` at or past that offset is held, as a failing disk or unreachable network storage holds a
+ * pread, until `release()` passes the held reads on to the file. `restore()` releases and puts the real
+ * read back.
+ */
+async function hangingDisk(under: string) {
+  const probe = await open(process.execPath);
+  const proto = Object.getPrototypeOf(probe) as FileHandle;
+  await probe.close();
+  const real = proto.read;
+  const held: Array<() => void> = [];
+  const disk = {
+    hangFrom: Number.POSITIVE_INFINITY,
+    held: () => held.length,
+    release: () => {
+      for (const read of held.splice(0)) read();
+    },
+    restore: () => {
+      proto.read = real;
+      disk.release();
+    },
+  };
+  proto.read = function (this: FileHandle, ...args: unknown[]) {
+    const position = args[3];
+    let hang = false;
+    if (typeof position === 'number' && position >= disk.hangFrom) {
+      try {
+        hang = readlinkSync(`/proc/self/fd/${this.fd}`).startsWith(under);
+      } catch {
+        // Not a file we know of: read it.
+      }
+    }
+    const read = () => Reflect.apply(real, this, args);
+    if (!hang) return read();
+    return new Promise((resolve, reject) => held.push(() => read().then(resolve, reject)));
+  } as FileHandle['read'];
+  return disk;
+}
+
+describe('a blob whose storage read stalls (in-process server, file store)', () => {
+  test(
+    "is cut within the limit and logged as a storage stall at error level, not as the client's; a client that stops reading is still the client's",
+    BOUNDED,
+    async () => {
+      const idleS = 2;
+      const data = await tempDataDir();
+      const lines: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+      const reg = await startRegistry({
+        storage: { data: data.dir },
+        settings: { 'limits.sendIdleSeconds': idleS },
+        logger,
+      });
+      const blobs = join(data.dir, 'blobs');
+      const disk = await hangingDisk(blobs);
+      const cuts = () => lines.filter((l) => l.includes('response abandoned')).map((l) => JSON.parse(l));
+      try {
+        const blob = randomBytes(32 * MiB);
+        const digest = await pushBlob(reg.url, 'idle/disk', blob);
+        const [host, port] = [reg.host.split(':')[0], Number(reg.host.split(':')[1])];
+        const path = `/v2/idle/disk/blobs/${digest}`;
+
+        // The disk answers the first MiB, then hangs; the client reads everything that comes.
+        disk.hangFrom = MiB;
+        const socket = net.connect(port, host);
+        socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('error', () => {});
+        const closed = new Promise((resolve) => socket.once('close', resolve));
+        const started = performance.now();
+        const cut = await within(idleS * 1000 + 5_000, () => cuts().length > 0);
+        assert.ok(cut < Number.POSITIVE_INFINITY, `not cut:\n${lines.join('')}`);
+        const ms = performance.now() - started;
+        assert.ok(ms >= idleS * 1000 - 250, `cut after ${ms} ms, before the ${idleS} s limit`);
+        const [storage] = cuts();
+        assert.equal(storage.level, 50, 'a storage stall is an error, not a warning');
+        assert.match(storage.msg, /read of the blob from storage/);
+        assert.doesNotMatch(storage.msg, /client/);
+        assert.equal(storage.stalled, 'storage');
+        assert.equal(storage.url, path);
+        assert.equal(storage.sent, MiB, 'the client took all it was given');
+        // The client gets the first MiB and the end of the connection, short of the blob.
+        await closed;
+        const all = Buffer.concat(chunks);
+        const body = all.subarray(all.indexOf('\r\n\r\n') + 4);
+        assert.match(all.subarray(0, 12).toString('latin1'), /^HTTP\/1\.1 200/);
+        assert.equal(body.length, MiB);
+        // The file stays open while its read is outstanding (a pread in progress cannot be cancelled),
+        // and is closed once the disk answers.
+        assert.ok(disk.held() > 0);
+        assert.equal(openFilesHere(blobs), 1);
+        disk.release();
+        disk.hangFrom = Number.POSITIVE_INFINITY;
+        assert.ok(Number.isFinite(await within(5_000, () => openFilesHere(blobs) === 0)));
+
+        // A healthy disk and a client that stops reading: the client's stall, as before.
+        const stalled = net.connect(port, host);
+        const { resume } = await stallAfter(stalled, path, MiB);
+        assert.ok(Number.isFinite(await within(idleS * 1000 + 5_000, () => cuts().length > 1)));
+        const client = cuts()[1];
+        assert.equal(client.level, 40);
+        assert.match(client.msg, /the client took no bytes/);
+        assert.equal(client.stalled, 'client');
+        assert.ok(client.sent >= MiB && client.sent < blob.length, `sent ${client.sent}`);
+        assert.ok((await resume()) < blob.length);
+        assert.equal(cuts().length, 2, lines.join(''));
+      } finally {
+        disk.restore();
+        await reg.close();
+        await data.cleanup();
+      }
+    },
+  );
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -80,7 +80,7 @@ describe('sendFileRange', () => {
         setTimeout(done, chunk.length === MiB ? 300 : 0);
       },
     });
-    const pace = { sent: 0 };
+    const pace = { sent: 0, reading: false };
     const unpaced: number[] = [];
     const handle = await open(file);
     try {
@@ -101,6 +101,54 @@ describe('sendFileRange', () => {
     assert.deepEqual(sizes, [MiB, ...ramp, MiB]);
     // Without a pace, one write per buffer, as before.
     assert.deepEqual(unpaced, [MiB, MiB, MiB]);
+  });
+
+  test('a paced transfer says while it waits for a storage read, not while it waits for the receiver', {
+    timeout: 10_000,
+  }, async () => {
+    const MiB = 1024 * 1024;
+    const handle = await open(file);
+    // A disk that answers the first buffer's read and then hangs, until `release()`: held reads are
+    // passed to the file then.
+    const held: Array<() => void> = [];
+    const hanging = {
+      read: (buffer: Buffer, offset: number, length: number, position: number) =>
+        position < MiB
+          ? handle.read(buffer, offset, length, position)
+          : new Promise((resolve, reject) => {
+              held.push(() => handle.read(buffer, offset, length, position).then(resolve, reject));
+            }),
+    } as unknown as FileHandle;
+    const release = () => {
+      for (const read of held.splice(0)) read();
+    };
+    const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    try {
+      // The receiver takes everything at once: the transfer waits on the read past the first MiB.
+      const taken = slowSink(0);
+      const pace = { sent: 0, reading: false };
+      const sent = sendFileRange(hanging, 0, 3 * MiB, taken.sink, { pace });
+      await delay(200);
+      assert.equal(pace.sent, MiB, 'the first buffer was taken');
+      assert.ok(held.length > 0, 'a read is held');
+      assert.equal(pace.reading, true, 'waiting for storage');
+      release();
+      await sent;
+      assert.equal(pace.reading, false);
+      assert.ok(taken.bytes().equals(content.subarray(0, 3 * MiB)));
+      // The receiver takes nothing: the transfer waits on it, with its reads done.
+      const stuck = new Writable({ write: () => {} });
+      const idle = { sent: 0, reading: false };
+      const stalled = sendFileRange(handle, 0, 3 * MiB, stuck, { pace: idle });
+      await delay(200);
+      assert.equal(idle.sent, 0);
+      assert.equal(idle.reading, false, 'waiting for the receiver, not for storage');
+      stuck.destroy();
+      await assert.rejects(stalled, /receiver closed/);
+    } finally {
+      release();
+      await handle.close();
+    }
   });
 
   test('several transfers at once (past the read-ahead limit) each send byte for byte', async () => {
