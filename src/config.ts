@@ -226,7 +226,7 @@ export const SETTINGS: Setting[] = [
     kind: { type: 'int', min: 1 },
     default: 60,
     description:
-      'A response during which the client takes no bytes for this long is abandoned (HTTP/1: connection closed; HTTP/2: stream reset; a warning logged) and its file and buffers freed. Downloads may take as long as they need while bytes flow (like nginx `send_timeout`); an answer built in memory (a manifest, a page) must be taken whole within it: 4 MiB in 60 s is 70 KB/s.',
+      'A response during which the client takes no bytes for this long is abandoned (HTTP/1: connection closed; HTTP/2: stream reset; a warning logged) and its file and buffers freed. A download that waits this long for a storage read (a failing disk, hung network storage) is abandoned too and logged as an error naming the storage read, not the client; its file is closed once the read returns. Downloads may take as long as they need while bytes flow (like nginx `send_timeout`); an answer built in memory (a manifest, a page) must be taken whole within it: 4 MiB in 60 s is 70 KB/s.',
   },
   {
     key: 'referrers.subjectPolicy',
