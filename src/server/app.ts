@@ -30,6 +30,21 @@ const OVER_CAP_LOG_MS = 60_000;
 /** An HTTP/1.1 connection (or HTTP/2 session) with no request in progress is closed after this long. */
 const KEEP_ALIVE_MS = 65_000;
 
+/**
+ * HTTP/2 streams a session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Node's default is
+ * 2^32-1, no limit: one session opening 2000 blob GETs of a 32 MiB blob and reading nothing held 2000
+ * open files and 2.1 GB of RSS (each stream's first 1 MiB write waiting for a window that never opened),
+ * where an HTTP/1.1 connection holds one answer at a time. With 100: 100 files and ~100 MB. 100 is the
+ * least RFC 9113 (§5.1.2) recommends, and Kestrel's, h2o's and Netty's default; Go's server allows 250,
+ * nginx 128. Registry clients run a handful of transfers at once; one with more waits for a stream to
+ * end (Node's client) or opens another connection (Go's: 1000 blob GETs at once ran over 9 connections,
+ * no error), and streams opened past the limit anyway are refused. Node counts a stream until its
+ * cleanup has run, a moment after the client saw it end, so a client keeping exactly 100 busy can have a
+ * new one refused (ENHANCE_YOUR_CALM): docs/architecture.md. A constant: no client needs more, and the
+ * connection cap bounds the sessions.
+ */
+const MAX_STREAMS_PER_SESSION = 100;
+
 const HANDLERS: Record<RouteName, Partial<Record<string, Handler>>> = {
   base: { GET: base, HEAD: base },
   catalog: { GET: catalog, HEAD: catalog },
@@ -408,6 +423,7 @@ export async function listen(
           // Node's default is 120 s. A handshake sends no application data, so Node's timer (an
           // inactivity one) is not restarted by a client trickling its handshake: it bounds the whole.
           handshakeTimeout: limits.headersTimeoutMs,
+          settings: { maxConcurrentStreams: MAX_STREAMS_PER_SESSION },
           ...http1Options,
           Http2ServerRequest: guardedHttp2RequestClass(),
         },
