@@ -280,8 +280,24 @@ export function createRequestHandler(
   const sends = new SendIdleGuard(limits.sendIdleMs, log);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
+    // A body that breaks the chunk rule (incoming.ts) while its request waits for its turn is answered
+    // when the turn comes. Without a handler by then the request was destroyed, and with it the
+    // connection: the answer in progress before it was cut, and the 400 never sent.
+    let waiting = false;
+    let refusedWhileWaiting: OciError | undefined;
+    if (hasBody(req) && isGuarded(req)) {
+      req.onBodyRefused((err) => {
+        if (waiting) refusedWhileWaiting = err;
+        else answerAndClose(req, res, err);
+      });
+    }
     // Only an HTTP/1.1 response queued behind another has no socket (an HTTP/2 one always has a proxy).
-    if (res.socket === null && !(await turnOf(res))) return;
+    if (res.socket === null) {
+      waiting = true;
+      const turn = await turnOf(res);
+      waiting = false;
+      if (!turn) return;
+    }
     const method = req.method ?? 'GET';
     const rawUrl = req.url ?? '/';
     res.on('finish', () => {
@@ -296,10 +312,11 @@ export function createRequestHandler(
         'request',
       );
     });
-    if (hasBody(req)) {
-      if (isGuarded(req)) req.onBodyRefused((err) => answerAndClose(req, res, err));
-      guardBodyIdle(req, res, limits.bodyIdleMs);
+    if (refusedWhileWaiting) {
+      answerAndClose(req, res, refusedWhileWaiting);
+      return;
     }
+    if (hasBody(req)) guardBodyIdle(req, res, limits.bodyIdleMs);
     try {
       checkHost(req);
       const { path, query } = parseTarget(rawUrl);

@@ -236,4 +236,41 @@ describe('HTTP/1.1 pipelining', () => {
     assert.equal(res.status, 404);
     assert.equal(openBlobFiles(registry), 0);
   });
+
+  /** An upload session's path, for a PATCH written by hand. */
+  const uploadPath = async (repo: string): Promise<string> => {
+    const res = await fetch(`${registry.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+    assert.equal(res.status, 202);
+    return new URL(res.headers.get('location')!, registry.url).pathname;
+  };
+
+  test('a queued request whose body breaks the chunk rule is answered 400 in its turn', BOUNDED, async () => {
+    const path = await uploadPath('pipe/refused');
+    const socket = await connect(registry);
+    socket.pause();
+    // Listening from the start (paused, so nothing is read yet): a connection closed meanwhile fails the
+    // test at once.
+    const responses = new ResponseReader(socket);
+    try {
+      // 1500 chunks of 1 byte: refused past the first 1024 (incoming.ts), while the download before it
+      // waits for its client. Before, the refusal destroyed the request and its connection: the download
+      // was cut and the 400 never sent.
+      socket.write(
+        `GET /v2/pipe/big/blobs/${bigDigest} HTTP/1.1\r\nHost: x\r\n\r\n` +
+          `PATCH ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n` +
+          `Transfer-Encoding: chunked\r\n\r\n${'1\r\na\r\n'.repeat(1500)}0\r\n\r\n`,
+      );
+      await delay(1000);
+      socket.resume();
+      const download = await responses.next();
+      assert.equal(download.status, 200);
+      assert.equal(sha256(download.body), bigDigest);
+      const refused = await responses.next();
+      assert.equal(refused.status, 400);
+      assert.equal(refused.headers.get('connection'), 'close');
+      assert.match(JSON.parse(refused.body.toString()).errors[0].message, /chunks average under/);
+    } finally {
+      socket.destroy();
+    }
+  });
 });
