@@ -297,6 +297,11 @@ export function createRequestHandler(
       const turn = await turnOf(res);
       waiting = false;
       if (!turn) return;
+      // The connection's idle timer may still be the one guardBodyIdle set for the request before (Node
+      // arms its keep-alive timer only when no answer is queued): left running, it cut a download
+      // pipelined behind an upload after limits.bodyIdleSeconds of a stall, unlogged, where
+      // limits.sendIdleSeconds applies.
+      req.socket.setTimeout(0);
     }
     const method = req.method ?? 'GET';
     const rawUrl = req.url ?? '/';

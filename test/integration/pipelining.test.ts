@@ -15,6 +15,8 @@ import { openBlobFiles, spawnTether, type TetherProcess, tempDataDir } from '../
 
 const MiB = 1024 * 1024;
 const BOUNDED = { timeout: 60_000 };
+/** The server's limits.bodyIdleSeconds: short, for the download pipelined behind an upload. */
+const BODY_IDLE_S = 2;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface RawResponse {
@@ -111,7 +113,9 @@ describe('HTTP/1.1 pipelining', () => {
   before(async () => {
     const data = await tempDataDir();
     cleanup = data.cleanup;
-    registry = await spawnTether(data.dir, ['--log-level', 'warn']);
+    registry = await spawnTether(data.dir, ['--log-level', 'warn'], {
+      TETHER_LIMITS_BODY_IDLE_SECONDS: String(BODY_IDLE_S),
+    });
     bigDigest = await pushBlob(registry.url, 'pipe/big', big);
   });
   after(async () => {
@@ -273,4 +277,32 @@ describe('HTTP/1.1 pipelining', () => {
       socket.destroy();
     }
   });
+
+  test(
+    "a download pipelined behind an upload is not cut by the upload's body-idle limit",
+    BOUNDED,
+    async () => {
+      const path = await uploadPath('pipe/idle');
+      const socket = await connect(registry);
+      socket.pause();
+      try {
+        socket.write(
+          `PATCH ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n` +
+            `Content-Length: 5\r\n\r\nhello` +
+            `GET /v2/pipe/big/blobs/${bigDigest} HTTP/1.1\r\nHost: x\r\n\r\n`,
+        );
+        // Nothing read for longer than the body-idle limit, well within the send-idle one (60 s). Before,
+        // the idle timer the PATCH's body had set still ran for the download, and cut it.
+        await delay(BODY_IDLE_S * 1000 + 2500);
+        const responses = new ResponseReader(socket);
+        socket.resume();
+        assert.equal((await responses.next()).status, 202);
+        const download = await responses.next();
+        assert.equal(download.status, 200);
+        assert.equal(sha256(download.body), bigDigest);
+      } finally {
+        socket.destroy();
+      }
+    },
+  );
 });
