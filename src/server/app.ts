@@ -240,9 +240,22 @@ function guardBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number
  * a request waiting for its turn writes nothing, so each one adds this much itself. Without it a client
  * sending `GET /v2/` pipelined and reading nothing had its requests parsed faster than answered, and 6 MB
  * of them ended the server at its heap limit. So about 16 wait per connection, plus what one read of the
- * socket (up to 64 KiB) held.
+ * socket (up to 64 KiB) held, which MAX_WAITING_REQUESTS bounds.
  */
 const QUEUED_REQUEST_WEIGHT = 4096;
+
+/**
+ * Requests a connection may have waiting for their turn; one more closes it. Node's brake (above) stops
+ * reading a connection only after the socket read in hand is parsed whole, and one read of 64 KiB held
+ * 2184 `GET /v2/` requests, each with its request, response and waiting handler (~3 KB of heap): behind a
+ * download nobody read, 20 such connections (1.3 MB sent) ended the server at its 128 MB heap. A client
+ * that pipelines this deep is not one Tether serves (registry clients do not pipeline; apt, which does,
+ * sends 10 at a time); closing the connection frees what its requests held.
+ */
+const MAX_WAITING_REQUESTS = 32;
+
+/** Requests waiting for their turn, per connection. */
+const waitingOn = new WeakMap<Socket, number>();
 
 /**
  * Resolves when a pipelined HTTP/1.1 request's turn comes: true once its response has the connection
@@ -293,9 +306,19 @@ export function createRequestHandler(
     }
     // Only an HTTP/1.1 response queued behind another has no socket (an HTTP/2 one always has a proxy).
     if (res.socket === null) {
+      const socket: Socket = req.socket;
+      // Node parses the rest of a socket read after the connection was closed for too many waiting.
+      if (socket.destroyed) return;
+      const waitingHere = (waitingOn.get(socket) ?? 0) + 1;
+      if (waitingHere > MAX_WAITING_REQUESTS) {
+        socket.destroy();
+        return;
+      }
+      waitingOn.set(socket, waitingHere);
       waiting = true;
       const turn = await turnOf(res);
       waiting = false;
+      waitingOn.set(socket, (waitingOn.get(socket) ?? 1) - 1);
       if (!turn) return;
       // The connection's idle timer may still be the one guardBodyIdle set for the request before (Node
       // arms its keep-alive timer only when no answer is queued): left running, it cut a download

@@ -305,4 +305,51 @@ describe('HTTP/1.1 pipelining', () => {
       }
     },
   );
+
+  test('a connection may have 32 requests waiting behind the one in progress', BOUNDED, async () => {
+    const socket = await connect(registry);
+    socket.pause();
+    const responses = new ResponseReader(socket);
+    try {
+      socket.write(
+        `GET /v2/pipe/big/blobs/${bigDigest} HTTP/1.1\r\nHost: x\r\n\r\n${'GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(32)}`,
+      );
+      await delay(500);
+      socket.resume();
+      assert.equal(sha256((await responses.next()).body), bigDigest);
+      for (let i = 0; i < 32; i++) assert.equal((await responses.next()).status, 200);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  test(
+    'connections with more waiting are closed, and 30 of them do not end the server',
+    BOUNDED,
+    async () => {
+      // One socket read (64 KiB) of `GET /v2/` is 2184 requests, all parsed before Node's brake can act,
+      // each ~3 KB of heap while it waits; behind a download nobody reads they used to wait until the
+      // send-idle limit, and 20 such connections ended the server at its 128 MB heap.
+      const read = 'GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(2184);
+      const sockets: net.Socket[] = [];
+      try {
+        for (let i = 0; i < 30; i++) {
+          const socket = await connect(registry);
+          socket.pause();
+          socket.on('error', () => {});
+          sockets.push(socket);
+          socket.write(request('GET', `/v2/pipe/big/blobs/${bigDigest}`));
+          await delay(30);
+          socket.write(read);
+        }
+        await delay(1000);
+        const ended = `the server ended (${registry.proc.signalCode ?? registry.proc.exitCode})`;
+        assert.equal(registry.proc.signalCode, null, ended);
+        assert.equal(registry.proc.exitCode, null, ended);
+        assert.equal((await fetch(`${registry.url}/v2/`)).status, 200);
+      } finally {
+        for (const socket of sockets) socket.destroy();
+      }
+    },
+  );
 });
