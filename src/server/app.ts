@@ -108,13 +108,32 @@ function answerAndClose(req: IncomingMessage, res: ServerResponse, err: OciError
   }
 }
 
+/** Connections whose unparsable request is answered once the answers owed before it are out. */
+const unparsableAfterOwed = new WeakSet<Duplex>();
+
 /**
  * A request Node's parser refused (bad syntax, a body longer than its Content-Length, headers over the
  * limit, a header timeout) gets the same error JSON as everything else, not Node's bare `400 Bad Request`.
+ * Written straight to the socket, so only once the answers owed to the requests before it (the one in
+ * progress, and any pipelined behind it) are out: written at once it landed inside the answer being sent
+ * (a 408 was found 12.5 MB into a blob body), or answered a valid request queued before it.
  */
 function answerUnparsable(err: NodeJS.ErrnoException, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
+    return;
+  }
+  // Node's server keeps the answer it is sending as `_httpMessage`; when it finishes, Node assigns the
+  // next queued one (its 'finish' listener was added first) or clears it. The parser, failed, reads no
+  // further requests, and errors it reports meanwhile are answered by this one answer.
+  if (unparsableAfterOwed.has(socket)) return;
+  const owed = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (owed) {
+    unparsableAfterOwed.add(socket);
+    owed.once('finish', () => {
+      unparsableAfterOwed.delete(socket);
+      answerUnparsable(err, socket);
+    });
     return;
   }
   const status =
@@ -311,6 +330,10 @@ export function createRequestHandler(
       if (socket.destroyed) return;
       const waitingHere = (waitingOn.get(socket) ?? 0) + 1;
       if (waitingHere > MAX_WAITING_REQUESTS) {
+        log.warn(
+          { remote: socket.remoteAddress, waiting: MAX_WAITING_REQUESTS },
+          `connection closed: more than ${MAX_WAITING_REQUESTS} pipelined requests waiting for their turn`,
+        );
         socket.destroy();
         return;
       }

@@ -347,9 +347,36 @@ describe('HTTP/1.1 pipelining', () => {
         assert.equal(registry.proc.signalCode, null, ended);
         assert.equal(registry.proc.exitCode, null, ended);
         assert.equal((await fetch(`${registry.url}/v2/`)).status, 200);
+        assert.match(registry.output(), /connection closed: more than 32 pipelined requests waiting/);
       } finally {
         for (const socket of sockets) socket.destroy();
       }
     },
   );
+
+  test('a request the parser refuses is answered after the answers owed before it', BOUNDED, async () => {
+    // The download is in progress (its client not reading yet) when the bad request arrives: answered at
+    // once, the 400 landed inside the blob's body.
+    const socket = await connect(registry);
+    socket.pause();
+    socket.on('error', () => {});
+    const responses = new ResponseReader(socket);
+    try {
+      socket.write(`${request('GET', `/v2/pipe/big/blobs/${bigDigest}`)}${request('GET', '/v2/')}`);
+      await delay(300);
+      socket.write('NOT HTTP AT ALL\r\n\r\n');
+      await delay(300);
+      socket.resume();
+      const download = await responses.next();
+      assert.equal(download.status, 200);
+      assert.equal(sha256(download.body), bigDigest);
+      assert.equal((await responses.next()).status, 200);
+      const refused = await responses.next();
+      assert.equal(refused.status, 400);
+      assert.equal(JSON.parse(refused.body.toString()).errors[0].code, 'UNSUPPORTED');
+      assert.equal(refused.headers.get('connection'), 'close');
+    } finally {
+      socket.destroy();
+    }
+  });
 });
