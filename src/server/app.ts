@@ -125,10 +125,12 @@ function answerUnparsable(err: NodeJS.ErrnoException, socket: Duplex): void {
   }
   // Node's server keeps the answer it is sending as `_httpMessage`; when it finishes, Node assigns the
   // next queued one (its 'finish' listener was added first) or clears it. The parser, failed, reads no
-  // further requests, and errors it reports meanwhile are answered by this one answer.
+  // further requests, and errors it reports meanwhile are answered by this one answer. An answer whose
+  // request is not complete is not waited for: the failure is in that request's own body (a bad chunk),
+  // which its handler would wait for until the body-idle limit, and this answer is the one it gets.
   if (unparsableAfterOwed.has(socket)) return;
   const owed = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (owed) {
+  if (owed?.req?.complete) {
     unparsableAfterOwed.add(socket);
     owed.once('finish', () => {
       unparsableAfterOwed.delete(socket);
