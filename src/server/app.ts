@@ -310,6 +310,8 @@ export function createRequestHandler(
   log: Logger,
   auth?: Authorizer,
   limits: RequestLimits = DEFAULT_LIMITS,
+  /** True once the server is stopping: pipelined requests still waiting are not carried out. */
+  stopping: () => boolean = () => false,
 ) {
   const sends = new SendIdleGuard(limits.sendIdleMs, log);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -345,6 +347,16 @@ export function createRequestHandler(
       waiting = false;
       waitingOn.set(socket, (waitingOn.get(socket) ?? 1) - 1);
       if (!turn) return;
+      // A stopping server closes a connection once the answer in progress is out, as Go's and nginx's
+      // do, rather than carry out what was pipelined behind it (a client reading steadily could hold the
+      // stop for as long as it kept pipelining); RFC 9112 §9.3.2 has clients retry unanswered requests.
+      // Closed gently: input still unread would make the kernel reset the connection, which can destroy
+      // the answer just sent before the client reads it.
+      if (stopping()) {
+        lingerOnClose(req);
+        socket.destroySoon();
+        return;
+      }
       // The connection's idle timer may still be the one guardBodyIdle set for the request before (Node
       // arms its keep-alive timer only when no answer is queued): left running, it cut a download
       // pipelined behind an upload after limits.bodyIdleSeconds of a stall, unlogged, where
@@ -463,7 +475,8 @@ export async function listen(
   options: ListenOptions,
 ): Promise<HttpServerHandle> {
   const limits = options.limits ?? DEFAULT_LIMITS;
-  const handler = createRequestHandler(registry, log, options.auth, limits);
+  let stopping = false;
+  const handler = createRequestHandler(registry, log, options.auth, limits, () => stopping);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     void handler(req, res);
   };
@@ -543,6 +556,7 @@ export async function listen(
     address,
     close: () =>
       new Promise<void>((resolve, reject) => {
+        stopping = true;
         stopWatching();
         cap.close();
         // close() ends the connections that are idle now. One still serving a request turns idle when

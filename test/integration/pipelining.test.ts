@@ -380,3 +380,38 @@ describe('HTTP/1.1 pipelining', () => {
     }
   });
 });
+
+describe('HTTP/1.1 pipelining, stopping', () => {
+  test(
+    'a stopping server answers the request in progress and not those pipelined behind it',
+    BOUNDED,
+    async () => {
+      const data = await tempDataDir();
+      const registry = await spawnTether(data.dir, ['--log-level', 'warn']);
+      try {
+        const blob = randomBytes(8 * MiB);
+        const digest = await pushBlob(registry.url, 'pipe/stop', blob);
+        const socket = await connect(registry);
+        socket.pause();
+        socket.on('error', () => {});
+        const closed = new Promise((resolve) => socket.once('close', resolve));
+        const responses = new ResponseReader(socket);
+        socket.write(request('GET', `/v2/pipe/stop/blobs/${digest}`).toString().repeat(3));
+        // The first download is in progress (its client not reading yet) when the server is told to stop.
+        await delay(300);
+        const stopped = registry.stop();
+        await delay(300);
+        socket.resume();
+        const first = await responses.next();
+        assert.equal(first.status, 200);
+        assert.equal(sha256(first.body), digest);
+        await closed;
+        await assert.rejects(responses.next(), /connection closed before the response was complete/);
+        assert.equal(await stopped, 0);
+      } finally {
+        if (registry.proc.exitCode === null) await registry.stop();
+        await data.cleanup();
+      }
+    },
+  );
+});
