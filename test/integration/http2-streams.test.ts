@@ -3,8 +3,13 @@ import { randomBytes } from 'node:crypto';
 import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
+import { ERROR_CODE, FLAG, FRAME, frame, PREFACE } from '../helpers/h2-frames.ts';
 import { sha256 } from '../helpers/oci.ts';
 import { openBlobFiles, spawnTlsTether, type TetherProcess } from '../helpers/tether-process.ts';
+
+const { HEADERS, RST_STREAM, GOAWAY } = FRAME;
+const { END_STREAM, END_HEADERS } = FLAG;
+const { REFUSED_STREAM } = ERROR_CODE;
 
 /**
  * How many streams one HTTP/2 session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS, app.ts).
@@ -16,23 +21,6 @@ const MiB = 1024 * 1024;
 const LIMIT = 100;
 const BOUNDED = { timeout: 60_000 };
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
-
-const HEADERS = 0x1;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const GOAWAY = 0x7;
-const END_STREAM = 0x1;
-const END_HEADERS = 0x4;
-const REFUSED_STREAM = 0x7;
 
 /** HPACK for `GET https <path>` with `:authority 127.0.0.1` (literals without Huffman coding). */
 function getHeaderBlock(path: string): Buffer {
@@ -151,13 +139,7 @@ describe('HTTP/2 streams per session', () => {
       const requests = Array.from({ length: 300 }, (_, i) =>
         frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, block),
       );
-      socket.write(
-        Buffer.concat([
-          Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
-          frame(SETTINGS, 0, 0, Buffer.alloc(0)),
-          ...requests,
-        ]),
-      );
+      socket.write(Buffer.concat([PREFACE, ...requests]));
       const open = await peakOver(1500, () => openBlobFiles(registry));
       assert.ok(open <= LIMIT, `${open} blob files open for one session`);
       assert.ok(refused >= 300 - LIMIT || goaway, `${refused} streams refused, no GOAWAY`);

@@ -3,7 +3,11 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
+import { FLAG, FRAME, frame, PREFACE } from '../helpers/h2-frames.ts';
 import { spawnTlsTether, type TetherProcess } from '../helpers/tether-process.ts';
+
+const { HEADERS, CONTINUATION } = FRAME;
+const { END_HEADERS } = FLAG;
 
 /**
  * Slow clients and the connection cap over TLS (HTTP/2 and HTTP/1.1 by ALPN). Node's HTTP/2 server has
@@ -73,23 +77,6 @@ function clientHello(): Promise<Buffer> {
   });
 }
 
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
-
-const HEADERS = 0x1;
-const SETTINGS = 0x4;
-const CONTINUATION = 0x9;
-const END_HEADERS = 0x4;
-const PREFACE = Buffer.concat([
-  Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
-  frame(SETTINGS, 0, 0, Buffer.alloc(0)),
-]);
 /** HPACK for GET https /v2/ (no Huffman coding), then `x-slow: aaa…`, a header to spread over frames. */
 const HEADER_BLOCK = Buffer.concat([
   Buffer.from([0x82, 0x87, 0x04, 0x04]),
