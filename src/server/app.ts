@@ -287,15 +287,18 @@ const waitingOn = new WeakMap<Socket, number>();
  * behind a PUT of the same manifest could be answered first. Now a connection has one request in
  * progress, as with Go's and nginx's servers.
  */
-function turnOf(res: ServerResponse): Promise<boolean> {
-  // Node's own hook for answer bytes a response holds (`OutgoingMessage#_onPendingData`).
+function turnOf(socket: Socket, res: ServerResponse): Promise<boolean> {
+  // While it waits, the request counts among its connection's waiting ones (MAX_WAITING_REQUESTS) and
+  // in Node's tally of unsent answer bytes, through Node's own hook (`OutgoingMessage#_onPendingData`).
   const pending = (res as unknown as { _onPendingData?: (delta: number) => void })._onPendingData;
   pending?.(QUEUED_REQUEST_WEIGHT);
+  waitingOn.set(socket, (waitingOn.get(socket) ?? 0) + 1);
   return new Promise((resolve) => {
     const settle = (turn: boolean) => {
       res.off('socket', onSocket);
       res.off('close', onClose);
       pending?.(-QUEUED_REQUEST_WEIGHT);
+      waitingOn.set(socket, (waitingOn.get(socket) ?? 1) - 1);
       resolve(turn);
     };
     const onSocket = () => settle(true);
@@ -332,8 +335,7 @@ export function createRequestHandler(
       const socket: Socket = req.socket;
       // Node parses the rest of a socket read after the connection was closed for too many waiting.
       if (socket.destroyed) return;
-      const waitingHere = (waitingOn.get(socket) ?? 0) + 1;
-      if (waitingHere > MAX_WAITING_REQUESTS) {
+      if ((waitingOn.get(socket) ?? 0) >= MAX_WAITING_REQUESTS) {
         log.warn(
           { remote: socket.remoteAddress, waiting: MAX_WAITING_REQUESTS },
           `connection closed: more than ${MAX_WAITING_REQUESTS} pipelined requests waiting for their turn`,
@@ -341,11 +343,9 @@ export function createRequestHandler(
         socket.destroy();
         return;
       }
-      waitingOn.set(socket, waitingHere);
       waiting = true;
-      const turn = await turnOf(res);
+      const turn = await turnOf(socket, res);
       waiting = false;
-      waitingOn.set(socket, (waitingOn.get(socket) ?? 1) - 1);
       if (!turn) return;
       // A stopping server closes a connection once the answer in progress is out, as Go's and nginx's
       // do, rather than carry out what was pipelined behind it (a client reading steadily could hold the
@@ -361,7 +361,7 @@ export function createRequestHandler(
       // arms its keep-alive timer only when no answer is queued): left running, it cut a download
       // pipelined behind an upload after limits.bodyIdleSeconds of a stall, unlogged, where
       // limits.sendIdleSeconds applies.
-      req.socket.setTimeout(0);
+      socket.setTimeout(0);
     }
     const method = req.method ?? 'GET';
     const rawUrl = req.url ?? '/';
