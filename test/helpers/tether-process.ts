@@ -26,18 +26,23 @@ export interface TetherProcess {
   kill9(): Promise<void>;
 }
 
-/** Blob files the server process has open (Linux: its /proc entry). */
-export function openBlobFiles(registry: TetherProcess): number {
-  const dir = `/proc/${registry.proc.pid}/fd`;
+/** Files under `under` that process `pid` ('self': this one) has open (Linux: its /proc entry). */
+export function openFilesUnder(pid: number | 'self', under: string): number {
+  const dir = `/proc/${pid}/fd`;
   let count = 0;
   for (const fd of readdirSync(dir)) {
     try {
-      if (readlinkSync(join(dir, fd)).startsWith(join(registry.data, 'blobs'))) count++;
+      if (readlinkSync(join(dir, fd)).startsWith(under)) count++;
     } catch {
       // Closed while listed.
     }
   }
   return count;
+}
+
+/** Blob files the server process has open. */
+export function openBlobFiles(registry: TetherProcess): number {
+  return openFilesUnder(registry.proc.pid!, join(registry.data, 'blobs'));
 }
 
 /** A fresh temporary data directory, removed by the returned cleanup function. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -13,6 +13,7 @@ import { startRegistry } from '../../src/server/start.ts';
 import { pushBlob, pushImage, pushManifest, sha256 } from '../helpers/oci.ts';
 import {
   openBlobFiles,
+  openFilesUnder,
   spawnTether,
   spawnTlsTether,
   type TetherProcess,
@@ -34,19 +35,6 @@ const MiB = 1024 * 1024;
 const BIG = 64 * MiB;
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Files under `under` this process has open (Linux: /proc/self/fd): the in-process server's. */
-function openFilesHere(under: string): number {
-  let count = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      if (readlinkSync(join('/proc/self/fd', fd)).startsWith(under)) count++;
-    } catch {
-      // Closed while listed.
-    }
-  }
-  return count;
-}
 
 /**
  * A stalled transfer: its blob file is still open a second in, and closed (the transfer cut) no sooner
@@ -493,10 +481,10 @@ describe('a blob whose storage read stalls (in-process server, file store)', () 
         // The file stays open while its read is outstanding (a pread in progress cannot be cancelled),
         // and is closed once the disk answers.
         assert.ok(disk.held() > 0);
-        assert.equal(openFilesHere(blobs), 1);
+        assert.equal(openFilesUnder('self', blobs), 1);
         disk.release();
         disk.hangFrom = Number.POSITIVE_INFINITY;
-        assert.ok(Number.isFinite(await within(5_000, () => openFilesHere(blobs) === 0)));
+        assert.ok(Number.isFinite(await within(5_000, () => openFilesUnder('self', blobs) === 0)));
 
         // A healthy disk and a client that stops reading: the client's stall, as before.
         const stalled = net.connect(port, host);
